@@ -1,0 +1,110 @@
+# qwen: `make` builds ./qwen (and ./qwen-server when cpp-httplib and nlohmann-json are installed);
+# `make test` builds and runs every test. Works with or without a GPU at build and run time.
+
+# Build in parallel on every core unless the caller chose -j.
+ifeq ($(filter -j%,$(MAKEFLAGS)),)
+MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 2)
+endif
+
+NVCC      ?= nvcc
+CXX       ?= g++
+CLANGXX   ?= clang++
+PYTHON    ?= python3
+# GPU architectures to compile for (compute capability x10): Ampere (80, 86) and Hopper (90).
+CUDA_ARCH ?= 80 86 90
+GENCODE   := $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
+             -gencode arch=compute_$(lastword $(CUDA_ARCH)),code=compute_$(lastword $(CUDA_ARCH))
+NVFLAGS   ?= -O3 -std=c++17 $(GENCODE) -Xcompiler -Wall,-pthread -diag-suppress 177
+CXXFLAGS  ?= -O2 -g -std=c++17 -Wall -Wextra -pthread
+CUDA_LIBS := -lcublas
+SAN_FLAGS := -O1 -g -std=c++17 -pthread -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_SECONDS ?= 60
+
+HEADERS   := qwen.hpp $(wildcard parts/*.hpp)
+SERVER_OK := $(shell pkg-config --exists cpp-httplib nlohmann_json 2>/dev/null && echo yes)
+SERVER_FLAGS = $(shell pkg-config --cflags --libs cpp-httplib nlohmann_json 2>/dev/null)
+
+BINS := qwen
+ifeq ($(SERVER_OK),yes)
+BINS += qwen-server
+endif
+
+all: $(BINS)
+
+qwen: main.cu qwen.cuh $(HEADERS)
+	$(NVCC) $(NVFLAGS) -o $@ main.cu $(CUDA_LIBS)
+
+build/chat_html.h: web/chat.html | build
+	cd web && xxd -i chat.html > ../$@
+
+qwen-server: server.cu qwen.cuh $(HEADERS) build/chat_html.h
+	$(NVCC) $(NVFLAGS) -Ibuild -o $@ server.cu $(CUDA_LIBS) $(SERVER_FLAGS)
+
+build:
+	mkdir -p build
+
+# ---- exported fixtures (the tiny random checkpoints and the real tokenizer) -------------------------
+FIXTURES := build/tiny-qwen2.bin build/tiny-qwen15.bin build/tiny-qwen3.bin build/tokenizer-small.bin \
+            build/qwen-tokenizer.bin
+fixtures: $(FIXTURES)
+build/tiny-%.bin: tools/export.py test/data/tiny-%/model.safetensors | build
+	$(PYTHON) tools/export.py test/data/tiny-$* $@
+build/tokenizer-small.bin: tools/export.py test/data/tokenizer-small/tokenizer.json | build
+	$(PYTHON) tools/export.py --tokenizer-only test/data/tokenizer-small $@
+build/qwen-tokenizer.bin: tools/export.py test/data/qwen-tokenizer/tokenizer.json | build
+	$(PYTHON) tools/export.py --tokenizer-only test/data/qwen-tokenizer $@
+
+# ---- C++ tests (doctest) ------------------------------------------------------------------------
+CPU_TESTS := $(filter-out test/test_main.cpp,$(wildcard test/test_*.cpp))
+build/obj/%.o: test/%.cpp $(HEADERS) | build
+	@mkdir -p build/obj
+	$(CXX) $(CXXFLAGS) -c -o $@ $<
+build/test_cpu: build/obj/test_main.o $(patsubst test/%.cpp,build/obj/%.o,$(CPU_TESTS))
+	$(CXX) $(CXXFLAGS) -o $@ $^
+
+# The loader and tokenizer under AddressSanitizer + UndefinedBehaviorSanitizer (corrupt files, odd input).
+build/test_asan: test/test_main.cpp test/test_model.cpp test/test_tokenizer.cpp $(HEADERS) | build
+	$(CXX) $(SAN_FLAGS) -o $@ test/test_main.cpp test/test_model.cpp test/test_tokenizer.cpp
+
+build/test_gpu: test/test_gpu.cu test/test_main.cpp qwen.cuh $(HEADERS) | build
+	$(NVCC) $(NVFLAGS) -o $@ test/test_gpu.cu test/test_main.cpp $(CUDA_LIBS)
+
+# Reads lines of hex-encoded UTF-8 on stdin, prints the ids of each (for the random comparison with HF).
+build/tokenize_lines: test/tokenize_lines.cpp $(HEADERS) | build
+	$(CXX) $(CXXFLAGS) -o $@ test/tokenize_lines.cpp
+
+# Tokenizer throughput (MB/s on one core) for English, Chinese and code on the real Qwen tokenizer.
+build/tokenizer_bench: dev/tokenizer_bench.cpp $(HEADERS) | build
+	$(CXX) $(CXXFLAGS) -o $@ dev/tokenizer_bench.cpp
+bench-tokenizer: build/tokenizer_bench build/qwen-tokenizer.bin
+	./build/tokenizer_bench build/qwen-tokenizer.bin
+
+build/fuzz_loader: test/fuzz_loader.cpp $(HEADERS) | build
+	$(CLANGXX) -O1 -g -std=c++17 -fsanitize=fuzzer,address,undefined -o $@ test/fuzz_loader.cpp
+
+# A bounded fuzzing run of the loader, seeded with the exported fixtures and the saved regressions.
+fuzz: build/fuzz_loader fixtures
+	@mkdir -p build/fuzz-corpus
+	cp $(FIXTURES) build/fuzz-corpus/
+	./build/fuzz_loader -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=400000 \
+	    build/fuzz-corpus test/fuzz-regressions
+
+test: all build/test_cpu build/test_asan build/test_gpu build/tokenize_lines fixtures
+	./build/test_cpu
+	ASAN_OPTIONS=detect_leaks=1 ./build/test_asan
+	./build/test_gpu
+	$(MAKE) --no-print-directory fuzz
+	$(PYTHON) -m pytest -q test
+
+# compute-sanitizer over the GPU tests (needs a GPU).
+memcheck: build/test_gpu
+	compute-sanitizer --tool memcheck --error-exitcode 1 ./build/test_gpu
+
+demo: qwen build/tiny-qwen2.bin
+	@echo "demo: a tiny model with random weights (its text is gibberish by design)"
+	./qwen -m build/tiny-qwen2.bin -p "你好" -n 32 --temp 0
+
+clean:
+	rm -rf build qwen qwen-server
+
+.PHONY: all fixtures test fuzz memcheck demo clean bench-tokenizer

@@ -1,0 +1,815 @@
+// main.cu: the `qwen` command line. A thin client of qwen.cuh / qwen.hpp: it parses flags, picks the engine
+// (GPU when present, else CPU), and runs one of the modes: one-shot prompt (chat or --raw), -i interactive
+// chat, --batch over a file of prompts, --tokenize, --bench. stdout carries only generated text (or ids, or
+// JSON lines), so it can be piped; everything else goes to stderr.
+//
+// Exit status: 0 ok, 1 runtime error (unreadable model, prompt too long, ...), 2 command-line error.
+
+#include "qwen.cuh"
+
+#include <cinttypes>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <sstream>
+
+// ============================================================================
+// Command line: flags, usage text and strict number parsing
+// ============================================================================
+
+static const char* USAGE =
+    "usage: qwen -m MODEL [options]\n"
+    "\n"
+    "Runs a Qwen model exported by tools/export.py. By default the prompt is sent as a chat message and the\n"
+    "answer is streamed to stdout; statistics go to stderr.\n"
+    "\n"
+    "model and prompt:\n"
+    "  -m, --model FILE         model file (weights.bin format)\n"
+    "  -p, --prompt TEXT        prompt text\n"
+    "  -f, --file FILE          read the prompt from FILE, byte for byte ('-' = stdin)\n"
+    "  -sys, --system TEXT      system prompt (default: the model's own, if it has one)\n"
+    "  --raw                    no chat template: complete the prompt text as is (special tokens written in\n"
+    "                           it are recognised); stdout gets only the continuation\n"
+    "  --no-think               Qwen3: answer without the <think> block\n"
+    "\n"
+    "generation:\n"
+    "  -n, --n-predict N        max new tokens (default -1: until a stop token or the context is full)\n"
+    "  -c, --ctx-size N         context length in tokens (default: min(model max, 4096))\n"
+    "  --temp X                 temperature, 0 = greedy (default: the model's generation config, else 0.7)\n"
+    "  --top-p X                nucleus sampling threshold in (0, 1] (default: model's, else 0.8)\n"
+    "  --top-k N                keep the N most likely tokens, 0 = off (default: model's, else 20)\n"
+    "  --min-p X                drop tokens below X times the top probability, in [0, 1] (default 0)\n"
+    "  --repeat-penalty X       penalty for tokens already in the context, 1 = off (default: model's, else 1)\n"
+    "  --presence-penalty X     penalty for tokens already generated, in [-2, 2] (default 0)\n"
+    "  -s, --seed N             random seed (default: from the clock; -1 = from the clock)\n"
+    "\n"
+    "modes:\n"
+    "  -i, --interactive        multi-turn chat reading lines from stdin; /reset clears the history,\n"
+    "                           /exit or end of input (Ctrl-D) leaves\n"
+    "  --batch FILE             one prompt per line, or JSON objects {\"prompt\": ..., \"temperature\": ...};\n"
+    "                           writes one JSON result per line to stdout ('-' = stdin)\n"
+    "  --tokenize               print the prompt's token ids (the whole chat prompt unless --raw) and exit;\n"
+    "                           works on tokenizer-only files\n"
+    "  --bench SHAPE            GPU benchmark of prefill and decode speed: SHAPE is qwen2.5-0.5b,\n"
+    "                           qwen2.5-1.5b or qwen2-7b (synthetic weights) or a model file\n"
+    "  --json                   with --bench: one JSON object instead of a table\n"
+    "\n"
+    "engine:\n"
+    "  --cpu                    use the CPU even when a CUDA device is present\n"
+    "  -t, --threads N          CPU threads (default 0: all cores)\n"
+    "  --verbose                print model, engine, sampling settings and per-turn details to stderr\n"
+    "  -h, --help               show this help and exit\n";
+
+// A mistake on the command line (exit status 2), as opposed to qwen::Error at run time (exit status 1).
+struct UsageError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+[[noreturn]] static void usage_error(const char* fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    throw UsageError(buf);
+}
+
+struct Options {
+    std::string model_path;
+    std::optional<std::string> prompt, prompt_file, system;
+    std::string batch_file, bench;
+    int n_predict = -1;  // -1 = until a stop token or the context is full
+    int context = 0;     // 0 = min(model max_seq_len, 4096)
+    int threads = 0;     // 0 = all cores
+    // Sampling flags; unset ones keep qwen::default_sampling(model.chat).
+    std::optional<float> temperature, top_p, min_p, repeat_penalty, presence_penalty;
+    std::optional<int> top_k;
+    std::optional<uint64_t> seed;
+    bool raw = false, no_think = false, interactive = false, cpu = false, tokenize = false;
+    bool verbose = false, json = false, help = false;
+};
+
+// Whole-string number parsing: "12x", "", "nan" and "inf" are errors, not 12 or 0.
+static double parse_double(const std::string& flag, const std::string& s) {
+    char* end = nullptr;
+    errno = 0;
+    double v = strtod(s.c_str(), &end);
+    if (s.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(v))
+        usage_error("%s expects a number, got '%s'", flag.c_str(), s.c_str());
+    return v;
+}
+
+static int parse_int(const std::string& flag, const std::string& s, long long lo, long long hi) {
+    char* end = nullptr;
+    errno = 0;
+    long long v = strtoll(s.c_str(), &end, 10);
+    if (s.empty() || *end != '\0' || errno == ERANGE)
+        usage_error("%s expects an integer, got '%s'", flag.c_str(), s.c_str());
+    if (v < lo || v > hi) usage_error("%s must be in [%lld, %lld], got %lld", flag.c_str(), lo, hi, v);
+    return int(v);
+}
+
+// A seed is any unsigned 64-bit integer; -1 (llama.cpp's convention) means "from the clock".
+static std::optional<uint64_t> parse_seed(const std::string& flag, const std::string& s) {
+    if (s == "-1") return std::nullopt;
+    char* end = nullptr;
+    errno = 0;
+    unsigned long long v = strtoull(s.c_str(), &end, 10);
+    if (s.empty() || s[0] == '-' || *end != '\0' || errno == ERANGE)
+        usage_error("%s expects an integer in [0, 2^64) or -1, got '%s'", flag.c_str(), s.c_str());
+    return uint64_t(v);
+}
+
+static Options parse_args(int argc, char** argv) {
+    Options o;
+    for (int i = 1; i < argc; i++) {
+        const std::string flag = argv[i];
+        auto value = [&]() -> std::string {
+            if (i + 1 >= argc) usage_error("%s needs a value", flag.c_str());
+            return argv[++i];
+        };
+        auto number = [&]() { return float(parse_double(flag, value())); };
+
+        if (flag == "-m" || flag == "--model") o.model_path = value();
+        else if (flag == "-p" || flag == "--prompt") o.prompt = value();
+        else if (flag == "-f" || flag == "--file") o.prompt_file = value();
+        else if (flag == "-sys" || flag == "--system") o.system = value();
+        else if (flag == "-n" || flag == "--n-predict") o.n_predict = parse_int(flag, value(), -1, INT32_MAX);
+        else if (flag == "-c" || flag == "--ctx-size") o.context = parse_int(flag, value(), 1, INT32_MAX);
+        else if (flag == "--temp") o.temperature = number();
+        else if (flag == "--top-p") o.top_p = number();
+        else if (flag == "--top-k") o.top_k = parse_int(flag, value(), INT32_MIN, INT32_MAX);
+        else if (flag == "--min-p") o.min_p = number();
+        else if (flag == "--repeat-penalty") o.repeat_penalty = number();
+        else if (flag == "--presence-penalty") o.presence_penalty = number();
+        else if (flag == "-s" || flag == "--seed") o.seed = parse_seed(flag, value());
+        else if (flag == "--raw") o.raw = true;
+        else if (flag == "--no-think") o.no_think = true;
+        else if (flag == "-i" || flag == "--interactive") o.interactive = true;
+        else if (flag == "--batch") o.batch_file = value();
+        else if (flag == "--cpu") o.cpu = true;
+        else if (flag == "-t" || flag == "--threads") o.threads = parse_int(flag, value(), 0, 4096);
+        else if (flag == "--tokenize") o.tokenize = true;
+        else if (flag == "--verbose") o.verbose = true;
+        else if (flag == "--bench") o.bench = value();
+        else if (flag == "--json") o.json = true;
+        else if (flag == "-h" || flag == "--help") o.help = true;
+        else usage_error("unknown argument '%s'", flag.c_str());
+    }
+    if (o.help || !o.bench.empty()) return o;
+
+    if (o.json) usage_error("--json only goes with --bench");
+    if (o.model_path.empty()) usage_error("no model given (-m FILE)");
+    if (o.prompt && o.prompt_file) usage_error("give the prompt with -p or with -f, not both");
+    int modes = int(o.interactive) + int(!o.batch_file.empty()) + int(o.tokenize);
+    if (modes > 1) usage_error("-i, --batch and --tokenize cannot be combined");
+    if (!o.batch_file.empty() && (o.prompt || o.prompt_file))
+        usage_error("--batch reads its prompts from the file; drop -p/-f");
+    if (o.interactive && o.raw) usage_error("-i is a chat; it cannot be combined with --raw");
+    if (!o.interactive && o.batch_file.empty() && !o.prompt && !o.prompt_file)
+        usage_error("no prompt given (-p TEXT, -f FILE, -i or --batch FILE)");
+    return o;
+}
+
+// ============================================================================
+// Input: files read byte for byte, prompt checks
+// ============================================================================
+
+static std::string read_file(const std::string& path) {
+    if (path == "-") {
+        std::ostringstream ss;
+        ss << std::cin.rdbuf();
+        return ss.str();
+    }
+    std::ifstream in(path, std::ios::binary);
+    if (!in) qwen::fail("%s: cannot open: %s", path.c_str(), strerror(errno));
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    if (in.bad()) qwen::fail("%s: read error", path.c_str());
+    return ss.str();
+}
+
+static void check_utf8(const std::string& text, const char* what) {
+    size_t bad = qwen::utf8_first_invalid(text);
+    if (bad != text.size()) qwen::fail("%s is not valid UTF-8 (byte %zu)", what, bad);
+}
+
+// The checks Session::generate makes, done early: before loading a batch, and per turn in -i.
+static void check_fits(size_t n_prompt, int context) {
+    if (n_prompt == 0) qwen::fail("the prompt is empty");
+    if (n_prompt > size_t(context))
+        qwen::fail("prompt is %zu tokens, %zu more than the context of %d", n_prompt, n_prompt - size_t(context),
+                   context);
+}
+
+// ============================================================================
+// JSON for --batch: a reader for flat objects and a string writer
+// ============================================================================
+
+// Length of the UTF-8 sequence starting at s[i]; `ok` says whether it is valid. For invalid bytes the length
+// is the "maximal subpart" (Unicode 3.9, U+FFFD substitution) that one replacement character stands for, the
+// rule Python's errors="replace" and browsers follow.
+static size_t utf8_next(const std::string& s, size_t i, bool& ok) {
+    const unsigned char c = (unsigned char)s[i];
+    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the next continuation byte
+    size_t need;                         // continuation bytes the lead byte announces
+    if (c < 0x80) { ok = true; return 1; }
+    else if (c >= 0xC2 && c <= 0xDF) need = 1;
+    else if (c >= 0xE0 && c <= 0xEF) { need = 2; lo = c == 0xE0 ? 0xA0 : 0x80; hi = c == 0xED ? 0x9F : 0xBF; }
+    else if (c >= 0xF0 && c <= 0xF4) { need = 3; lo = c == 0xF0 ? 0x90 : 0x80; hi = c == 0xF4 ? 0x8F : 0xBF; }
+    else { ok = false; return 1; }   // 80..C1 (continuation or overlong lead) and F5..FF never start a sequence
+    size_t k = 1;
+    while (k <= need && i + k < s.size()) {
+        unsigned char b = (unsigned char)s[i + k];
+        if (b < lo || b > hi) break;
+        lo = 0x80, hi = 0xBF;
+        k++;
+    }
+    ok = k == need + 1;
+    return k;
+}
+
+// Text with each invalid sequence replaced by U+FFFD, so it can go into JSON or a chat history.
+static std::string utf8_replace_invalid(const std::string& s) {
+    std::string out;
+    out.reserve(s.size());
+    for (size_t i = 0; i < s.size();) {
+        bool ok;
+        size_t n = utf8_next(s, i, ok);
+        out += ok ? s.substr(i, n) : std::string("\xEF\xBF\xBD");
+        i += n;
+    }
+    return out;
+}
+
+// A JSON string literal (with quotes) holding s: escapes ", \ and control characters; invalid UTF-8 in s
+// becomes U+FFFD so the output is always valid UTF-8.
+static std::string json_string(const std::string& s) {
+    std::string out = "\"";
+    for (char ch : utf8_replace_invalid(s)) {
+        unsigned char c = (unsigned char)ch;
+        switch (c) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\n': out += "\\n"; break;
+            case '\r': out += "\\r"; break;
+            case '\t': out += "\\t"; break;
+            case '\b': out += "\\b"; break;
+            case '\f': out += "\\f"; break;
+            default:
+                if (c < 0x20) {
+                    char buf[8];
+                    snprintf(buf, sizeof buf, "\\u%04x", c);
+                    out += buf;
+                } else {
+                    out += ch;
+                }
+        }
+    }
+    return out + "\"";
+}
+
+// One value of a flat JSON object. Nested objects are not needed by --batch and are rejected; arrays may
+// hold only strings (the "stop" list).
+struct JsonValue {
+    enum Kind { NUL, BOOL, NUMBER, STRING, STRING_ARRAY } kind = NUL;
+    bool boolean = false;
+    double number = 0;
+    std::string text;                  // STRING: the decoded string; NUMBER: the literal (exact big integers)
+    std::vector<std::string> strings;  // STRING_ARRAY
+};
+using JsonObject = std::map<std::string, JsonValue>;
+
+// Recursive-descent reader over one line of text (RFC 8259 grammar, restricted as above).
+struct JsonReader {
+    const std::string& s;
+    size_t pos = 0;
+
+    explicit JsonReader(const std::string& text) : s(text) {}
+
+    [[noreturn]] void error(const char* what) const { qwen::fail("%s at column %zu", what, pos + 1); }
+    void skip_space() {
+        while (pos < s.size() && (s[pos] == ' ' || s[pos] == '\t' || s[pos] == '\n' || s[pos] == '\r')) pos++;
+    }
+    bool at(char c) {
+        skip_space();
+        return pos < s.size() && s[pos] == c;
+    }
+    void expect(char c) {
+        if (!at(c)) {
+            char what[32];
+            snprintf(what, sizeof what, "expected '%c'", c);
+            error(what);
+        }
+        pos++;
+    }
+
+    uint32_t hex4() {
+        if (pos + 4 > s.size()) error("truncated \\u escape");
+        uint32_t v = 0;
+        for (int k = 0; k < 4; k++) {
+            char c = s[pos++];
+            int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                  : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+            if (d < 0) error("bad hex digit in \\u escape");
+            v = v * 16 + uint32_t(d);
+        }
+        return v;
+    }
+
+    std::string string() {
+        expect('"');
+        std::string out;
+        while (true) {
+            if (pos >= s.size()) error("unterminated string");
+            unsigned char c = (unsigned char)s[pos++];
+            if (c == '"') return out;
+            if (c < 0x20) error("raw control character in string (write it as an escape)");
+            if (c != '\\') {
+                out += char(c);
+                continue;
+            }
+            if (pos >= s.size()) error("unterminated string");
+            switch (s[pos++]) {
+                case '"': out += '"'; break;
+                case '\\': out += '\\'; break;
+                case '/': out += '/'; break;
+                case 'b': out += '\b'; break;
+                case 'f': out += '\f'; break;
+                case 'n': out += '\n'; break;
+                case 'r': out += '\r'; break;
+                case 't': out += '\t'; break;
+                case 'u': out += unicode_escape(); break;
+                default: pos--; error("unknown escape");
+            }
+        }
+    }
+
+    // \uXXXX, where a UTF-16 surrogate pair \uD83D\uDE00 stands for one code point above U+FFFF.
+    std::string unicode_escape() {
+        uint32_t cp = hex4();
+        if (cp >= 0xDC00 && cp <= 0xDFFF) error("lone low surrogate in \\u escape");
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+            if (s.compare(pos, 2, "\\u") != 0) error("high surrogate not followed by a low surrogate");
+            pos += 2;
+            uint32_t low = hex4();
+            if (low < 0xDC00 || low > 0xDFFF) error("high surrogate not followed by a low surrogate");
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+        }
+        std::string out;
+        qwen::utf8_append(out, cp);
+        return out;
+    }
+
+    JsonValue number() {
+        size_t start = pos;
+        auto digits = [&]() {
+            size_t d = pos;
+            while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') pos++;
+            if (pos == d) error("bad number");
+        };
+        if (s[pos] == '-') pos++;
+        if (pos < s.size() && s[pos] == '0') pos++;
+        else digits();
+        if (pos < s.size() && s[pos] == '.') { pos++; digits(); }
+        if (pos < s.size() && (s[pos] == 'e' || s[pos] == 'E')) {
+            pos++;
+            if (pos < s.size() && (s[pos] == '+' || s[pos] == '-')) pos++;
+            digits();
+        }
+        JsonValue v;
+        v.kind = JsonValue::NUMBER;
+        v.text = s.substr(start, pos - start);
+        v.number = strtod(v.text.c_str(), nullptr);
+        if (!std::isfinite(v.number)) error("number out of range");
+        return v;
+    }
+
+    bool literal(const char* word) {
+        size_t n = strlen(word);
+        if (s.compare(pos, n, word) != 0) return false;
+        pos += n;
+        return true;
+    }
+
+    JsonValue value() {
+        skip_space();
+        if (pos >= s.size()) error("missing value");
+        JsonValue v;
+        char c = s[pos];
+        if (c == '"') {
+            v.kind = JsonValue::STRING;
+            v.text = string();
+        } else if (c == '[') {
+            v.kind = JsonValue::STRING_ARRAY;
+            pos++;
+            if (at(']')) { pos++; return v; }
+            while (true) {
+                if (!at('"')) error("arrays may only hold strings");
+                v.strings.push_back(string());
+                if (!at(',')) break;
+                pos++;
+            }
+            expect(']');
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            v = number();
+        } else if (literal("true")) {
+            v.kind = JsonValue::BOOL, v.boolean = true;
+        } else if (literal("false")) {
+            v.kind = JsonValue::BOOL, v.boolean = false;
+        } else if (!literal("null")) {
+            error(c == '{' ? "nested objects are not supported" : "unexpected character");
+        }
+        return v;
+    }
+
+    JsonObject object() {
+        JsonObject obj;
+        expect('{');
+        if (at('}')) {
+            pos++;
+        } else {
+            while (true) {
+                skip_space();
+                size_t key_pos = pos;
+                std::string key = string();
+                if (obj.count(key)) {
+                    pos = key_pos;
+                    error("duplicate key");
+                }
+                expect(':');
+                obj[key] = value();
+                if (!at(',')) break;
+                pos++;
+            }
+            expect('}');
+        }
+        skip_space();
+        if (pos != s.size()) error("text after the object");
+        return obj;
+    }
+};
+
+// ============================================================================
+// Engine, sampling settings and statistics
+// ============================================================================
+
+static std::unique_ptr<qwen::Engine> make_engine(const qwen::Model& model, int context, const Options& o) {
+    if (!o.cpu && qwen::gpu::device_available()) return std::make_unique<qwen::GpuEngine>(model, context, o.verbose);
+    if (!o.cpu) fprintf(stderr, "qwen: no CUDA device found, running on the CPU\n");
+    return std::make_unique<qwen::CpuEngine>(model, context, o.threads);
+}
+
+// The model's generation-config defaults, overridden by the flags given, then validated.
+static qwen::SamplingParams sampling_from_flags(const qwen::ChatInfo& chat, const Options& o) {
+    qwen::SamplingParams p = qwen::default_sampling(chat);
+    if (o.temperature) p.temperature = *o.temperature;
+    if (o.top_p) p.top_p = *o.top_p;
+    if (o.top_k) p.top_k = *o.top_k;
+    if (o.min_p) p.min_p = *o.min_p;
+    if (o.repeat_penalty) p.repetition_penalty = *o.repeat_penalty;
+    if (o.presence_penalty) p.presence_penalty = *o.presence_penalty;
+    p.seed = o.seed ? *o.seed : uint64_t(std::chrono::system_clock::now().time_since_epoch().count());
+    try {
+        qwen::validate(p);
+    } catch (const qwen::Error& e) {
+        throw UsageError(e.what());  // a flag value is out of range: a command-line mistake
+    }
+    return p;
+}
+
+static int context_for(const qwen::Model& model, const Options& o) {
+    int model_max = model.config.max_seq_len;
+    if (o.context > model_max)
+        usage_error("-c %d is larger than the model's max_seq_len of %d", o.context, model_max);
+    return o.context > 0 ? o.context : std::min(model_max, 4096);
+}
+
+static void print_setup(const qwen::Model& m, const qwen::Engine& e, const qwen::SamplingParams& p) {
+    const qwen::Config& c = m.config;
+    fprintf(stderr, "qwen: model %s: arch qwen%d, %d layers, dim %d, ffn %d, heads %d/%d x %d, vocab %d\n",
+            m.chat.model_name.c_str(), c.arch, c.n_layers, c.dim, c.ffn_dim, c.n_heads, c.n_kv_heads, c.head_dim,
+            c.vocab_size);
+    fprintf(stderr, "qwen: engine %s, context %d tokens\n", e.name(), e.context_size());
+    fprintf(stderr,
+            "qwen: sampling temp %g, top-p %g, top-k %d, min-p %g, repeat-penalty %g, presence-penalty %g, "
+            "seed %" PRIu64 "\n",
+            p.temperature, p.top_p, p.top_k, p.min_p, p.repetition_penalty, p.presence_penalty, p.seed);
+}
+
+// Prefill covers the prompt tokens not found in the cache plus the first sample (so its time is the time to
+// first token); decode covers the tokens after the first.
+static void print_stats(const qwen::GenerateResult& r, const std::string& label = "") {
+    auto rate = [](double n, double s) { return s > 0 ? n / s : 0.0; };
+    int reused = r.prompt_tokens - r.prefill_tokens;
+    fprintf(stderr, "qwen: %sprompt %d tokens", label.c_str(), r.prompt_tokens);
+    if (reused > 0) fprintf(stderr, " (%d from the cache)", reused);
+    fprintf(stderr,
+            ", prefill %.1f tok/s | %d tokens generated (%s), decode %.1f tok/s | first token %.1f ms | "
+            "total %.3f s\n",
+            rate(r.prefill_tokens, r.prefill_seconds), r.completion_tokens, r.finish_reason.c_str(),
+            rate(r.completion_tokens - 1, r.decode_seconds), r.prefill_seconds * 1e3,
+            r.prefill_seconds + r.decode_seconds);
+}
+
+// Writes generated pieces to stdout as they come (flushed, so a pipe sees them at once).
+static void write_out(const std::string& s) {
+    fwrite(s.data(), 1, s.size(), stdout);
+    fflush(stdout);
+}
+
+// ============================================================================
+// Modes
+// ============================================================================
+
+// The messages of a one-turn chat: the -sys system prompt (if given) and the user's text.
+static std::vector<qwen::Message> one_turn(const Options& o, const std::string& user) {
+    std::vector<qwen::Message> msgs;
+    if (o.system) msgs.push_back({"system", *o.system});
+    msgs.push_back({"user", user});
+    return msgs;
+}
+
+static qwen::ChatOptions chat_options(const Options& o) {
+    qwen::ChatOptions c;
+    c.enable_thinking = !o.no_think;
+    return c;
+}
+
+// Ids of a prompt: raw text (special tokens written in it recognised) or a one-turn chat.
+static std::vector<int> prompt_ids(const qwen::Tokenizer& tok, const qwen::Model& m, const Options& o,
+                                   const std::string& text) {
+    if (o.raw) return tok.encode(text, /*parse_special=*/true);
+    return qwen::chat_tokens(tok, m.chat, one_turn(o, text), chat_options(o));
+}
+
+static std::string prompt_text(const Options& o) {
+    std::string text = o.prompt ? *o.prompt : read_file(*o.prompt_file);
+    check_utf8(text, o.prompt ? "the prompt" : o.prompt_file->c_str());
+    return text;
+}
+
+// --tokenize: ids of the prompt on one line. Needs only the tokenizer, so tokenizer-only files work.
+static int run_tokenize(const Options& o) {
+    qwen::Model m = qwen::load_tokenizer(o.model_path);
+    qwen::Tokenizer tok(m.vocab);
+    if (o.system) check_utf8(*o.system, "the system prompt");
+    std::vector<int> ids = prompt_ids(tok, m, o, prompt_text(o));
+    std::string line;
+    for (size_t i = 0; i < ids.size(); i++) line += (i ? " " : "") + std::to_string(ids[i]);
+    write_out(line + "\n");
+    return 0;
+}
+
+// One prompt, answer streamed to stdout. Chat mode ends the answer with a newline; --raw prints the
+// continuation only.
+static int run_once(const Options& o, const qwen::Model& m, qwen::Engine& engine, const qwen::Tokenizer& tok,
+                    const qwen::SamplingParams& params, const std::vector<int>& prompt) {
+    qwen::Session session(engine, tok);
+    qwen::Sampler sampler(params);
+    qwen::GenerateOptions gen;
+    gen.max_new_tokens = o.n_predict;
+    gen.stop_ids = m.chat.stop_ids;
+    qwen::GenerateResult r = session.generate(prompt, sampler, gen, [](const std::string& piece) {
+        write_out(piece);
+        return true;
+    });
+    if (!o.raw) write_out("\n");
+    else if (isatty(STDOUT_FILENO)) fputc('\n', stderr);  // keep the stats off the continuation's line
+    print_stats(r);
+    return 0;
+}
+
+// Drops the oldest (user, assistant) exchanges until the prompt leaves `room` tokens for the answer in the
+// context. The system prompt (first message, or the model's default inserted by the template) is kept.
+// Returns the prompt ids; fails when even the newest message alone does not fit.
+static std::vector<int> fit_history(std::vector<qwen::Message>& history, const Options& o, const qwen::Model& m,
+                                    const qwen::Tokenizer& tok, int context, int room) {
+    const size_t first = o.system ? 1 : 0;  // history[first..] alternate user, assistant, ..., user
+    std::vector<int> ids = qwen::chat_tokens(tok, m.chat, history, chat_options(o));
+    while (ids.size() + size_t(room) > size_t(context) && history.size() - first > 1) {
+        history.erase(history.begin() + first, history.begin() + first + 2);
+        ids = qwen::chat_tokens(tok, m.chat, history, chat_options(o));
+    }
+    check_fits(ids.size(), context);
+    return ids;
+}
+
+// -i: a chat that keeps its history. Each turn's prompt extends the previous one, so the Session only
+// prefills the new part; the KV cache of earlier turns is reused.
+static int run_interactive(const Options& o, const qwen::Model& m, qwen::Engine& engine,
+                           const qwen::Tokenizer& tok, const qwen::SamplingParams& params,
+                           std::optional<std::string> pending) {
+    const int context = engine.context_size();
+    // Room kept free for each answer when old turns must go: -n when given, else a quarter of the context.
+    const int room = o.n_predict >= 0 ? std::min(o.n_predict, context - 1) : context / 4;
+    const bool tty = isatty(STDIN_FILENO);
+    std::vector<qwen::Message> base;
+    if (o.system) base.push_back({"system", *o.system});
+    std::vector<qwen::Message> history = base;
+
+    qwen::Session session(engine, tok);
+    qwen::Sampler sampler(params);
+    qwen::GenerateOptions gen;
+    gen.max_new_tokens = o.n_predict;
+    gen.stop_ids = m.chat.stop_ids;
+    if (tty) fprintf(stderr, "qwen: chatting with %s; /reset clears the history, /exit or Ctrl-D leaves\n",
+                     m.chat.model_name.c_str());
+
+    // `pending` is the -p/-f prompt, if any: the first message. Then lines from stdin.
+    for (int turn = 1;; ) {
+        std::string line;
+        if (pending) {
+            line = *pending;
+            pending.reset();
+        } else {
+            if (tty) fputs("> ", stderr);
+            if (!std::getline(std::cin, line)) break;
+        }
+        if (line == "/exit") break;
+        if (line == "/reset") {
+            history = base;
+            fprintf(stderr, "qwen: history cleared\n");
+            continue;
+        }
+        if (line.empty()) continue;
+        if (!qwen::utf8_valid(line)) {
+            fprintf(stderr, "qwen: error: that line is not valid UTF-8; ignored\n");
+            continue;
+        }
+        std::vector<qwen::Message> next = history;  // becomes the history once the message fits
+        next.push_back({"user", line});
+        std::vector<int> prompt;
+        try {
+            prompt = fit_history(next, o, m, tok, context, room);
+        } catch (const qwen::Error& e) {
+            fprintf(stderr, "qwen: error: %s; message ignored\n", e.what());
+            continue;
+        }
+        if (size_t dropped = (history.size() + 1 - next.size()) / 2)
+            fprintf(stderr, "qwen: the conversation outgrew the context of %d tokens; dropped the oldest %zu "
+                    "exchange%s\n", context, dropped, dropped > 1 ? "s" : "");
+        history = std::move(next);
+        qwen::GenerateResult r = session.generate(prompt, sampler, gen, [](const std::string& piece) {
+            write_out(piece);
+            return true;
+        });
+        write_out("\n");
+        // The history is re-encoded from text each turn, so it must be valid UTF-8.
+        history.push_back({"assistant", utf8_replace_invalid(r.text)});
+        if (o.verbose) print_stats(r, "turn " + std::to_string(turn) + ": ");
+        turn++;
+    }
+    return 0;
+}
+
+// One --batch line after parsing: its prompt ids and settings.
+struct BatchItem {
+    std::string prompt;
+    std::vector<int> ids;
+    qwen::SamplingParams params;
+    qwen::GenerateOptions gen;
+};
+
+static float json_float(const JsonValue& v, const char* key) {
+    if (v.kind != JsonValue::NUMBER) qwen::fail("\"%s\" must be a number", key);
+    return float(v.number);
+}
+
+static int json_int(const JsonValue& v, const char* key, double lo, double hi) {
+    if (v.kind != JsonValue::NUMBER || v.number != std::floor(v.number) || v.number < lo || v.number > hi)
+        qwen::fail("\"%s\" must be an integer in [%.0f, %.0f]", key, lo, hi);
+    return int(v.number);
+}
+
+// Seeds are unsigned 64-bit: read from the number's literal, since a double holds only 53 bits exactly.
+static uint64_t json_seed(const JsonValue& v) {
+    char* end = nullptr;
+    errno = 0;
+    unsigned long long seed = v.kind == JsonValue::NUMBER ? strtoull(v.text.c_str(), &end, 10) : 0;
+    if (v.kind != JsonValue::NUMBER || v.text[0] == '-' || *end != '\0' || errno == ERANGE)
+        qwen::fail("\"seed\" must be an integer in [0, 2^64)");
+    return seed;
+}
+
+// Applies the fields of one JSONL object on top of the command-line settings.
+static void apply_fields(const JsonObject& obj, BatchItem& item) {
+    qwen::SamplingParams& p = item.params;
+    bool has_prompt = false;
+    for (const auto& [key, v] : obj) {
+        if (v.kind == JsonValue::NUL) continue;  // null = not given
+        const char* k = key.c_str();
+        if (key == "prompt") {
+            if (v.kind != JsonValue::STRING) qwen::fail("\"prompt\" must be a string");
+            item.prompt = v.text, has_prompt = true;
+        } else if (key == "temperature") p.temperature = json_float(v, k);
+        else if (key == "top_p") p.top_p = json_float(v, k);
+        else if (key == "top_k") p.top_k = json_int(v, k, 0, INT32_MAX);
+        else if (key == "min_p") p.min_p = json_float(v, k);
+        else if (key == "repeat_penalty" || key == "repetition_penalty") p.repetition_penalty = json_float(v, k);
+        else if (key == "presence_penalty") p.presence_penalty = json_float(v, k);
+        else if (key == "max_tokens") item.gen.max_new_tokens = json_int(v, k, -1, INT32_MAX);
+        else if (key == "seed") p.seed = json_seed(v);
+        else if (key == "stop" && v.kind == JsonValue::STRING) item.gen.stop = {v.text};
+        else if (key == "stop" && v.kind == JsonValue::STRING_ARRAY) item.gen.stop = v.strings;
+        else if (key == "stop") qwen::fail("\"stop\" must be a string or an array of strings");
+        else qwen::fail("unknown field \"%s\"", k);
+    }
+    if (!has_prompt) qwen::fail("missing \"prompt\"");
+    qwen::validate(p);
+}
+
+// Reads and checks every line before generating anything, so a mistake on line 90 fails at once.
+static std::vector<BatchItem> read_batch(const Options& o, const qwen::Model& m, const qwen::Tokenizer& tok,
+                                         const qwen::SamplingParams& params, int context) {
+    std::istringstream in(read_file(o.batch_file));
+    std::vector<BatchItem> items;
+    std::string line;
+    for (int line_no = 1; std::getline(in, line); line_no++) {
+        if (!line.empty() && line.back() == '\r') line.pop_back();  // CRLF files
+        if (line.find_first_not_of(" \t") == std::string::npos) continue;
+        BatchItem item;
+        item.params = params;
+        item.gen.max_new_tokens = o.n_predict;
+        item.gen.stop_ids = m.chat.stop_ids;
+        try {
+            check_utf8(line, "the line");
+            if (line[line.find_first_not_of(" \t")] == '{') apply_fields(JsonReader(line).object(), item);
+            else item.prompt = line;
+            item.ids = prompt_ids(tok, m, o, item.prompt);
+            check_fits(item.ids.size(), context);
+        } catch (const qwen::Error& e) {
+            qwen::fail("%s line %d: %s", o.batch_file.c_str(), line_no, e.what());
+        }
+        items.push_back(std::move(item));
+    }
+    return items;
+}
+
+// --batch: one JSON result per prompt, in order. A shared Session reuses the common prefix (the system prompt).
+static int run_batch(qwen::Engine& engine, const qwen::Tokenizer& tok, std::vector<BatchItem>& items) {
+    qwen::Session session(engine, tok);
+    double start = qwen::now_seconds();
+    long total_tokens = 0;
+    for (BatchItem& item : items) {
+        qwen::Sampler sampler(item.params);
+        qwen::GenerateResult r = session.generate(item.ids, sampler, item.gen);
+        total_tokens += r.completion_tokens;
+        write_out("{\"prompt\": " + json_string(item.prompt) + ", \"response\": " + json_string(r.text) +
+                  ", \"prompt_tokens\": " + std::to_string(r.prompt_tokens) +
+                  ", \"completion_tokens\": " + std::to_string(r.completion_tokens) +
+                  ", \"finish_reason\": " + json_string(r.finish_reason) + "}\n");
+    }
+    double seconds = qwen::now_seconds() - start;
+    fprintf(stderr, "qwen: %zu prompts, %ld tokens generated in %.2f s (%.1f tok/s)\n", items.size(),
+            total_tokens, seconds, seconds > 0 ? total_tokens / seconds : 0.0);
+    return 0;
+}
+
+static int run(const Options& o) {
+    if (!o.bench.empty()) return qwen::run_bench(o.bench, o.json);
+    if (o.tokenize) return run_tokenize(o);
+
+    qwen::Model model = qwen::load_model(o.model_path);
+    const int context = context_for(model, o);
+    qwen::SamplingParams params = sampling_from_flags(model.chat, o);
+    qwen::Tokenizer tok(model.vocab);
+
+    // All input is read and checked before the engine is made (on a GPU that uploads the weights).
+    std::vector<BatchItem> batch;
+    std::optional<std::string> first_message;
+    std::vector<int> prompt;
+    if (o.system) check_utf8(*o.system, "the system prompt");
+    if (!o.batch_file.empty()) {
+        batch = read_batch(o, model, tok, params, context);
+    } else if (o.interactive) {
+        if (o.prompt || o.prompt_file) first_message = prompt_text(o);
+    } else {
+        prompt = prompt_ids(tok, model, o, prompt_text(o));
+        check_fits(prompt.size(), context);
+    }
+
+    std::unique_ptr<qwen::Engine> engine = make_engine(model, context, o);
+    if (o.verbose) print_setup(model, *engine, params);
+    if (!o.batch_file.empty()) return run_batch(*engine, tok, batch);
+    if (o.interactive) return run_interactive(o, model, *engine, tok, params, first_message);
+    return run_once(o, model, *engine, tok, params, prompt);
+}
+
+int main(int argc, char** argv) {
+    try {
+        Options o = parse_args(argc, argv);
+        if (o.help) {
+            fputs(USAGE, stdout);
+            return 0;
+        }
+        return run(o);
+    } catch (const UsageError& e) {
+        fprintf(stderr, "qwen: error: %s (see qwen --help)\n", e.what());
+        return 2;
+    } catch (const std::exception& e) {  // qwen::Error, and std::bad_alloc for a context too big for memory
+        fprintf(stderr, "qwen: error: %s\n", e.what());
+        return 1;
+    }
+}

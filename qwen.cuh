@@ -1,0 +1,1617 @@
+// qwen.cuh: the CUDA engine for the models of qwen.hpp (bf16 weights, fp32 accumulation).
+//
+// Provides (namespace qwen):
+//   CUDA_CHECK, CUBLAS_CHECK             error checks that call qwen::fail with file:line and the error string
+//   gpu::*                               kernels and their launchers, in data-flow order:
+//     reference kernels                  embed, rmsnorm, matvec_ref, swiglu, attention_decode_ref (test oracles;
+//                                        embed / rmsnorm / swiglu also serve the prefill path)
+//     decode kernels                     matvec (+ RMSNorm, + residual, + SwiGLU fusions), qkv_epilogue
+//                                        (bias, q/k norm, RoPE, KV-cache write), split-context attention + reduce
+//     prefill kernels                    gemm (cuBLAS), tiled causal attention with online softmax
+//     sampling kernels                   penalties, argmax, softmax, top-k / top-p / min-p selection and draw
+//   GpuEngine                            qwen::Engine on one GPU: weights upload, KV cache, forward, sample
+//   run_bench(shape_or_file, json)       the `qwen --bench` measurement
+#pragma once
+#include "qwen.hpp"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cub/cub.cuh>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+// ============================================================================
+// Error checks: every CUDA / cuBLAS call goes through one of these
+// ============================================================================
+namespace qwen {
+namespace gpu {
+
+inline void check_cuda(cudaError_t e, const char* call, const char* file, int line) {
+    if (e != cudaSuccess) fail("%s:%d: %s failed: %s", file, line, call, cudaGetErrorString(e));
+}
+inline void check_cublas(cublasStatus_t s, const char* call, const char* file, int line) {
+    if (s != CUBLAS_STATUS_SUCCESS) fail("%s:%d: %s failed: %s", file, line, call, cublasGetStatusString(s));
+}
+
+}  // namespace gpu
+}  // namespace qwen
+
+#define CUDA_CHECK(call) ::qwen::gpu::check_cuda((call), #call, __FILE__, __LINE__)
+#define CUBLAS_CHECK(call) ::qwen::gpu::check_cublas((call), #call, __FILE__, __LINE__)
+
+// ============================================================================
+// Device helpers: bf16 unpacking, warp and block reductions
+// ============================================================================
+namespace qwen {
+namespace gpu {
+
+// What every launcher needs to know: the stream to run on and the size of the device.
+struct Launch {
+    cudaStream_t stream = nullptr;
+    int sm_count = 1;              // multiprocessors, to size grids
+    size_t smem_optin = 48 << 10;  // the most dynamic shared memory one block may ask for
+};
+
+inline Launch make_launch(cudaStream_t stream) {
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    cudaDeviceProp prop;
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+    Launch l;
+    l.stream = stream;
+    l.sm_count = prop.multiProcessorCount;
+    l.smem_optin = prop.sharedMemPerBlockOptin;
+    return l;
+}
+
+__device__ __forceinline__ float bf2f(bf16 h) { return __uint_as_float(uint32_t(h) << 16); }
+
+// Round to nearest even, NaN kept (the same rule as qwen::f32_to_bf16 on the host).
+__device__ __forceinline__ bf16 f2bf(float f) {
+    uint32_t u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return bf16((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1);
+    return bf16(u >> 16);
+}
+
+// A 32-bit word holds two bf16: element 0 in the low half (little-endian), element 1 in the high half.
+__device__ __forceinline__ float lo_bf(uint32_t w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float hi_bf(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
+
+// sum_i w[i] * x[i] over 8 bf16 weights (one 16-byte load) and 8 fp32 inputs.
+__device__ __forceinline__ float dot8(uint4 w, float4 a, float4 b) {
+    float s = lo_bf(w.x) * a.x;
+    s = fmaf(hi_bf(w.x), a.y, s);
+    s = fmaf(lo_bf(w.y), a.z, s);
+    s = fmaf(hi_bf(w.y), a.w, s);
+    s = fmaf(lo_bf(w.z), b.x, s);
+    s = fmaf(hi_bf(w.z), b.y, s);
+    s = fmaf(lo_bf(w.w), b.z, s);
+    s = fmaf(hi_bf(w.w), b.w, s);
+    return s;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Sum (or max) over the whole block, returned to every thread. blockDim.x must be a multiple of 32.
+template <bool MAX>
+__device__ float block_reduce(float v) {
+    __shared__ float part[32];
+    __shared__ float total;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
+    v = MAX ? warp_max(v) : warp_sum(v);
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        float x = lane < n_warps ? part[lane] : (MAX ? -INFINITY : 0.0f);
+        x = MAX ? warp_max(x) : warp_sum(x);
+        if (lane == 0) total = x;
+    }
+    __syncthreads();
+    float r = total;
+    __syncthreads();  // `total` and `part` may be reused by the next call
+    return r;
+}
+__device__ float block_sum(float v) { return block_reduce<false>(v); }
+__device__ float block_max(float v) { return block_reduce<true>(v); }
+
+__host__ __device__ inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// Lets `kernel` use `bytes` of dynamic shared memory (beyond 48 KB needs an explicit opt-in).
+template <typename K>
+void allow_smem(K* kernel, size_t bytes, const Launch& l, const char* what) {
+    if (bytes > l.smem_optin)
+        fail("%s needs %zu bytes of shared memory per block, the device allows %zu", what, bytes, l.smem_optin);
+    if (bytes > (48u << 10))
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+}
+
+}  // namespace gpu
+}  // namespace qwen
+
+// ============================================================================
+// Reference kernels: one op each, simple enough to check by eye (test oracles; the prefill path uses
+// embed, rmsnorm and swiglu as they are)
+// ============================================================================
+namespace qwen {
+namespace gpu {
+
+// x[t, c] = E[tokens[t], c]   grid (n), block 256
+static __global__ void embed_kernel(const bf16* E, const int* tokens, float* x, int dim) {
+    const bf16* row = E + size_t(tokens[blockIdx.x]) * dim;
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) x[size_t(blockIdx.x) * dim + c] = bf2f(row[c]);
+}
+// x: (n, dim) fp32; tokens: (n) device ids, already range-checked by the caller.
+inline void embed(const bf16* E, const int* tokens, float* x, int n, int dim, const Launch& l) {
+    embed_kernel<<<n, 256, 0, l.stream>>>(E, tokens, x, dim);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+// out[t, c] = x[t, c] / sqrt(mean_c x[t, c]^2 + eps) * g[c]   grid (n), block 256
+template <typename Out>
+static __global__ void rmsnorm_kernel(const float* x, const bf16* g, Out* out, int dim, float eps) {
+    const float* xr = x + size_t(blockIdx.x) * dim;
+    float ss = 0;
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) ss += xr[c] * xr[c];
+    float scale = rsqrtf(block_sum(ss) / dim + eps);
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+        float v = xr[c] * scale * bf2f(g[c]);
+        if constexpr (std::is_same<Out, float>::value) out[size_t(blockIdx.x) * dim + c] = v;
+        else out[size_t(blockIdx.x) * dim + c] = f2bf(v);
+    }
+}
+// x: (n, dim) fp32, g: (dim) bf16, out: (n, dim) fp32 or bf16 (the bf16 form feeds cuBLAS).
+template <typename Out>
+void rmsnorm(const float* x, const bf16* g, Out* out, int n, int dim, float eps, const Launch& l) {
+    rmsnorm_kernel<Out><<<n, 256, 0, l.stream>>>(x, g, out, dim, eps);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+// y[r] = sum_c W[r, c] * x[c], one thread per row, no tricks   grid (rows / 128), block 128
+static __global__ void matvec_ref_kernel(const bf16* W, const float* x, float* y, int rows, int cols) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    float s = 0;
+    for (int c = 0; c < cols; c++) s += bf2f(W[size_t(r) * cols + c]) * x[c];
+    y[r] = s;
+}
+// W: (rows, cols) bf16, x: (cols) fp32, y: (rows) fp32.
+inline void matvec_ref(const bf16* W, const float* x, float* y, int rows, int cols, const Launch& l) {
+    matvec_ref_kernel<<<ceil_div(rows, 128), 128, 0, l.stream>>>(W, x, y, rows, cols);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
+
+// out[t, i] = silu(gu[t, i]) * gu[t, ffn + i]   grid (n, ceil(ffn / 256)), block 256
+template <typename Out>
+static __global__ void swiglu_kernel(const float* gu, Out* out, int ffn) {
+    int i = blockIdx.y * blockDim.x + threadIdx.x;
+    if (i >= ffn) return;
+    const float* row = gu + size_t(blockIdx.x) * 2 * ffn;
+    float v = silu(row[i]) * row[ffn + i];
+    if constexpr (std::is_same<Out, float>::value) out[size_t(blockIdx.x) * ffn + i] = v;
+    else out[size_t(blockIdx.x) * ffn + i] = f2bf(v);
+}
+// gu: (n, 2*ffn) fp32 (gate columns, then up columns), out: (n, ffn) fp32 or bf16.
+template <typename Out>
+void swiglu(const float* gu, Out* out, int n, int ffn, const Launch& l) {
+    swiglu_kernel<Out><<<dim3(n, ceil_div(ffn, 256)), 256, 0, l.stream>>>(gu, out, ffn);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+// One query head against the whole cache, scores kept in shared memory:
+// out[h] = sum_t softmax_t(q[h] . K[t, kvh] / sqrt(D)) V[t, kvh]   grid (n_heads), block 128, smem T floats
+static __global__ void attention_decode_ref_kernel(const float* q, const bf16* K, const bf16* V, float* out, int T,
+                                                   int n_heads, int n_kv_heads, int D) {
+    extern __shared__ float score[];  // (T)
+    int h = blockIdx.x, kvh = h / (n_heads / n_kv_heads), kv_dim = n_kv_heads * D;
+    const float* qh = q + size_t(h) * D;
+    float scale = rsqrtf(float(D));
+    for (int t = threadIdx.x; t < T; t += blockDim.x) {
+        const bf16* k = K + size_t(t) * kv_dim + size_t(kvh) * D;
+        float s = 0;
+        for (int d = 0; d < D; d++) s += qh[d] * bf2f(k[d]);
+        score[t] = s * scale;
+    }
+    __syncthreads();
+    float m = -INFINITY;
+    for (int t = threadIdx.x; t < T; t += blockDim.x) m = fmaxf(m, score[t]);
+    m = block_max(m);
+    float z = 0;
+    for (int t = threadIdx.x; t < T; t += blockDim.x) z += expf(score[t] - m);
+    z = block_sum(z);
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float o = 0;
+        for (int t = 0; t < T; t++) o += expf(score[t] - m) * bf2f(V[size_t(t) * kv_dim + size_t(kvh) * D + d]);
+        out[size_t(h) * D + d] = o / z;
+    }
+}
+// q: (n_heads, D) fp32; K, V: (>= T, n_kv_heads * D) bf16, one layer of the cache; out: (n_heads, D) fp32.
+inline void attention_decode_ref(const float* q, const bf16* K, const bf16* V, float* out, int T, int n_heads,
+                                 int n_kv_heads, int D, const Launch& l) {
+    size_t smem = size_t(T) * sizeof(float);
+    allow_smem(attention_decode_ref_kernel, smem, l, "attention_decode_ref");
+    attention_decode_ref_kernel<<<n_heads, 128, smem, l.stream>>>(q, K, V, out, T, n_heads, n_kv_heads, D);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace gpu
+}  // namespace qwen
+
+// ============================================================================
+// Decode kernels: one token per step, so every weight byte is read once and the step is bound by memory
+// bandwidth. Fusions keep activations out of device memory between ops.
+// ============================================================================
+namespace qwen {
+namespace gpu {
+
+constexpr int MV_WARPS = 8;   // warps per matvec block; each warp owns whole rows
+constexpr int MV_UNROLL = 4;  // independent 16-byte weight loads in flight per lane before the first use
+
+enum MatvecOut { MV_STORE, MV_ADD, MV_SWIGLU };
+
+// Stages the matvec input in shared memory: xs[c] = x[c], or with NORM the RMS-normalised
+// x[c] * rsqrt(mean(x^2) + eps) * g[c]. Every block computes the (cheap, L2-resident) scale itself.
+template <bool NORM>
+__device__ void stage_input(const float* x, const bf16* g, float eps, int cols, float* xs) {
+    float scale = 1.0f;
+    if (NORM) {
+        float ss = 0;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) ss += x[c] * x[c];
+        scale = rsqrtf(block_sum(ss) / cols + eps);
+    }
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) xs[c] = NORM ? x[c] * scale * bf2f(g[c]) : x[c];
+    __syncthreads();
+}
+
+// NR dot products of bf16 rows with the staged input, by one warp. Each lane streams 16-byte chunks
+// (8 bf16) of every row, MV_UNROLL chunks per row loaded before any is used, so enough bytes are in flight
+// to cover memory latency. Weights are read once per token: load them with the evict-first hint.
+template <int NR>
+__device__ void warp_rows_dot(const bf16* const (&rows)[NR], const float* xs, int cols, float (&out)[NR]) {
+    int lane = threadIdx.x % 32, n8 = cols / 8;
+    const float4* x4 = reinterpret_cast<const float4*>(xs);
+    float acc[NR];
+#pragma unroll
+    for (int r = 0; r < NR; r++) acc[r] = 0;
+    for (int base = lane; base < n8; base += 32 * MV_UNROLL) {
+        uint4 w[NR][MV_UNROLL];
+#pragma unroll
+        for (int u = 0; u < MV_UNROLL; u++)
+#pragma unroll
+            for (int r = 0; r < NR; r++) {
+                int i = base + u * 32;
+                w[r][u] = i < n8 ? __ldcs(reinterpret_cast<const uint4*>(rows[r]) + i) : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+        for (int u = 0; u < MV_UNROLL; u++) {
+            int i = base + u * 32;
+            if (i < n8) {
+                float4 a = x4[2 * i], b = x4[2 * i + 1];
+#pragma unroll
+                for (int r = 0; r < NR; r++) acc[r] += dot8(w[r][u], a, b);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < NR; r++) out[r] = warp_sum(acc[r]);
+}
+
+// The decode matvec, y = W xs with xs staged by stage_input<NORM>; OUT picks the epilogue:
+//   MV_STORE  y[r] = W[r] . xs                     (q/k/v projection, lm_head)
+//   MV_ADD    y[r] += W[r] . xs                    (wo and w_down: the residual add)
+//   MV_SWIGLU y[r] = silu(W[r] . xs) * (W[rows + r] . xs)   (gate row r and up row rows + r)
+// grid (ceil(rows / rows_per_block)), block 32 * MV_WARPS, smem cols floats
+template <bool NORM, int OUT>
+static __global__ void __launch_bounds__(32 * MV_WARPS)
+    matvec_kernel(const bf16* __restrict__ W, const float* __restrict__ x, const bf16* __restrict__ g, float eps,
+                  float* __restrict__ y, int rows, int cols, int rows_per_block) {
+    extern __shared__ float4 smem4[];
+    float* xs = reinterpret_cast<float*>(smem4);  // (cols) the staged input
+    stage_input<NORM>(x, g, eps, cols, xs);
+    int warp = threadIdx.x / 32, r_end = min(rows, (blockIdx.x + 1) * rows_per_block);
+    for (int r = blockIdx.x * rows_per_block + warp; r < r_end; r += MV_WARPS) {
+        if (OUT == MV_SWIGLU) {
+            const bf16* rr[2] = {W + size_t(r) * cols, W + size_t(rows + r) * cols};
+            float d[2];
+            warp_rows_dot<2>(rr, xs, cols, d);
+            if (threadIdx.x % 32 == 0) y[r] = silu(d[0]) * d[1];
+        } else {
+            const bf16* rr[1] = {W + size_t(r) * cols};
+            float d[1];
+            warp_rows_dot<1>(rr, xs, cols, d);
+            if (threadIdx.x % 32 == 0) y[r] = OUT == MV_ADD ? y[r] + d[0] : d[0];
+        }
+    }
+}
+
+// Rows per block: whole warps, enough blocks for ~4 waves over the device, at most 8 rows per warp (more rows
+// per block amortise the staging of the input).
+inline int matvec_rows_per_block(int rows, const Launch& l) {
+    int per_block = ceil_div(rows, 4 * l.sm_count);
+    per_block = ceil_div(per_block, MV_WARPS) * MV_WARPS;
+    return std::min(std::max(per_block, MV_WARPS), 8 * MV_WARPS);
+}
+
+// W: (rows, cols) bf16 (OUT == MV_SWIGLU: (2*rows, cols)); x: (cols) fp32; g: (cols) bf16 when NORM;
+// y: (rows) fp32, not aliasing x. cols must be a multiple of 8 (16-byte rows).
+template <bool NORM, int OUT>
+void matvec_launch(const bf16* W, const float* x, const bf16* g, float eps, float* y, int rows, int cols,
+                   const Launch& l) {
+    if (cols % 8 != 0) fail("matvec: cols (%d) must be a multiple of 8", cols);
+    if (rows < 1 || cols < 8) fail("matvec: bad shape %d x %d", rows, cols);
+    size_t smem = size_t(cols) * sizeof(float);
+    allow_smem(matvec_kernel<NORM, OUT>, smem, l, "matvec");
+    int rpb = matvec_rows_per_block(rows, l);
+    matvec_kernel<NORM, OUT><<<ceil_div(rows, rpb), 32 * MV_WARPS, smem, l.stream>>>(W, x, g, eps, y, rows, cols, rpb);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+// y = W x
+inline void matvec(const bf16* W, const float* x, float* y, int rows, int cols, const Launch& l) {
+    matvec_launch<false, MV_STORE>(W, x, nullptr, 0.0f, y, rows, cols, l);
+}
+// y += W x   (residual add in the epilogue)
+inline void matvec_residual(const bf16* W, const float* x, float* y, int rows, int cols, const Launch& l) {
+    matvec_launch<false, MV_ADD>(W, x, nullptr, 0.0f, y, rows, cols, l);
+}
+// y = W rmsnorm(x, g)
+inline void rmsnorm_matvec(const bf16* W, const float* x, const bf16* g, float eps, float* y, int rows, int cols,
+                           const Launch& l) {
+    matvec_launch<true, MV_STORE>(W, x, g, eps, y, rows, cols, l);
+}
+// y = silu(W[:ffn] rmsnorm(x, g)) * (W[ffn:] rmsnorm(x, g)); W: (2*ffn, cols), y: (ffn)
+inline void rmsnorm_matvec_swiglu(const bf16* W, const float* x, const bf16* g, float eps, float* y, int ffn, int cols,
+                                  const Launch& l) {
+    matvec_launch<true, MV_SWIGLU>(W, x, g, eps, y, ffn, cols, l);
+}
+
+// What qkv_epilogue needs to know about the layer (device pointers; bias and norms may be null).
+struct QkvLayer {
+    const bf16* bias = nullptr;    // (q_dim + 2*kv_dim)
+    const bf16* q_norm = nullptr;  // (head_dim) Qwen3
+    const bf16* k_norm = nullptr;  // (head_dim) Qwen3
+    bf16* k_cache = nullptr;       // (context, kv_dim) this layer's keys
+    bf16* v_cache = nullptr;       // (context, kv_dim) this layer's values
+};
+
+// For token t at position p = *pos + t, one block per head (q heads, then k heads, then v heads):
+//   h = qkv[t, head] + bias;  q, k: h = rmsnorm(h, q/k_norm) (Qwen3);  q, k: RoPE(h, p)
+//   q is written back in place (fp32); k and v go to the cache row p as bf16.
+// RoPE rotates pairs (i, i + D/2) by p * inv_freq[i] (the "rotate_half" layout of HF Qwen).
+// grid (n_heads + 2*n_kv_heads, n_tokens), block 128; D even, D <= 256
+static __global__ void qkv_epilogue_kernel(float* qkv, QkvLayer L, const float* inv_freq, const int* pos, int n_heads,
+                                           int n_kv_heads, int D, float eps) {
+    int head = blockIdx.x, t = blockIdx.y, p = *pos + t, half = D / 2;
+    int q_dim = n_heads * D, kv_dim = n_kv_heads * D;
+    // kind 0, 1, 2: a q, k or v head; off: its first column in the q | k | v row
+    int kind = head < n_heads ? 0 : head < n_heads + n_kv_heads ? 1 : 2;
+    int off = head * D;
+    float* h = qkv + size_t(t) * (q_dim + 2 * kv_dim) + off;
+    // each thread owns the pair (i, i + half)
+    int i = threadIdx.x;
+    bool mine = i < half;
+    float a = mine ? h[i] : 0, b = mine ? h[i + half] : 0;
+    if (L.bias && mine) {
+        a += bf2f(L.bias[off + i]);
+        b += bf2f(L.bias[off + i + half]);
+    }
+    const bf16* norm = kind == 0 ? L.q_norm : kind == 1 ? L.k_norm : nullptr;
+    if (norm) {  // block-uniform branch: block_sum inside is safe
+        float scale = rsqrtf(block_sum(a * a + b * b) / D + eps);
+        if (mine) {
+            a = a * scale * bf2f(norm[i]);
+            b = b * scale * bf2f(norm[i + half]);
+        }
+    }
+    if (!mine) return;
+    if (kind != 2) {
+        float s, c;
+        sincosf(float(p) * inv_freq[i], &s, &c);
+        float a2 = a * c - b * s, b2 = b * c + a * s;
+        a = a2;
+        b = b2;
+    }
+    if (kind == 0) {
+        h[i] = a;
+        h[i + half] = b;
+    } else {
+        bf16* row = (kind == 1 ? L.k_cache : L.v_cache) + size_t(p) * kv_dim;
+        int col = off - (kind == 1 ? q_dim : q_dim + kv_dim);
+        row[col + i] = f2bf(a);
+        row[col + i + half] = f2bf(b);
+    }
+}
+// qkv: (n, q_dim + 2*kv_dim) fp32; inv_freq: (D/2) fp32; pos: device int, position of token 0.
+inline void qkv_epilogue(float* qkv, const QkvLayer& L, const float* inv_freq, const int* pos, int n, int n_heads,
+                         int n_kv_heads, int D, float eps, const Launch& l) {
+    if (D % 2 != 0 || D > 256) fail("qkv_epilogue: head_dim %d must be even and <= 256", D);
+    qkv_epilogue_kernel<<<dim3(n_heads + 2 * n_kv_heads, n), 128, 0, l.stream>>>(qkv, L, inv_freq, pos, n_heads,
+                                                                                 n_kv_heads, D, eps);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+constexpr int ATT_THREADS = 128;  // attention blocks: one token per thread when scoring
+constexpr int ATT_MAX_D = 256;
+
+// Flash-decoding, part 1. The T = *pos + 1 cached tokens are cut into n_parts equal chunks; block (h, part)
+// runs an online softmax over its chunk for query head h and writes the unnormalised partial result:
+//   m = max_t s_t,  l = sum_t exp(s_t - m),  o[d] = sum_t exp(s_t - m) V[t, d],   s_t = q . K[t] / sqrt(D)
+// Tiles of ATT_THREADS tokens: each thread scores one token (16-byte K loads), then each thread accumulates
+// its output dimensions over the tile (coalesced V rows). The chunk length comes from device memory, so the
+// launch shape is the same at every position (a CUDA graph can replay it).
+// grid (n_heads, n_parts), block ATT_THREADS, smem D floats
+static __global__ void __launch_bounds__(ATT_THREADS)
+    attention_decode_kernel(const float* q, const bf16* K, const bf16* V, const int* pos, float* part_o, float* part_ml,
+                            int n_heads, int n_kv_heads, int D) {
+    extern __shared__ float4 att_smem4[];
+    float* qs = reinterpret_cast<float*>(att_smem4);  // (D) the query, pre-scaled by 1/sqrt(D)
+    __shared__ float p_tile[ATT_THREADS];             // exp(s_t - m) for the current tile
+    int h = blockIdx.x, part = blockIdx.y, n_parts = gridDim.y, tid = threadIdx.x;
+    int kv_dim = n_kv_heads * D, kv_off = (h / (n_heads / n_kv_heads)) * D;
+    int T = *pos + 1, chunk = ceil_div(T, n_parts);
+    int t_begin = part * chunk, t_end = min(T, t_begin + chunk);
+    float scale = rsqrtf(float(D));
+    for (int d = tid; d < D; d += ATT_THREADS) qs[d] = q[size_t(h) * D + d] * scale;
+    __syncthreads();
+    float m = -INFINITY, lsum = 0, acc[ATT_MAX_D / ATT_THREADS] = {};
+    for (int t0 = t_begin; t0 < t_end; t0 += ATT_THREADS) {
+        int t = t0 + tid;
+        float s = -INFINITY;
+        if (t < t_end) {
+            const uint4* k4 = reinterpret_cast<const uint4*>(K + size_t(t) * kv_dim + kv_off);
+            const float4* q4 = reinterpret_cast<const float4*>(qs);
+            s = 0;
+            for (int j = 0; j < D / 8; j++) s += dot8(k4[j], q4[2 * j], q4[2 * j + 1]);
+        }
+        float m_new = fmaxf(m, block_max(s));  // finite: the tile holds at least one token
+        float e = t < t_end ? expf(s - m_new) : 0.0f;
+        p_tile[tid] = e;
+        float corr = expf(m - m_new);       // rescales what was summed against the old max (0 on the first tile)
+        lsum = lsum * corr + block_sum(e);  // block_sum's barriers also publish p_tile
+        m = m_new;
+        int n_t = min(ATT_THREADS, t_end - t0);
+#pragma unroll
+        for (int k = 0; k < ATT_MAX_D / ATT_THREADS; k++) {
+            int d = tid + k * ATT_THREADS;
+            if (d >= D) continue;
+            float o = acc[k] * corr;
+#pragma unroll 8
+            for (int j = 0; j < n_t; j++) o += p_tile[j] * bf2f(V[size_t(t0 + j) * kv_dim + kv_off + d]);
+            acc[k] = o;
+        }
+        __syncthreads();  // p_tile is rewritten by the next tile
+    }
+    size_t slot = size_t(h) * n_parts + part;
+#pragma unroll
+    for (int k = 0; k < ATT_MAX_D / ATT_THREADS; k++) {
+        int d = tid + k * ATT_THREADS;
+        if (d < D) part_o[slot * D + d] = acc[k];
+    }
+    if (tid == 0) {
+        part_ml[2 * slot] = m;  // -inf for an empty chunk
+        part_ml[2 * slot + 1] = lsum;
+    }
+}
+
+// Flash-decoding, part 2: combine the partial softmaxes with their log-sum-exp weights,
+//   M = max_p m_p,  out[d] = sum_p exp(m_p - M) o_p[d] / sum_p exp(m_p - M) l_p
+// grid (n_heads), block 256 (one thread per output dimension)
+static __global__ void attention_reduce_kernel(const float* part_o, const float* part_ml, float* out, int n_parts,
+                                               int D) {
+    int h = blockIdx.x, d = threadIdx.x;
+    const float* ml = part_ml + size_t(h) * n_parts * 2;
+    float M = -INFINITY;
+    for (int p = 0; p < n_parts; p++) M = fmaxf(M, ml[2 * p]);
+    if (d >= D) return;
+    float num = 0, den = 0;
+    for (int p = 0; p < n_parts; p++) {
+        if (ml[2 * p] == -INFINITY) continue;  // empty chunk
+        float w = expf(ml[2 * p] - M);
+        num += w * part_o[(size_t(h) * n_parts + p) * D + d];
+        den += w * ml[2 * p + 1];
+    }
+    out[size_t(h) * D + d] = num / den;
+}
+
+// Chunks per head: enough blocks to cover the device about twice, at most one chunk per cached token.
+inline int attention_parts(int n_heads, int context, const Launch& l) {
+    return std::max(1, std::min(ceil_div(2 * l.sm_count, n_heads), context));
+}
+
+// q: (n_heads, D) fp32; K, V: (context, kv_dim) bf16 of one layer; pos: device int (T = *pos + 1 tokens);
+// part_o: (n_heads, n_parts, D) fp32, part_ml: (n_heads, n_parts, 2) fp32 scratch; out: (n_heads, D) fp32.
+inline void attention_decode(const float* q, const bf16* K, const bf16* V, const int* pos, float* part_o,
+                             float* part_ml, float* out, int n_parts, int n_heads, int n_kv_heads, int D,
+                             const Launch& l) {
+    if (D % 8 != 0 || D > ATT_MAX_D) fail("attention: head_dim %d must be a multiple of 8 and <= %d", D, ATT_MAX_D);
+    if (n_heads % n_kv_heads != 0) fail("attention: %d heads are not a multiple of %d kv heads", n_heads, n_kv_heads);
+    attention_decode_kernel<<<dim3(n_heads, n_parts), ATT_THREADS, D * sizeof(float), l.stream>>>(
+        q, K, V, pos, part_o, part_ml, n_heads, n_kv_heads, D);
+    CUDA_CHECK(cudaGetLastError());
+    attention_reduce_kernel<<<n_heads, 256, 0, l.stream>>>(part_o, part_ml, out, n_parts, D);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace gpu
+}  // namespace qwen
+
+// ============================================================================
+// Prefill kernels: a chunk of prompt tokens at once; projections are cuBLAS GEMMs (tensor cores, fp32
+// accumulation), attention is a tiled causal kernel with online softmax
+// ============================================================================
+namespace qwen {
+namespace gpu {
+
+// Y (n, rows) = X (n, cols) W^T (+ Y when accumulate), W (rows, cols) bf16 row-major, X bf16, Y fp32.
+// cuBLAS is column-major: a row-major (rows, cols) W is a column-major (cols, rows) matrix, so
+// Y^T (rows, n) = op_T(W) X^T with lda = ldb = cols and ldc = rows.
+inline void gemm(cublasHandle_t h, const bf16* W, const bf16* X, float* Y, int n, int rows, int cols, bool accumulate) {
+    float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &alpha, W, CUDA_R_16BF, cols, X, CUDA_R_16BF,
+                              cols, &beta, Y, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+constexpr int PF_BQ = 32;  // queries per block
+constexpr int PF_BK = 32;  // keys per tile
+
+// Causal attention for n queries at positions *pos + i against cache rows 0 .. *pos + i (the chunk's own keys
+// were written by qkv_epilogue first). Block (h, qb) owns queries qb*PF_BQ .. +PF_BQ of head h; 4 threads
+// per query row, each holding D/4 output dimensions in registers. Per key tile: S = Q K^T / sqrt(D) with the
+// causal mask, online-softmax update of (m, l, o) per row, o += P V.
+// grid (n_heads, ceil(n / PF_BQ)), block 128, smem PF_BQ*(D+1) floats + 2*PF_BK*D bf16 + PF_BQ*PF_BK floats
+template <int D>
+static __global__ void __launch_bounds__(128)
+    attention_prefill_kernel(const float* qkv, const bf16* K, const bf16* V, const int* pos, bf16* out, int n,
+                             int n_heads, int n_kv_heads) {
+    extern __shared__ float4 pf_smem4[];
+    constexpr int QS = D + 1;                              // padded row stride: no bank conflicts
+    float* Qs = reinterpret_cast<float*>(pf_smem4);        // (PF_BQ, QS) queries, pre-scaled
+    bf16* Ks = reinterpret_cast<bf16*>(Qs + PF_BQ * QS);   // (PF_BK, D) 16-byte aligned: PF_BQ % 4 == 0
+    bf16* Vs = Ks + PF_BK * D;                             // (PF_BK, D)
+    float* Ps = reinterpret_cast<float*>(Vs + PF_BK * D);  // (PF_BQ, PF_BK) probabilities
+    int h = blockIdx.x, q0 = blockIdx.y * PF_BQ, tid = threadIdx.x;
+    int row = tid / 4, sub = tid % 4;  // this thread's query row and its quarter of the keys / dimensions
+    int q_dim = n_heads * D, kv_dim = n_kv_heads * D, stride = q_dim + 2 * kv_dim;
+    int kv_off = (h / (n_heads / n_kv_heads)) * D, p0 = *pos;
+    float scale = rsqrtf(float(D));
+    for (int e = tid; e < PF_BQ * D; e += 128) {
+        int r = e / D, d = e % D;
+        Qs[r * QS + d] = q0 + r < n ? qkv[size_t(q0 + r) * stride + h * D + d] * scale : 0.0f;
+    }
+    int q_pos = p0 + q0 + row;             // this row's position (rows past n are computed, not stored)
+    int kv_end = p0 + min(n, q0 + PF_BQ);  // keys needed by the block's last query
+    float m = -INFINITY, lsum = 0, o[D / 4];
+#pragma unroll
+    for (int j = 0; j < D / 4; j++) o[j] = 0;
+    for (int k0 = 0; k0 < kv_end; k0 += PF_BK) {
+        __syncthreads();  // previous tile fully used (and Qs written, on the first pass)
+        for (int e = tid; e < PF_BK * D / 8; e += 128) {  // 16-byte copies of the K and V tiles
+            int r = e / (D / 8), c = e % (D / 8);
+            uint4 zero = make_uint4(0, 0, 0, 0);
+            bool ok = k0 + r < kv_end;
+            reinterpret_cast<uint4*>(Ks)[e] =
+                ok ? reinterpret_cast<const uint4*>(K + size_t(k0 + r) * kv_dim + kv_off)[c] : zero;
+            reinterpret_cast<uint4*>(Vs)[e] =
+                ok ? reinterpret_cast<const uint4*>(V + size_t(k0 + r) * kv_dim + kv_off)[c] : zero;
+        }
+        __syncthreads();
+        float s[PF_BK / 4], tile_max = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < PF_BK / 4; j++) {
+            int key = sub + 4 * j;
+            float acc = 0;
+#pragma unroll 8
+            for (int d = 0; d < D; d++) acc += Qs[row * QS + d] * bf2f(Ks[key * D + d]);
+            s[j] = k0 + key <= q_pos ? acc : -INFINITY;  // causal mask (also hides keys past kv_end)
+            tile_max = fmaxf(tile_max, s[j]);
+        }
+        // the 4 threads of a row are adjacent lanes: reduce across them with xor 1, 2
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+        float m_new = fmaxf(m, tile_max);
+        float corr = m_new == -INFINITY ? 1.0f : expf(m - m_new);
+        float psum = 0;
+#pragma unroll
+        for (int j = 0; j < PF_BK / 4; j++) {
+            float e = s[j] == -INFINITY ? 0.0f : expf(s[j] - m_new);
+            Ps[row * PF_BK + sub + 4 * j] = e;
+            psum += e;
+        }
+        psum += __shfl_xor_sync(0xffffffffu, psum, 1);
+        psum += __shfl_xor_sync(0xffffffffu, psum, 2);
+        lsum = lsum * corr + psum;
+        m = m_new;
+        __syncwarp();  // a row's probabilities come from its own warp
+#pragma unroll
+        for (int j = 0; j < D / 4; j++) {
+            float acc = o[j] * corr;
+            for (int key = 0; key < PF_BK; key++) acc += Ps[row * PF_BK + key] * bf2f(Vs[key * D + sub + 4 * j]);
+            o[j] = acc;
+        }
+    }
+    if (q0 + row >= n) return;
+    bf16* dst = out + size_t(q0 + row) * q_dim + h * D;
+#pragma unroll
+    for (int j = 0; j < D / 4; j++) dst[sub + 4 * j] = f2bf(o[j] / lsum);
+}
+
+template <int D>
+void attention_prefill_launch(const float* qkv, const bf16* K, const bf16* V, const int* pos, bf16* out, int n,
+                              int n_heads, int n_kv_heads, const Launch& l) {
+    size_t smem = PF_BQ * (D + 1) * sizeof(float) + 2 * PF_BK * D * sizeof(bf16) + PF_BQ * PF_BK * sizeof(float);
+    allow_smem(attention_prefill_kernel<D>, smem, l, "attention_prefill");
+    attention_prefill_kernel<D>
+        <<<dim3(n_heads, ceil_div(n, PF_BQ)), 128, smem, l.stream>>>(qkv, K, V, pos, out, n, n_heads, n_kv_heads);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+// qkv: (n, q_dim + 2*kv_dim) fp32 with q already rotated (the q columns are read); K, V: (context, kv_dim)
+// bf16 of one layer holding rows 0 .. *pos + n - 1; out: (n, q_dim) bf16 (the input of the wo GEMM).
+inline void attention_prefill(const float* qkv, const bf16* K, const bf16* V, const int* pos, bf16* out, int n,
+                              int n_heads, int n_kv_heads, int D, const Launch& l) {
+    if (n_heads % n_kv_heads != 0) fail("attention: %d heads are not a multiple of %d kv heads", n_heads, n_kv_heads);
+    switch (D) {
+    case 16: return attention_prefill_launch<16>(qkv, K, V, pos, out, n, n_heads, n_kv_heads, l);
+    case 32: return attention_prefill_launch<32>(qkv, K, V, pos, out, n, n_heads, n_kv_heads, l);
+    case 64: return attention_prefill_launch<64>(qkv, K, V, pos, out, n, n_heads, n_kv_heads, l);
+    case 128: return attention_prefill_launch<128>(qkv, K, V, pos, out, n, n_heads, n_kv_heads, l);
+    case 256: return attention_prefill_launch<256>(qkv, K, V, pos, out, n, n_heads, n_kv_heads, l);
+    default: fail("attention_prefill: head_dim %d is not one of 16, 32, 64, 128, 256", D);
+    }
+}
+
+}  // namespace gpu
+}  // namespace qwen
+
+// ============================================================================
+// Sampling kernels: the Sampler's rules (parts/p4_sampler.hpp) on the device, so that only the chosen id
+// crosses to the host. The uniform draw comes from the host Sampler's Rng, so a seed behaves the same.
+// ============================================================================
+namespace qwen {
+namespace gpu {
+
+constexpr int SAMPLE_THREADS = 1024;  // the selection kernels run as one block
+
+// HF repetition penalty over ids[0..n_rep), then the presence penalty over ids[n_rep..n); each list distinct.
+// grid (ceil(n / 256)), block 256
+static __global__ void penalty_kernel(float* logits, const int* ids, int n_rep, int n, float rep, float presence) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float& l = logits[ids[i]];
+    if (i < n_rep) l = l < 0 ? l * rep : l / rep;
+    else l -= presence;
+}
+// The two passes must not race on a token in both lists: run them as two launches.
+inline void apply_penalties(float* logits, const int* ids, int n_rep, int n_pres, float rep, float presence,
+                            const Launch& l) {
+    if (n_rep > 0) penalty_kernel<<<ceil_div(n_rep, 256), 256, 0, l.stream>>>(logits, ids, n_rep, n_rep, rep, 0);
+    if (n_pres > 0)
+        penalty_kernel<<<ceil_div(n_pres, 256), 256, 0, l.stream>>>(logits, ids + n_rep, 0, n_pres, 1, presence);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+// Index of the largest value, lowest index on ties. Pairs (value, index) compared lexicographically.
+struct ArgMax {
+    float v;
+    int i;
+};
+__device__ __forceinline__ ArgMax better(ArgMax a, ArgMax b) {
+    return (b.v > a.v || (b.v == a.v && b.i < a.i)) ? b : a;
+}
+struct Better {
+    __device__ ArgMax operator()(ArgMax a, ArgMax b) const { return better(a, b); }
+};
+// *out = argmax_i x[i]   grid (1), block SAMPLE_THREADS
+static __global__ void __launch_bounds__(SAMPLE_THREADS) argmax_kernel(const float* x, int n, int* out) {
+    ArgMax best{-INFINITY, n};
+    for (int i = threadIdx.x; i < n; i += blockDim.x) best = better(best, ArgMax{x[i], i});
+    using Reduce = cub::BlockReduce<ArgMax, SAMPLE_THREADS>;
+    __shared__ typename Reduce::TempStorage tmp;
+    ArgMax r = Reduce(tmp).Reduce(best, Better());
+    if (threadIdx.x == 0) *out = r.i < n ? r.i : 0;
+}
+inline void argmax(const float* x, int n, int* out, const Launch& l) {
+    argmax_kernel<<<1, SAMPLE_THREADS, 0, l.stream>>>(x, n, out);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+// p[i] = exp((x[i] - max) / T) * (1 / sum_j exp((x[j] - max) / T))  as the Sampler's softmax   grid (1)
+static __global__ void __launch_bounds__(SAMPLE_THREADS)
+    softmax_kernel(const float* x, int n, float temperature, float* p) {
+    float m = -INFINITY;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) m = fmaxf(m, x[i]);
+    m = block_max(m);
+    using Reduce = cub::BlockReduce<double, SAMPLE_THREADS>;
+    __shared__ typename Reduce::TempStorage tmp;
+    __shared__ float inv_sum;
+    double s = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float e = expf((x[i] - m) / temperature);
+        p[i] = e;
+        s += e;
+    }
+    double total = Reduce(tmp).Sum(s);
+    if (threadIdx.x == 0) inv_sum = float(1.0 / total);
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x) p[i] *= inv_sum;
+}
+
+// Block-wide helpers over p[0..n) for one block of SAMPLE_THREADS threads.
+__device__ double block_sum_prefix(const float* p, int n) {
+    using Reduce = cub::BlockReduce<double, SAMPLE_THREADS>;
+    __shared__ typename Reduce::TempStorage tmp;
+    __shared__ double total;
+    double s = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += p[i];
+    s = Reduce(tmp).Sum(s);
+    if (threadIdx.x == 0) total = s;
+    __syncthreads();
+    double r = total;
+    __syncthreads();
+    return r;
+}
+
+// The first i in [0, n) whose running sum p[0] + ... + p[i] reaches the target (>= with or_equal, else >),
+// or n when none does. Chunks of SAMPLE_THREADS are scanned in double, carrying the sum between chunks.
+__device__ int first_prefix_over(const float* p, int n, double target, bool or_equal) {
+    using Scan = cub::BlockScan<double, SAMPLE_THREADS>;
+    __shared__ typename Scan::TempStorage tmp;
+    __shared__ int found;
+    __shared__ double carry;
+    if (threadIdx.x == 0) {
+        found = n;
+        carry = 0;
+    }
+    __syncthreads();
+    for (int base = 0; base < n; base += SAMPLE_THREADS) {
+        int i = base + threadIdx.x;
+        double incl, chunk_total;
+        Scan(tmp).InclusiveSum(i < n ? double(p[i]) : 0.0, incl, chunk_total);
+        incl += carry;
+        if (i < n && (or_equal ? incl >= target : incl > target)) atomicMin(&found, i);
+        __syncthreads();
+        if (found < n) break;  // uniform: every thread reads it after the barrier
+        if (threadIdx.x == 0) carry += chunk_total;
+        __syncthreads();
+    }
+    int r = found;
+    __syncthreads();
+    return r;
+}
+
+// The first i in [0, n) with p[i] < threshold, or n (p sorted descending, so the rest are below too).
+__device__ int first_below(const float* p, int n, float threshold) {
+    __shared__ int found;
+    if (threadIdx.x == 0) found = n;
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        if (p[i] < threshold) {
+            atomicMin(&found, i);
+            break;
+        }
+    __syncthreads();
+    int r = found;
+    __syncthreads();
+    return r;
+}
+
+struct SampleFilter {
+    int top_k = 0;       // 0 = off (or >= n)
+    float top_p = 1.0f;  // 1 = off
+    float min_p = 0.0f;  // 0 = off
+    float u = 0.0f;      // the uniform draw in [0, 1)
+};
+
+// Chooses the token from probabilities p (n). With filters, p and ids are sorted most probable first (ties by
+// id) and the kept set is a prefix: top-k (with the ties of the k-th) -> top-p over the top-k mass -> min-p.
+// Without filters p is in id order (ids == nullptr) and every token is kept, as the Sampler does. Then the
+// first kept token whose running mass exceeds u * (kept mass) is chosen.   grid (1), block SAMPLE_THREADS
+static __global__ void __launch_bounds__(SAMPLE_THREADS)
+    select_kernel(const float* p, const int* ids, int n, SampleFilter f, int* out) {
+    __shared__ int keep_s;
+    if (threadIdx.x == 0) {
+        int keep = n;
+        if (ids && f.top_k > 0 && f.top_k < n) {
+            keep = f.top_k;
+            while (keep < n && p[keep] >= p[f.top_k - 1]) keep++;  // ties of the k-th stay (rare, short)
+        }
+        keep_s = keep;
+    }
+    __syncthreads();
+    int keep = keep_s;
+    if (ids && f.top_p < 1.0f) {  // token j stays while the mass before it is < top_p * (top-k mass)
+        double total = keep < n ? block_sum_prefix(p, keep) : 1.0;
+        int j = first_prefix_over(p, keep, double(f.top_p) * total, true);
+        keep = min(keep, j + 1);
+    }
+    if (ids && f.min_p > 0.0f) keep = max(1, first_below(p, keep, f.min_p * p[0]));
+    double mass = block_sum_prefix(p, keep);
+    int j = min(first_prefix_over(p, keep, double(f.u) * mass, false), keep - 1);
+    if (threadIdx.x == 0) *out = ids ? ids[j] : j;
+}
+
+inline void select_token(const float* p, const int* ids, int n, const SampleFilter& f, int* out, const Launch& l) {
+    select_kernel<<<1, SAMPLE_THREADS, 0, l.stream>>>(p, ids, n, f, out);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+inline void softmax(const float* x, int n, float temperature, float* p, const Launch& l) {
+    softmax_kernel<<<1, SAMPLE_THREADS, 0, l.stream>>>(x, n, temperature, p);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace gpu
+}  // namespace qwen
+
+// ============================================================================
+// Device memory: allocations, the weights upload through pinned staging buffers, synthetic weights
+// ============================================================================
+namespace qwen {
+namespace gpu {
+
+// True when a CUDA device can be used (no failure: a machine without a GPU just says no).
+inline bool device_available() {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) == cudaSuccess && n > 0) return true;
+    cudaGetLastError();  // clear the error (no driver, no device) so that it does not surface later
+    return false;
+}
+
+// Device allocations freed together on destruction (an engine's buffers live and die with it).
+struct DeviceAllocs {
+    std::vector<void*> ptrs;
+    DeviceAllocs() = default;
+    DeviceAllocs(const DeviceAllocs&) = delete;
+    DeviceAllocs& operator=(const DeviceAllocs&) = delete;
+    ~DeviceAllocs() {
+        for (void* p : ptrs) cudaFree(p);
+    }
+    // `count` elements of T; `total` accumulates the bytes (for the memory report).
+    template <typename T>
+    T* get(size_t count, size_t& total) {
+        size_t bytes = std::max<size_t>(count, 1) * sizeof(T);
+        void* p = nullptr;
+        cudaError_t e = cudaMalloc(&p, bytes);
+        if (e != cudaSuccess) fail("cannot allocate %.2f GB on the GPU: %s", bytes / 1e9, cudaGetErrorString(e));
+        ptrs.push_back(p);
+        total += bytes;
+        return static_cast<T*>(p);
+    }
+};
+
+// One weight tensor: its field in Weights and its shape (rows, cols), stacked over layers in rows.
+struct TensorSpec {
+    using Field = const bf16* Weights::*;  // e.g. &Weights::wqkv
+    Field field;
+    size_t rows, cols;
+    enum Kind { MATRIX, NORM, BIAS } kind;
+    size_t bytes() const { return rows * cols * sizeof(bf16); }
+};
+
+// The tensors of a model, in file order (lm_head only when not tied: then it aliases token_embd).
+inline std::vector<TensorSpec> tensor_specs(const Config& c) {
+    size_t L = size_t(c.n_layers), dim = size_t(c.dim), f = size_t(c.ffn_dim), V = size_t(c.vocab_size);
+    size_t qkv = size_t(c.q_dim() + 2 * c.kv_dim()), D = size_t(c.head_dim);
+    using T = TensorSpec;
+    std::vector<TensorSpec> t = {{&Weights::token_embd, V, dim, T::MATRIX},
+                                 {&Weights::attn_norm, L, dim, T::NORM},
+                                 {&Weights::wqkv, L * qkv, dim, T::MATRIX}};
+    if (c.qkv_bias) t.push_back({&Weights::bqkv, L, qkv, T::BIAS});
+    if (c.qk_norm) {
+        t.push_back({&Weights::q_norm, L, D, T::NORM});
+        t.push_back({&Weights::k_norm, L, D, T::NORM});
+    }
+    t.push_back({&Weights::wo, L * dim, size_t(c.q_dim()), T::MATRIX});
+    t.push_back({&Weights::ffn_norm, L, dim, T::NORM});
+    t.push_back({&Weights::w_gate_up, L * 2 * f, dim, T::MATRIX});
+    t.push_back({&Weights::w_down, L * dim, f, T::MATRIX});
+    t.push_back({&Weights::out_norm, 1, dim, T::NORM});
+    if (!c.tied) t.push_back({&Weights::lm_head, V, dim, T::MATRIX});
+    return t;
+}
+
+// Host -> device copy of a large read-only mapping: the file is copied chunk by chunk into two pinned
+// buffers, alternately, so reading the next chunk from disk overlaps the DMA of the previous one.
+struct PinnedStaging {
+    static constexpr size_t CHUNK = size_t(64) << 20;
+    void* buf[2] = {nullptr, nullptr};
+    cudaEvent_t done[2] = {nullptr, nullptr};  // the DMA out of buf[i] has finished
+    PinnedStaging() {
+        for (int i = 0; i < 2; i++) {
+            CUDA_CHECK(cudaHostAlloc(&buf[i], CHUNK, cudaHostAllocDefault));
+            CUDA_CHECK(cudaEventCreateWithFlags(&done[i], cudaEventDisableTiming));
+        }
+    }
+    PinnedStaging(const PinnedStaging&) = delete;
+    PinnedStaging& operator=(const PinnedStaging&) = delete;
+    ~PinnedStaging() {
+        for (int i = 0; i < 2; i++) {
+            if (done[i]) cudaEventSynchronize(done[i]), cudaEventDestroy(done[i]);
+            if (buf[i]) cudaFreeHost(buf[i]);
+        }
+    }
+    void copy(void* dst, const uint8_t* src, size_t bytes, cudaStream_t stream, const char* label) {
+        bool bar = isatty(2) && bytes > (size_t(256) << 20);
+        for (size_t off = 0, i = 0; off < bytes; off += CHUNK, i++) {
+            int b = int(i % 2);
+            size_t len = std::min(CHUNK, bytes - off);
+            if (i >= 2) CUDA_CHECK(cudaEventSynchronize(done[b]));
+            memcpy(buf[b], src + off, len);
+            CUDA_CHECK(cudaMemcpyAsync(static_cast<uint8_t*>(dst) + off, buf[b], len, cudaMemcpyHostToDevice, stream));
+            CUDA_CHECK(cudaEventRecord(done[b], stream));
+            if (bar) fprintf(stderr, "\r%s: %3d%% of %.2f GB", label, int(100.0 * (off + len) / bytes), bytes / 1e9);
+        }
+        CUDA_CHECK(cudaStreamSynchronize(stream));
+        if (bar) fprintf(stderr, "\n");
+    }
+};
+
+// p[i] = center + half_width * (2u - 1), u uniform in [0, 1) from a hash of (seed, i)   grid-stride, block 256
+static __global__ void fill_uniform_kernel(bf16* p, size_t n, uint64_t seed, float center, float half_width) {
+    for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+        uint64_t z = seed * 0x9E3779B97F4A7C15ull + i;  // splitmix64 of the index
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        float u = float(z >> 40) * (1.0f / 16777216.0f);
+        p[i] = f2bf(center + half_width * (2.0f * u - 1.0f));
+    }
+}
+inline void fill_uniform(bf16* p, size_t n, uint64_t seed, float center, float half_width, const Launch& l) {
+    fill_uniform_kernel<<<4 * l.sm_count, 256, 0, l.stream>>>(p, n, seed, center, half_width);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+// An engine's stream (non-blocking: graph capture needs a stream of its own) and cuBLAS handle,
+// released on destruction, also when the engine's constructor fails half-way.
+struct Handles {
+    cudaStream_t stream = nullptr;
+    cublasHandle_t cublas = nullptr;
+    Handles() = default;
+    Handles(const Handles&) = delete;
+    Handles& operator=(const Handles&) = delete;
+    void create() {
+        CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+        CUBLAS_CHECK(cublasCreate(&cublas));
+        CUBLAS_CHECK(cublasSetStream(cublas, stream));
+    }
+    ~Handles() {
+        if (cublas) cublasDestroy(cublas);
+        if (stream) cudaStreamSynchronize(stream), cudaStreamDestroy(stream);
+    }
+};
+
+// Sets the decode step's token and position in device memory (a kernel argument is captured by value, so
+// this can precede a graph replay with no host buffer to keep alive).   grid (1), block 1
+static __global__ void set_step_kernel(int* step, int token, int pos) {
+    step[0] = token;
+    step[1] = pos;
+}
+inline void set_step(int* step, int token, int pos, const Launch& l) {
+    set_step_kernel<<<1, 1, 0, l.stream>>>(step, token, pos);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace gpu
+}  // namespace qwen
+
+// ============================================================================
+// GpuEngine: the forward pass on one GPU. Decode (n == 1) runs the fused matvec kernels, replayed as one CUDA
+// graph; prefill (n > 1) runs cuBLAS GEMMs over chunks of the prompt.
+// ============================================================================
+namespace qwen {
+
+struct GpuEngine : Engine {
+    // Copies the weights of a loaded model to the GPU and allocates a KV cache of context_size tokens.
+    GpuEngine(const Model& m, int context_size, bool verbose = false) : cfg_(m.config) {
+        if (!m.has_weights) fail("%s: the file has no weights (tokenizer only)", m.file.path.c_str());
+        init(context_size);
+        upload_weights(m);
+        report(verbose);
+    }
+
+    // An engine with random bf16 weights of the given shape, generated on the GPU (for benchmarks: no file).
+    static std::unique_ptr<GpuEngine> synthetic(const Config& c, int context_size, uint64_t seed = 1,
+                                                bool verbose = false) {
+        std::unique_ptr<GpuEngine> e(new GpuEngine(c));
+        e->init(context_size);
+        e->random_weights(seed);
+        e->report(verbose);
+        return e;
+    }
+
+    ~GpuEngine() override {
+        if (graph_) cudaGraphExecDestroy(graph_);
+    }
+    GpuEngine(const GpuEngine&) = delete;
+    GpuEngine& operator=(const GpuEngine&) = delete;
+
+    const Config& config() const override { return cfg_; }
+    int context_size() const override { return context_; }
+    const char* name() const override { return "cuda"; }
+
+    void forward(const int* tokens, int n, int pos) override {
+        if (n < 1 || !tokens) fail("forward: n must be >= 1, got %d", n);
+        if (pos < 0 || pos + n > context_)
+            fail("forward: positions %d..%d are outside the context of %d tokens", pos, pos + n - 1, context_);
+        for (int i = 0; i < n; i++)
+            if (tokens[i] < 0 || tokens[i] >= cfg_.vocab_size)
+                fail("forward: token id %d (at %d) is outside the vocabulary of %d", tokens[i], i, cfg_.vocab_size);
+        if (n == 1) return decode(tokens[0], pos);
+        for (int done = 0; done < n; done += chunk_) {
+            int len = std::min(chunk_, n - done);
+            prefill(tokens + done, len, pos + done, done + len == n);
+        }
+    }
+
+    const float* logits() override {
+        host_logits_.resize(size_t(cfg_.vocab_size));
+        CUDA_CHECK(cudaMemcpyAsync(host_logits_.data(), logits_, host_logits_.size() * sizeof(float),
+                                   cudaMemcpyDeviceToHost, h_.stream));
+        synchronize();
+        return host_logits_.data();
+    }
+
+    // The Sampler's rules on the device; the Sampler supplies its parameters and its Rng's draw.
+    int sample(Sampler& s, int n_vocab, const std::vector<int>& tokens, size_t n_prompt) override {
+        if (n_vocab < 1 || n_vocab > cfg_.vocab_size)
+            fail("sample: n_vocab %d must be in 1..%d", n_vocab, cfg_.vocab_size);
+        const SamplingParams& p = s.params;
+        const float* src = apply_penalties(p, n_vocab, tokens, n_prompt);
+        if (p.temperature == 0.0f) {
+            gpu::argmax(src, n_vocab, choice_, launch_);
+            return read_choice();
+        }
+        gpu::SampleFilter f;
+        f.top_k = p.top_k;
+        f.top_p = p.top_p;
+        f.min_p = p.min_p;
+        f.u = s.rng.uniform();
+        gpu::softmax(src, n_vocab, p.temperature, prob_, launch_);
+        bool filtered = (p.top_k > 0 && p.top_k < n_vocab) || p.top_p < 1.0f || p.min_p > 0.0f;
+        if (!filtered) {
+            gpu::select_token(prob_, nullptr, n_vocab, f, choice_, launch_);
+            return read_choice();
+        }
+        size_t tmp_bytes = sort_tmp_bytes_;  // sort by probability, descending; stable, so ties stay in id order
+        CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(sort_tmp_, tmp_bytes, prob_, prob_sorted_, ids_,
+                                                             ids_sorted_, n_vocab, 0, 32, h_.stream));
+        gpu::select_token(prob_sorted_, ids_sorted_, n_vocab, f, choice_, launch_);
+        return read_choice();
+    }
+
+    // Decode steps are replayed from a captured CUDA graph (default on); off runs the same kernels one by one.
+    void set_graphs(bool on) { use_graph_ = on; }
+    void synchronize() { CUDA_CHECK(cudaStreamSynchronize(h_.stream)); }
+    // Prefill chunk length in tokens (default min(512, context)); smaller only, for tests of the chunking.
+    void set_prefill_chunk(int n) { chunk_ = std::max(1, std::min(n, std::min(512, context_))); }
+
+    // Device memory the engine allocated, by purpose (bytes).
+    size_t weight_bytes() const { return bytes_weights_; }
+    size_t kv_bytes() const { return bytes_kv_; }
+    size_t scratch_bytes() const { return bytes_scratch_; }
+    const Weights& device_weights() const { return w_; }
+
+  private:
+    Config cfg_;
+    int context_ = 0;
+    int chunk_ = 0;  // prefill chunk length (tokens)
+    gpu::DeviceAllocs mem_;
+    size_t bytes_weights_ = 0, bytes_kv_ = 0, bytes_scratch_ = 0;
+    gpu::Handles h_;  // the engine's stream and cuBLAS handle
+    gpu::Launch launch_;
+    Weights w_;  // device pointers, shapes as in Weights
+
+    bf16* k_cache_ = nullptr;    // (n_layers, context, kv_dim) bf16
+    bf16* v_cache_ = nullptr;    // (n_layers, context, kv_dim) bf16
+    float* inv_freq_ = nullptr;  // (head_dim / 2) RoPE frequencies theta^(-2i / head_dim)
+    int* step_ = nullptr;        // (2) the decode step's token id and position; [1] is also the prefill start
+
+    // decode, one token
+    float* x_ = nullptr;        // (dim) residual stream
+    float* qkv_ = nullptr;      // (q_dim + 2*kv_dim) projections; q rotated in place
+    float* att_ = nullptr;      // (q_dim) attention output
+    float* ffn_ = nullptr;      // (ffn_dim) silu(gate) * up
+    int n_parts_ = 1;           // context chunks per head in split attention
+    float* part_o_ = nullptr;   // (n_heads, n_parts, head_dim) partial attention outputs
+    float* part_ml_ = nullptr;  // (n_heads, n_parts, 2) partial max and sum of exponentials
+    float* logits_ = nullptr;   // (vocab_size)
+
+    // prefill, up to chunk_ tokens
+    int* tokens_ = nullptr;  // (chunk)
+    float* X_ = nullptr;     // (chunk, dim) residual stream
+    bf16* Xn_ = nullptr;     // (chunk, dim) normalised, the input of a GEMM
+    float* QKV_ = nullptr;   // (chunk, q_dim + 2*kv_dim)
+    bf16* A_ = nullptr;      // (chunk, q_dim) attention output
+    float* GU_ = nullptr;    // (chunk, 2*ffn_dim) gate | up
+    bf16* H_ = nullptr;      // (chunk, ffn_dim) silu(gate) * up
+
+    // sampling
+    float* work_ = nullptr;         // (vocab_size) logits after penalties
+    float* prob_ = nullptr;         // (vocab_size) probabilities in id order
+    float* prob_sorted_ = nullptr;  // (vocab_size) most probable first
+    int* ids_ = nullptr;            // (vocab_size) 0, 1, 2, ...
+    int* ids_sorted_ = nullptr;     // (vocab_size) ids in prob_sorted_ order
+    int* pen_ids_ = nullptr;        // (2 * vocab_size) distinct context ids, then distinct generated ids
+    void* sort_tmp_ = nullptr;      // cub radix-sort scratch
+    size_t sort_tmp_bytes_ = 0;
+    int* choice_ = nullptr;  // (1) the chosen id
+    std::vector<float> host_logits_;
+
+    cudaGraphExec_t graph_ = nullptr;
+    bool use_graph_ = true;
+    int decode_calls_ = 0;
+
+    explicit GpuEngine(const Config& c) : cfg_(c) {}
+
+    int qkv_dim() const { return cfg_.q_dim() + 2 * cfg_.kv_dim(); }
+    bf16* k_layer(int l) const { return k_cache_ + size_t(l) * context_ * cfg_.kv_dim(); }
+    bf16* v_layer(int l) const { return v_cache_ + size_t(l) * context_ * cfg_.kv_dim(); }
+
+    // ---- setup ----
+
+    void check_shapes() const {
+        const Config& c = cfg_;
+        if (c.dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.vocab_size <= 0)
+            fail("cuda: the model has no dimensions");
+        if (c.dim % 8 || c.ffn_dim % 8 || c.head_dim % 8)
+            fail("cuda: dim %d, ffn_dim %d and head_dim %d must be multiples of 8", c.dim, c.ffn_dim, c.head_dim);
+        if (c.n_heads % c.n_kv_heads) fail("cuda: %d heads are not a multiple of %d kv heads", c.n_heads, c.n_kv_heads);
+        int D = c.head_dim;
+        if (D != 16 && D != 32 && D != 64 && D != 128 && D != 256)
+            fail("cuda: head_dim %d is not one of 16, 32, 64, 128, 256", D);
+    }
+
+    void init(int context_size) {
+        check_shapes();
+        if (cfg_.arch != ARCH_QWEN2 && cfg_.arch != ARCH_QWEN3) fail("cuda engine: unsupported arch %d", cfg_.arch);
+        if (context_size < 1 || context_size > cfg_.max_seq_len)
+            fail("context size must be in [1, %d] (the model's max_seq_len), got %d", cfg_.max_seq_len, context_size);
+        if (!gpu::device_available()) fail("cuda: no CUDA device available");
+        context_ = context_size;
+        chunk_ = std::min(512, context_);
+        h_.create();
+        launch_ = gpu::make_launch(h_.stream);
+        alloc_cache();
+        alloc_scratch();
+    }
+
+    void alloc_cache() {
+        const Config& c = cfg_;
+        size_t n = size_t(c.n_layers) * context_ * c.kv_dim();
+        k_cache_ = mem_.get<bf16>(n, bytes_kv_);
+        v_cache_ = mem_.get<bf16>(n, bytes_kv_);
+        CUDA_CHECK(cudaMemsetAsync(k_cache_, 0, n * sizeof(bf16), h_.stream));
+        CUDA_CHECK(cudaMemsetAsync(v_cache_, 0, n * sizeof(bf16), h_.stream));
+        // HF computes 1 / theta^(2i/D) in fp32 from an fp32 exponent; in double and rounded once here.
+        std::vector<float> f(size_t(c.head_dim / 2));
+        for (size_t i = 0; i < f.size(); i++) f[i] = float(1.0 / std::pow(c.rope_theta, 2.0 * i / c.head_dim));
+        inv_freq_ = mem_.get<float>(f.size(), bytes_scratch_);
+        CUDA_CHECK(cudaMemcpyAsync(inv_freq_, f.data(), f.size() * sizeof(float), cudaMemcpyHostToDevice, h_.stream));
+        synchronize();  // f is a local
+    }
+
+    void alloc_scratch() {
+        const Config& c = cfg_;
+        size_t V = size_t(c.vocab_size), C = size_t(chunk_), s = 0;
+        step_ = mem_.get<int>(2, s);
+        x_ = mem_.get<float>(c.dim, s);
+        qkv_ = mem_.get<float>(qkv_dim(), s);
+        att_ = mem_.get<float>(c.q_dim(), s);
+        ffn_ = mem_.get<float>(c.ffn_dim, s);
+        n_parts_ = gpu::attention_parts(c.n_heads, context_, launch_);
+        part_o_ = mem_.get<float>(size_t(c.n_heads) * n_parts_ * c.head_dim, s);
+        part_ml_ = mem_.get<float>(size_t(c.n_heads) * n_parts_ * 2, s);
+        logits_ = mem_.get<float>(V, s);
+        tokens_ = mem_.get<int>(C, s);
+        X_ = mem_.get<float>(C * c.dim, s);
+        Xn_ = mem_.get<bf16>(C * c.dim, s);
+        QKV_ = mem_.get<float>(C * qkv_dim(), s);
+        A_ = mem_.get<bf16>(C * c.q_dim(), s);
+        GU_ = mem_.get<float>(C * 2 * c.ffn_dim, s);
+        H_ = mem_.get<bf16>(C * c.ffn_dim, s);
+        work_ = mem_.get<float>(V, s);
+        prob_ = mem_.get<float>(V, s);
+        prob_sorted_ = mem_.get<float>(V, s);
+        ids_ = mem_.get<int>(V, s);
+        ids_sorted_ = mem_.get<int>(V, s);
+        pen_ids_ = mem_.get<int>(2 * V, s);
+        choice_ = mem_.get<int>(1, s);
+        std::vector<int> iota(V);
+        for (size_t i = 0; i < V; i++) iota[i] = int(i);
+        CUDA_CHECK(cudaMemcpyAsync(ids_, iota.data(), V * sizeof(int), cudaMemcpyHostToDevice, h_.stream));
+        CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(nullptr, sort_tmp_bytes_, prob_, prob_sorted_, ids_,
+                                                             ids_sorted_, int(V), 0, 32, h_.stream));
+        sort_tmp_ = mem_.get<uint8_t>(sort_tmp_bytes_, s);
+        bytes_scratch_ += s;
+        synchronize();  // iota is a local
+    }
+
+    // The file's tensors lie in one span of the mapping: copy that span once and point into it.
+    void upload_weights(const Model& m) {
+        std::vector<gpu::TensorSpec> specs = gpu::tensor_specs(cfg_);
+        const uint8_t* lo = nullptr;
+        const uint8_t* hi = nullptr;
+        const uint8_t* file_end = m.file.data + m.file.size;
+        for (const gpu::TensorSpec& t : specs) {
+            const uint8_t* p = reinterpret_cast<const uint8_t*>(m.weights.*t.field);
+            if (!p || p < m.file.data || p + t.bytes() > file_end)
+                fail("%s: a weight tensor lies outside the file", m.file.path.c_str());
+            lo = lo ? std::min(lo, p) : p;
+            hi = std::max(hi, p + t.bytes());
+        }
+        uint8_t* dev = mem_.get<uint8_t>(size_t(hi - lo), bytes_weights_);
+        gpu::PinnedStaging staging;
+        staging.copy(dev, lo, size_t(hi - lo), h_.stream, "loading weights to the GPU");
+        for (const gpu::TensorSpec& t : specs)
+            w_.*t.field =
+                reinterpret_cast<const bf16*>(dev + (reinterpret_cast<const uint8_t*>(m.weights.*t.field) - lo));
+        if (cfg_.tied) w_.lm_head = w_.token_embd;
+    }
+
+    // Uniform weights with the spread of a unit-variance init (matrices: variance 1 / cols), norms near 1.
+    void random_weights(uint64_t seed) {
+        std::vector<gpu::TensorSpec> specs = gpu::tensor_specs(cfg_);
+        for (size_t i = 0; i < specs.size(); i++) {
+            const gpu::TensorSpec& t = specs[i];
+            size_t n = t.rows * t.cols;
+            bf16* p = mem_.get<bf16>(n, bytes_weights_);
+            float center = t.kind == gpu::TensorSpec::NORM ? 1.0f : 0.0f;
+            float width = t.kind == gpu::TensorSpec::MATRIX ? std::sqrt(3.0f / float(t.cols)) : 0.1f;
+            gpu::fill_uniform(p, n, seed * 1000 + i, center, width, launch_);
+            w_.*t.field = p;
+        }
+        if (cfg_.tied) w_.lm_head = w_.token_embd;
+        synchronize();
+    }
+
+    void report(bool verbose) const {
+        if (!verbose) return;
+        size_t free_b = 0, total_b = 0;
+        CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+        fprintf(stderr,
+                "cuda: weights %.2f GB, KV cache %.2f GB (%d tokens), scratch %.2f GB; GPU %.1f of %.1f GB free\n",
+                bytes_weights_ / 1e9, bytes_kv_ / 1e9, context_, bytes_scratch_ / 1e9, free_b / 1e9, total_b / 1e9);
+    }
+
+    // ---- decode: one token ----
+
+    gpu::QkvLayer qkv_layer(int l) const {
+        const Config& c = cfg_;
+        gpu::QkvLayer q;
+        q.bias = w_.bqkv ? w_.bqkv + size_t(l) * qkv_dim() : nullptr;
+        q.q_norm = w_.q_norm ? w_.q_norm + size_t(l) * c.head_dim : nullptr;
+        q.k_norm = w_.k_norm ? w_.k_norm + size_t(l) * c.head_dim : nullptr;
+        q.k_cache = k_layer(l);
+        q.v_cache = v_layer(l);
+        return q;
+    }
+
+    // One transformer block for the token at *pos: x += attn(rmsnorm(x)); x += ffn(rmsnorm(x)).
+    void decode_layer(int l) {
+        const Config& c = cfg_;
+        const gpu::Launch& L = launch_;
+        size_t dim = size_t(c.dim), f = size_t(c.ffn_dim);
+        const int* pos = step_ + 1;
+        gpu::rmsnorm_matvec(w_.wqkv + size_t(l) * qkv_dim() * dim, x_, w_.attn_norm + size_t(l) * dim, c.norm_eps, qkv_,
+                            qkv_dim(), c.dim, L);
+        gpu::qkv_epilogue(qkv_, qkv_layer(l), inv_freq_, pos, 1, c.n_heads, c.n_kv_heads, c.head_dim, c.norm_eps, L);
+        gpu::attention_decode(qkv_, k_layer(l), v_layer(l), pos, part_o_, part_ml_, att_, n_parts_, c.n_heads,
+                              c.n_kv_heads, c.head_dim, L);
+        gpu::matvec_residual(w_.wo + size_t(l) * dim * c.q_dim(), att_, x_, c.dim, c.q_dim(), L);
+        gpu::rmsnorm_matvec_swiglu(w_.w_gate_up + size_t(l) * 2 * f * dim, x_, w_.ffn_norm + size_t(l) * dim,
+                                   c.norm_eps, ffn_, c.ffn_dim, c.dim, L);
+        gpu::matvec_residual(w_.w_down + size_t(l) * dim * f, ffn_, x_, c.dim, c.ffn_dim, L);
+    }
+
+    // The whole step after set_step: embedding, the blocks, final norm + lm_head. Reads token and position
+    // from step_, so the same kernels serve every position (and can be captured once).
+    void decode_kernels() {
+        const Config& c = cfg_;
+        gpu::embed(w_.token_embd, step_, x_, 1, c.dim, launch_);
+        for (int l = 0; l < c.n_layers; l++) decode_layer(l);
+        gpu::rmsnorm_matvec(w_.lm_head, x_, w_.out_norm, c.norm_eps, logits_, c.vocab_size, c.dim, launch_);
+    }
+
+    // The first step runs uncaptured (one-time setup such as shared-memory opt-ins happens there); the
+    // second captures the graph that later steps replay.
+    void decode(int token, int pos) {
+        gpu::set_step(step_, token, pos, launch_);
+        decode_calls_++;
+        if (!use_graph_ || decode_calls_ == 1) return decode_kernels();
+        if (!graph_) capture_decode_graph();
+        CUDA_CHECK(cudaGraphLaunch(graph_, h_.stream));
+    }
+
+    void capture_decode_graph() {
+        cudaGraph_t g = nullptr;
+        CUDA_CHECK(cudaStreamBeginCapture(h_.stream, cudaStreamCaptureModeRelaxed));
+        try {
+            decode_kernels();
+        } catch (...) {
+            cudaStreamEndCapture(h_.stream, &g);
+            if (g) cudaGraphDestroy(g);
+            throw;
+        }
+        CUDA_CHECK(cudaStreamEndCapture(h_.stream, &g));
+        cudaError_t e = cudaGraphInstantiate(&graph_, g, 0);
+        cudaGraphDestroy(g);
+        CUDA_CHECK(e);
+    }
+
+    // ---- prefill: n tokens at positions pos.. (n <= chunk_); logits only after the last chunk ----
+
+    void prefill(const int* tokens, int n, int pos, bool last) {
+        const Config& c = cfg_;
+        const gpu::Launch& L = launch_;
+        CUDA_CHECK(cudaMemcpyAsync(tokens_, tokens, size_t(n) * sizeof(int), cudaMemcpyHostToDevice, h_.stream));
+        gpu::set_step(step_, 0, pos, L);
+        gpu::embed(w_.token_embd, tokens_, X_, n, c.dim, L);
+        for (int l = 0; l < c.n_layers; l++) prefill_layer(l, n);
+        if (!last) return;
+        gpu::rmsnorm_matvec(w_.lm_head, X_ + size_t(n - 1) * c.dim, w_.out_norm, c.norm_eps, logits_, c.vocab_size,
+                            c.dim, L);
+    }
+
+    void prefill_layer(int l, int n) {
+        const Config& c = cfg_;
+        const gpu::Launch& L = launch_;
+        size_t dim = size_t(c.dim), f = size_t(c.ffn_dim);
+        const int* pos = step_ + 1;
+        gpu::rmsnorm<bf16>(X_, w_.attn_norm + size_t(l) * dim, Xn_, n, c.dim, c.norm_eps, L);
+        gpu::gemm(h_.cublas, w_.wqkv + size_t(l) * qkv_dim() * dim, Xn_, QKV_, n, qkv_dim(), c.dim, false);
+        gpu::qkv_epilogue(QKV_, qkv_layer(l), inv_freq_, pos, n, c.n_heads, c.n_kv_heads, c.head_dim, c.norm_eps, L);
+        gpu::attention_prefill(QKV_, k_layer(l), v_layer(l), pos, A_, n, c.n_heads, c.n_kv_heads, c.head_dim, L);
+        gpu::gemm(h_.cublas, w_.wo + size_t(l) * dim * c.q_dim(), A_, X_, n, c.dim, c.q_dim(), true);
+        gpu::rmsnorm<bf16>(X_, w_.ffn_norm + size_t(l) * dim, Xn_, n, c.dim, c.norm_eps, L);
+        gpu::gemm(h_.cublas, w_.w_gate_up + size_t(l) * 2 * f * dim, Xn_, GU_, n, 2 * c.ffn_dim, c.dim, false);
+        gpu::swiglu<bf16>(GU_, H_, n, c.ffn_dim, L);
+        gpu::gemm(h_.cublas, w_.w_down + size_t(l) * dim * f, H_, X_, n, c.dim, c.ffn_dim, true);
+    }
+
+    // ---- sampling helpers ----
+
+    // The penalised logits (a device copy) when a penalty is on, else the logits themselves.
+    const float* apply_penalties(const SamplingParams& p, int n_vocab, const std::vector<int>& tokens,
+                                 size_t n_prompt) {
+        if (p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f) return logits_;
+        std::vector<int> ids, gen;
+        if (p.repetition_penalty != 1.0f) ids = distinct_tokens(tokens, 0, n_vocab);
+        if (p.presence_penalty != 0.0f) gen = distinct_tokens(tokens, std::min(n_prompt, tokens.size()), n_vocab);
+        int n_rep = int(ids.size()), n_pres = int(gen.size());
+        ids.insert(ids.end(), gen.begin(), gen.end());
+        CUDA_CHECK(
+            cudaMemcpyAsync(work_, logits_, size_t(n_vocab) * sizeof(float), cudaMemcpyDeviceToDevice, h_.stream));
+        if (!ids.empty())
+            CUDA_CHECK(
+                cudaMemcpyAsync(pen_ids_, ids.data(), ids.size() * sizeof(int), cudaMemcpyHostToDevice, h_.stream));
+        gpu::apply_penalties(work_, pen_ids_, n_rep, n_pres, p.repetition_penalty, p.presence_penalty, launch_);
+        synchronize();  // ids is a local (pageable copies are staged at once, but be plain about it)
+        return work_;
+    }
+
+    int read_choice() {
+        int id = 0;
+        CUDA_CHECK(cudaMemcpyAsync(&id, choice_, sizeof(int), cudaMemcpyDeviceToHost, h_.stream));
+        synchronize();
+        return id;
+    }
+};
+
+}  // namespace qwen
+
+// ============================================================================
+// Benchmark: `qwen --bench SHAPE [--json]`. Prefill and decode speed on synthetic weights of a real shape
+// (or a weights file), with the bytes each decoded token must read and the device's measured copy bandwidth
+// as the yardstick.
+// ============================================================================
+namespace qwen {
+namespace gpu {
+
+// The shapes of the published checkpoints, with random weights (no download needed).
+inline bool bench_shape(const std::string& name, Config& c) {
+    c = Config();
+    c.arch = ARCH_QWEN2;
+    c.rope_theta = 1000000.0;
+    c.norm_eps = 1e-6f;
+    c.max_seq_len = 32768;
+    c.qkv_bias = true;
+    c.vocab_size = 151936;
+    if (name == "qwen2.5-0.5b") {
+        c.dim = 896, c.ffn_dim = 4864, c.n_layers = 24, c.n_heads = 14, c.n_kv_heads = 2, c.head_dim = 64;
+        c.tied = true;
+    } else if (name == "qwen2.5-1.5b") {
+        c.dim = 1536, c.ffn_dim = 8960, c.n_layers = 28, c.n_heads = 12, c.n_kv_heads = 2, c.head_dim = 128;
+        c.tied = true;
+    } else if (name == "qwen2-7b") {
+        c.dim = 3584, c.ffn_dim = 18944, c.n_layers = 28, c.n_heads = 28, c.n_kv_heads = 4, c.head_dim = 128;
+        c.vocab_size = 152064;
+        c.tied = false;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+// Bytes one decode step must read from device memory: every weight once (the embedding only as lm_head when
+// tied; one row otherwise, ignored), plus keys and values of `context` cached tokens.
+inline double decode_bytes(const Config& c, double context) {
+    double w = 0;
+    for (const TensorSpec& t : tensor_specs(c))
+        if (t.field != &Weights::token_embd || c.tied) w += double(t.bytes());
+    return w + context * c.n_layers * 2.0 * c.kv_dim() * sizeof(bf16);
+}
+
+// Device-to-device copy bandwidth, counting bytes read + written (the ceiling for a memory-bound step).
+inline double copy_bandwidth(cudaStream_t s) {
+    size_t free_b = 0, total_b = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    size_t bytes = std::min(size_t(1) << 30, free_b / 8);
+    void *a = nullptr, *b = nullptr;
+    CUDA_CHECK(cudaMalloc(&a, bytes));
+    CUDA_CHECK(cudaMalloc(&b, bytes));
+    CUDA_CHECK(cudaMemsetAsync(a, 1, bytes, s));
+    cudaEvent_t e0, e1;
+    CUDA_CHECK(cudaEventCreate(&e0));
+    CUDA_CHECK(cudaEventCreate(&e1));
+    std::vector<float> ms;
+    for (int i = 0; i < 12; i++) {
+        CUDA_CHECK(cudaEventRecord(e0, s));
+        CUDA_CHECK(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice, s));
+        CUDA_CHECK(cudaEventRecord(e1, s));
+        CUDA_CHECK(cudaEventSynchronize(e1));
+        float t = 0;
+        CUDA_CHECK(cudaEventElapsedTime(&t, e0, e1));
+        if (i >= 2) ms.push_back(t);  // the first two warm up
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaFree(a);
+    cudaFree(b);
+    std::sort(ms.begin(), ms.end());
+    return 2.0 * bytes / (ms[ms.size() / 2] * 1e-3);
+}
+
+struct BenchRow {
+    std::string name;
+    double tok_s = 0, ms_tok = 0, gb_s = 0;  // gb_s = 0: not a bandwidth-bound test
+};
+
+// Median time of `reps` prefills of n random tokens at position 0.
+inline BenchRow bench_prefill(GpuEngine& e, int n, int reps) {
+    std::vector<int> toks(static_cast<size_t>(n));
+    for (int i = 0; i < n; i++) toks[size_t(i)] = int((uint64_t(i) * 2654435761u) % uint64_t(e.config().vocab_size));
+    e.forward(toks.data(), n, 0);  // warm-up
+    e.synchronize();
+    std::vector<double> t;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now_seconds();
+        e.forward(toks.data(), n, 0);
+        e.synchronize();
+        t.push_back(now_seconds() - t0);
+    }
+    std::sort(t.begin(), t.end());
+    BenchRow row;
+    row.name = "prefill " + std::to_string(n);
+    row.tok_s = n / t[t.size() / 2];
+    row.ms_tok = 1e3 * t[t.size() / 2] / n;
+    return row;
+}
+
+// Greedy decode of `steps` tokens after `context` cached ones (stop tokens ignored), each step a forward
+// plus the on-device argmax whose id comes back to the host, as in generation.
+inline BenchRow bench_decode(GpuEngine& e, int context, int steps) {
+    const Config& c = e.config();
+    std::vector<int> toks(static_cast<size_t>(context));
+    for (int i = 0; i < context; i++) toks[size_t(i)] = int((uint64_t(i) * 40503u + 7) % uint64_t(c.vocab_size));
+    e.forward(toks.data(), context, 0);
+    SamplingParams sp;
+    sp.temperature = 0;
+    Sampler s(sp);
+    auto run = [&](int n) {
+        int tok = toks.back();
+        for (int i = 0; i < n; i++) {
+            e.forward(&tok, 1, context + i);
+            tok = e.sample(s, c.vocab_size, toks, toks.size());
+        }
+    };
+    run(4);  // warm-up (the first steps set up and capture the graph); later steps overwrite the same rows
+    double t0 = now_seconds();
+    run(steps);
+    double dt = (now_seconds() - t0) / steps;
+    BenchRow row;
+    row.name = "decode @" + std::to_string(context);
+    row.tok_s = 1.0 / dt;
+    row.ms_tok = 1e3 * dt;
+    row.gb_s = decode_bytes(c, context + steps / 2.0) / dt / 1e9;
+    return row;
+}
+
+}  // namespace gpu
+
+// Runs the benchmark on a named shape (qwen2.5-0.5b, qwen2.5-1.5b, qwen2-7b: synthetic weights) or on a
+// weights file; prints a table, or one JSON object with json. Returns a process exit code.
+inline int run_bench(const std::string& shape_or_file, bool json) {
+    using namespace gpu;
+    if (!device_available()) fail("--bench needs a CUDA device; none was found");
+    const int decode_steps = 64, ctx = 4096 + decode_steps + 64;
+    cudaStream_t s = nullptr;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    size_t free0 = 0, total = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free0, &total));
+    double copy_bw = copy_bandwidth(s);
+    CUDA_CHECK(cudaStreamDestroy(s));
+
+    Config shape;
+    bool synthetic = bench_shape(shape_or_file, shape);
+    Model model;
+    std::unique_ptr<GpuEngine> e;
+    if (synthetic) {
+        e = GpuEngine::synthetic(shape, ctx);
+    } else {
+        model = load_model(shape_or_file);
+        e.reset(new GpuEngine(model, std::min(ctx, std::max(model.config.max_seq_len, 1))));
+    }
+    const Config& c = e->config();
+    std::vector<BenchRow> rows;
+    for (int n : {512, 2048})
+        if (n <= e->context_size()) rows.push_back(bench_prefill(*e, n, 3));
+    for (int n : {128, 4096})
+        if (n + decode_steps + 4 <= e->context_size()) rows.push_back(bench_decode(*e, n, decode_steps));
+    size_t free1 = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free1, &total));
+    double used_gb = double(free0 - std::min(free0, free1)) / 1e9;
+
+    cudaDeviceProp prop;
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+    double w_gb = decode_bytes(c, 0) / 1e9, kv_kb = c.n_layers * 2.0 * c.kv_dim() * sizeof(bf16) / 1e3;
+    if (json) {
+        printf(
+            "{\"model\": \"%s\", \"synthetic\": %s, \"device\": \"%s\", \"copy_gb_s\": %.1f, "
+            "\"weights_gb_per_token\": %.4f, \"kv_kb_per_context_token\": %.2f, \"gpu_memory_gb\": %.3f, "
+            "\"results\": [",
+            shape_or_file.c_str(), synthetic ? "true" : "false", prop.name, copy_bw / 1e9, w_gb, kv_kb, used_gb);
+        for (size_t i = 0; i < rows.size(); i++)
+            printf(
+                "%s{\"test\": \"%s\", \"tok_s\": %.2f, \"ms_per_token\": %.4f, \"gb_s\": %.1f, "
+                "\"pct_of_copy\": %.1f}",
+                i ? ", " : "", rows[i].name.c_str(), rows[i].tok_s, rows[i].ms_tok, rows[i].gb_s,
+                100.0 * rows[i].gb_s * 1e9 / copy_bw);
+        printf("]}\n");
+        return 0;
+    }
+    printf("bench %s (%s): dim %d, %d layers, %d/%d heads x %d, ffn %d, vocab %d\n", shape_or_file.c_str(),
+           synthetic ? "synthetic bf16 weights" : "weights file", c.dim, c.n_layers, c.n_heads, c.n_kv_heads,
+           c.head_dim, c.ffn_dim, c.vocab_size);
+    printf("device: %s; copy bandwidth %.0f GB/s (read + write)\n", prop.name, copy_bw / 1e9);
+    printf("decode reads %.3f GB of weights per token + %.1f KB per cached token\n\n", w_gb, kv_kb);
+    printf("%-14s %12s %10s %9s %10s\n", "test", "tok/s", "ms/token", "GB/s", "% of copy");
+    for (const BenchRow& r : rows) {
+        if (r.gb_s > 0)
+            printf("%-14s %12.1f %10.3f %9.0f %9.1f%%\n", r.name.c_str(), r.tok_s, r.ms_tok, r.gb_s,
+                   100.0 * r.gb_s * 1e9 / copy_bw);
+        else printf("%-14s %12.1f %10.4f %9s %10s\n", r.name.c_str(), r.tok_s, r.ms_tok, "-", "-");
+    }
+    printf("\nGPU memory: %.2f GB in use (weights %.2f, KV cache %.2f, scratch %.2f)\n", used_gb,
+           e->weight_bytes() / 1e9, e->kv_bytes() / 1e9, e->scratch_bytes() / 1e9);
+    return 0;
+}
+
+}  // namespace qwen

@@ -1,0 +1,434 @@
+"""End-to-end tests of the ./qwen command line.
+
+They run the real binary on the exported fixtures (built by `make test`): the tiny random-weight checkpoints
+(whose text is gibberish, so answers are compared as bytes and token ids) and the real Qwen tokenizer.
+Comparisons that must be exact (greedy text against Hugging Face) use --cpu: the CPU engine is the fp32
+reference, while a GPU may flip a greedy choice where two logits almost tie.
+"""
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+QWEN = ROOT / "qwen"
+BUILD = ROOT / "build"
+DATA = ROOT / "test" / "data"
+TINY = ["tiny-qwen2", "tiny-qwen15", "tiny-qwen3"]
+REAL_TOKENIZER = BUILD / "qwen-tokenizer.bin"
+
+
+def run(*args, stdin=None, timeout=120):
+    """Runs ./qwen with args (str or bytes); stdout/stderr as bytes. Fails the test on any crash."""
+    cmd = [str(QWEN)] + [a if isinstance(a, bytes) else str(a) for a in args]
+    p = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout, cwd=ROOT)
+    err = p.stderr.decode("utf-8", "replace")
+    assert p.returncode >= 0, f"killed by signal {-p.returncode}: {err}"
+    for crash in ("Segmentation fault", "terminate called", "Aborted", "core dumped", "AddressSanitizer"):
+        assert crash not in err, err
+    return p
+
+
+def ok(*args, **kw):
+    p = run(*args, **kw)
+    assert p.returncode == 0, p.stderr.decode("utf-8", "replace")
+    return p
+
+
+def model(name):
+    return BUILD / f"{name}.bin"
+
+
+def reference(name):
+    return json.loads((DATA / name / "reference.json").read_text())["cases"]
+
+
+# ---- byte-level decoding of token ids, independent of the engine -------------------------------------
+
+def byte_decoder():
+    """Inverse of the GPT-2 byte-to-unicode table that byte-level BPE vocabularies are written in."""
+    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+                 + list(range(ord("®"), ord("ÿ") + 1)))
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[chr(b)] = b
+        else:
+            table[chr(256 + extra)] = b
+            extra += 1
+    return table
+
+
+def token_bytes(name):
+    """id -> raw bytes for the tokenizer.json of a test checkpoint."""
+    tj = json.loads((DATA / name / "tokenizer.json").read_text())
+    dec = byte_decoder()
+    out = {i: bytes(dec[c] for c in tok) for tok, i in tj["model"]["vocab"].items()}
+    for added in tj["added_tokens"]:
+        out[added["id"]] = added["content"].encode()
+    return out
+
+
+def stop_ids(name):
+    """eos ids of the generation config plus <|im_end|>: where generation ends."""
+    eos = json.loads((DATA / name / "generation_config.json").read_text())["eos_token_id"]
+    ids = set(eos if isinstance(eos, list) else [eos])
+    tj = json.loads((DATA / name / "tokenizer.json").read_text())
+    ids |= {t["id"] for t in tj["added_tokens"] if t["content"] == "<|im_end|>"}
+    return ids
+
+
+def expected_bytes(name, ids):
+    """The text the CLI must print for generated ids: their bytes, up to the first stop id."""
+    table, stops = token_bytes(name), stop_ids(name)
+    out = b""
+    for i in ids:
+        if i in stops:
+            break
+        out += table[i]
+    return out
+
+
+def ids_of(p):
+    return [int(x) for x in p.stdout.split()]
+
+
+# ---- greedy generation against Hugging Face ------------------------------------------------------------
+
+@pytest.mark.parametrize("name", TINY)
+def test_raw_greedy_matches_hf(name):
+    for case in [c for c in reference(name) if c["mode"] == "raw"]:
+        p = ok("-m", model(name), "--raw", "--temp", "0", "-n", "16", "--cpu", "-p", case["prompt"])
+        assert p.stdout == expected_bytes(name, case["greedy_ids"]), case["prompt"]
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_chat_greedy_matches_hf(name):
+    # Chat mode prints the answer and one newline; the reference chat prompt is the default system prompt
+    # plus the user message, which is what the CLI sends without -sys.
+    for case in [c for c in reference(name) if c["mode"] == "chat"]:
+        p = ok("-m", model(name), "--temp", "0", "-n", "16", "--cpu", "-p", case["prompt"])
+        assert p.stdout == expected_bytes(name, case["greedy_ids"]) + b"\n", case["prompt"]
+
+
+def test_raw_stops_at_stop_id():
+    # tiny-qwen15 greedily produces <|im_end|> after 7 tokens of "Once upon a time": nothing after it shows.
+    case = [c for c in reference("tiny-qwen15") if c["prompt"] == "Once upon a time" and c["mode"] == "raw"][0]
+    assert 511 in case["greedy_ids"]
+    p = ok("-m", model("tiny-qwen15"), "--raw", "--temp", "0", "-n", "16", "--cpu", "-p", case["prompt"])
+    assert p.stdout == expected_bytes("tiny-qwen15", case["greedy_ids"][:case["greedy_ids"].index(511)])
+    assert b"(stop)" in p.stderr
+
+
+def test_n_limits_tokens_and_stats_on_stderr():
+    p = ok("-m", model("tiny-qwen2"), "--raw", "--temp", "0", "-n", "5", "--cpu", "-p", "Once upon a time")
+    case = [c for c in reference("tiny-qwen2") if c["prompt"] == "Once upon a time" and c["mode"] == "raw"][0]
+    assert p.stdout == expected_bytes("tiny-qwen2", case["greedy_ids"][:5])
+    err = p.stderr.decode()
+    for word in ("prompt 10 tokens", "5 tokens generated (length)", "prefill", "decode", "first token", "total"):
+        assert word in err, err
+
+
+def test_seed_makes_sampling_reproducible():
+    args = ["-m", model("tiny-qwen3"), "--temp", "1.0", "--top-k", "0", "--top-p", "1", "-n", "24", "-p", "hi"]
+    a = ok(*args, "-s", "1234").stdout
+    b = ok(*args, "-s", "1234").stdout
+    assert a == b
+    outs = {ok(*args, "-s", str(s)).stdout for s in range(6)}
+    assert len(outs) > 1, "different seeds should give different samples"
+    v = ok(*args, "--verbose")
+    assert b"seed " in v.stderr, "the clock-chosen seed is printed with --verbose"
+
+
+def test_cpu_fallback_is_announced_once():
+    p = ok("-m", model("tiny-qwen2"), "-n", "2", "-p", "hi")
+    msg = b"qwen: no CUDA device found, running on the CPU"
+    has_gpu = Path("/dev/nvidia0").exists()
+    assert p.stderr.count(msg) == (0 if has_gpu else 1)
+    p = ok("-m", model("tiny-qwen2"), "-n", "2", "-p", "hi", "--cpu", "--verbose")
+    assert msg not in p.stderr and b"engine cpu" in p.stderr
+
+
+# ---- --tokenize -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", TINY)
+def test_tokenize_chat_and_raw(name):
+    for case in reference(name):
+        raw = ["--raw"] if case["mode"] == "raw" else []
+        p = ok("-m", model(name), "--tokenize", *raw, "-p", case["prompt"])
+        assert ids_of(p) == case["input_ids"], case
+        assert p.stdout.count(b"\n") == 1
+
+
+def test_tokenize_tokenizer_only_file():
+    # tokenizer-small.bin has no weights: --tokenize works, generation is refused.
+    case = [c for c in reference("tiny-qwen2") if c["mode"] == "chat"][0]
+    p = ok("-m", BUILD / "tokenizer-small.bin", "--tokenize", "-p", case["prompt"])
+    assert ids_of(p) == case["input_ids"]
+    p = run("-m", BUILD / "tokenizer-small.bin", "-p", "hi")
+    assert p.returncode == 1 and p.stderr.startswith(b"qwen: error: ")
+
+
+def real_cases():
+    cases = json.loads((DATA / "qwen-tokenizer" / "cases.json").read_text())
+    picked = [c for c in cases[:60] if c["text"] and "\0" not in c["text"]]
+    return picked + [c for c in cases[60:] if "\0" not in c["text"]][::40]
+
+
+def test_tokenize_real_tokenizer_cases():
+    for case in real_cases():
+        p = ok("-m", REAL_TOKENIZER, "--tokenize", "--raw", "-p", case["text"])
+        assert ids_of(p) == case["ids"], repr(case["text"])
+
+
+def test_tokenize_real_chat_template():
+    # The real tokenizer carries Qwen3's template: no default system prompt, and --no-think adds the empty
+    # think block after the assistant header.
+    tokenizers = pytest.importorskip("tokenizers")
+    hf = tokenizers.Tokenizer.from_file(str(DATA / "qwen-tokenizer" / "tokenizer.json"))
+    enc = lambda t: hf.encode(t, add_special_tokens=False).ids
+    user = "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+    p = ok("-m", REAL_TOKENIZER, "--tokenize", "-p", "What is 2+2?")
+    assert ids_of(p) == enc(user)
+    p = ok("-m", REAL_TOKENIZER, "--tokenize", "--no-think", "-p", "What is 2+2?")
+    assert ids_of(p) == enc(user + "<think>\n\n</think>\n\n")
+    p = ok("-m", REAL_TOKENIZER, "--tokenize", "-sys", "Be brief.", "-p", "What is 2+2?")
+    assert ids_of(p) == enc("<|im_start|>system\nBe brief.<|im_end|>\n" + user)
+
+
+def test_prompt_file_is_read_byte_for_byte(tmp_path):
+    # Trailing newline, CRLF, tabs, a special token and non-ASCII: -f must not strip or translate anything.
+    text = "  Hello\tworld\r\n<|im_end|>ünïcödé 你好\n\n"
+    f = tmp_path / "prompt.txt"
+    f.write_bytes(text.encode())
+    by_file = ok("-m", REAL_TOKENIZER, "--tokenize", "--raw", "-f", f)
+    by_arg = ok("-m", REAL_TOKENIZER, "--tokenize", "--raw", "-p", text)
+    assert ids_of(by_file) == ids_of(by_arg)
+    tokenizers = pytest.importorskip("tokenizers")
+    hf = tokenizers.Tokenizer.from_file(str(DATA / "qwen-tokenizer" / "tokenizer.json"))
+    assert ids_of(by_file) == hf.encode(text, add_special_tokens=False).ids
+    # and '-f -' reads stdin
+    by_stdin = ok("-m", REAL_TOKENIZER, "--tokenize", "--raw", "-f", "-", stdin=text.encode())
+    assert ids_of(by_stdin) == ids_of(by_file)
+
+
+# ---- --batch ----------------------------------------------------------------------------------------
+
+def one_shot_answer(name, prompt, *extra):
+    p = ok("-m", model(name), "--temp", "0", "--cpu", "-p", prompt, *extra)
+    assert p.stdout.endswith(b"\n")
+    return p.stdout[:-1].decode("utf-8", "replace")   # the batch writer replaces invalid UTF-8 the same way
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen2", "tiny-qwen15"])
+def test_batch_plain_lines_equal_one_shot(tmp_path, name):
+    prompts = ["Hello, my dog is cute", "你好", "Once upon a time"]
+    f = tmp_path / "prompts.txt"
+    f.write_text("\n".join(prompts[:2]) + "\n\n" + prompts[2] + "\n")  # the empty line is skipped
+    p = ok("-m", model(name), "--batch", f, "--temp", "0", "-n", "12", "--cpu")
+    lines = p.stdout.decode("utf-8").splitlines()   # strict: the output must be valid UTF-8
+    assert len(lines) == 3
+    for prompt, line in zip(prompts, lines):
+        r = json.loads(line)
+        assert set(r) == {"prompt", "response", "prompt_tokens", "completion_tokens", "finish_reason"}
+        assert r["prompt"] == prompt
+        assert r["response"] == one_shot_answer(name, prompt, "-n", "12")
+        assert r["finish_reason"] in ("stop", "length")
+        assert 1 <= r["completion_tokens"] <= 12
+        chat_ids = ids_of(ok("-m", model(name), "--tokenize", "-p", prompt))
+        assert r["prompt_tokens"] == len(chat_ids)
+    # these gibberish answers hold invalid UTF-8 (tiny-qwen2) and control characters (tiny-qwen15)
+    assert "\ufffd" in p.stdout.decode() if name == "tiny-qwen2" else "\\u0013" in p.stdout.decode()
+
+
+def test_batch_jsonl_per_prompt_settings(tmp_path):
+    objs = [
+        {"prompt": "Once upon a time", "temperature": 0, "max_tokens": 3},
+        {"prompt": "你好", "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 7, "max_tokens": 10},
+        {"prompt": "你好", "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 7, "max_tokens": 10},
+        {"prompt": "hi", "temperature": 0, "repetition_penalty": 1.3, "presence_penalty": 0.5, "min_p": 0.05,
+         "stop": ["\n"], "max_tokens": 16},
+    ]
+    lines = [json.dumps(o) for o in objs]
+    # escapes: \uXXXX with a surrogate pair, quotes, backslash, control characters
+    lines.append(r'{"prompt": "emoji \ud83d\ude00 \"q\" back\\slash\ttab\u00e9", "max_tokens": 2, '
+                 r'"stop": "zz", "seed": 18446744073709551615, "top_p": null}')
+    f = tmp_path / "prompts.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    p = ok("-m", model("tiny-qwen3"), "--batch", f, "--cpu", "-n", "50")
+    out = [json.loads(l) for l in p.stdout.decode("utf-8").splitlines()]
+    assert len(out) == 5
+    assert out[0]["completion_tokens"] <= 3 and out[0]["prompt"] == "Once upon a time"
+    assert out[0]["response"] == one_shot_answer("tiny-qwen3", "Once upon a time", "-n", "3")
+    assert out[1]["response"] == out[2]["response"], "same seed, same sample"
+    assert "\n" not in out[3]["response"]
+    assert out[4]["prompt"] == "emoji \U0001F600 \"q\" back\\slash\ttab\u00e9"
+    assert out[4]["completion_tokens"] <= 2
+
+
+def test_batch_errors_name_the_line(tmp_path):
+    bad = [
+        ('{"prompt": "a"}\n{"prompt": "b", }\n', "line 2"),                      # trailing comma
+        ('hello\n{"prompt": "b", "temprature": 1}\n', 'line 2: unknown field "temprature"'),
+        ('{"prompt": "a", "temperature": -1}\n', "line 1: temperature"),
+        ('{"prompt": 5}\n', "line 1"),
+        ('{"prompt": "\\ud800"}\n', "line 1"),                                    # lone surrogate
+        ('{"prompt": "a"} x\n', "line 1"),
+        ('{"max_tokens": 4}\n', 'line 1: missing "prompt"'),
+        ('ok\n\n{"prompt": "a", "stop": [1]}\n', "line 3"),
+    ]
+    for i, (text, msg) in enumerate(bad):
+        f = tmp_path / f"bad{i}.jsonl"
+        f.write_text(text)
+        p = run("-m", model("tiny-qwen2"), "--batch", f, "--cpu")
+        assert p.returncode == 1, text
+        assert p.stdout == b"", "nothing is generated before every line has been checked"
+        assert msg.encode() in p.stderr, (text, p.stderr)
+    f = tmp_path / "bad-utf8.txt"
+    f.write_bytes(b"fine\n\xff\xfe\n")
+    p = run("-m", model("tiny-qwen2"), "--batch", f, "--cpu")
+    assert p.returncode == 1 and b"line 2" in p.stderr and b"UTF-8" in p.stderr
+
+
+# ---- -i interactive chat ------------------------------------------------------------------------------
+
+TURN = ["-m", model("tiny-qwen2"), "--temp", "0", "-n", "4", "--cpu"]
+
+
+def test_interactive_keeps_history():
+    u1, u2 = "Once upon a time", "hi"
+    a1 = ok(*TURN, "-p", u1).stdout[:-1]
+    assert a1.decode("utf-8") and not a1[:1].isspace(), "this check needs a clean first answer"
+    p = ok(*TURN, "-i", "--verbose", stdin=f"{u1}\n{u2}\n".encode())
+    # The second answer must be the greedy continuation of the whole conversation. Written out as ChatML and
+    # completed with --raw, the same conversation gives the same prompt ids and hence the same answer.
+    transcript = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                  f"<|im_start|>user\n{u1}<|im_end|>\n<|im_start|>assistant\n{a1.decode()}<|im_end|>\n"
+                  f"<|im_start|>user\n{u2}<|im_end|>\n<|im_start|>assistant\n")
+    history_ids = ids_of(ok("-m", model("tiny-qwen2"), "--tokenize", "--raw", "-p", transcript))
+    a2 = ok(*TURN, "--raw", "-p", transcript).stdout
+    assert p.stdout == a1 + b"\n" + a2 + b"\n"
+    err = p.stderr.decode()
+    turn1 = len(ids_of(ok("-m", model("tiny-qwen2"), "--tokenize", "-p", u1)))
+    assert f"turn 1: prompt {turn1} tokens," in err, err
+    # turn 2's prompt is the whole history, and at least turn 1's prompt came from the KV cache
+    n2, cached = re.search(r"turn 2: prompt (\d+) tokens \((\d+) from the cache\)", err).groups()
+    assert int(n2) == len(history_ids), err
+    assert int(cached) >= turn1, err
+    # without history the answer to u2 differs here, so the comparison above really depends on it
+    assert ok(*TURN, "-p", u2).stdout != a2 + b"\n"
+
+
+def test_interactive_reset_and_exit():
+    p = ok(*TURN, "-i", "--verbose", stdin=b"Once upon a time\n/reset\nOnce upon a time\n/exit\nnever read\n")
+    one = ok(*TURN, "-p", "Once upon a time").stdout
+    assert p.stdout == one + one, "after /reset the same question gets the same answer"
+    err = p.stderr.decode()
+    assert "history cleared" in err
+    n1 = err.split("turn 1: prompt ")[1].split(" ")[0]
+    n2 = err.split("turn 2: prompt ")[1].split(" ")[0]
+    assert n1 == n2
+    assert "turn 3" not in err, "/exit ends the chat"
+
+
+def test_interactive_eof_and_prompt_flag():
+    # -p gives the first message; end of input (Ctrl-D) leaves cleanly
+    p = ok(*TURN, "-i", "-p", "Once upon a time", stdin=b"")
+    assert p.stdout == ok(*TURN, "-p", "Once upon a time").stdout
+
+
+def test_interactive_drops_old_turns_when_context_is_full():
+    lines = "".join(f"tell me story number {i} about a dog and a cat\n" for i in range(8))
+    p = ok("-m", model("tiny-qwen2"), "--temp", "0", "-n", "6", "--cpu", "-c", "90", "-i", "--verbose",
+           stdin=lines.encode() + b"x " * 200 + b"\nlast\n")
+    err = p.stderr.decode()
+    assert "dropped the oldest" in err
+    assert "message ignored" in err, "a message longer than the context is refused, the chat goes on"
+    assert "turn 9:" in err, "the turn after the refused message still runs"
+
+
+# ---- errors and help ---------------------------------------------------------------------------------
+
+def test_help_lists_every_flag():
+    p = ok("--help")
+    text = p.stdout.decode()
+    for flag in ["-m", "-p", "-f", "-sys", "-n", "-c", "--temp", "--top-p", "--top-k", "--min-p",
+                 "--repeat-penalty", "--presence-penalty", "-s, --seed", "--raw", "--no-think", "-i",
+                 "--batch", "--cpu", "-t, --threads", "--tokenize", "--verbose", "--bench", "--json",
+                 "-h, --help"]:
+        assert flag in text, flag
+    assert ok("-h").stdout == p.stdout
+
+
+def test_bench_without_gpu_fails_cleanly():
+    if Path("/dev/nvidia0").exists():
+        pytest.skip("a GPU is present; the benchmark itself is exercised by the GPU tests")
+    p = run("--bench", "qwen2.5-0.5b", "--json")
+    assert p.returncode == 1 and p.stderr.startswith(b"qwen: error: ") and b"CUDA device" in p.stderr
+    assert p.stdout == b""
+
+
+def test_usage_errors_exit_2():
+    m = model("tiny-qwen2")
+    cases = [
+        (["-p", "hi"], "no model given"),
+        (["-m", m, "-p", "hi", "--frobnicate"], "unknown argument '--frobnicate'"),
+        (["-m", m, "-p"], "-p needs a value"),
+        (["-m", m, "-p", "hi", "--temp", "warm"], "--temp expects a number, got 'warm'"),
+        (["-m", m, "-p", "hi", "-n", "1.5"], "-n expects an integer"),
+        (["-m", m, "-p", "hi", "--top-k", "nan"], "--top-k expects an integer"),
+        (["-m", m, "-p", "hi", "--temp", "inf"], "--temp expects a number"),
+        (["-m", m, "-p", "hi", "--temp", "-1"], "temperature must be"),
+        (["-m", m, "-p", "hi", "--top-p", "0"], "top_p must be"),
+        (["-m", m, "-p", "hi", "--min-p", "2"], "min_p must be"),
+        (["-m", m, "-p", "hi", "--presence-penalty", "3"], "presence_penalty must be"),
+        (["-m", m, "-p", "hi", "--repeat-penalty", "0"], "repetition_penalty must be"),
+        (["-m", m, "-p", "hi", "-c", "0"], "-c must be in"),
+        (["-m", m, "-p", "hi", "-c", "4096"], "larger than the model's max_seq_len of 1024"),
+        (["-m", m, "-p", "hi", "-s", "x"], "-s expects an integer"),
+        (["-m", m, "-p", "hi", "-f", "x.txt"], "not both"),
+        (["-m", m], "no prompt given"),
+        (["-m", m, "-i", "--batch", "x"], "cannot be combined"),
+        (["-m", m, "-p", "hi", "--json"], "--json only goes with --bench"),
+        (["-m", m, "--batch", "x", "-p", "hi"], "drop -p/-f"),
+        (["-m", m, "-i", "--raw"], "cannot be combined with --raw"),
+    ]
+    for args, msg in cases:
+        p = run(*args)
+        assert p.returncode == 2, (args, p.stderr)
+        assert p.stderr.startswith(b"qwen: error: "), p.stderr
+        assert msg.encode() in p.stderr, (args, p.stderr)
+        assert p.stdout == b""
+
+
+def test_runtime_errors_exit_1(tmp_path):
+    m = model("tiny-qwen2")
+    corrupt = tmp_path / "corrupt.bin"
+    corrupt.write_bytes(m.read_bytes()[:5000])
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(b"\x00" * 300)
+    bad_utf8 = tmp_path / "bad.txt"
+    bad_utf8.write_bytes(b"caf\xc3 ok")
+    cases = [
+        (["-m", tmp_path / "missing.bin", "-p", "hi"], "cannot open"),
+        (["-m", tmp_path, "-p", "hi"], ""),                                   # a directory
+        (["-m", corrupt, "-p", "hi"], ""),
+        (["-m", garbage, "-p", "hi"], ""),
+        (["-m", garbage, "--tokenize", "-p", "hi"], ""),
+        (["-m", m, "-c", "16", "-p", " a" * 40], "more than the context of 16"),
+        (["-m", m, "-c", "16", "--raw", "-p", " a" * 40], "prompt is 40 tokens, 24 more than the context of 16"),
+        (["-m", m, "-p", b"caf\xc3 ok"], "not valid UTF-8 (byte 3)"),
+        (["-m", m, "-f", bad_utf8], "not valid UTF-8 (byte 3)"),
+        (["-m", m, "-sys", b"\xff", "-p", "hi"], "not valid UTF-8"),
+        (["-m", m, "-f", tmp_path / "nope.txt"], "cannot open"),
+        (["-m", m, "--batch", tmp_path / "nope.txt"], "cannot open"),
+        (["-m", m, "--raw", "-p", ""], "empty"),
+    ]
+    for args, msg in cases:
+        p = run(*args, "--cpu")
+        assert p.returncode == 1, (args, p.stderr)
+        assert p.stderr.startswith(b"qwen: error: "), (args, p.stderr)
+        assert msg.encode() in p.stderr, (args, p.stderr)
+        assert p.stdout == b""

@@ -1,0 +1,278 @@
+// Sampler: reproducibility, greedy, the filter sets against a brute-force reference, frequencies, penalties,
+// parameter validation.
+#include <doctest/doctest.h>
+
+#include <map>
+#include <set>
+
+#include "../qwen.hpp"
+
+using namespace qwen;
+
+namespace {
+
+std::vector<float> random_logits(int n, uint64_t seed, float scale) {
+    Rng r(seed);
+    std::vector<float> l(static_cast<size_t>(n));
+    for (float& x : l) x = scale * (r.uniform() + r.uniform() + r.uniform() - 1.5f);  // roughly bell-shaped
+    return l;
+}
+
+// The kept set by the definitions, sorting the whole vocabulary: softmax(l / T) in double, then top-k (ties with
+// the k-th kept), top-p over the renormalised top-k mass, min-p against the largest probability.
+// (Not a model of efficiency: it sorts everything.)
+std::set<int> reference_kept(const std::vector<float>& logits, const SamplingParams& sp) {
+    int n = int(logits.size());
+    double max = *std::max_element(logits.begin(), logits.end()), sum = 0;
+    std::vector<std::pair<double, int>> p;  // (probability, id), most probable first
+    for (int i = 0; i < n; i++) {
+        p.push_back({std::exp((logits[size_t(i)] - max) / sp.temperature), i});
+        sum += p.back().first;
+    }
+    for (auto& x : p) x.first /= sum;
+    std::sort(p.begin(), p.end(), [](auto& a, auto& b) {
+        return a.first > b.first || (a.first == b.first && a.second < b.second);
+    });
+    if (sp.top_k > 0 && sp.top_k < n) {
+        double kth = p[size_t(sp.top_k - 1)].first;
+        size_t m = 0;
+        while (m < p.size() && p[m].first >= kth) m++;
+        p.resize(m);
+    }
+    double total = 0;
+    for (auto& x : p) total += x.first;
+    size_t m = 0;
+    for (double before = 0; m < p.size() && (m == 0 || before < sp.top_p * total); m++) before += p[m].first;
+    if (sp.top_p < 1) p.resize(m);  // top_p = 1 is off (HF adds no warper for it)
+    m = 1;
+    while (m < p.size() && p[m].first >= sp.min_p * p[0].first) m++;
+    p.resize(m);
+    std::set<int> ids;
+    for (auto& x : p) ids.insert(x.second);
+    return ids;
+}
+
+}  // namespace
+
+TEST_CASE("sampler: Rng is seeded and reproducible") {
+    Rng a(42), b(42), c(43);
+    bool differs = false;
+    for (int i = 0; i < 100; i++) {
+        uint32_t x = a.next_u32();
+        CHECK(x == b.next_u32());
+        differs |= x != c.next_u32();
+    }
+    CHECK(differs);
+    Rng z(0);  // seed 0 must work too
+    for (int i = 0; i < 10000; i++) {
+        float u = z.uniform();
+        REQUIRE(u >= 0.0f);
+        REQUIRE(u < 1.0f);
+    }
+}
+
+TEST_CASE("sampler: same seed, same tokens") {
+    std::vector<float> logits = random_logits(1000, 7, 4.0f);
+    SamplingParams sp;
+    sp.temperature = 1.0f, sp.top_p = 0.95f, sp.top_k = 0, sp.seed = 1234;
+    Sampler s1(sp), s2(sp);
+    sp.seed = 1235;
+    Sampler s3(sp);
+    std::vector<int> ctx;
+    int same3 = 0;
+    for (int i = 0; i < 200; i++) {
+        std::vector<float> l1 = logits, l2 = logits, l3 = logits;
+        int t1 = s1.sample(l1.data(), 1000, ctx, 0), t2 = s2.sample(l2.data(), 1000, ctx, 0);
+        CHECK(t1 == t2);
+        same3 += t1 == s3.sample(l3.data(), 1000, ctx, 0);
+    }
+    CHECK(same3 < 200);
+}
+
+TEST_CASE("sampler: temperature 0 is argmax, lowest id on ties") {
+    SamplingParams sp;
+    sp.temperature = 0.0f;
+    Sampler s(sp);
+    std::vector<float> l = {0.5f, 3.0f, -1.0f, 3.0f, 2.9f};
+    CHECK(s.sample(l.data(), 5, {}, 0) == 1);
+    std::vector<float> big = random_logits(151936, 3, 10.0f);
+    int best = int(std::max_element(big.begin(), big.end()) - big.begin());
+    CHECK(s.sample(big.data(), 151936, {}, 0) == best);
+}
+
+TEST_CASE("sampler: top-k / top-p / min-p keep exactly the reference set and draw only from it") {
+    const int n = 2000;
+    std::vector<float> logits = random_logits(n, 99, 8.0f);
+    // A run of equal logits at the top, to exercise ties at the k-th token.
+    for (int i = 0; i < 4; i++) logits[size_t(100 + i)] = 6.0f;
+    int n_cases = 0;
+    for (float temp : {0.5f, 1.0f, 2.0f})
+        for (int top_k : {0, 1, 2, 5, 50, 5000})
+            for (float top_p : {1.0f, 0.95f, 0.5f, 0.05f})
+                for (float min_p : {0.0f, 0.05f, 0.5f}) {
+                    SamplingParams sp;
+                    sp.temperature = temp, sp.top_k = top_k, sp.top_p = top_p, sp.min_p = min_p;
+                    sp.seed = uint64_t(n_cases++);
+                    CAPTURE(temp);
+                    CAPTURE(top_k);
+                    CAPTURE(top_p);
+                    CAPTURE(min_p);
+                    Sampler s(sp);
+                    std::set<int> want = reference_kept(logits, sp), got;
+                    for (const Sampler::Candidate& c : s.keep(logits.data(), n)) got.insert(c.id);
+                    REQUIRE(got == want);
+                    for (int i = 0; i < 300; i++) {
+                        std::vector<float> l = logits;
+                        int id = s.sample(l.data(), n, {}, 0);
+                        REQUIRE(want.count(id) == 1);
+                    }
+                }
+}
+
+TEST_CASE("sampler: top-p tie case and the at-least-one rule") {
+    SamplingParams sp;
+    sp.temperature = 1.0f, sp.top_k = 0;
+    std::vector<float> l = {0.0f, 0.0f, 0.0f, 0.0f};  // p = 1/4 each
+    sp.top_p = 0.5f;  // two tokens reach exactly 0.5
+    Sampler a(sp);
+    CHECK(a.keep(l.data(), 4).size() == 2);
+    sp.top_p = 0.51f;
+    Sampler b(sp);
+    CHECK(b.keep(l.data(), 4).size() == 3);
+    sp.top_p = 1e-6f;
+    Sampler c(sp);
+    CHECK(c.keep(l.data(), 4).size() == 1);
+    CHECK(c.keep(l.data(), 4)[0].id == 0);
+}
+
+TEST_CASE("sampler: empirical frequencies match the probabilities") {
+    std::vector<float> logits = {1.0f, 0.0f, 2.0f, -1.0f, 0.5f};
+    SamplingParams sp;
+    sp.temperature = 1.5f, sp.top_k = 0, sp.top_p = 1.0f, sp.seed = 5;
+    Sampler s(sp);
+    double z = 0;
+    std::vector<double> p;
+    for (float x : logits) z += std::exp(x / 1.5);
+    for (float x : logits) p.push_back(std::exp(x / 1.5) / z);
+    const int draws = 200000;
+    std::vector<int> count(5);
+    for (int i = 0; i < draws; i++) {
+        std::vector<float> l = logits;
+        count[size_t(s.sample(l.data(), 5, {}, 0))]++;
+    }
+    for (size_t i = 0; i < 5; i++) {
+        CAPTURE(i);
+        CHECK(std::abs(count[i] / double(draws) - p[i]) < 0.005);  // ~5 standard deviations
+    }
+    // With top-k 2 the two best tokens share the mass in proportion.
+    sp.top_k = 2;
+    Sampler k2(sp);
+    std::map<int, int> c2;
+    for (int i = 0; i < draws; i++) {
+        std::vector<float> l = logits;
+        c2[k2.sample(l.data(), 5, {}, 0)]++;
+    }
+    CHECK(c2.size() == 2);
+    CHECK(std::abs(c2[2] / double(draws) - p[2] / (p[0] + p[2])) < 0.005);
+}
+
+TEST_CASE("sampler: repetition and presence penalties as HF and OpenAI define them") {
+    SamplingParams sp;
+    sp.temperature = 0.0f;
+    sp.repetition_penalty = 2.0f;
+    Sampler rep(sp);
+    // context: token 0 (positive logit) twice, token 1 (negative) once; token 9 is outside the vocabulary.
+    std::vector<float> l = {2.0f, -1.0f, 0.5f, 3.0f};
+    rep.sample(l.data(), 4, {0, 1, 0, 9}, 3);
+    CHECK(l == std::vector<float>{1.0f, -2.0f, 0.5f, 3.0f});  // positive / 2, negative * 2, once each
+
+    sp.repetition_penalty = 1.0f;
+    sp.presence_penalty = 0.5f;
+    Sampler pres(sp);
+    l = {2.0f, -1.0f, 0.5f, 3.0f};
+    // prompt {0, 2}; generated {1, 1, 3}: only generated tokens count, each once.
+    int id = pres.sample(l.data(), 4, {0, 2, 1, 1, 3}, 2);
+    CHECK(l == std::vector<float>{2.0f, -1.5f, 0.5f, 2.5f});
+    CHECK(id == 3);
+
+    sp.presence_penalty = -1.0f;  // a negative value encourages repeats
+    Sampler enc(sp);
+    l = {2.0f, -1.0f, 0.5f, 1.5f};
+    CHECK(enc.sample(l.data(), 4, {0, 3}, 1) == 3);
+    CHECK(l[3] == 2.5f);
+
+    // Both together: repetition first (over prompt + generated), then presence (generated only).
+    sp.repetition_penalty = 1.25f;
+    sp.presence_penalty = 1.0f;
+    Sampler both(sp);
+    l = {2.0f, -1.0f, 0.5f, 3.0f};
+    both.sample(l.data(), 4, {0, 3}, 1);
+    CHECK(l[0] == doctest::Approx(1.6f));
+    CHECK(l[3] == doctest::Approx(3.0f / 1.25f - 1.0f));
+}
+
+TEST_CASE("sampler: validate rejects each bad value with a clear message") {
+    auto bad = [](auto set, const char* msg) {
+        SamplingParams p;
+        set(p);
+        CHECK_THROWS_WITH_AS(validate(p), msg, Error);
+        CHECK_THROWS_AS(Sampler{p}, Error);
+    };
+    bad([](SamplingParams& p) { p.temperature = -1; }, "temperature must be a finite number >= 0, got -1");
+    bad([](SamplingParams& p) { p.temperature = NAN; }, "temperature must be a finite number >= 0, got nan");
+    bad([](SamplingParams& p) { p.temperature = INFINITY; }, "temperature must be a finite number >= 0, got inf");
+    bad([](SamplingParams& p) { p.top_p = 0; }, "top_p must be in (0, 1], got 0");
+    bad([](SamplingParams& p) { p.top_p = 1.5f; }, "top_p must be in (0, 1], got 1.5");
+    bad([](SamplingParams& p) { p.top_p = NAN; }, "top_p must be in (0, 1], got nan");
+    bad([](SamplingParams& p) { p.top_k = -1; }, "top_k must be >= 0 (0 = off), got -1");
+    bad([](SamplingParams& p) { p.min_p = -0.5f; }, "min_p must be in [0, 1], got -0.5");
+    bad([](SamplingParams& p) { p.min_p = 2; }, "min_p must be in [0, 1], got 2");
+    bad([](SamplingParams& p) { p.min_p = NAN; }, "min_p must be in [0, 1], got nan");
+    bad([](SamplingParams& p) { p.repetition_penalty = 0; }, "repetition_penalty must be a finite number > 0, got 0");
+    bad([](SamplingParams& p) { p.repetition_penalty = NAN; },
+        "repetition_penalty must be a finite number > 0, got nan");
+    bad([](SamplingParams& p) { p.presence_penalty = 2.5f; }, "presence_penalty must be in [-2, 2], got 2.5");
+    bad([](SamplingParams& p) { p.presence_penalty = NAN; }, "presence_penalty must be in [-2, 2], got nan");
+
+    SamplingParams edge;  // the ends of each range are valid
+    edge.temperature = 0, edge.top_p = 1, edge.top_k = 0, edge.min_p = 1, edge.presence_penalty = -2;
+    CHECK_NOTHROW(validate(edge));
+}
+
+TEST_CASE("sampler: default_sampling takes the generation-config values that are given") {
+    ChatInfo none;
+    SamplingParams d = default_sampling(none), plain;
+    CHECK(d.temperature == plain.temperature);
+    CHECK(d.top_p == plain.top_p);
+    CHECK(d.top_k == plain.top_k);
+    CHECK(d.repetition_penalty == plain.repetition_penalty);
+
+    ChatInfo chat;
+    chat.temperature = 0.6f, chat.top_p = 0.95f, chat.top_k = 0, chat.repetition_penalty = 1.05f;
+    SamplingParams g = default_sampling(chat);
+    CHECK(g.temperature == 0.6f);
+    CHECK(g.top_p == 0.95f);
+    CHECK(g.top_k == 0);
+    CHECK(g.repetition_penalty == 1.05f);
+
+    ChatInfo greedy;  // do_sample false: the exporter records temperature 0
+    greedy.temperature = 0.0f;
+    CHECK(default_sampling(greedy).temperature == 0.0f);
+}
+
+TEST_CASE("sampler: a 152k vocabulary without top-k does not sort the whole vocabulary") {
+    const int n = 151936;
+    std::vector<float> logits = random_logits(n, 11, 12.0f);
+    SamplingParams sp;
+    sp.temperature = 0.7f, sp.top_k = 0, sp.top_p = 0.8f, sp.seed = 3;
+    Sampler s(sp);
+    std::set<int> want = reference_kept(logits, sp), got;
+    for (const Sampler::Candidate& c : s.keep(logits.data(), n)) got.insert(c.id);
+    CHECK(got == want);
+    double t0 = now_seconds();
+    for (int i = 0; i < 20; i++) {
+        std::vector<float> l = logits;
+        CHECK(want.count(s.sample(l.data(), n, {}, 0)) == 1);
+    }
+    MESSAGE("top-p sampling over 151936 logits: ", (now_seconds() - t0) / 20 * 1e3, " ms per token");
+}

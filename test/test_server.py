@@ -1,0 +1,508 @@
+"""qwen-server end to end: the HTTP API on the tiny random model with the CPU engine.
+
+The model's weights are random, so its text is gibberish, but greedy decoding (temperature 0) is deterministic:
+the tests compare answers between endpoints, between streaming and not, with the CLI, and between serial and
+parallel clients. Run from the repository root after `make` (which builds ./qwen-server and the fixtures).
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVER = os.environ.get("QWEN_SERVER", os.path.join(ROOT, "qwen-server"))
+CLI = os.environ.get("QWEN_CLI", os.path.join(ROOT, "qwen"))
+MODEL = os.path.join(ROOT, "build", "tiny-qwen2.bin")
+ARTIFACTS = os.path.join(ROOT, "build", "test-artifacts")
+CONTEXT = 1024  # the tiny model's max_seq_len
+# The random model is very sure of itself: greedy answers repeat one token (often a lone byte that is not
+# UTF-8, shown as U+FFFD). A high temperature with a fixed seed gives varied, still reproducible text.
+VARIED = {"temperature": 10, "top_k": 0, "top_p": 1, "min_p": 0}
+
+if not (os.path.exists(SERVER) and os.path.exists(MODEL)):
+    pytest.skip("needs ./qwen-server and build/tiny-qwen2.bin (run make first; the server is built only "
+                "when pkg-config finds cpp-httplib and nlohmann_json)", allow_module_level=True)
+
+
+# ---- a running server ----------------------------------------------------------------------------------
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """./qwen-server on a free loopback port; stderr (the request log) goes to a file."""
+
+    def __init__(self, name, *extra):
+        os.makedirs(ARTIFACTS, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = os.path.join(ARTIFACTS, f"{name}.log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([SERVER, "-m", MODEL, "--cpu", "--port", str(self.port), "-n", "32", *extra],
+                                     stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.time() + 30
+        while True:
+            try:
+                if get_json(self.url + "/health") == {"status": "ok"}:
+                    break
+            except (OSError, urllib.error.URLError):
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("qwen-server did not start:\n" + self.log_text())
+            time.sleep(0.05)
+
+    def log_text(self):
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def stop(self, timeout=15):
+        """SIGTERM, as a service manager would send; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+        finally:
+            self.log.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Server("server")
+    yield s
+    status = s.stop()
+    assert status == 0, "qwen-server did not exit cleanly on SIGTERM:\n" + s.log_text()
+
+
+# ---- small HTTP helpers -----------------------------------------------------------------------------------
+
+def get_json(url):
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def post(url, body, headers=None, timeout=60):
+    """POST a body (dict -> JSON, or raw bytes); returns (status, headers, parsed JSON or raw bytes)."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            status, hdrs, raw = r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        status, hdrs, raw = e.code, e.headers, e.read()
+    try:
+        return status, hdrs, json.loads(raw)
+    except ValueError:
+        return status, hdrs, raw
+
+
+def chat(server, messages, **kw):
+    body = {"messages": messages, "temperature": 0, "max_tokens": 24, **kw}
+    status, _, out = post(server.url + "/v1/chat/completions", body)
+    assert status == 200, out
+    return out
+
+
+def sse_request(server, path, body, accept_gzip=False):
+    """Sends a streaming request over a raw socket and returns (status line, headers, [(arrival time, chunk)]).
+
+    Reading the chunked framing by hand shows how the server actually sent the events: each one in its own
+    chunk, uncompressed, as it was produced."""
+    payload = json.dumps({**body, "stream": True}).encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\nConnection: close\r\n")
+    if accept_gzip:
+        head += "Accept-Encoding: gzip, deflate, br\r\n"
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+    sock.sendall(head.encode() + b"\r\n" + payload)
+    f = sock.makefile("rb")
+    status = f.readline().decode().strip()
+    headers = {}
+    for line in iter(f.readline, b"\r\n"):
+        k, _, v = line.decode().partition(":")
+        headers[k.strip().lower()] = v.strip()
+    chunks = []
+    if headers.get("transfer-encoding") == "chunked":
+        while True:
+            size = int(f.readline().split(b";")[0], 16)
+            data = f.read(size)
+            f.readline()
+            if size == 0:
+                break
+            chunks.append((time.monotonic(), data))
+    else:
+        chunks.append((time.monotonic(), f.read()))
+    sock.close()
+    return status, headers, chunks
+
+
+def parse_events(raw):
+    """'data: ...' payloads of an SSE body, checking the framing on the way."""
+    text = raw.decode("utf-8")
+    assert text.endswith("\n\n"), text[-80:]
+    events = text[:-2].split("\n\n")
+    for e in events:
+        assert e.startswith("data: ") and "\n" not in e, e
+    return [e[len("data: "):] for e in events]
+
+
+def stream_text(server, path, body, **kw):
+    """The text of a streamed answer (content deltas or completion text), and its final finish_reason."""
+    status, headers, chunks = sse_request(server, path, body, **kw)
+    assert status.endswith("200 OK"), status
+    events = parse_events(b"".join(c for _, c in chunks))
+    assert events[-1] == "[DONE]"
+    text, finish = "", None
+    for e in events[:-1]:
+        choices = json.loads(e)["choices"]
+        if not choices:  # the usage chunk of stream_options.include_usage
+            continue
+        choice = choices[0]
+        text += choice["delta"].get("content", "") if "delta" in choice else choice["text"]
+        finish = choice["finish_reason"] or finish
+    return text, finish
+
+
+def cli_answer(*args):
+    """The CLI's stdout for the same model (bytes decoded as the server does: bad UTF-8 -> U+FFFD)."""
+    out = subprocess.run([CLI, "-m", MODEL, "--cpu", *args], capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode(errors="replace")
+    return out.stdout.decode("utf-8", errors="replace")
+
+
+# ---- basic endpoints ------------------------------------------------------------------------------------------
+
+def test_health_models_and_page(server):
+    assert get_json(server.url + "/health") == {"status": "ok"}
+    models = get_json(server.url + "/v1/models")
+    assert models["object"] == "list"
+    assert [m["id"] for m in models["data"]] == ["tiny-qwen2"]
+    with urllib.request.urlopen(server.url + "/", timeout=10) as r:
+        assert r.headers["Content-Type"].startswith("text/html")
+        page = r.read().decode()
+    assert "<title>" in page and "/v1/chat/completions" in page
+
+
+def test_chat_completion_shape(server):
+    out = chat(server, [{"role": "user", "content": "你好"}], max_tokens=8)
+    assert re.fullmatch(r"chatcmpl-[A-Za-z0-9]+", out["id"])
+    assert out["object"] == "chat.completion" and out["model"] == "tiny-qwen2"
+    assert isinstance(out["created"], int)
+    choice = out["choices"][0]
+    assert choice["message"]["role"] == "assistant"
+    assert choice["finish_reason"] in ("stop", "length")
+    u = out["usage"]
+    assert u["prompt_tokens"] > 0 and 0 < u["completion_tokens"] <= 8
+    assert u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
+
+
+def test_greedy_matches_cli(server):
+    """The server's greedy answers equal the CLI's for the same chat message and for a raw prompt."""
+    if not os.path.exists(CLI):
+        pytest.skip("./qwen not built: the CLI comparison cannot run")
+    for text in ["你好", "Write a haiku about the sea."]:
+        out = chat(server, [{"role": "user", "content": text}], max_tokens=20)
+        expected = cli_answer("-p", text, "--temp", "0", "-n", "20")
+        assert expected.endswith("\n")  # chat mode ends the answer with a newline
+        assert out["choices"][0]["message"]["content"] == expected[:-1]
+    status, _, out = post(server.url + "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 20,
+                                                            "temperature": 0})
+    assert status == 200
+    assert out["choices"][0]["text"] == cli_answer("-p", "Once upon a time", "--raw", "--temp", "0", "-n", "20")
+    # Sampling with the same seed draws the same tokens in both.
+    out = chat(server, [{"role": "user", "content": "hi"}], max_tokens=30, seed=7, **VARIED)
+    expected = cli_answer("-p", "hi", "-n", "30", "-s", "7", "--temp", "10", "--top-k", "0", "--top-p", "1")
+    assert out["choices"][0]["message"]["content"] == expected[:-1]
+
+
+def test_seed_endpoint(server):
+    """POST / as the original API: prompt + history pairs in, response + history + status + time out."""
+    status, _, out = post(server.url + "/", {"prompt": "你好", "max_length": 16, "temperature": 0})
+    assert status == 200
+    assert out["status"] == 200
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", out["time"])
+    first = out["response"]
+    again = chat(server, [{"role": "user", "content": "你好"}], max_tokens=16)
+    assert first == again["choices"][0]["message"]["content"]
+    assert out["history"] == [["你好", first]]
+
+    # A second turn with pair history, and the same with an OpenAI-style message list.
+    status, _, two = post(server.url + "/", {"prompt": "再见", "history": out["history"], "max_length": 16,
+                                             "temperature": 0})
+    assert status == 200 and two["history"][0] == ["你好", first] and len(two["history"]) == 2
+    msgs = [{"role": "user", "content": "你好"}, {"role": "assistant", "content": first}]
+    status, _, three = post(server.url + "/", {"prompt": "再见", "history": msgs, "max_length": 16,
+                                               "temperature": 0})
+    assert status == 200 and three["response"] == two["response"]
+    assert three["history"][-1] == {"role": "assistant", "content": two["response"]}
+    expected = chat(server, msgs + [{"role": "user", "content": "再见"}], max_tokens=16)
+    assert two["response"] == expected["choices"][0]["message"]["content"]
+
+
+def test_follow_up_reuses_the_cache(server):
+    """A chat turn that extends the previous prompt prefills only its new tokens (seen in the request log)."""
+    first = [{"role": "user", "content": "tell me a story"}]
+    answer = chat(server, first)["choices"][0]["message"]["content"]
+    before = server.log_text().count("\n")
+    chat(server, first + [{"role": "assistant", "content": answer}, {"role": "user", "content": "and then?"}])
+    time.sleep(0.1)
+    line = [l for l in server.log_text().splitlines()[before:] if "/v1/chat/completions" in l][-1]
+    prompt, new = map(int, re.search(r"prompt (\d+) \((\d+) new\)", line).groups())
+    assert new < prompt, line
+
+
+# ---- streaming ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("accept_gzip", [False, True])
+def test_chat_stream_events(server, accept_gzip):
+    body = {"messages": [{"role": "user", "content": "Count to ten."}], "max_tokens": 24, "seed": 5, **VARIED}
+    status, headers, chunks = sse_request(server, "/v1/chat/completions", body, accept_gzip=accept_gzip)
+    assert status.endswith("200 OK")
+    assert headers["content-type"] == "text/event-stream"
+    assert "content-encoding" not in headers  # never compressed, even when the client accepts gzip
+    assert headers["transfer-encoding"] == "chunked"
+    # Every event goes out in its own chunk as soon as it is ready (a buffering or compressing server
+    # would send a few large chunks at the end).
+    for _, data in chunks:
+        assert data.startswith(b"data: ") and data.endswith(b"\n\n") and data.count(b"\n\n") == 1, data
+    events = parse_events(b"".join(c for _, c in chunks))
+    assert events[-1] == "[DONE]"
+    objs = [json.loads(e) for e in events[:-1]]
+    ids = {o["id"] for o in objs}
+    assert len(ids) == 1 and ids.pop().startswith("chatcmpl-")
+    assert all(o["object"] == "chat.completion.chunk" and o["model"] == "tiny-qwen2" for o in objs)
+    assert objs[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert objs[0]["choices"][0]["finish_reason"] is None
+    last = objs[-1]["choices"][0]
+    assert last["delta"] == {} and last["finish_reason"] in ("stop", "length")
+    middle = objs[1:-1]
+    assert len(middle) >= 2 and all(o["choices"][0]["finish_reason"] is None for o in middle)
+    text = "".join(o["choices"][0]["delta"]["content"] for o in middle)
+    whole = chat(server, body["messages"], **{k: v for k, v in body.items() if k != "messages"})["choices"][0]
+    assert text == whole["message"]["content"] and last["finish_reason"] == whole["finish_reason"]
+
+
+def test_stream_arrives_incrementally(server):
+    """With a long answer, the events are spread over the generation time instead of arriving in one burst."""
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2000, "seed": 9, **VARIED}
+    t0 = time.monotonic()
+    _, headers, chunks = sse_request(server, "/v1/chat/completions", body, accept_gzip=True)
+    total = time.monotonic() - t0
+    assert "content-encoding" not in headers and len(chunks) > 100
+    content_times = [t for t, _ in chunks[1:-2]]
+    assert content_times[-1] - content_times[0] > 0.25 * total, (content_times[-1] - content_times[0], total)
+
+
+def test_completions_stream_and_usage(server):
+    body = {"prompt": "The quick brown fox", "temperature": 0, "max_tokens": 16}
+    status, _, whole = post(server.url + "/v1/completions", body)
+    assert status == 200 and whole["object"] == "text_completion" and whole["id"].startswith("cmpl-")
+    text, finish = stream_text(server, "/v1/completions", body)
+    assert text == whole["choices"][0]["text"] and finish == whole["choices"][0]["finish_reason"]
+
+    # stream_options.include_usage adds a chunk with empty choices and the token counts before [DONE].
+    _, _, chunks = sse_request(server, "/v1/chat/completions",
+                               {"messages": [{"role": "user", "content": "hi"}], "temperature": 0,
+                                "max_tokens": 8, "stream_options": {"include_usage": True}})
+    events = parse_events(b"".join(c for _, c in chunks))
+    usage = json.loads(events[-2])
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] <= 8
+
+
+def test_openai_client(server):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in client.models.list()] == ["tiny-qwen2"]
+    messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a color."}]
+    r = client.chat.completions.create(model="tiny-qwen2", messages=messages, max_tokens=20, temperature=0)
+    assert r.choices[0].message.role == "assistant"
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    stream = client.chat.completions.create(model="tiny-qwen2", messages=messages, max_tokens=20, temperature=0,
+                                            stream=True)
+    pieces, finish = [], None
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+        if chunk.choices and chunk.choices[0].finish_reason:
+            finish = chunk.choices[0].finish_reason
+    assert "".join(pieces) == r.choices[0].message.content and finish == r.choices[0].finish_reason
+
+    c = client.completions.create(model="tiny-qwen2", prompt="1, 2, 3,", max_tokens=12, temperature=0)
+    streamed = "".join(x.choices[0].text for x in client.completions.create(
+        model="tiny-qwen2", prompt="1, 2, 3,", max_tokens=12, temperature=0, stream=True) if x.choices)
+    assert streamed == c.choices[0].text
+
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="tiny-qwen2", messages=messages, temperature=-1)
+    assert "temperature" in str(e.value)
+
+
+def test_sampling_with_seed_is_reproducible(server):
+    body = {"messages": [{"role": "user", "content": "hi"}], "temperature": 1.0, "top_p": 0.9, "top_k": 50,
+            "min_p": 0.01, "presence_penalty": 0.5, "repetition_penalty": 1.1, "max_tokens": 16, "seed": 1234}
+    a = chat(server, **body)["choices"][0]["message"]["content"]
+    b = chat(server, **body)["choices"][0]["message"]["content"]
+    assert a == b
+
+
+def test_stop_strings(server):
+    messages = [{"role": "user", "content": "Tell me about stop strings."}]
+    varied = dict(VARIED, seed=3)
+    full = chat(server, messages, max_tokens=40, **varied)["choices"][0]["message"]["content"]
+    # A stop string from the middle of the greedy answer: printable ASCII, so it is the same in bytes and text.
+    m = re.search(r"[!-~]{2,3}", full[4:])
+    assert m, f"no ASCII run to use as a stop string in {full!r}"
+    stop = m.group(0)
+    cut = full.index(stop)
+    for stops in (stop, [stop, "never-appears"]):
+        out = chat(server, messages, max_tokens=40, stop=stops, **varied)
+        assert out["choices"][0]["message"]["content"] == full[:cut]
+        assert out["choices"][0]["finish_reason"] == "stop"
+    text, finish = stream_text(server, "/v1/chat/completions",
+                               {"messages": messages, "max_tokens": 40, "stop": [stop], **varied})
+    assert text == full[:cut] and finish == "stop"
+
+
+# ---- concurrency ----------------------------------------------------------------------------------------------------
+
+def test_parallel_clients_get_their_own_answers(server):
+    prompts = [f"Question number {i}: what is {i} plus {i}?" for i in range(8)]
+    def params(i):
+        return dict(VARIED, seed=100 + i, max_tokens=24)
+
+    serial = [chat(server, [{"role": "user", "content": p}], **params(i))["choices"][0]["message"]["content"]
+              for i, p in enumerate(prompts)]
+    assert len(set(serial)) == 8, "each client should have its own answer"
+    results = [None] * 8
+
+    def client(i):
+        msgs = [{"role": "user", "content": prompts[i]}]
+        if i % 2:
+            results[i] = stream_text(server, "/v1/chat/completions", {"messages": msgs, **params(i)})[0]
+        else:
+            results[i] = chat(server, msgs, **params(i))["choices"][0]["message"]["content"]
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == serial
+
+
+def test_client_disconnect_does_not_stall(server):
+    """A client that hangs up mid-stream: its generation is cancelled and the next request is served at once."""
+    payload = json.dumps({"messages": [{"role": "user", "content": "Write a very long essay."}],
+                          "temperature": 0, "max_tokens": 100000, "stream": True}).encode()
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+    received = b""
+    while received.count(b"data: ") < 3:
+        received += sock.recv(4096)
+    sock.close()
+    t0 = time.time()
+    out = chat(server, [{"role": "user", "content": "hi"}], max_tokens=8)
+    assert out["choices"][0]["finish_reason"] in ("stop", "length")
+    assert time.time() - t0 < 10
+    # The abandoned stream ended early: cancelled when a write failed, well before the context was full.
+    deadline = time.time() + 5
+    while "client disconnected" not in server.log_text() and time.time() < deadline:
+        time.sleep(0.05)
+    assert "client disconnected" in server.log_text()
+
+
+# ---- errors ----------------------------------------------------------------------------------------------------------
+
+def error_of(status_and_body, status):
+    got, _, body = status_and_body
+    assert got == status, body
+    assert set(body["error"]) == {"message", "type", "code"}, body
+    return body["error"]["message"]
+
+
+def test_error_responses(server):
+    u = server.url
+    chat_url = u + "/v1/chat/completions"
+    ok = [{"role": "user", "content": "hi"}]
+    assert "JSON" in error_of(post(chat_url, b'{"messages": ['), 400)
+    assert "JSON object" in error_of(post(chat_url, b'[1, 2]'), 400)
+    assert "messages" in error_of(post(chat_url, {}), 400)
+    assert "messages" in error_of(post(chat_url, {"messages": "hi"}), 400)
+    assert "role" in error_of(post(chat_url, {"messages": [{"role": "robot", "content": "x"}]}), 400)
+    assert "max_tokens" in error_of(post(chat_url, {"messages": ok, "max_tokens": "many"}), 400)
+    assert "max_tokens" in error_of(post(chat_url, {"messages": ok, "max_tokens": 0}), 400)
+    assert "temperature must be" in error_of(post(chat_url, {"messages": ok, "temperature": -1}), 400)
+    assert "top_p must be" in error_of(post(chat_url, {"messages": ok, "top_p": 1.5}), 400)
+    assert "presence_penalty" in error_of(post(chat_url, {"messages": ok, "presence_penalty": 3}), 400)
+    assert "stop" in error_of(post(chat_url, {"messages": ok, "stop": [1]}), 400)
+    assert "UTF-8" in error_of(post(chat_url, b'{"messages": [{"role": "user", "content": "\xff\xfe"}]}'), 400)
+    assert "prompt" in error_of(post(u + "/v1/completions", {"max_tokens": 3}), 400)
+    assert "prompt" in error_of(post(u + "/", {"history": []}), 400)
+
+    long_prompt = " ".join(f"w{i}" for i in range(1500))
+    msg = error_of(post(u + "/v1/completions", {"prompt": long_prompt}), 400)
+    m = re.search(r"prompt is (\d+) tokens; the context holds (\d+).* (\d+) tokens too long", msg)
+    n, ctx, over = map(int, m.groups())
+    assert ctx == CONTEXT and n > ctx and over == n + 1 - ctx
+
+    too_big = json.dumps({"prompt": "x" * (1 << 20)}).encode()
+    assert "too large" in error_of(post(u + "/v1/completions", too_big), 413)
+    assert "no such endpoint" in error_of(post(u + "/v2/nothing", {}), 404)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(u + "/v1/chat/completions", timeout=10)
+    assert e.value.code == 405 and "error" in json.loads(e.value.read())
+    # The server still works after all of that.
+    assert chat(server, ok, max_tokens=4)["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_command_line_errors():
+    def run(*args):
+        return subprocess.run([SERVER, *args], capture_output=True, timeout=30)
+
+    assert run("-h").returncode == 0 and b"usage" in run("-h").stdout
+    for args in (["--bogus"], [], ["-m", MODEL, "--port", "http"], ["-m", MODEL, "--temp"],
+                 ["-m", MODEL, "--top-p", "2", "--cpu"]):
+        r = run(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.count(b"\n") <= 2 and r.stderr.startswith(b"qwen-server: "), r.stderr
+    r = run("-m", os.path.join(ROOT, "build", "no-such-file.bin"))
+    assert r.returncode == 1 and b"no-such-file.bin" in r.stderr
+
+
+def test_sigterm_lets_a_running_stream_finish():
+    s = Server("shutdown")
+    try:
+        result = {}
+
+        def client():
+            result["text"] = stream_text(s, "/v1/chat/completions",
+                                         {"messages": [{"role": "user", "content": "hi"}], "temperature": 0,
+                                          "max_tokens": 200})
+
+        t = threading.Thread(target=client)
+        t.start()
+        time.sleep(0.05)
+        t0 = time.time()
+        status = s.stop()
+        t.join(10)
+        assert status == 0, s.log_text()
+        assert time.time() - t0 < 12
+        assert "text" in result  # the stream ended properly ([DONE] checked by stream_text)
+    finally:
+        if s.proc.poll() is None:
+            s.proc.kill()
