@@ -20,7 +20,7 @@ CUDA_LIBS := -lcublas
 SAN_FLAGS := -O1 -g -std=c++17 -pthread -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_SECONDS ?= 60
 
-HEADERS   := qwen.hpp $(wildcard parts/*.hpp)
+HEADERS   := qwen.hpp
 SERVER_OK := $(shell pkg-config --exists cpp-httplib nlohmann_json 2>/dev/null && echo yes)
 SERVER_FLAGS = $(shell pkg-config --cflags --libs cpp-httplib nlohmann_json 2>/dev/null)
 
@@ -86,8 +86,10 @@ build/fuzz_loader: test/fuzz_loader.cpp $(HEADERS) | build
 fuzz: build/fuzz_loader fixtures
 	@mkdir -p build/fuzz-corpus
 	cp $(FIXTURES) build/fuzz-corpus/
-	./build/fuzz_loader -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=400000 \
-	    build/fuzz-corpus test/fuzz-regressions
+	@echo "fuzzing the loader for $(FUZZ_SECONDS) s (log: build/fuzz.log)"
+	@./build/fuzz_loader -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=400000 -artifact_prefix=build/ \
+	    build/fuzz-corpus test/fuzz-regressions > build/fuzz.log 2>&1 || { tail -n 60 build/fuzz.log; exit 1; }
+	@tail -n 1 build/fuzz.log
 
 test: all build/test_cpu build/test_asan build/test_gpu build/tokenize_lines fixtures
 	./build/test_cpu

@@ -10,6 +10,7 @@
 //     prefill kernels                    gemm (cuBLAS), tiled causal attention with online softmax
 //     sampling kernels                   penalties, argmax, softmax, top-k / top-p / min-p selection and draw
 //   GpuEngine                            qwen::Engine on one GPU: weights upload, KV cache, forward, sample
+//   make_engine(model, ctx, ...)         the GPU engine when a device is present, else the CPU reference
 //   run_bench(shape_or_file, json)       the `qwen --bench` measurement
 #pragma once
 #include "qwen.hpp"
@@ -125,8 +126,8 @@ __device__ float block_reduce(float v) {
     __syncthreads();  // `total` and `part` may be reused by the next call
     return r;
 }
-__device__ float block_sum(float v) { return block_reduce<false>(v); }
-__device__ float block_max(float v) { return block_reduce<true>(v); }
+__device__ inline float block_sum(float v) { return block_reduce<false>(v); }
+__device__ inline float block_max(float v) { return block_reduce<true>(v); }
 
 __host__ __device__ inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
@@ -679,7 +680,7 @@ inline void attention_prefill(const float* qkv, const bf16* K, const bf16* V, co
 }  // namespace qwen
 
 // ============================================================================
-// Sampling kernels: the Sampler's rules (parts/p4_sampler.hpp) on the device, so that only the chosen id
+// Sampling kernels: the Sampler's rules (the sampler section of qwen.hpp) on the device, so that only the chosen id
 // crosses to the host. The uniform draw comes from the host Sampler's Rng, so a seed behaves the same.
 // ============================================================================
 namespace qwen {
@@ -699,10 +700,14 @@ static __global__ void penalty_kernel(float* logits, const int* ids, int n_rep, 
 // The two passes must not race on a token in both lists: run them as two launches.
 inline void apply_penalties(float* logits, const int* ids, int n_rep, int n_pres, float rep, float presence,
                             const Launch& l) {
-    if (n_rep > 0) penalty_kernel<<<ceil_div(n_rep, 256), 256, 0, l.stream>>>(logits, ids, n_rep, n_rep, rep, 0);
-    if (n_pres > 0)
+    if (n_rep > 0) {
+        penalty_kernel<<<ceil_div(n_rep, 256), 256, 0, l.stream>>>(logits, ids, n_rep, n_rep, rep, 0);
+        CUDA_CHECK(cudaGetLastError());
+    }
+    if (n_pres > 0) {
         penalty_kernel<<<ceil_div(n_pres, 256), 256, 0, l.stream>>>(logits, ids + n_rep, 0, n_pres, 1, presence);
-    CUDA_CHECK(cudaGetLastError());
+        CUDA_CHECK(cudaGetLastError());
+    }
 }
 
 // Index of the largest value, lowest index on ties. Pairs (value, index) compared lexicographically.
@@ -752,7 +757,7 @@ static __global__ void __launch_bounds__(SAMPLE_THREADS)
 }
 
 // Block-wide helpers over p[0..n) for one block of SAMPLE_THREADS threads.
-__device__ double block_sum_prefix(const float* p, int n) {
+__device__ inline double block_sum_prefix(const float* p, int n) {
     using Reduce = cub::BlockReduce<double, SAMPLE_THREADS>;
     __shared__ typename Reduce::TempStorage tmp;
     __shared__ double total;
@@ -768,7 +773,7 @@ __device__ double block_sum_prefix(const float* p, int n) {
 
 // The first i in [0, n) whose running sum p[0] + ... + p[i] reaches the target (>= with or_equal, else >),
 // or n when none does. Chunks of SAMPLE_THREADS are scanned in double, carrying the sum between chunks.
-__device__ int first_prefix_over(const float* p, int n, double target, bool or_equal) {
+__device__ inline int first_prefix_over(const float* p, int n, double target, bool or_equal) {
     using Scan = cub::BlockScan<double, SAMPLE_THREADS>;
     __shared__ typename Scan::TempStorage tmp;
     __shared__ int found;
@@ -795,7 +800,7 @@ __device__ int first_prefix_over(const float* p, int n, double target, bool or_e
 }
 
 // The first i in [0, n) with p[i] < threshold, or n (p sorted descending, so the rest are below too).
-__device__ int first_below(const float* p, int n, float threshold) {
+__device__ inline int first_below(const float* p, int n, float threshold) {
     __shared__ int found;
     if (threadIdx.x == 0) found = n;
     __syncthreads();
@@ -887,7 +892,10 @@ struct DeviceAllocs {
         size_t bytes = std::max<size_t>(count, 1) * sizeof(T);
         void* p = nullptr;
         cudaError_t e = cudaMalloc(&p, bytes);
-        if (e != cudaSuccess) fail("cannot allocate %.2f GB on the GPU: %s", bytes / 1e9, cudaGetErrorString(e));
+        if (e != cudaSuccess) {
+            cudaGetLastError();  // clear it, or the next launch check would report this failure again
+            fail("cannot allocate %.2f GB on the GPU: %s", bytes / 1e9, cudaGetErrorString(e));
+        }
         ptrs.push_back(p);
         total += bytes;
         return static_cast<T*>(p);
@@ -932,17 +940,25 @@ struct PinnedStaging {
     void* buf[2] = {nullptr, nullptr};
     cudaEvent_t done[2] = {nullptr, nullptr};  // the DMA out of buf[i] has finished
     PinnedStaging() {
-        for (int i = 0; i < 2; i++) {
-            CUDA_CHECK(cudaHostAlloc(&buf[i], CHUNK, cudaHostAllocDefault));
-            CUDA_CHECK(cudaEventCreateWithFlags(&done[i], cudaEventDisableTiming));
+        try {
+            for (int i = 0; i < 2; i++) {
+                CUDA_CHECK(cudaHostAlloc(&buf[i], CHUNK, cudaHostAllocDefault));
+                CUDA_CHECK(cudaEventCreateWithFlags(&done[i], cudaEventDisableTiming));
+            }
+        } catch (...) {  // a destructor does not run after a throwing constructor: release what was made
+            release();
+            throw;
         }
     }
     PinnedStaging(const PinnedStaging&) = delete;
     PinnedStaging& operator=(const PinnedStaging&) = delete;
-    ~PinnedStaging() {
+    ~PinnedStaging() { release(); }
+    void release() {
         for (int i = 0; i < 2; i++) {
             if (done[i]) cudaEventSynchronize(done[i]), cudaEventDestroy(done[i]);
             if (buf[i]) cudaFreeHost(buf[i]);
+            done[i] = nullptr;
+            buf[i] = nullptr;
         }
     }
     void copy(void* dst, const uint8_t* src, size_t bytes, cudaStream_t stream, const char* label) {
@@ -1036,6 +1052,7 @@ struct GpuEngine : Engine {
     }
 
     ~GpuEngine() override {
+        if (h_.stream) cudaStreamSynchronize(h_.stream);  // a replay may still be running
         if (graph_) cudaGraphExecDestroy(graph_);
     }
     GpuEngine(const GpuEngine&) = delete;
@@ -1412,6 +1429,21 @@ struct GpuEngine : Engine {
         return id;
     }
 };
+
+// ============================================================================
+// Engine choice: the GPU when there is one, else the CPU reference (the front ends' one call)
+// ============================================================================
+
+// A GpuEngine when a CUDA device is present and force_cpu is false, else a CpuEngine (n_threads: 0 = all cores).
+// Falling back for want of a device is said in one line on stderr; a forced CPU run says nothing.
+inline std::unique_ptr<Engine> make_engine(const Model& m, int context_size, bool force_cpu, int n_threads,
+                                           bool verbose) {
+    if (!force_cpu) {
+        if (gpu::device_available()) return std::make_unique<GpuEngine>(m, context_size, verbose);
+        fprintf(stderr, "qwen: no CUDA device found, running on the CPU\n");
+    }
+    return std::make_unique<CpuEngine>(m, context_size, n_threads);
+}
 
 }  // namespace qwen
 

@@ -1,10 +1,3496 @@
-// qwen.hpp (development form: the parts are merged into this one file before release)
+// qwen.hpp: Qwen language models (Qwen1.5, Qwen2, Qwen2.5, Qwen3 dense, bf16) in plain C++17.
+// Everything but the GPU; qwen.cuh adds the CUDA engine on top of this file.
+//
+// provides:
+//   load_model, load_tokenizer   the memory-mapped, fully validated weights.bin (Model: Config, ChatInfo,
+//                                Vocab, Weights); tools/export.py writes it
+//   Tokenizer, StreamDecoder     byte-level BPE that matches Hugging Face token for token; UTF-8-safe streaming
+//   chat_text, chat_tokens       ChatML prompts of Qwen1.5/2/2.5/3 (default system prompt, Qwen3 thinking)
+//   SamplingParams, Sampler      temperature, top-k, top-p, min-p, repetition and presence penalties, seeded
+//   Engine, CpuEngine            the model interface and the CPU reference forward pass (the GPU's spec)
+//   Session                      the prefill + decode loop: stop ids and strings, KV-cache reuse across turns
+//
+// Sections follow the data: common helpers, the model file, the tokenizer and chat prompts, the sampler, the
+// engine interface, the CPU forward pass, generation; the generated Unicode tables close the file.
+// Errors are qwen::Error exceptions carrying one line; nothing here exits or prints.
 #pragma once
-#include "parts/p0_common.hpp"
-#include "parts/p1_model.hpp"
-#include "parts/p2_unicode.hpp"
-#include "parts/p3_tokenizer.hpp"
-#include "parts/p4_sampler.hpp"
-#include "parts/p5_engine.hpp"
-#include "parts/p6_cpu.hpp"
-#include "parts/p7_generate.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <queue>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace qwen {
+
+// ============================================================================
+// Common: errors, bf16, the mapped file, timing
+// ============================================================================
+
+// Every failure in the library is a qwen::Error carrying one human-readable line.
+// Front ends catch it: the CLI prints it and exits 1, the server answers 400.
+struct Error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// The one fatal-error helper: printf-style message, thrown as qwen::Error.
+[[noreturn]] inline void fail(const char* fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    throw Error(buf);
+}
+
+// bf16 is the top 16 bits of an IEEE fp32: same exponent range, 8-bit mantissa.
+using bf16 = uint16_t;
+
+inline float bf16_to_f32(bf16 h) {
+    uint32_t u = uint32_t(h) << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+// Round to nearest, ties to even (what torch's .to(bfloat16) does); NaN stays NaN.
+inline bf16 f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return bf16((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1);
+    return bf16(u >> 16);
+}
+
+inline double now_seconds() {
+    using clock = std::chrono::steady_clock;
+    return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
+}
+
+// A read-only memory map of a whole file; unmapped when destroyed.
+struct MappedFile {
+    std::string path;
+    const uint8_t* data = nullptr;
+    size_t size = 0;
+
+    MappedFile() = default;
+    explicit MappedFile(const std::string& p) : path(p) {
+        int fd = ::open(p.c_str(), O_RDONLY);
+        if (fd < 0) fail("%s: cannot open: %s", p.c_str(), strerror(errno));
+        struct stat st;
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            ::close(fd);
+            fail("%s: not a regular file", p.c_str());
+        }
+        size = size_t(st.st_size);
+        if (size > 0) {
+            void* m = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+            if (m == MAP_FAILED) {
+                ::close(fd);
+                fail("%s: cannot map: %s", p.c_str(), strerror(errno));
+            }
+            data = static_cast<const uint8_t*>(m);
+        }
+        ::close(fd);
+    }
+    MappedFile(const MappedFile&) = delete;
+    MappedFile& operator=(const MappedFile&) = delete;
+    MappedFile(MappedFile&& o) noexcept { *this = std::move(o); }
+    MappedFile& operator=(MappedFile&& o) noexcept {
+        if (this != &o) {
+            unmap();
+            path = std::move(o.path);
+            data = o.data;
+            size = o.size;
+            o.data = nullptr;
+            o.size = 0;
+        }
+        return *this;
+    }
+    ~MappedFile() { unmap(); }
+
+  private:
+    void unmap() {
+        if (data) munmap(const_cast<uint8_t*>(data), size);
+        data = nullptr;
+    }
+};
+
+// ============================================================================
+// Model file: the weights.bin format and its validating, memory-mapped reader
+// ============================================================================
+// weights.bin (written by tools/export.py) holds everything the engine needs: the model dims, the chat facts,
+// the tokenizer and the bf16 weights. Version 1, little-endian, offsets absolute from the start of the file:
+//
+//   header       256 bytes: magic "QWENBIN\0", version, flags, dims, sampling defaults, stop ids,
+//                offset and size of each section below (field table in read_header)
+//   strings      u32 count (= 2), count x (u32 len, len bytes): model name, default system prompt
+//   tokenizer    u32 n_tokens, u32 n_merges, n_tokens x (u32 len, u8 kind, len bytes),
+//                n_merges x (u32 left id, u32 right id), rank 0 first
+//   tensors      n_tensors x 64-byte entries: char name[32], u32 dtype (0 = bf16), u32 ndim,
+//                u32 shape[3], u64 data offset (multiple of 256), u32 reserved
+//   data         each tensor's bf16 values, row-major, 256-byte aligned
+//
+// The file is mapped read-only and the weights are used in place (no copy). Because the file comes from
+// outside, every field is checked before it is used: each count and length against the bytes that remain,
+// each offset with overflow-safe arithmetic, each tensor's shape against the one the config implies. A bad
+// file fails with one message naming the file and the field; it never reads out of bounds or allocates
+// more than the file could describe. Assumes a little-endian host (x86-64, ARM64).
+
+constexpr char FILE_MAGIC[8] = {'Q', 'W', 'E', 'N', 'B', 'I', 'N', '\0'};
+constexpr uint32_t FILE_VERSION = 1;
+constexpr size_t HEADER_SIZE = 256;
+constexpr size_t TENSOR_ENTRY_SIZE = 64;
+constexpr size_t TENSOR_NAME_SIZE = 32;
+constexpr uint64_t TENSOR_ALIGN = 256;
+constexpr int MAX_STOP_IDS = 8;
+constexpr uint32_t DTYPE_BF16 = 0;
+
+enum HeaderFlag : uint32_t {
+    FLAG_HAS_WEIGHTS = 1u << 0,
+    FLAG_TIED = 1u << 1,            // lm_head is token_embd
+    FLAG_QKV_BIAS = 1u << 2,        // bqkv present (Qwen2)
+    FLAG_QK_NORM = 1u << 3,         // q_norm, k_norm present (Qwen3)
+    FLAG_DEFAULT_SYSTEM = 1u << 4,  // strings[1] is the template's default system prompt
+    FLAG_THINKING = 1u << 5,        // the chat template has a <think> mode
+    FLAG_ALL = (1u << 6) - 1,
+};
+
+enum Arch : int { ARCH_QWEN2 = 2, ARCH_QWEN3 = 3 };  // Qwen2ForCausalLM (Qwen1.5/2/2.5), Qwen3ForCausalLM
+
+enum TokenKind : uint8_t { TOKEN_REGULAR = 0, TOKEN_SPECIAL = 1, TOKEN_ADDED = 2 };
+
+struct Config {
+    int arch = 0;
+    int dim = 0, ffn_dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0;
+    int vocab_size = 0;   // rows of the embedding / lm_head (may exceed the tokenizer's token count)
+    int max_seq_len = 0;  // max_position_embeddings
+    double rope_theta = 0;
+    float norm_eps = 0;
+    bool tied = false, qkv_bias = false, qk_norm = false;
+    int q_dim() const { return n_heads * head_dim; }
+    int kv_dim() const { return n_kv_heads * head_dim; }
+};
+
+struct ChatInfo {                     // facts the front ends need, recorded by the exporter
+    std::string model_name;           // e.g. "Qwen2.5-7B-Instruct" (checkpoint folder name)
+    bool has_default_system = false;  // none for Qwen3
+    std::string default_system;
+    bool thinking = false;            // template has a <think> mode (Qwen3)
+    std::vector<int> stop_ids;        // eos ids from generation_config + <|im_end|>
+    float temperature = NAN, top_p = NAN, repetition_penalty = NAN;  // NAN = not given
+    int top_k = -1;                                                  // -1 = not given
+};
+
+struct Vocab {                                // the tokenizer as stored in the file
+    std::vector<std::string> tokens;          // (n_tokens) raw bytes of each id (byte-level mapping undone)
+    std::vector<uint8_t> kind;                // (n_tokens) TokenKind
+    std::vector<std::pair<int, int>> merges;  // (n_merges) (left id, right id) in rank order
+};
+
+struct Weights {                       // pointers into the mapped file, all bf16 row-major
+    const bf16* token_embd = nullptr;  // (vocab_size, dim)
+    const bf16* attn_norm = nullptr;   // (n_layers, dim)
+    const bf16* wqkv = nullptr;        // (n_layers, q_dim + 2*kv_dim, dim)  rows: q, then k, then v
+    const bf16* bqkv = nullptr;        // (n_layers, q_dim + 2*kv_dim) or nullptr
+    const bf16* q_norm = nullptr;      // (n_layers, head_dim) or nullptr (Qwen3 only)
+    const bf16* k_norm = nullptr;      // (n_layers, head_dim) or nullptr
+    const bf16* wo = nullptr;          // (n_layers, dim, q_dim)
+    const bf16* ffn_norm = nullptr;    // (n_layers, dim)
+    const bf16* w_gate_up = nullptr;   // (n_layers, 2*ffn_dim, dim)  rows: gate, then up
+    const bf16* w_down = nullptr;      // (n_layers, dim, ffn_dim)
+    const bf16* out_norm = nullptr;    // (dim)
+    const bf16* lm_head = nullptr;     // (vocab_size, dim); == token_embd when tied
+};
+
+struct Model {  // move-only; owns the mapping the weights point into
+    MappedFile file;
+    Config config;
+    ChatInfo chat;
+    Vocab vocab;
+    Weights weights;
+    bool has_weights = false;
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Reader: a bounds-checked cursor over one section of the file
+// ---------------------------------------------------------------------------------------------------------
+
+// Every read checks the bytes left first, so a corrupt count or length fails with a message instead of
+// reading past the section.
+struct Reader {
+    const uint8_t* data;  // the whole file
+    size_t pos, end;      // cursor and end of the section, absolute offsets
+    const char* file;     // for messages
+    const char* section;
+
+    size_t left() const { return end - pos; }
+    const uint8_t* take(size_t n) {
+        if (n > left())
+            fail("%s: %s is truncated at offset %zu (needs %zu bytes, %zu left)", file, section, pos, n, left());
+        const uint8_t* p = data + pos;
+        pos += n;
+        return p;
+    }
+    template <class T> T get() {
+        T v;
+        memcpy(&v, take(sizeof v), sizeof v);
+        return v;
+    }
+    uint8_t u8() { return get<uint8_t>(); }
+    uint32_t u32() { return get<uint32_t>(); }
+    int32_t i32() { return get<int32_t>(); }
+    uint64_t u64() { return get<uint64_t>(); }
+    float f32() { return get<float>(); }
+    double f64() { return get<double>(); }
+    std::string bytes(size_t n) {
+        const uint8_t* p = take(n);
+        return std::string(reinterpret_cast<const char*>(p), n);
+    }
+    void expect_end() {
+        if (left() != 0) fail("%s: %s has %zu unexpected bytes at its end", file, section, left());
+    }
+};
+
+// A section [offset, offset + size) must lie after the header and inside the file (no overflow: the
+// subtraction happens only once offset <= file_size is known).
+inline Reader section_reader(const uint8_t* data, size_t file_size, const char* file, const char* section,
+                             uint64_t offset, uint64_t size) {
+    if (offset < HEADER_SIZE)
+        fail("%s: %s offset %llu is inside the header", file, section, (unsigned long long)offset);
+    if (offset > file_size || size > file_size - offset)
+        fail("%s: %s (offset %llu, size %llu) lies outside the file (%zu bytes)", file, section,
+             (unsigned long long)offset, (unsigned long long)size, file_size);
+    return Reader{data, size_t(offset), size_t(offset + size), file, section};
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Header: 256 bytes of fixed fields
+// ---------------------------------------------------------------------------------------------------------
+
+struct Header {
+    uint32_t flags = 0;
+    uint64_t strings_offset = 0, strings_size = 0;
+    uint64_t tokenizer_offset = 0, tokenizer_size = 0;
+    uint64_t tensors_offset = 0, n_tensors = 0;
+};
+
+inline void check_range(const char* file, const char* field, uint32_t v, uint32_t lo, uint32_t hi) {
+    if (v < lo || v > hi) fail("%s: %s = %u is outside [%u, %u]", file, field, v, lo, hi);
+}
+
+// Model dims, each bounded so that every size computed from them fits comfortably in 64 bits.
+inline void check_config(const char* file, const Config& c) {
+    if (c.arch != ARCH_QWEN2 && c.arch != ARCH_QWEN3)
+        fail("%s: arch = %d is unknown (2 = Qwen2ForCausalLM, 3 = Qwen3ForCausalLM)", file, c.arch);
+    check_range(file, "dim", c.dim, 1, 65536);
+    check_range(file, "ffn_dim", c.ffn_dim, 1, 1 << 20);
+    check_range(file, "n_layers", c.n_layers, 1, 512);
+    check_range(file, "n_heads", c.n_heads, 1, 1024);
+    check_range(file, "n_kv_heads", c.n_kv_heads, 1, c.n_heads);
+    check_range(file, "head_dim", c.head_dim, 2, 1024);
+    check_range(file, "vocab_size", c.vocab_size, 1, 1 << 22);
+    check_range(file, "max_seq_len", c.max_seq_len, 1, 1 << 24);
+    if (c.n_heads % c.n_kv_heads != 0)
+        fail("%s: n_heads = %d is not a multiple of n_kv_heads = %d", file, c.n_heads, c.n_kv_heads);
+    if (c.head_dim % 2 != 0) fail("%s: head_dim = %d must be even (RoPE rotates pairs)", file, c.head_dim);
+    if (!(c.norm_eps > 0 && c.norm_eps < 1)) fail("%s: norm_eps = %g is outside (0, 1)", file, c.norm_eps);
+    if (!(c.rope_theta > 0 && std::isfinite(c.rope_theta)))
+        fail("%s: rope_theta = %g must be positive and finite", file, c.rope_theta);
+}
+
+// NaN means "not given"; otherwise each value must be one a sampler accepts.
+inline void check_sampling(const char* file, const ChatInfo& c) {
+    if (!std::isnan(c.temperature) && !(c.temperature >= 0 && std::isfinite(c.temperature)))
+        fail("%s: default temperature = %g must be >= 0", file, c.temperature);
+    if (!std::isnan(c.top_p) && !(c.top_p > 0 && c.top_p <= 1))
+        fail("%s: default top_p = %g is outside (0, 1]", file, c.top_p);
+    if (c.top_k < -1) fail("%s: default top_k = %d must be >= 0 (or -1 = not given)", file, c.top_k);
+    if (!std::isnan(c.repetition_penalty) && !(c.repetition_penalty > 0 && std::isfinite(c.repetition_penalty)))
+        fail("%s: default repetition_penalty = %g must be > 0", file, c.repetition_penalty);
+}
+
+// Reads the fields in file order; the comments are their byte offsets.
+inline Header read_header(const uint8_t* data, size_t size, const char* file, Config& c, ChatInfo& chat) {
+    if (size < HEADER_SIZE) fail("%s: %zu bytes is too short for a weights.bin header (256 bytes)", file, size);
+    Reader r{data, 0, HEADER_SIZE, file, "header"};
+    if (memcmp(r.take(8), FILE_MAGIC, 8) != 0)                            // 0
+        fail("%s: not a weights.bin file (bad magic; export one with tools/export.py)", file);
+    uint32_t version = r.u32();                                          // 8
+    if (version > FILE_VERSION)
+        fail("%s: written by a newer exporter (version %u), this build reads version %u", file, version,
+             FILE_VERSION);
+    if (version != FILE_VERSION) fail("%s: unknown format version %u", file, version);
+    Header h;
+    h.flags = r.u32();                                                   // 12
+    if (h.flags & ~uint32_t(FLAG_ALL)) fail("%s: unknown header flags 0x%x", file, h.flags & ~uint32_t(FLAG_ALL));
+    // 16..48: arch and dims. Values past 2^30 would not fit an int; check_config bounds them properly.
+    int* dims[] = {&c.arch, &c.dim, &c.ffn_dim, &c.n_layers, &c.n_heads, &c.n_kv_heads, &c.head_dim,
+                   &c.vocab_size, &c.max_seq_len};
+    const char* names[] = {"arch", "dim", "ffn_dim", "n_layers", "n_heads", "n_kv_heads", "head_dim",
+                           "vocab_size", "max_seq_len"};
+    for (int i = 0; i < 9; i++) {
+        uint32_t v = r.u32();
+        if (v > (1u << 30)) fail("%s: %s = %u is implausible", file, names[i], v);
+        *dims[i] = int(v);
+    }
+    c.norm_eps = r.f32();                                                // 52
+    c.rope_theta = r.f64();                                              // 56
+    chat.temperature = r.f32();                                          // 64
+    chat.top_p = r.f32();                                                // 68
+    chat.top_k = r.i32();                                                // 72
+    chat.repetition_penalty = r.f32();                                   // 76
+    uint32_t n_stop = r.u32();                                           // 80
+    check_range(file, "n_stop_ids", n_stop, 1, MAX_STOP_IDS);
+    for (int i = 0; i < MAX_STOP_IDS; i++) {                             // 84
+        uint32_t id = r.u32();
+        if (i < int(n_stop)) {
+            if (id > (1u << 22)) fail("%s: stop id %u is out of range", file, id);
+            chat.stop_ids.push_back(int(id));
+        } else if (id != 0) {
+            fail("%s: unused stop id slot %d is %u, must be 0", file, i, id);
+        }
+    }
+    if (r.u32() != 0) fail("%s: reserved header field at offset 116 is not 0", file);  // 116
+    h.strings_offset = r.u64(), h.strings_size = r.u64();                // 120, 128
+    h.tokenizer_offset = r.u64(), h.tokenizer_size = r.u64();            // 136, 144
+    h.tensors_offset = r.u64(), h.n_tensors = r.u64();                   // 152, 160
+    for (const uint8_t* p = r.take(r.left()); p < data + HEADER_SIZE; p++)  // 168..255
+        if (*p != 0) fail("%s: header padding at offset %zu is not 0", file, size_t(p - data));
+
+    c.tied = h.flags & FLAG_TIED;
+    c.qkv_bias = h.flags & FLAG_QKV_BIAS;
+    c.qk_norm = h.flags & FLAG_QK_NORM;
+    chat.has_default_system = h.flags & FLAG_DEFAULT_SYSTEM;
+    chat.thinking = h.flags & FLAG_THINKING;
+    if (h.flags & FLAG_HAS_WEIGHTS) {
+        check_config(file, c);
+    } else if (c.arch || c.dim || c.ffn_dim || c.n_layers || c.n_heads || c.n_kv_heads || c.head_dim ||
+               c.vocab_size || c.max_seq_len || c.norm_eps != 0 || c.rope_theta != 0 ||
+               (h.flags & (FLAG_TIED | FLAG_QKV_BIAS | FLAG_QK_NORM)) || h.n_tensors != 0) {
+        fail("%s: a file without weights (flag has_weights = 0) must have zero model dims, flags and tensors",
+             file);
+    }
+    check_sampling(file, chat);
+    return h;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Strings and tokenizer sections
+// ---------------------------------------------------------------------------------------------------------
+
+inline void read_strings(Reader r, ChatInfo& chat) {
+    uint32_t count = r.u32();
+    if (count != 2) fail("%s: strings section has %u strings, expected 2", r.file, count);
+    chat.model_name = r.bytes(r.u32());
+    chat.default_system = r.bytes(r.u32());
+    r.expect_end();
+    if (chat.has_default_system != !chat.default_system.empty())
+        fail("%s: flag has_default_system = %d but the default system prompt is %zu bytes", r.file,
+             int(chat.has_default_system), chat.default_system.size());
+}
+
+// Merges refer to regular tokens, and the merged bytes must themselves be a regular token: the BPE step
+// "replace the pair by its merge" needs that token's id.
+inline void check_merges(const char* file, const Vocab& v) {
+    std::unordered_map<std::string_view, int> id_of;  // regular token bytes -> id
+    id_of.reserve(v.tokens.size());
+    for (size_t i = 0; i < v.tokens.size(); i++) {
+        if (v.kind[i] != TOKEN_REGULAR) continue;
+        if (!id_of.emplace(v.tokens[i], int(i)).second)
+            fail("%s: tokens %d and %zu have the same bytes", file, id_of[v.tokens[i]], i);
+    }
+    std::string merged;
+    for (size_t rank = 0; rank < v.merges.size(); rank++) {
+        auto [left, right] = v.merges[rank];
+        if (v.kind[left] != TOKEN_REGULAR || v.kind[right] != TOKEN_REGULAR)
+            fail("%s: merge %zu (%d, %d) refers to an added token", file, rank, left, right);
+        merged.assign(v.tokens[left]).append(v.tokens[right]);
+        if (!id_of.count(merged))
+            fail("%s: merge %zu (%d, %d) makes bytes that are not a token", file, rank, left, right);
+    }
+}
+
+inline void read_vocab(Reader r, Vocab& v) {
+    uint32_t n_tokens = r.u32(), n_merges = r.u32();
+    check_range(r.file, "n_tokens", n_tokens, 1, 1u << 22);
+    if (n_tokens > r.left() / 5)  // each token record is at least 5 bytes: check before allocating
+        fail("%s: n_tokens = %u cannot fit in the tokenizer section (%zu bytes)", r.file, n_tokens, r.left());
+    v.tokens.reserve(n_tokens);
+    v.kind.reserve(n_tokens);
+    for (uint32_t i = 0; i < n_tokens; i++) {
+        uint32_t len = r.u32();
+        uint8_t kind = r.u8();
+        if (kind > TOKEN_ADDED) fail("%s: token %u has unknown kind %u", r.file, i, kind);
+        if (len == 0) fail("%s: token %u is empty", r.file, i);
+        v.tokens.push_back(r.bytes(len));
+        v.kind.push_back(kind);
+    }
+    if (n_merges != r.left() / 8 || r.left() % 8 != 0)
+        fail("%s: n_merges = %u but %zu bytes remain in the tokenizer section (8 per merge)", r.file, n_merges,
+             r.left());
+    v.merges.reserve(n_merges);
+    for (uint32_t i = 0; i < n_merges; i++) {
+        uint32_t left = r.u32(), right = r.u32();
+        if (left >= n_tokens || right >= n_tokens)
+            fail("%s: merge %u refers to token %u, but there are %u tokens", r.file, i,
+                 left >= n_tokens ? left : right, n_tokens);
+        v.merges.emplace_back(int(left), int(right));
+    }
+    check_merges(r.file, v);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Tensor table: each tensor's name, shape and place, checked against the config
+// ---------------------------------------------------------------------------------------------------------
+
+struct TensorSpec {  // a tensor the config calls for
+    const char* name;
+    const bf16** dst;
+    int ndim;
+    uint64_t shape[3];
+    bool found;
+};
+
+inline std::vector<TensorSpec> expected_tensors(const Config& c, Weights& w) {
+    uint64_t L = c.n_layers, dim = c.dim, ffn = c.ffn_dim, hd = c.head_dim, V = c.vocab_size;
+    uint64_t qkv = uint64_t(c.q_dim()) + 2 * uint64_t(c.kv_dim());
+    std::vector<TensorSpec> t = {
+        {"token_embd", &w.token_embd, 2, {V, dim}, false},
+        {"attn_norm", &w.attn_norm, 2, {L, dim}, false},
+        {"wqkv", &w.wqkv, 3, {L, qkv, dim}, false},
+        {"wo", &w.wo, 3, {L, dim, uint64_t(c.q_dim())}, false},
+        {"ffn_norm", &w.ffn_norm, 2, {L, dim}, false},
+        {"w_gate_up", &w.w_gate_up, 3, {L, 2 * ffn, dim}, false},
+        {"w_down", &w.w_down, 3, {L, dim, ffn}, false},
+        {"out_norm", &w.out_norm, 1, {dim}, false},
+    };
+    if (c.qkv_bias) t.push_back({"bqkv", &w.bqkv, 2, {L, qkv}, false});
+    if (c.qk_norm) {
+        t.push_back({"q_norm", &w.q_norm, 2, {L, hd}, false});
+        t.push_back({"k_norm", &w.k_norm, 2, {L, hd}, false});
+    }
+    if (!c.tied) t.push_back({"lm_head", &w.lm_head, 2, {V, dim}, false});
+    return t;
+}
+
+// The name of table entry i: NUL-padded, one of the expected tensors, not seen before.
+inline TensorSpec* read_tensor_name(Reader& r, size_t i, std::vector<TensorSpec>& specs) {
+    const char* raw = reinterpret_cast<const char*>(r.take(TENSOR_NAME_SIZE));
+    size_t len = strnlen(raw, TENSOR_NAME_SIZE);
+    if (len == TENSOR_NAME_SIZE) fail("%s: tensor entry %zu has no NUL-terminated name", r.file, i);
+    for (size_t k = len; k < TENSOR_NAME_SIZE; k++)
+        if (raw[k]) fail("%s: tensor entry %zu has bytes after its name's NUL", r.file, i);
+    std::string name(raw, len);
+    for (TensorSpec& s : specs) {
+        if (name != s.name) continue;
+        if (s.found) fail("%s: tensor '%s' appears twice", r.file, s.name);
+        s.found = true;
+        return &s;
+    }
+    fail("%s: unexpected tensor '%s' (not in the format, or not for these flags)", r.file, name.c_str());
+}
+
+inline std::string shape_str(int ndim, const uint64_t* shape) {
+    std::string s = "(";
+    for (int i = 0; i < ndim; i++) s += (i ? ", " : "") + std::to_string(shape[i]);
+    return s + ")";
+}
+
+struct ByteRange {  // a part of the file something occupies, for the overlap check
+    uint64_t begin, end;
+    std::string what;
+};
+
+// Reads the table, points the weights into the mapping, and returns the byte ranges the tensors occupy.
+inline std::vector<ByteRange> read_tensors(const uint8_t* data, size_t size, const char* file, const Header& h,
+                                           const Config& c, Weights& w) {
+    std::vector<TensorSpec> specs = expected_tensors(c, w);
+    if (h.n_tensors != specs.size())
+        fail("%s: n_tensors = %llu, the config and flags imply %zu", file, (unsigned long long)h.n_tensors,
+             specs.size());
+    uint64_t table_size = specs.size() * TENSOR_ENTRY_SIZE;
+    Reader r = section_reader(data, size, file, "tensor table", h.tensors_offset, table_size);
+    std::vector<ByteRange> ranges = {{h.tensors_offset, h.tensors_offset + table_size, "the tensor table"}};
+    for (size_t i = 0; i < specs.size(); i++) {
+        TensorSpec* spec = read_tensor_name(r, i, specs);
+        const char* name = spec->name;
+        uint32_t dtype = r.u32(), ndim = r.u32();
+        uint64_t shape[3] = {r.u32(), r.u32(), r.u32()};
+        uint64_t offset = r.u64();
+        uint32_t reserved = r.u32();
+        if (dtype != DTYPE_BF16)
+            fail("%s: tensor '%s' has dtype %u, expected 0 (bf16)", file, name, dtype);
+        if (ndim < 1 || ndim > 3) fail("%s: tensor '%s' has ndim %u, expected 1..3", file, name, ndim);
+        bool same = int(ndim) == spec->ndim;
+        for (int k = 0; k < 3; k++) same = same && shape[k] == spec->shape[k];  // unused dims are 0 in both
+        if (!same)
+            fail("%s: tensor '%s' has shape %s, config implies %s", file, name,
+                 shape_str(ndim, shape).c_str(), shape_str(spec->ndim, spec->shape).c_str());
+        if (reserved != 0) fail("%s: tensor '%s' has a nonzero reserved field", file, name);
+        // The config bounds keep this product below 2^50, so it cannot overflow.
+        uint64_t bytes = 2;
+        for (int k = 0; k < spec->ndim; k++) bytes *= spec->shape[k];
+        if (offset % TENSOR_ALIGN != 0)
+            fail("%s: tensor '%s' offset %llu is not a multiple of %llu", file, name,
+                 (unsigned long long)offset, (unsigned long long)TENSOR_ALIGN);
+        if (offset > size || bytes > size - offset)
+            fail("%s: tensor '%s' (%llu bytes at offset %llu) lies outside the file (%zu bytes)", file,
+                 name, (unsigned long long)bytes, (unsigned long long)offset, size);
+        *spec->dst = reinterpret_cast<const bf16*>(data + offset);
+        ranges.push_back({offset, offset + bytes, "tensor '" + std::string(name) + "'"});
+    }
+    if (c.tied) w.lm_head = w.token_embd;
+    return ranges;
+}
+
+// No two sections or tensors may share bytes (a tensor over the tokenizer would be garbage weights).
+inline void check_no_overlap(const char* file, std::vector<ByteRange> ranges) {
+    std::sort(ranges.begin(), ranges.end(), [](const ByteRange& a, const ByteRange& b) {
+        return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+    });
+    for (size_t i = 1; i < ranges.size(); i++)
+        if (ranges[i].begin < ranges[i - 1].end && ranges[i].begin != ranges[i].end)
+            fail("%s: %s overlaps %s", file, ranges[i].what.c_str(), ranges[i - 1].what.c_str());
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------------------------------------
+
+// Validates a whole file image and fills a Model whose weights point into `data` (the caller keeps it
+// alive). `file` names the file in messages. Used by load_model/load_tokenizer and by the fuzzer.
+inline Model parse_model(const uint8_t* data, size_t size, const std::string& file, bool need_weights) {
+    const char* name = file.c_str();
+    Model m;
+    Header h = read_header(data, size, name, m.config, m.chat);
+    m.has_weights = h.flags & FLAG_HAS_WEIGHTS;
+    if (need_weights && !m.has_weights)
+        fail("%s: this file has only a tokenizer (exported with --tokenizer-only); a model needs the weights",
+             name);
+    read_strings(section_reader(data, size, name, "strings section", h.strings_offset, h.strings_size), m.chat);
+    read_vocab(section_reader(data, size, name, "tokenizer section", h.tokenizer_offset, h.tokenizer_size),
+               m.vocab);
+    int n_tokens = int(m.vocab.tokens.size());
+    if (m.has_weights && n_tokens > m.config.vocab_size)
+        fail("%s: tokenizer has %d tokens but vocab_size (embedding rows) is %d", name, n_tokens,
+             m.config.vocab_size);
+    for (int id : m.chat.stop_ids)
+        if (id >= n_tokens) fail("%s: stop id %d is not a token (%d tokens)", name, id, n_tokens);
+
+    std::vector<ByteRange> ranges = {{0, HEADER_SIZE, "the header"},
+                                     {h.strings_offset, h.strings_offset + h.strings_size, "the strings section"},
+                                     {h.tokenizer_offset, h.tokenizer_offset + h.tokenizer_size,
+                                      "the tokenizer section"}};
+    if (m.has_weights) {
+        std::vector<ByteRange> t = read_tensors(data, size, name, h, m.config, m.weights);
+        ranges.insert(ranges.end(), t.begin(), t.end());
+    } else {
+        section_reader(data, size, name, "tensor table", h.tensors_offset, 0);  // empty, but inside the file
+    }
+    check_no_overlap(name, ranges);
+    return m;
+}
+
+inline Model load_file(const std::string& path, bool need_weights) {
+    MappedFile f(path);
+    Model m = parse_model(f.data, f.size, path, need_weights);
+    m.file = std::move(f);  // the mapping's address does not change, so the weight pointers stay valid
+    return m;
+}
+
+// A model: fails if the file has no weights.
+inline Model load_model(const std::string& path) { return load_file(path, true); }
+
+// The tokenizer and chat facts of any weights.bin (weights optional: tokenizer-only files are fine).
+inline Model load_tokenizer(const std::string& path) { return load_file(path, false); }
+
+// ============================================================================
+// Tokenizer: UTF-8, NFC, the Qwen2 pre-tokenizer, byte-level BPE, ChatML prompts
+// ============================================================================
+// Text -> ids, exactly as the Hugging Face tokenizer of Qwen1.5/2/2.5/3 does it:
+//   1. split the text on added tokens (<|im_end|>, <think>, ...): leftmost, then longest match;
+//   2. NFC-normalise each piece between them;
+//   3. cut each piece into pre-tokens with the Qwen2 regex (hand-written matcher below);
+//   4. byte-level BPE on each pre-token's UTF-8 bytes: repeatedly merge the adjacent pair of lowest rank.
+// Input must be valid UTF-8: invalid input is refused (fail) rather than silently replaced, so that what
+// the model sees is always what the caller wrote. Decoding is the concatenation of token bytes.
+
+// ---- UTF-8 --------------------------------------------------------------------------------------
+
+constexpr int UTF8_INVALID = 0;     // utf8_decode: not a valid sequence
+constexpr int UTF8_TRUNCATED = -1;  // utf8_decode: a valid start, but the input ends before its last byte
+
+// Decodes the code point at s[0..n) (n >= 1): returns its length 1..4 and sets *cp, or UTF8_INVALID, or
+// UTF8_TRUNCATED. Strict: no overlong forms, no surrogates (U+D800..U+DFFF), nothing above U+10FFFF.
+// The second byte's allowed range depends on the first (E0: A0..BF, ED: 80..9F, F0: 90..BF, F4: 80..8F);
+// that one check rules out all three cases.
+inline int utf8_decode(const uint8_t* s, size_t n, uint32_t* cp) {
+    uint8_t b0 = s[0];
+    if (b0 < 0x80) {
+        *cp = b0;
+        return 1;
+    }
+    int len;
+    uint8_t lo = 0x80, hi = 0xBF;  // range of the second byte
+    if (b0 >= 0xC2 && b0 <= 0xDF) {
+        len = 2;
+    } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+        len = 3;
+        if (b0 == 0xE0) lo = 0xA0;
+        if (b0 == 0xED) hi = 0x9F;
+    } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+        len = 4;
+        if (b0 == 0xF0) lo = 0x90;
+        if (b0 == 0xF4) hi = 0x8F;
+    } else {
+        return UTF8_INVALID;  // continuation byte, C0/C1 (overlong) or F5..FF
+    }
+    uint32_t c = b0 & (0x7F >> len);
+    for (int i = 1; i < len; i++) {
+        if (size_t(i) >= n) return UTF8_TRUNCATED;
+        uint8_t b = s[i];
+        if (i == 1 ? (b < lo || b > hi) : (b & 0xC0) != 0x80) return UTF8_INVALID;
+        c = (c << 6) | (b & 0x3F);
+    }
+    *cp = c;
+    return len;
+}
+
+// Offset of the first byte that does not start a valid sequence, or s.size() when s is valid UTF-8.
+inline size_t utf8_first_invalid(const std::string& s) {
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(s.data());
+    size_t i = 0, n = s.size();
+    while (i < n) {
+        if (p[i] < 0x80) {
+            i++;
+            continue;
+        }
+        uint32_t cp = 0;
+        int len = utf8_decode(p + i, n - i, &cp);
+        if (len <= 0) return i;
+        i += size_t(len);
+    }
+    return n;
+}
+
+inline bool utf8_valid(const std::string& s) { return utf8_first_invalid(s) == s.size(); }
+
+// Appends the UTF-8 bytes of a Unicode scalar value.
+inline void utf8_append(std::string& out, uint32_t cp) {
+    if (cp < 0x80) {
+        out += char(cp);
+    } else if (cp < 0x800) {
+        out += char(0xC0 | (cp >> 6));
+        out += char(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        out += char(0xE0 | (cp >> 12));
+        out += char(0x80 | ((cp >> 6) & 0x3F));
+        out += char(0x80 | (cp & 0x3F));
+    } else {
+        out += char(0xF0 | (cp >> 18));
+        out += char(0x80 | ((cp >> 12) & 0x3F));
+        out += char(0x80 | ((cp >> 6) & 0x3F));
+        out += char(0x80 | (cp & 0x3F));
+    }
+}
+
+// Code points of valid UTF-8 (the caller has checked it).
+inline std::vector<uint32_t> utf8_to_code_points(const std::string& s) {
+    std::vector<uint32_t> cps;
+    cps.reserve(s.size());
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(s.data());
+    for (size_t i = 0; i < s.size();) {
+        uint32_t cp = 0;
+        i += size_t(utf8_decode(p + i, s.size() - i, &cp));
+        cps.push_back(cp);
+    }
+    return cps;
+}
+
+// ---- Unicode properties -------------------------------------------------------------------------
+// Answered by binary search in the generated tables at the end of this file (tools/gen_unicode.py).
+inline bool unicode_letter(uint32_t cp);     // \p{L}
+inline bool unicode_number(uint32_t cp);     // \p{N}
+inline bool unicode_space(uint32_t cp);      // \s
+inline bool unicode_nfc_maybe(uint32_t cp);  // NFC_Quick_Check is No or Maybe
+inline int combining_class(uint32_t cp);     // canonical combining class (0 for starters)
+// Appends the full canonical decomposition of cp (Hangul excluded); false if cp has none.
+inline bool canonical_decomposition(uint32_t cp, std::vector<uint32_t>& out);
+// The primary composite of (a, b), Hangul excluded; 0 if there is none.
+inline uint32_t canonical_composite(uint32_t a, uint32_t b);
+
+// Character classes of the pre-tokenizer regex, as bit flags.
+enum CharClass : uint8_t {
+    CC_LETTER = 1,   // \p{L}
+    CC_NUMBER = 2,   // \p{N}
+    CC_SPACE = 4,    // \s
+    CC_NEWLINE = 8,  // \r or \n (also CC_SPACE)
+};
+
+inline uint8_t char_class(uint32_t cp) {
+    if (cp < 0x80) {
+        if ((cp | 0x20) - 'a' < 26) return CC_LETTER;
+        if (cp - '0' < 10) return CC_NUMBER;
+        if (cp == '\n' || cp == '\r') return CC_SPACE | CC_NEWLINE;
+        if (cp == ' ' || (cp >= 0x09 && cp <= 0x0D)) return CC_SPACE;
+        return 0;
+    }
+    if (unicode_letter(cp)) return CC_LETTER;
+    if (unicode_number(cp)) return CC_NUMBER;
+    if (unicode_space(cp)) return CC_SPACE;
+    return 0;
+}
+
+// ---- NFC normalisation --------------------------------------------------------------------------
+// NFC = canonical decomposition, then canonical ordering of combining marks, then canonical composition.
+// Almost all real text is NFC already, which the quick check proves in one pass without allocating.
+
+// Hangul syllables are algorithmic: S = 0xAC00 + (L * 21 + V) * 28 + T.
+constexpr uint32_t HANGUL_S = 0xAC00, HANGUL_L = 0x1100, HANGUL_V = 0x1161, HANGUL_T = 0x11A7;
+constexpr uint32_t HANGUL_L_COUNT = 19, HANGUL_V_COUNT = 21, HANGUL_T_COUNT = 28;
+constexpr uint32_t HANGUL_S_COUNT = HANGUL_L_COUNT * HANGUL_V_COUNT * HANGUL_T_COUNT;
+
+// True if s is certainly NFC: every character has NFC_Quick_Check = Yes and the marks are in canonical order.
+inline bool nfc_quick_check(const std::string& s) {
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(s.data());
+    int last_ccc = 0;
+    for (size_t i = 0; i < s.size();) {
+        if (p[i] < 0x80) {
+            i++;
+            last_ccc = 0;
+            continue;
+        }
+        uint32_t cp = 0;
+        i += size_t(utf8_decode(p + i, s.size() - i, &cp));
+        if (cp < 0x300) {
+            last_ccc = 0;
+            continue;
+        }
+        if (unicode_nfc_maybe(cp)) return false;
+        int ccc = combining_class(cp);
+        if (ccc != 0 && ccc < last_ccc) return false;
+        last_ccc = ccc;
+    }
+    return true;
+}
+
+inline void nfc_decompose(uint32_t cp, std::vector<uint32_t>& out) {
+    if (cp - HANGUL_S < HANGUL_S_COUNT) {
+        uint32_t s = cp - HANGUL_S, t = s % HANGUL_T_COUNT;
+        out.push_back(HANGUL_L + s / (HANGUL_V_COUNT * HANGUL_T_COUNT));
+        out.push_back(HANGUL_V + (s % (HANGUL_V_COUNT * HANGUL_T_COUNT)) / HANGUL_T_COUNT);
+        if (t) out.push_back(HANGUL_T + t);
+        return;
+    }
+    if (!canonical_decomposition(cp, out)) out.push_back(cp);
+}
+
+// The primary composite of (a, b), or 0 if there is none.
+inline uint32_t nfc_compose(uint32_t a, uint32_t b) {
+    if (a - HANGUL_L < HANGUL_L_COUNT && b - HANGUL_V < HANGUL_V_COUNT)
+        return HANGUL_S + ((a - HANGUL_L) * HANGUL_V_COUNT + (b - HANGUL_V)) * HANGUL_T_COUNT;
+    if (a - HANGUL_S < HANGUL_S_COUNT && (a - HANGUL_S) % HANGUL_T_COUNT == 0 && b - HANGUL_T - 1 < HANGUL_T_COUNT - 1)
+        return a + (b - HANGUL_T);
+    return canonical_composite(a, b);
+}
+
+// NFC of valid UTF-8.
+inline std::string nfc(const std::string& s) {
+    if (nfc_quick_check(s)) return s;
+    std::vector<uint32_t> d;
+    d.reserve(s.size() + 8);
+    for (uint32_t cp : utf8_to_code_points(s)) nfc_decompose(cp, d);
+
+    // Canonical ordering: a stable sort by combining class within each run of non-starters (class != 0).
+    std::vector<int> ccc(d.size());
+    for (size_t i = 0; i < d.size(); i++) ccc[i] = combining_class(d[i]);
+    for (size_t i = 1; i < d.size(); i++) {  // insertion sort: runs are short
+        for (size_t j = i; j > 0 && ccc[j] != 0 && ccc[j - 1] > ccc[j]; j--) {
+            std::swap(d[j], d[j - 1]);
+            std::swap(ccc[j], ccc[j - 1]);
+        }
+    }
+
+    // Composition: a character combines with the last starter unless a character between them is a
+    // starter or has a class >= its own ("blocked").
+    std::vector<uint32_t> out;
+    out.reserve(d.size());
+    long starter = -1;  // index in out of the last starter
+    int last_ccc = 0;   // class of the last character appended after that starter
+    for (size_t i = 0; i < d.size(); i++) {
+        uint32_t c = d[i];
+        int cc = ccc[i];
+        bool adjacent = starter >= 0 && size_t(starter) + 1 == out.size();
+        if (starter >= 0 && (adjacent || (last_ccc != 0 && last_ccc < cc))) {
+            if (uint32_t comp = nfc_compose(out[starter], c)) {
+                out[starter] = comp;
+                continue;
+            }
+        }
+        if (cc == 0) starter = long(out.size());
+        last_ccc = cc;
+        out.push_back(c);
+    }
+    std::string r;
+    r.reserve(s.size());
+    for (uint32_t cp : out) utf8_append(r, cp);
+    return r;
+}
+
+// ---- Pre-tokenizer ------------------------------------------------------------------------------
+// The Qwen2 pre-tokenizer is this regex; each match is one pre-token (every character matches one of the
+// alternatives, so the matches tile the text):
+//   (?i:'s|'t|'re|'ve|'m|'ll|'d) | [^\r\n\p{L}\p{N}]?\p{L}+ | \p{N} | ?[^\s\p{L}\p{N}]+[\r\n]*
+//   | \s*[\r\n]+ | \s+(?!\S) | \s+
+// The first alternative that matches at a position wins; each is greedy. Below, one function per
+// alternative returns the match length at i (0 = no match), working on code points and their classes.
+
+struct PreTokenText {
+    std::vector<uint32_t> cp;  // (n) code points
+    std::vector<uint8_t> cls;  // (n) CharClass bits
+    std::vector<size_t> byte;  // (n + 1) byte offset of each code point in the UTF-8 text
+};
+
+// (?i:'s|'t|'re|'ve|'m|'ll|'d): ASCII case folding, plus U+017F (long s), which folds to 's'.
+inline size_t match_contraction(const PreTokenText& t, size_t i) {
+    size_t n = t.cp.size();
+    if (t.cp[i] != '\'' || i + 1 >= n) return 0;
+    auto lower = [&](size_t k) { return k < n && t.cp[k] < 0x80 ? (t.cp[k] | 0x20) : t.cp[k]; };
+    uint32_t a = lower(i + 1);
+    if (a == 's' || a == 0x17F || a == 't' || a == 'm' || a == 'd') return 2;
+    if (i + 2 >= n) return 0;
+    uint32_t b = lower(i + 2);
+    if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 3;
+    return 0;
+}
+
+// [^\r\n\p{L}\p{N}]?\p{L}+
+inline size_t match_word(const PreTokenText& t, size_t i) {
+    size_t n = t.cp.size(), j = i;
+    if (!(t.cls[j] & (CC_LETTER | CC_NUMBER | CC_NEWLINE)) && j + 1 < n) j++;  // the optional prefix
+    if (!(t.cls[j] & CC_LETTER)) return 0;
+    while (j < n && (t.cls[j] & CC_LETTER)) j++;
+    return j - i;
+}
+
+// ` ?[^\s\p{L}\p{N}]+[\r\n]*`: a run of punctuation/symbols, with an optional leading space.
+inline size_t match_symbols(const PreTokenText& t, size_t i) {
+    const uint8_t other = CC_LETTER | CC_NUMBER | CC_SPACE;
+    size_t n = t.cp.size(), j = i;
+    if (t.cp[j] == ' ' && j + 1 < n && !(t.cls[j + 1] & other)) j++;
+    if (t.cls[j] & other) return 0;
+    while (j < n && !(t.cls[j] & other)) j++;
+    while (j < n && (t.cls[j] & CC_NEWLINE)) j++;
+    return j - i;
+}
+
+// The three white-space alternatives, on the run of white space starting at i:
+//   \s*[\r\n]+  -> up to and including the run's last \r or \n;
+//   \s+(?!\S)   -> the whole run at the end of the text, else all of it but its last character;
+//   \s+         -> the whole run (a single space before a non-space character).
+inline size_t match_space(const PreTokenText& t, size_t i) {
+    size_t n = t.cp.size(), end = i;
+    size_t last_newline = SIZE_MAX;
+    while (end < n && (t.cls[end] & CC_SPACE)) {
+        if (t.cls[end] & CC_NEWLINE) last_newline = end;
+        end++;
+    }
+    if (end == i) return 0;
+    if (last_newline != SIZE_MAX) return last_newline + 1 - i;
+    if (end == n || end - i == 1) return end - i;
+    return end - 1 - i;
+}
+
+// Calls emit(begin_byte, end_byte) for each pre-token of valid UTF-8 `s`, in order.
+template <typename Emit>
+inline void pre_tokenize(const std::string& s, PreTokenText& t, Emit emit) {
+    t.cp.clear();
+    t.cls.clear();
+    t.byte.clear();
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(s.data());
+    for (size_t i = 0; i < s.size();) {
+        uint32_t cp = 0;
+        int len = utf8_decode(p + i, s.size() - i, &cp);
+        t.cp.push_back(cp);
+        t.cls.push_back(char_class(cp));
+        t.byte.push_back(i);
+        i += size_t(len);
+    }
+    t.byte.push_back(s.size());
+    for (size_t i = 0, n = t.cp.size(); i < n;) {
+        size_t len = match_contraction(t, i);
+        if (!len) len = match_word(t, i);
+        if (!len && (t.cls[i] & CC_NUMBER)) len = 1;
+        if (!len) len = match_symbols(t, i);
+        if (!len) len = match_space(t, i);
+        emit(t.byte[i], t.byte[i + len]);
+        i += len;
+    }
+}
+
+// ---- Merge table --------------------------------------------------------------------------------
+// (left id, right id) -> rank, as an open-addressing hash table with linear probing: the BPE loop looks
+// up every adjacent pair, so this lookup is the tokenizer's hot spot.
+struct MergeTable {
+    struct Slot {
+        uint64_t key = UINT64_MAX;  // (left << 32) | right; UINT64_MAX = empty
+        int rank = -1;
+    };
+    std::vector<Slot> slots;  // power-of-two size, at most half full
+    uint64_t mask = 0;
+
+    static uint64_t key_of(int left, int right) { return (uint64_t(uint32_t(left)) << 32) | uint32_t(right); }
+    static uint64_t hash(uint64_t key) { return (key * 0x9E3779B97F4A7C15ull) >> 20; }
+
+    void build(const std::vector<std::pair<int, int>>& pairs) {
+        size_t cap = 16;
+        while (cap < 2 * pairs.size()) cap *= 2;
+        slots.assign(cap, Slot{});
+        mask = cap - 1;
+        for (size_t r = 0; r < pairs.size(); r++) {
+            uint64_t key = key_of(pairs[r].first, pairs[r].second);
+            uint64_t h = hash(key) & mask;
+            while (slots[h].key != UINT64_MAX && slots[h].key != key) h = (h + 1) & mask;
+            slots[h] = Slot{key, int(r)};  // a repeated pair keeps its last rank, as Hugging Face's map does
+        }
+    }
+    // The rank of the pair, or -1 if it does not merge.
+    int rank(int left, int right) const {
+        uint64_t key = key_of(left, right);
+        for (uint64_t h = hash(key) & mask;; h = (h + 1) & mask) {
+            if (slots[h].key == key) return slots[h].rank;
+            if (slots[h].key == UINT64_MAX) return -1;
+        }
+    }
+};
+
+// ---- Tokenizer ----------------------------------------------------------------------------------
+
+// Immutable once built: encode and decode keep their scratch space per call, so one Tokenizer can serve
+// several threads at once.
+struct Tokenizer {
+    explicit Tokenizer(const Vocab& v);
+    int n_tokens() const { return int(tokens_.size()); }
+    // parse_special: special added tokens (kind 1, e.g. <|im_end|>) written in the text become their ids,
+    // as Hugging Face does by default. With false they are tokenized as plain text (so user text cannot
+    // forge them), while non-special added tokens (kind 2, e.g. Qwen3's <think>) are still matched.
+    // Invalid UTF-8 fails with "invalid UTF-8 at byte N".
+    std::vector<int> encode(const std::string& text, bool parse_special) const;
+    // As encode, but a special token is matched only where it lies wholly inside one of `trusted`, a
+    // sorted list of [begin, end) byte ranges of the text (chat_tokens: the template's own markers).
+    std::vector<int> encode_trusted(const std::string& text,
+                                    const std::vector<std::pair<size_t, size_t>>& trusted) const;
+    std::string decode(const std::vector<int>& ids) const;  // raw bytes; may be invalid UTF-8 mid-stream
+    const std::string& token_bytes(int id) const;
+    int find(const std::string& token_text) const;  // id of a token with exactly these bytes, or -1
+
+  private:
+    struct AddedToken {
+        std::string text;
+        int id;
+        bool special;
+    };
+    // Scratch space of one encode call.
+    struct Work {
+        PreTokenText pre;
+        std::vector<int> id, prev, next;  // (n) BPE symbols as a linked list
+        std::priority_queue<uint64_t, std::vector<uint64_t>, std::greater<uint64_t>> queue;  // rank << 32 | pos
+        // Short pre-tokens repeat (words), so their ids are remembered: pre-token -> (offset, count) in
+        // cached_ids. Bounded: cleared when full, which keeps a long text's memory flat.
+        std::unordered_map<std::string, std::pair<uint32_t, uint32_t>> cache;
+        std::vector<int> cached_ids;
+    };
+
+    void encode_text(const std::string& text, Work& w, std::vector<int>& out) const;
+    void bpe(const uint8_t* s, size_t n, Work& w, std::vector<int>& out) const;
+
+    std::vector<std::string> tokens_;           // (n_tokens) bytes of each id
+    std::unordered_map<std::string, int> ids_;  // bytes -> id (regular tokens win over added ones)
+    int byte_id_[256];                          // the single-byte token of each byte value
+    MergeTable merges_;
+    std::vector<std::pair<int, int>> merge_pairs_;  // (n_merges) the pair of each rank
+    std::vector<int> merge_result_;                 // (n_merges) the token each rank makes
+    std::vector<AddedToken> added_;                 // sorted by first byte, then longest first
+    uint8_t added_first_[256] = {};                 // 1 if some added token starts with this byte
+};
+
+inline Tokenizer::Tokenizer(const Vocab& v) {
+    const size_t n = v.tokens.size();
+    if (v.kind.size() != n) fail("tokenizer: %zu tokens but %zu kinds", n, v.kind.size());
+    tokens_ = v.tokens;
+    ids_.reserve(n);
+    for (size_t i = 0; i < n; i++)
+        if (v.kind[i] == TOKEN_REGULAR) ids_.emplace(tokens_[i], int(i));
+    for (size_t i = 0; i < n; i++) {
+        if (v.kind[i] == TOKEN_REGULAR) continue;
+        if (tokens_[i].empty()) fail("tokenizer: added token %zu is empty", i);
+        ids_.emplace(tokens_[i], int(i));
+        added_.push_back({tokens_[i], int(i), v.kind[i] == TOKEN_SPECIAL});
+        added_first_[uint8_t(tokens_[i][0])] = 1;
+    }
+    std::sort(added_.begin(), added_.end(), [](const AddedToken& a, const AddedToken& b) {
+        if (a.text[0] != b.text[0]) return uint8_t(a.text[0]) < uint8_t(b.text[0]);
+        return a.text.size() > b.text.size();
+    });
+    for (int b = 0; b < 256; b++) {
+        auto it = ids_.find(std::string(1, char(b)));
+        if (it == ids_.end() || v.kind[it->second] != TOKEN_REGULAR)
+            fail("tokenizer: no token for the byte 0x%02X (a byte-level vocabulary has all 256)", b);
+        byte_id_[b] = it->second;
+    }
+    std::vector<int> merged(v.merges.size());
+    for (size_t r = 0; r < v.merges.size(); r++) {
+        auto [a, b] = v.merges[r];
+        if (a < 0 || b < 0 || size_t(a) >= n || size_t(b) >= n)
+            fail("tokenizer: merge %zu (%d, %d) is out of range", r, a, b);
+        auto it = ids_.find(tokens_[a] + tokens_[b]);
+        if (it == ids_.end() || v.kind[it->second] != TOKEN_REGULAR)
+            fail("tokenizer: merge %zu (%d, %d) makes no token", r, a, b);
+        merged[r] = it->second;
+    }
+    merges_.build(v.merges);
+    merge_pairs_ = v.merges;
+    merge_result_ = std::move(merged);
+}
+
+inline const std::string& Tokenizer::token_bytes(int id) const {
+    if (id < 0 || id >= n_tokens()) fail("token id %d is out of range [0, %d)", id, n_tokens());
+    return tokens_[id];
+}
+
+inline int Tokenizer::find(const std::string& token_text) const {
+    auto it = ids_.find(token_text);
+    return it == ids_.end() ? -1 : it->second;
+}
+
+inline std::string Tokenizer::decode(const std::vector<int>& ids) const {
+    std::string s;
+    for (int id : ids) s += token_bytes(id);
+    return s;
+}
+
+// Byte-level BPE of one pre-token. The symbols form a linked list (next[i], -1 at the end; id[i] = -1
+// once merged into its left neighbour); a min-heap holds candidate pairs keyed by (rank, position), so
+// the lowest-ranked pair, leftmost among equals, merges first: O(n log n). Heap entries are not removed
+// when a neighbour changes; a popped entry is used only if its pair is still there with the same rank.
+inline void Tokenizer::bpe(const uint8_t* s, size_t n, Work& w, std::vector<int>& out) const {
+    if (n == 1) {
+        out.push_back(byte_id_[s[0]]);
+        return;
+    }
+    w.id.resize(n);
+    w.next.resize(n);
+    w.prev.resize(n);
+    for (size_t i = 0; i < n; i++) {
+        w.id[i] = byte_id_[s[i]];
+        w.next[i] = i + 1 < n ? int(i + 1) : -1;
+        w.prev[i] = int(i) - 1;
+    }
+    auto push_pair = [&](int pos) {
+        if (pos < 0 || w.next[pos] < 0) return;
+        int rank = merges_.rank(w.id[pos], w.id[w.next[pos]]);
+        if (rank >= 0) w.queue.push((uint64_t(rank) << 32) | uint32_t(pos));
+    };
+    for (size_t i = 0; i + 1 < n; i++) push_pair(int(i));
+    while (!w.queue.empty()) {
+        uint64_t top = w.queue.top();
+        w.queue.pop();
+        int rank = int(top >> 32), pos = int(uint32_t(top));
+        int right = w.next[pos];
+        if (w.id[pos] < 0 || right < 0) continue;
+        if (w.id[pos] != merge_pairs_[rank].first || w.id[right] != merge_pairs_[rank].second) continue;  // stale
+        w.id[pos] = merge_result_[rank];
+        w.id[right] = -1;
+        w.next[pos] = w.next[right];
+        if (w.next[pos] >= 0) w.prev[w.next[pos]] = pos;
+        push_pair(w.prev[pos]);
+        push_pair(pos);
+    }
+    for (int i = 0; i >= 0; i = w.next[i]) out.push_back(w.id[i]);
+}
+
+// NFC + pre-tokenizer + BPE of text that holds no added token.
+inline void Tokenizer::encode_text(const std::string& text, Work& w, std::vector<int>& out) const {
+    const std::string norm = nfc(text);
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(norm.data());
+    pre_tokenize(norm, w.pre, [&](size_t begin, size_t end) {
+        size_t len = end - begin;
+        if (len > 24) {  // long pre-tokens are rare and rarely repeat: no caching
+            bpe(p + begin, len, w, out);
+            return;
+        }
+        std::string key(norm, begin, len);
+        auto it = w.cache.find(key);
+        if (it == w.cache.end()) {
+            if (w.cache.size() >= 65536) {
+                w.cache.clear();
+                w.cached_ids.clear();
+            }
+            size_t offset = w.cached_ids.size();
+            bpe(p + begin, len, w, w.cached_ids);
+            auto entry = std::make_pair(uint32_t(offset), uint32_t(w.cached_ids.size() - offset));
+            it = w.cache.emplace(std::move(key), entry).first;
+        }
+        const int* ids = w.cached_ids.data() + it->second.first;
+        out.insert(out.end(), ids, ids + it->second.second);
+    });
+}
+
+inline std::vector<int> Tokenizer::encode_trusted(const std::string& text,
+                                                  const std::vector<std::pair<size_t, size_t>>& trusted) const {
+    size_t bad = utf8_first_invalid(text);
+    if (bad != text.size()) fail("invalid UTF-8 at byte %zu", bad);
+    if (text.size() > size_t(INT32_MAX)) fail("text of %zu bytes is too long to tokenize", text.size());
+    Work w;
+    std::vector<int> out;
+    size_t piece = 0, t = 0;  // start of the current plain-text piece; first trusted range not yet passed
+    for (size_t i = 0; i < text.size(); i++) {
+        if (!added_first_[uint8_t(text[i])]) continue;
+        while (t < trusted.size() && trusted[t].second <= i) t++;
+        const AddedToken* hit = nullptr;  // the longest added token that may match at i
+        for (const AddedToken& a : added_) {
+            if (a.text[0] != text[i] || text.compare(i, a.text.size(), a.text) != 0) continue;
+            bool allowed =
+                !a.special || (t < trusted.size() && trusted[t].first <= i && i + a.text.size() <= trusted[t].second);
+            if (allowed) {
+                hit = &a;
+                break;
+            }
+        }
+        if (!hit) continue;
+        encode_text(text.substr(piece, i - piece), w, out);
+        out.push_back(hit->id);
+        i += hit->text.size() - 1;
+        piece = i + 1;
+    }
+    encode_text(text.substr(piece), w, out);
+    return out;
+}
+
+inline std::vector<int> Tokenizer::encode(const std::string& text, bool parse_special) const {
+    std::vector<std::pair<size_t, size_t>> trusted;
+    if (parse_special) trusted.push_back({0, text.size()});
+    return encode_trusted(text, trusted);
+}
+
+// ---- Streaming decoder --------------------------------------------------------------------------
+// Tokens end in the middle of characters (an emoji is often 2-4 byte tokens). The decoder holds back an
+// incomplete UTF-8 tail until the bytes that complete it arrive; bytes that can never become valid are
+// passed through unchanged, so the concatenation of everything returned equals decode(all ids).
+struct StreamDecoder {
+    explicit StreamDecoder(const Tokenizer& t) : tok(t) {}
+    std::string push(int id);
+    std::string flush() { return std::exchange(pending, std::string()); }
+
+    const Tokenizer& tok;
+    std::string pending;  // bytes not yet returned: at most one incomplete character
+};
+
+inline std::string StreamDecoder::push(int id) {
+    pending += tok.token_bytes(id);
+    // An incomplete character is a lead byte followed by at most 2 continuation bytes: look for one at
+    // the end, and hold it back if it is the valid beginning of a character.
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(pending.data());
+    size_t n = pending.size(), start = n;
+    while (start > 0 && n - start < 3 && (p[start - 1] & 0xC0) == 0x80) start--;
+    size_t keep = 0;
+    uint32_t cp = 0;
+    if (start > 0 && p[start - 1] >= 0xC0 && utf8_decode(p + start - 1, n - start + 1, &cp) == UTF8_TRUNCATED)
+        keep = n - start + 1;
+    std::string ready = pending.substr(0, n - keep);
+    pending.erase(0, n - keep);
+    return ready;
+}
+
+// ---- Chat prompts (ChatML) ----------------------------------------------------------------------
+// Every Qwen chat template renders turns as "<|im_start|>{role}\n{content}<|im_end|>\n" and ends with
+// the generation prompt "<|im_start|>assistant\n". Beyond that:
+//   - Qwen1.5/2/2.5 insert a default system prompt when the first message is not a system message;
+//   - Qwen2.5 and Qwen3 render role "tool" as a user turn wrapping "<tool_response>\n...\n</tool_response>"
+//     (consecutive tool messages share one turn);
+//   - Qwen3 (ChatInfo::thinking) drops the reasoning ("<think>...</think>") of assistant messages before
+//     the last user query, writes it in a normalised form after it, and with enable_thinking = false
+//     appends an empty "<think>\n\n</think>\n\n" to the generation prompt.
+struct Message {
+    std::string role, content;
+};
+
+struct ChatOptions {
+    bool add_generation_prompt = true;
+    bool enable_thinking = true;     // Qwen3: false appends "<think>\n\n</think>\n\n" after the assistant header
+    bool use_default_system = true;  // insert ChatInfo::default_system when messages[0] is not a system message
+};
+
+// The rendered prompt as pieces: markup (the template's own text, where special tokens are real) and
+// text that came from the caller (roles, contents: special tokens in it stay plain text).
+struct ChatPieces {
+    std::string text;
+    std::vector<std::pair<size_t, size_t>> markup;  // [begin, end) byte ranges of template text
+    void add_markup(const std::string& s) {
+        markup.push_back({text.size(), text.size() + s.size()});
+        text += s;
+    }
+    void add_text(const std::string& s) { text += s; }
+};
+
+// Python's s.lstrip('\n') / s.rstrip('\n') / s.strip('\n'), which the Qwen3 template uses.
+inline std::string strip_newlines(const std::string& s, bool left, bool right) {
+    size_t b = 0, e = s.size();
+    while (left && b < e && s[b] == '\n') b++;
+    while (right && e > b && s[e - 1] == '\n') e--;
+    return s.substr(b, e - b);
+}
+
+inline bool str_starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
+inline bool str_ends_with(const std::string& s, const std::string& p) {
+    return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
+}
+
+// Qwen3's split of an assistant message into (reasoning, answer), as its template does it:
+// answer = after the last "</think>", without leading newlines; reasoning = before the first "</think>",
+// after the last "<think>" there, without surrounding newlines. No "</think>": all answer.
+inline std::pair<std::string, std::string> split_reasoning(const std::string& content) {
+    size_t close = content.find("</think>");
+    if (close == std::string::npos) return {"", content};
+    std::string answer = strip_newlines(content.substr(content.rfind("</think>") + 8), true, false);
+    std::string before = strip_newlines(content.substr(0, close), false, true);
+    size_t open = before.rfind("<think>");
+    if (open != std::string::npos) before = before.substr(open + 7);
+    return {strip_newlines(before, true, false), answer};
+}
+
+inline ChatPieces chat_pieces(const ChatInfo& chat, const std::vector<Message>& msgs, const ChatOptions& o) {
+    ChatPieces p;
+    auto turn = [&](const std::string& role, const std::string& content) {
+        p.add_markup("<|im_start|>");
+        p.add_text(role);
+        p.add_markup("\n");
+        p.add_text(content);
+        p.add_markup("<|im_end|>\n");
+    };
+    if (chat.has_default_system && o.use_default_system && !msgs.empty() && msgs[0].role != "system")
+        turn("system", chat.default_system);
+
+    // Qwen3: the last user message that is not a wrapped tool response (its reasoning rule pivots on it).
+    long last_query = long(msgs.size()) - 1;
+    for (long i = long(msgs.size()) - 1; i >= 0; i--) {
+        const Message& m = msgs[size_t(i)];
+        if (m.role == "user" &&
+            !(str_starts_with(m.content, "<tool_response>") && str_ends_with(m.content, "</tool_response>"))) {
+            last_query = i;
+            break;
+        }
+    }
+    for (size_t i = 0; i < msgs.size(); i++) {
+        const Message& m = msgs[i];
+        if (m.role == "tool") {
+            if (i == 0 || msgs[i - 1].role != "tool") p.add_markup("<|im_start|>user");
+            p.add_markup("\n<tool_response>\n");
+            p.add_text(m.content);
+            p.add_markup("\n</tool_response>");
+            if (i + 1 == msgs.size() || msgs[i + 1].role != "tool") p.add_markup("<|im_end|>\n");
+        } else if (m.role == "assistant" && chat.thinking) {
+            auto [reasoning, answer] = split_reasoning(m.content);
+            bool last = i + 1 == msgs.size();
+            p.add_markup("<|im_start|>");
+            p.add_text(m.role);
+            p.add_markup("\n");
+            if (long(i) > last_query && (last || !reasoning.empty())) {
+                p.add_markup("<think>\n");
+                p.add_text(strip_newlines(reasoning, true, true));
+                p.add_markup("\n</think>\n\n");
+                p.add_text(strip_newlines(answer, true, false));
+            } else {
+                p.add_text(answer);
+            }
+            p.add_markup("<|im_end|>\n");
+        } else {
+            turn(m.role, m.content);
+        }
+    }
+    if (o.add_generation_prompt) {
+        p.add_markup("<|im_start|>assistant\n");
+        if (chat.thinking && !o.enable_thinking) p.add_markup("<think>\n\n</think>\n\n");
+    }
+    return p;
+}
+
+inline std::string chat_text(const ChatInfo& chat, const std::vector<Message>& msgs, const ChatOptions& o = {}) {
+    return chat_pieces(chat, msgs, o).text;
+}
+
+// The prompt's ids: the template's markers become special tokens, while a special token written inside a
+// role or content stays plain text, so a user cannot forge "<|im_end|>" and start a turn of their own.
+inline std::vector<int> chat_tokens(const Tokenizer& tok, const ChatInfo& chat, const std::vector<Message>& msgs,
+                                    const ChatOptions& o = {}) {
+    for (size_t i = 0; i < msgs.size(); i++) {
+        size_t bad = utf8_first_invalid(msgs[i].role);
+        if (bad != msgs[i].role.size()) fail("message %zu: role: invalid UTF-8 at byte %zu", i, bad);
+        bad = utf8_first_invalid(msgs[i].content);
+        if (bad != msgs[i].content.size())
+            fail("message %zu (%s): invalid UTF-8 at byte %zu", i, msgs[i].role.c_str(), bad);
+    }
+    ChatPieces p = chat_pieces(chat, msgs, o);
+    return tok.encode_trusted(p.text, p.markup);
+}
+
+// ============================================================================
+// Sampler: penalties, temperature, top-k / top-p / min-p, and a seeded draw
+// ============================================================================
+//
+// The next token is chosen from the (vocab) fp32 logits in this order (that of Hugging Face generate()):
+//   1. repetition penalty  (HF RepetitionPenaltyLogitsProcessor) over every distinct token of the context,
+//                          prompt included: l = l < 0 ? l * penalty : l / penalty
+//   2. presence penalty    (OpenAI / vLLM) over every distinct *generated* token: l -= presence_penalty
+//   3. temperature         0 => argmax (lowest id on ties), done. Otherwise p = softmax(l / temperature)
+//   4. top-k               keep the k most probable tokens (and any tied with the k-th)
+//   5. top-p               of those, keep the smallest most-probable set whose mass >= top_p of theirs
+//   6. min-p               of those, keep the tokens with p >= min_p * p_max
+//   7. draw                renormalise the kept probabilities and draw one with Rng::uniform()
+// Every filter keeps at least the most probable token. Nothing sorts the whole vocabulary: top-k selects
+// with nth_element, and top-p / min-p sort only the tokens above a probability cutoff (see Sampler::keep).
+
+struct SamplingParams {
+    float temperature = 0.7f;         // 0 = greedy (argmax)
+    float top_p = 0.8f;               // (0, 1]; 1 = off
+    int top_k = 20;                   // 0 = off
+    float min_p = 0.0f;               // [0, 1]; 0 = off
+    float repetition_penalty = 1.0f;  // > 0; 1 = off. HF semantics, over prompt + generated tokens
+    float presence_penalty = 0.0f;    // [-2, 2]; 0 = off. OpenAI/vLLM semantics, over generated tokens only
+    uint64_t seed = 0;
+};
+
+// The checkpoint's generation-config values where it gives them (NaN / -1 = not given), else the defaults above.
+inline SamplingParams default_sampling(const ChatInfo& chat) {
+    SamplingParams p;
+    if (!std::isnan(chat.temperature)) p.temperature = chat.temperature;
+    if (!std::isnan(chat.top_p)) p.top_p = chat.top_p;
+    if (chat.top_k >= 0) p.top_k = chat.top_k;
+    if (!std::isnan(chat.repetition_penalty)) p.repetition_penalty = chat.repetition_penalty;
+    return p;
+}
+
+// Rejects out-of-range values. Comparisons are written so that NaN fails them too.
+inline void validate(const SamplingParams& p) {
+    if (!(p.temperature >= 0) || std::isinf(p.temperature))
+        fail("temperature must be a finite number >= 0, got %g", double(p.temperature));
+    if (!(p.top_p > 0 && p.top_p <= 1)) fail("top_p must be in (0, 1], got %g", double(p.top_p));
+    if (p.top_k < 0) fail("top_k must be >= 0 (0 = off), got %d", p.top_k);
+    if (!(p.min_p >= 0 && p.min_p <= 1)) fail("min_p must be in [0, 1], got %g", double(p.min_p));
+    if (!(p.repetition_penalty > 0) || std::isinf(p.repetition_penalty))
+        fail("repetition_penalty must be a finite number > 0, got %g", double(p.repetition_penalty));
+    if (!(p.presence_penalty >= -2 && p.presence_penalty <= 2))
+        fail("presence_penalty must be in [-2, 2], got %g", double(p.presence_penalty));
+}
+
+// xorshift64* (Vigna, 2014): 64 bits of state, the high 32 bits of each output are of good quality.
+// The seed goes through one splitmix64 step so that small or zero seeds still give a well-mixed, non-zero state.
+struct Rng {
+    uint64_t state;
+
+    explicit Rng(uint64_t seed) {
+        uint64_t z = seed + 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        state = z ? z : 0x9E3779B97F4A7C15ull;  // xorshift must not start at 0
+    }
+    uint32_t next_u32() {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        return uint32_t((state * 0x2545F4914F6CDD1Dull) >> 32);
+    }
+    // Uniform in [0, 1): the top 24 bits, exactly representable as a float.
+    float uniform() { return float(next_u32() >> 8) * (1.0f / 16777216.0f); }
+};
+
+// The distinct ids of tokens[begin..end) that lie in [0, n_vocab), sorted.
+inline std::vector<int> distinct_tokens(const std::vector<int>& tokens, size_t begin, int n_vocab) {
+    std::vector<int> ids;
+    for (size_t i = begin; i < tokens.size(); i++)
+        if (tokens[i] >= 0 && tokens[i] < n_vocab) ids.push_back(tokens[i]);
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    return ids;
+}
+
+// HF RepetitionPenaltyLogitsProcessor: each distinct context token once; dividing a positive logit and
+// multiplying a negative one both make the token less likely when penalty > 1.
+inline void apply_repetition_penalty(float* logits, int n_vocab, const std::vector<int>& tokens, float penalty) {
+    if (penalty == 1.0f) return;
+    for (int id : distinct_tokens(tokens, 0, n_vocab))
+        logits[id] = logits[id] < 0 ? logits[id] * penalty : logits[id] / penalty;
+}
+
+// OpenAI / vLLM presence penalty: subtracted once from each distinct token generated so far.
+inline void apply_presence_penalty(float* logits, int n_vocab, const std::vector<int>& tokens, size_t n_prompt,
+                                   float penalty) {
+    if (penalty == 0.0f) return;
+    for (int id : distinct_tokens(tokens, n_prompt, n_vocab)) logits[id] -= penalty;
+}
+
+// Index of the largest logit; the lowest such index on ties.
+inline int argmax(const float* logits, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (logits[i] > logits[best]) best = i;
+    return best;
+}
+
+struct Sampler {
+    struct Candidate {
+        int id;
+        float p;  // probability after temperature, before renormalisation over the kept set
+    };
+
+    SamplingParams params;
+    Rng rng;
+
+    explicit Sampler(const SamplingParams& p) : params(p), rng(p.seed) { validate(p); }
+
+    // logits: (n_vocab) fp32, modified in place (penalties). tokens: the whole context so far (prompt, then
+    // generated); tokens[n_prompt..] are the generated ones. Returns the chosen id.
+    int sample(float* logits, int n_vocab, const std::vector<int>& tokens, size_t n_prompt) {
+        if (n_vocab <= 0) fail("sampler: vocabulary size must be positive, got %d", n_vocab);
+        apply_repetition_penalty(logits, n_vocab, tokens, params.repetition_penalty);
+        apply_presence_penalty(logits, n_vocab, tokens, n_prompt, params.presence_penalty);
+        if (params.temperature == 0.0f) return argmax(logits, n_vocab);
+        const std::vector<Candidate>& kept = keep(logits, n_vocab);
+        return draw(kept);
+    }
+
+    // Steps 3-6 above for temperature > 0: the tokens that may be drawn, each with its softmax(logits / temperature)
+    // probability; most probable first, or in id order when no filter is on. Valid until the next call.
+    const std::vector<Candidate>& keep(const float* logits, int n_vocab) {
+        softmax_(logits, n_vocab);
+        cand_.clear();
+        bool top_k_on = params.top_k > 0 && params.top_k < n_vocab;
+        if (top_k_on) {
+            keep_top_k_();
+            keep_top_p_(mass_(cand_));
+        } else if (params.top_p < 1.0f || params.min_p > 0.0f) {
+            keep_above_cutoff_();
+            keep_top_p_(1.0);
+        } else {  // nothing to filter: every token, in id order
+            for (int i = 0; i < n_vocab; i++) cand_.push_back({i, prob_[i]});
+            return cand_;
+        }
+        keep_min_p_();
+        return cand_;
+    }
+
+    // Draws one of the kept tokens with probability proportional to its p.
+    int draw(const std::vector<Candidate>& kept) {
+        double u = double(rng.uniform()) * mass_(kept), acc = 0;
+        for (const Candidate& c : kept) {
+            acc += c.p;
+            if (u < acc) return c.id;
+        }
+        return kept.back().id;  // u landed in the rounding slack at the end
+    }
+
+  private:
+    std::vector<float> prob_;      // (n_vocab) fp32: softmax(logits / temperature)
+    std::vector<Candidate> cand_;  // (<= n_vocab) the kept tokens, most probable first once filtered
+
+    static double mass_(const std::vector<Candidate>& c) {
+        double m = 0;
+        for (const Candidate& x : c) m += x.p;
+        return m;
+    }
+    static bool more_probable(const Candidate& a, const Candidate& b) {
+        return a.p > b.p || (a.p == b.p && a.id < b.id);
+    }
+
+    // p_i = exp((l_i - l_max) / T) / sum_j exp((l_j - l_max) / T)
+    void softmax_(const float* logits, int n) {
+        prob_.resize(size_t(n));
+        float max = logits[argmax(logits, n)];
+        double sum = 0;
+        for (int i = 0; i < n; i++) {
+            prob_[size_t(i)] = std::exp((logits[i] - max) / params.temperature);
+            sum += prob_[size_t(i)];
+        }
+        float inv_sum = float(1.0 / sum);
+        for (float& p : prob_) p *= inv_sum;
+    }
+
+    // Top-k: the k-th largest probability is found with nth_element (linear time); every token at least that
+    // probable is kept, so tokens tied with the k-th all stay (as HF's TopKLogitsWarper does).
+    void keep_top_k_() {
+        int k = params.top_k;
+        std::vector<float> tmp(prob_);
+        std::nth_element(tmp.begin(), tmp.begin() + (k - 1), tmp.end(), std::greater<float>());
+        float kth = tmp[size_t(k - 1)];
+        for (size_t i = 0; i < prob_.size(); i++)
+            if (prob_[i] >= kth) cand_.push_back({int(i), prob_[i]});
+        std::sort(cand_.begin(), cand_.end(), more_probable);
+    }
+
+    // Without top-k, collects (most probable first) only the tokens with p >= cutoff, lowering the cutoff until
+    // they hold the top-p mass. Any token below the cutoff is less probable than all those above it, so the
+    // top-p prefix found among them is the true one. With min-p, tokens below min_p * p_max are dropped at the
+    // end anyway, so that cutoff suffices at once. The loop ends by cutoff 0, which takes every token.
+    void keep_above_cutoff_() {
+        float p_max = *std::max_element(prob_.begin(), prob_.end());
+        float cutoff = params.min_p > 0.0f ? params.min_p * p_max : p_max / 1024.0f;
+        for (;;) {
+            cand_.clear();
+            double mass = 0;
+            for (size_t i = 0; i < prob_.size(); i++)
+                if (prob_[i] >= cutoff) {
+                    cand_.push_back({int(i), prob_[i]});
+                    mass += prob_[i];
+                }
+            if (params.min_p > 0.0f || mass >= params.top_p || cutoff == 0.0f) break;
+            cutoff = cutoff > 1e-30f ? cutoff / 1024.0f : 0.0f;
+        }
+        std::sort(cand_.begin(), cand_.end(), more_probable);
+    }
+
+    // Top-p (HF TopPLogitsWarper): keep a token while the mass of the more probable tokens before it is below
+    // top_p times the total mass still in play: that of the top-k set (HF renormalises after top-k), else 1.
+    void keep_top_p_(double total) {
+        if (params.top_p >= 1.0f) return;
+        double limit = double(params.top_p) * total, before = 0;
+        size_t n = 0;
+        while (n < cand_.size() && (n == 0 || before < limit)) before += cand_[n++].p;
+        cand_.resize(n);
+    }
+
+    // Min-p: keep tokens with p >= min_p * p_max (the ratio is the same before and after renormalising).
+    void keep_min_p_() {
+        if (params.min_p <= 0.0f) return;
+        float threshold = params.min_p * cand_[0].p;
+        size_t n = 1;
+        while (n < cand_.size() && cand_[n].p >= threshold) n++;
+        cand_.resize(n);
+    }
+};
+
+// ============================================================================
+// Engine: the interface the CPU reference and the GPU engine both implement
+// ============================================================================
+
+// One model instance with its KV cache. Positions are absolute: forward(tokens, n, pos) writes the cache
+// rows pos..pos+n-1 and attends over rows 0..pos+n-1, so a caller can rewind to any pos and continue.
+struct Engine {
+    virtual ~Engine() = default;
+    virtual const Config& config() const = 0;
+    virtual int context_size() const = 0;  // KV-cache capacity in tokens
+    // Run tokens[0..n) at positions pos..pos+n-1 (n > 1 is a batched prefill).
+    // Afterwards logits() are the next-token logits after the last of them.
+    virtual void forward(const int* tokens, int n, int pos) = 0;
+    virtual const float* logits() = 0;     // (vocab_size) fp32, host memory
+    // Choose the next token from the current logits; the GPU engine overrides this to sample on the device.
+    virtual int sample(Sampler& s, int n_vocab, const std::vector<int>& tokens, size_t n_prompt) {
+        std::vector<float>& buf = scratch_logits_;
+        buf.assign(logits(), logits() + n_vocab);
+        return s.sample(buf.data(), n_vocab, tokens, n_prompt);
+    }
+    virtual const char* name() const = 0;  // "cpu" or "cuda"
+
+  private:
+    std::vector<float> scratch_logits_;    // (n_vocab) fp32: the sampler edits logits in place
+};
+
+// ============================================================================
+// CPU reference: a thread pool and the fp32 forward pass over the bf16 weights
+// ============================================================================
+//
+// This is the specification the GPU engine is tested against. Weights stay bf16 in the mapped file and are
+// widened to fp32 as they are read; every activation, the KV cache and every sum are fp32, as in Hugging Face
+// transformers running a bf16 checkpoint loaded in float32 (activations are never rounded to bf16).
+//
+// One decoder layer (Qwen2 family: Qwen1.5, Qwen2, Qwen2.5; and Qwen3), for each token at position p:
+//   h       = rmsnorm(x) * attn_norm
+//   q, k, v = h @ Wq^T (+bq), h @ Wk^T (+bk), h @ Wv^T (+bv)    one matmul over the stacked wqkv rows
+//   q, k    = rmsnorm(q_head) * q_norm, rmsnorm(k_head) * k_norm  per head, Qwen3 only
+//   q, k    = rope(q, p), rope(k, p);  cache[p] = (k, v)
+//   a       = softmax(q . K[0..p] / sqrt(head_dim)) @ V[0..p]     per head; GQA: groups of n_heads / n_kv_heads
+//                                                                 query heads share one kv head
+//   x       = x + a @ Wo^T
+//   h       = rmsnorm(x) * ffn_norm
+//   x       = x + (silu(h @ Wgate^T) * (h @ Wup^T)) @ Wdown^T
+// and after the last layer: logits = (rmsnorm(x) * out_norm) @ lm_head^T.
+
+// ----------------------------------------------------------------------------
+// ThreadPool: persistent workers that split a range of rows between them
+// ----------------------------------------------------------------------------
+
+// parallel_for(n, fn) runs fn(begin, end) on size() contiguous chunks covering [0, n): chunk 0 on the calling
+// thread, the others on the workers, and returns when all are done. One caller at a time; fn must not throw.
+struct ThreadPool {
+    explicit ThreadPool(int n_threads = 0) {
+        n_threads_ = n_threads > 0 ? n_threads : int(std::thread::hardware_concurrency());
+        n_threads_ = std::max(n_threads_, 1);
+        for (int i = 1; i < n_threads_; i++) workers_.emplace_back([this, i] { worker_(i); });
+    }
+    ~ThreadPool() {
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            stop_ = true;
+        }
+        wake_.notify_all();
+        for (std::thread& t : workers_) t.join();
+    }
+    ThreadPool(const ThreadPool&) = delete;
+    ThreadPool& operator=(const ThreadPool&) = delete;
+
+    int size() const { return n_threads_; }
+
+    void parallel_for(int n, const std::function<void(int, int)>& fn) {
+        if (n <= 0) return;
+        if (n_threads_ == 1 || n == 1) return fn(0, n);
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            job_ = &fn;
+            job_n_ = n;
+            pending_ = n_threads_ - 1;
+            generation_++;
+        }
+        wake_.notify_all();
+        run_chunk_(fn, n, 0);
+        std::unique_lock<std::mutex> lock(mu_);
+        done_.wait(lock, [&] { return pending_ == 0; });
+    }
+
+  private:
+    int n_threads_ = 1;
+    std::vector<std::thread> workers_;           // (n_threads - 1); the caller is thread 0
+    std::mutex mu_;
+    std::condition_variable wake_, done_;
+    const std::function<void(int, int)>* job_ = nullptr;  // the current job, valid while pending_ > 0
+    int job_n_ = 0;
+    int pending_ = 0;                            // workers still running the current job
+    uint64_t generation_ = 0;                    // counts jobs, so a worker runs each one once
+    bool stop_ = false;
+
+    void run_chunk_(const std::function<void(int, int)>& fn, int n, int index) {
+        int begin = int(int64_t(n) * index / n_threads_), end = int(int64_t(n) * (index + 1) / n_threads_);
+        if (begin < end) fn(begin, end);
+    }
+
+    void worker_(int index) {
+        uint64_t seen = 0;
+        std::unique_lock<std::mutex> lock(mu_);
+        for (;;) {
+            wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+            if (stop_) return;
+            seen = generation_;
+            const std::function<void(int, int)>& fn = *job_;
+            int n = job_n_;
+            lock.unlock();
+            run_chunk_(fn, n, index);
+            lock.lock();
+            if (--pending_ == 0) done_.notify_one();
+        }
+    }
+};
+
+// ----------------------------------------------------------------------------
+// Kernels: the fp32 building blocks (also usable as oracles by other tests)
+// ----------------------------------------------------------------------------
+namespace cpu {
+
+inline float to_f32(float v) { return v; }
+inline float to_f32(bf16 v) { return bf16_to_f32(v); }
+
+// sum_i a[i] * b[i], a fp32 or bf16 (widened exactly). Eight independent partial sums let the compiler fill SIMD
+// lanes without -ffast-math; the order of the additions is fixed, so the result does not depend on the batch
+// size, the thread count or the type of a.
+template <class T>
+inline float dot(const T* a, const float* b, int n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += to_f32(a[i + j]) * b[i + j];
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++) s += to_f32(a[i]) * b[i];
+    return s;
+}
+
+// Widens n bf16 to fp32 (exact). Written in blocks of 8 so that the compiler vectorises it.
+inline void bf16_to_f32_row(float* out, const bf16* in, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) out[i + j] = bf16_to_f32(in[i + j]);
+    for (; i < n; i++) out[i] = bf16_to_f32(in[i]);
+}
+
+// out (n, rows) = x (n, cols) @ W^T (+ bias), W (rows, cols) bf16, bias (rows) bf16 or null.
+// Threads split the rows. One token (decode) takes each bf16 row straight into the dot product. A block of
+// tokens (prefill) widens each row to fp32 once and uses it for every token, so the weights, the bulk of the
+// memory traffic, are read once per block rather than once per token. Both give the same bits.
+inline void matmul(ThreadPool& pool, float* out, const float* x, const bf16* w, const bf16* bias, int n, int rows,
+                   int cols) {
+    pool.parallel_for(rows, [&](int r0, int r1) {
+        std::vector<float> row(n > 1 ? size_t(cols) : 0);  // (cols) fp32: the widened weight row
+        for (int r = r0; r < r1; r++) {
+            const bf16* wr = w + size_t(r) * cols;
+            float b = bias ? bf16_to_f32(bias[r]) : 0.0f;
+            if (n == 1) {
+                out[r] = dot(wr, x, cols) + b;
+                continue;
+            }
+            bf16_to_f32_row(row.data(), wr, cols);
+            for (int t = 0; t < n; t++) out[size_t(t) * rows + r] = dot(row.data(), x + size_t(t) * cols, cols) + b;
+        }
+    });
+}
+
+// HF Qwen2RMSNorm / Qwen3RMSNorm in fp32: out = (x * rsqrt(mean(x^2) + eps)) * w. out may alias x.
+inline void rmsnorm(float* out, const float* x, const bf16* w, int n, float eps) {
+    float r = 1.0f / std::sqrt(dot(x, x, n) / float(n) + eps);
+    for (int i = 0; i < n; i++) out[i] = bf16_to_f32(w[i]) * (x[i] * r);
+}
+
+// HF's rotate_half RoPE on each of n_heads vectors of head_dim, pairing element i with i + half:
+//   x'[i]        = x[i] cos(a_i) - x[i + half] sin(a_i)
+//   x'[i + half] = x[i + half] cos(a_i) + x[i] sin(a_i),     a_i = p * theta^(-2i / head_dim)
+// cos, sin: (half) fp32, the angles of this token's position p.
+inline void rope(float* x, int n_heads, int head_dim, const float* cos, const float* sin) {
+    int half = head_dim / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float* v = x + size_t(h) * head_dim;
+        for (int i = 0; i < half; i++) {
+            float a = v[i], b = v[i + half];
+            v[i] = a * cos[i] - b * sin[i];
+            v[i + half] = b * cos[i] + a * sin[i];
+        }
+    }
+}
+
+// In-place softmax over n fp32 values (max subtracted first, so exp never overflows).
+inline void softmax(float* x, int n) {
+    float max = *std::max_element(x, x + n), sum = 0;
+    for (int i = 0; i < n; i++) {
+        x[i] = std::exp(x[i] - max);
+        sum += x[i];
+    }
+    for (int i = 0; i < n; i++) x[i] /= sum;
+}
+
+inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+}  // namespace cpu
+
+// ----------------------------------------------------------------------------
+// CpuEngine: the forward pass
+// ----------------------------------------------------------------------------
+
+// Keeps pointers into the model's mapped weights: the Model must outlive the engine.
+struct CpuEngine : Engine {
+    static constexpr int kBatch = 32;  // tokens per prefill block: each weight row is read once per block
+
+    CpuEngine(const Model& m, int context_size, int n_threads = 0)
+        : cfg_(m.config), w_(m.weights), ctx_(context_size), pool_(n_threads) {
+        const Config& c = cfg_;
+        if (!m.has_weights) fail("%s: the file has no weights (tokenizer only)", m.file.path.c_str());
+        if (c.arch != ARCH_QWEN2 && c.arch != ARCH_QWEN3) fail("cpu engine: unsupported arch %d", c.arch);
+        if (context_size < 1 || context_size > c.max_seq_len)
+            fail("context size must be in [1, %d] (the model's max_seq_len), got %d", c.max_seq_len, context_size);
+        int qkv = c.q_dim() + 2 * c.kv_dim();
+        x_.resize(size_t(kBatch) * c.dim);
+        xb_.resize(size_t(kBatch) * c.dim);
+        xb2_.resize(size_t(kBatch) * c.dim);
+        qkv_.resize(size_t(kBatch) * qkv);
+        att_.resize(size_t(kBatch) * c.q_dim());
+        ffn_.resize(size_t(kBatch) * 2 * c.ffn_dim);
+        act_.resize(size_t(kBatch) * c.ffn_dim);
+        rope_cos_.resize(size_t(kBatch) * (c.head_dim / 2));
+        rope_sin_.resize(size_t(kBatch) * (c.head_dim / 2));
+        logits_.assign(size_t(c.vocab_size), 0.0f);
+        key_cache_.assign(size_t(c.n_layers) * ctx_ * c.kv_dim(), 0.0f);
+        value_cache_.assign(size_t(c.n_layers) * ctx_ * c.kv_dim(), 0.0f);
+        // inv_freq_i = theta^(-2i / head_dim), in double then rounded once: never through bf16
+        for (int i = 0; i < c.head_dim / 2; i++)
+            inv_freq_.push_back(float(1.0 / std::pow(c.rope_theta, 2.0 * i / c.head_dim)));
+    }
+
+    const Config& config() const override { return cfg_; }
+    int context_size() const override { return ctx_; }
+    const char* name() const override { return "cpu"; }
+    const float* logits() override { return logits_.data(); }
+
+    void forward(const int* tokens, int n, int pos) override {
+        if (n < 1 || !tokens) fail("forward: need at least one token, got n = %d", n);
+        if (pos < 0) fail("forward: position must be >= 0, got %d", pos);
+        if (n > ctx_ || pos > ctx_ - n)
+            fail("forward: positions %d..%d exceed the context size %d", pos, pos + n - 1, ctx_);
+        for (int i = 0; i < n; i++)
+            if (tokens[i] < 0 || tokens[i] >= cfg_.vocab_size)
+                fail("forward: token id %d at index %d is outside the vocabulary [0, %d)", tokens[i], i,
+                     cfg_.vocab_size);
+        for (int done = 0; done < n; done += kBatch)
+            forward_block_(tokens + done, std::min(kBatch, n - done), pos + done);
+        output_((n - 1) % kBatch);  // the last token's row in the last block
+    }
+
+  private:
+    Config cfg_;
+    Weights w_;  // bf16 pointers into the mapped file (see Weights for the shapes)
+    int ctx_;
+    ThreadPool pool_;
+
+    // Activations of one block of up to kBatch tokens, row t = token t of the block.
+    std::vector<float> x_;         // (kBatch, dim) fp32: the residual stream
+    std::vector<float> xb_;        // (kBatch, dim) fp32: normed input of attention / MLP
+    std::vector<float> xb2_;       // (kBatch, dim) fp32: output of attention / MLP before the residual add
+    std::vector<float> qkv_;       // (kBatch, q_dim + 2*kv_dim) fp32: q, then k, then v of each token
+    std::vector<float> att_;       // (kBatch, q_dim) fp32: attention output, heads concatenated
+    std::vector<float> ffn_;       // (kBatch, 2*ffn_dim) fp32: gate, then up
+    std::vector<float> act_;       // (kBatch, ffn_dim) fp32: silu(gate) * up
+    std::vector<float> rope_cos_;  // (kBatch, head_dim/2) fp32: cos of each token's rotation angles
+    std::vector<float> rope_sin_;  // (kBatch, head_dim/2) fp32
+    std::vector<float> inv_freq_;  // (head_dim/2) fp32: theta^(-2i / head_dim)
+    std::vector<float> logits_;    // (vocab_size) fp32: after the last token of the last forward()
+    // The KV cache, by absolute position.
+    std::vector<float> key_cache_;    // (n_layers, context, kv_dim) fp32, after RoPE
+    std::vector<float> value_cache_;  // (n_layers, context, kv_dim) fp32
+
+    // Runs tokens[0..n) (n <= kBatch) at positions pos.. through every layer, leaving the residual in x_.
+    void forward_block_(const int* tokens, int n, int pos) {
+        const Config& c = cfg_;
+        for (int t = 0; t < n; t++)  // x = token_embd[token]
+            cpu::bf16_to_f32_row(&x_[size_t(t) * c.dim], w_.token_embd + size_t(tokens[t]) * c.dim, c.dim);
+        rope_angles_(n, pos);
+        for (int l = 0; l < c.n_layers; l++) {
+            attention_block_(l, n, pos);
+            mlp_block_(l, n);
+        }
+    }
+
+    // Angle a_i = p * inv_freq_i in fp32 (as HF computes it), cos and sin taken of that fp32 angle.
+    void rope_angles_(int n, int pos) {
+        int half = cfg_.head_dim / 2;
+        for (int t = 0; t < n; t++)
+            for (int i = 0; i < half; i++) {
+                float a = float(pos + t) * inv_freq_[size_t(i)];
+                rope_cos_[size_t(t) * half + i] = std::cos(a);
+                rope_sin_[size_t(t) * half + i] = std::sin(a);
+            }
+    }
+
+    // x += attention(rmsnorm(x)) for layer l; also writes the block's k, v into the cache.
+    void attention_block_(int l, int n, int pos) {
+        const Config& c = cfg_;
+        int dim = c.dim, hd = c.head_dim, q_dim = c.q_dim(), kv_dim = c.kv_dim(), qkv_dim = q_dim + 2 * kv_dim;
+        for (int t = 0; t < n; t++)
+            cpu::rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], w_.attn_norm + size_t(l) * dim, dim, c.norm_eps);
+        const bf16* bias = w_.bqkv ? w_.bqkv + size_t(l) * qkv_dim : nullptr;
+        cpu::matmul(pool_, qkv_.data(), xb_.data(), w_.wqkv + size_t(l) * qkv_dim * dim, bias, n, qkv_dim, dim);
+        float* kc = &key_cache_[size_t(l) * ctx_ * kv_dim];
+        float* vc = &value_cache_[size_t(l) * ctx_ * kv_dim];
+        for (int t = 0; t < n; t++) {
+            float* q = &qkv_[size_t(t) * qkv_dim];
+            float* k = q + q_dim;
+            float* v = k + kv_dim;
+            if (c.qk_norm) {  // Qwen3: RMSNorm over each head's vector, before RoPE
+                const bf16* qn = w_.q_norm + size_t(l) * hd;
+                const bf16* kn = w_.k_norm + size_t(l) * hd;
+                for (int h = 0; h < c.n_heads; h++) cpu::rmsnorm(q + h * hd, q + h * hd, qn, hd, c.norm_eps);
+                for (int h = 0; h < c.n_kv_heads; h++) cpu::rmsnorm(k + h * hd, k + h * hd, kn, hd, c.norm_eps);
+            }
+            const float* cs = &rope_cos_[size_t(t) * (hd / 2)];
+            const float* sn = &rope_sin_[size_t(t) * (hd / 2)];
+            cpu::rope(q, c.n_heads, hd, cs, sn);
+            cpu::rope(k, c.n_kv_heads, hd, cs, sn);
+            std::copy(k, k + kv_dim, kc + size_t(pos + t) * kv_dim);
+            std::copy(v, v + kv_dim, vc + size_t(pos + t) * kv_dim);
+        }
+        attend_(kc, vc, n, pos);
+        cpu::matmul(pool_, xb2_.data(), att_.data(), w_.wo + size_t(l) * dim * q_dim, nullptr, n, dim, q_dim);
+        for (size_t i = 0; i < size_t(n) * dim; i++) x_[i] += xb2_[i];
+    }
+
+    // att_[t, head h] = softmax(q_th . K[0..p] / sqrt(head_dim)) @ V[0..p] with p = pos + t (causal), where K, V
+    // are the rows of kv head h / (n_heads / n_kv_heads). Threads split the (token, head) pairs.
+    void attend_(const float* kc, const float* vc, int n, int pos) {
+        const Config& c = cfg_;
+        int hd = c.head_dim, kv_dim = c.kv_dim(), qkv_dim = c.q_dim() + 2 * kv_dim;
+        int group = c.n_heads / c.n_kv_heads;
+        float scale = 1.0f / std::sqrt(float(hd));
+        pool_.parallel_for(n * c.n_heads, [&](int i0, int i1) {
+            std::vector<float> score(size_t(pos + n));  // (pos + n) fp32: attention weights of one query
+            for (int i = i0; i < i1; i++) {
+                int t = i / c.n_heads, h = i % c.n_heads, p = pos + t;
+                const float* q = &qkv_[size_t(t) * qkv_dim + size_t(h) * hd];
+                size_t off = size_t(h / group) * hd;  // this head's kv head within a cache row
+                for (int j = 0; j <= p; j++) score[size_t(j)] = cpu::dot(q, kc + size_t(j) * kv_dim + off, hd) * scale;
+                cpu::softmax(score.data(), p + 1);
+                float* out = &att_[size_t(t) * c.q_dim() + size_t(h) * hd];
+                std::fill(out, out + hd, 0.0f);
+                for (int j = 0; j <= p; j++) {
+                    const float* v = vc + size_t(j) * kv_dim + off;
+                    for (int d = 0; d < hd; d++) out[d] += score[size_t(j)] * v[d];
+                }
+            }
+        });
+    }
+
+    // x += down(silu(gate(h)) * up(h)), h = rmsnorm(x), for layer l.
+    void mlp_block_(int l, int n) {
+        const Config& c = cfg_;
+        int dim = c.dim, ffn = c.ffn_dim;
+        for (int t = 0; t < n; t++)
+            cpu::rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], w_.ffn_norm + size_t(l) * dim, dim, c.norm_eps);
+        cpu::matmul(pool_, ffn_.data(), xb_.data(), w_.w_gate_up + size_t(l) * 2 * ffn * dim, nullptr, n, 2 * ffn, dim);
+        for (int t = 0; t < n; t++) {
+            const float* gate = &ffn_[size_t(t) * 2 * ffn];
+            const float* up = gate + ffn;
+            for (int i = 0; i < ffn; i++) act_[size_t(t) * ffn + i] = cpu::silu(gate[i]) * up[i];
+        }
+        cpu::matmul(pool_, xb2_.data(), act_.data(), w_.w_down + size_t(l) * dim * ffn, nullptr, n, dim, ffn);
+        for (size_t i = 0; i < size_t(n) * dim; i++) x_[i] += xb2_[i];
+    }
+
+    // logits = rmsnorm(x[t]) * out_norm @ lm_head^T, for row t of the last block.
+    void output_(int t) {
+        const Config& c = cfg_;
+        cpu::rmsnorm(xb_.data(), &x_[size_t(t) * c.dim], w_.out_norm, c.dim, c.norm_eps);
+        const bf16* head = w_.lm_head ? w_.lm_head : w_.token_embd;  // tied: the embedding matrix
+        cpu::matmul(pool_, logits_.data(), xb_.data(), head, nullptr, 1, c.vocab_size, c.dim);
+    }
+};
+
+// ============================================================================
+// Generation: the prefill + decode loop shared by the CLI, batch mode and the server
+// ============================================================================
+
+// Finds stop strings in streamed text. Text that could still be the beginning of a stop string is held
+// back until the next piece settles it, so a client never sees half of "</answer>" and then a retraction.
+struct StopMatcher {
+    std::vector<std::string> stops;  // non-empty strings
+    std::string pending;             // text received but not yet released
+    bool stopped = false;
+
+    explicit StopMatcher(std::vector<std::string> s) : stops(std::move(s)) {
+        stops.erase(std::remove(stops.begin(), stops.end(), std::string()), stops.end());
+    }
+
+    // Adds a piece of text and returns what can be released now. After a stop string is seen, `stopped`
+    // is set and everything from the stop string on is dropped.
+    std::string push(const std::string& piece) {
+        if (stopped) return {};
+        pending += piece;
+        size_t first = std::string::npos;
+        for (const std::string& s : stops) first = std::min(first, pending.find(s));
+        if (first != std::string::npos) {
+            stopped = true;
+            std::string out = pending.substr(0, first);
+            pending.clear();
+            return out;
+        }
+        size_t keep = held_suffix();
+        std::string out = pending.substr(0, pending.size() - keep);
+        pending.erase(0, pending.size() - keep);
+        return out;
+    }
+
+    // End of generation: whatever was held back was not a stop string after all.
+    std::string flush() {
+        std::string out = stopped ? std::string() : pending;
+        pending.clear();
+        return out;
+    }
+
+  private:
+    // Length of the longest suffix of `pending` that is a proper prefix of some stop string.
+    size_t held_suffix() const {
+        size_t best = 0;
+        for (const std::string& s : stops) {
+            size_t max_len = std::min(pending.size(), s.size() - 1);
+            for (size_t len = max_len; len > best; len--)
+                if (pending.compare(pending.size() - len, len, s, 0, len) == 0) {
+                    best = len;
+                    break;
+                }
+        }
+        return best;
+    }
+};
+
+struct GenerateOptions {
+    int max_new_tokens = -1;            // -1: until a stop or the context is full
+    std::vector<int> stop_ids;          // token ids that end generation (not printed)
+    std::vector<std::string> stop;      // stop strings (not printed)
+};
+
+struct GenerateResult {
+    std::string text;                   // the generated text, stop string excluded
+    int prompt_tokens = 0;              // tokens in the prompt
+    int prefill_tokens = 0;             // of those, tokens actually run (the rest came from the cache)
+    int completion_tokens = 0;          // tokens sampled (a stop id counts)
+    std::string finish_reason;          // "stop", "length" or "cancelled"
+    double prefill_seconds = 0;         // prompt forward + first sample: the time to first token
+    double decode_seconds = 0;          // everything after the first token
+};
+
+// A conversation with one engine. `cached` mirrors the engine's KV cache: a new prompt that starts with
+// the same tokens (the previous turns of a chat) only runs its new suffix through the model.
+struct Session {
+    Engine& engine;
+    const Tokenizer& tok;
+    std::vector<int> cached;            // tokens whose keys/values are in the cache, positions 0..size-1
+
+    Session(Engine& e, const Tokenizer& t) : engine(e), tok(t) {}
+
+    void reset() { cached.clear(); }
+
+    // on_text receives UTF-8-complete pieces as they are generated; returning false cancels.
+    GenerateResult generate(const std::vector<int>& prompt, Sampler& sampler, const GenerateOptions& opt,
+                            const std::function<bool(const std::string&)>& on_text = {}) {
+        const int ctx = engine.context_size();
+        const int n_prompt = int(prompt.size());
+        if (n_prompt == 0) fail("the prompt is empty");
+        if (n_prompt > ctx)
+            fail("prompt is %d tokens, %d more than the context of %d", n_prompt, n_prompt - ctx, ctx);
+
+        GenerateResult r;
+        r.prompt_tokens = n_prompt;
+        double t0 = now_seconds();
+        int reuse = prefill(prompt);
+        r.prefill_tokens = n_prompt - reuse;
+
+        if (opt.max_new_tokens == 0) {
+            r.finish_reason = "length";
+            r.prefill_seconds = now_seconds() - t0;
+            return r;
+        }
+        std::vector<int> tokens = prompt;  // the context: prompt, then generated ids
+        StreamDecoder decoder(tok);
+        StopMatcher stops(opt.stop);
+        const int n_vocab = std::min(tok.n_tokens(), engine.config().vocab_size);
+        auto emit = [&](const std::string& piece) {
+            std::string out = stops.push(piece);
+            r.text += out;
+            return out.empty() || !on_text || on_text(out);
+        };
+
+        for (;;) {
+            int next = engine.sample(sampler, n_vocab, tokens, size_t(n_prompt));
+            if (r.completion_tokens == 0) r.prefill_seconds = now_seconds() - t0;
+            r.completion_tokens++;
+            if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), next) != opt.stop_ids.end()) {
+                r.finish_reason = "stop";
+                break;
+            }
+            tokens.push_back(next);
+            if (!emit(decoder.push(next))) {
+                r.finish_reason = "cancelled";
+                break;
+            }
+            if (stops.stopped) {
+                r.finish_reason = "stop";
+                break;
+            }
+            if (r.completion_tokens == opt.max_new_tokens || int(tokens.size()) > ctx) {
+                r.finish_reason = "length";
+                break;
+            }
+            engine.forward(&next, 1, int(tokens.size()) - 1);
+            cached.push_back(next);
+        }
+        if (r.finish_reason != "cancelled" && !stops.stopped) emit(decoder.flush());
+        if (r.finish_reason != "cancelled") {
+            std::string rest = stops.flush();
+            r.text += rest;
+            if (!rest.empty() && on_text) on_text(rest);
+        }
+        r.decode_seconds = now_seconds() - t0 - r.prefill_seconds;
+        return r;
+    }
+
+  private:
+    // Runs the part of `prompt` that is not in the cache yet; returns how many tokens were reused.
+    // The last prompt token always runs, since its logits are what the first sample needs.
+    int prefill(const std::vector<int>& prompt) {
+        size_t reuse = 0;
+        while (reuse < cached.size() && reuse + 1 < prompt.size() && cached[reuse] == prompt[reuse]) reuse++;
+        cached.clear();  // until the forward pass succeeds, the cache content is unknown
+        engine.forward(prompt.data() + reuse, int(prompt.size() - reuse), int(reuse));
+        cached = prompt;
+        return int(reuse);
+    }
+};
+
+// BEGIN GENERATED UNICODE TABLES
+// ============================================================================
+// Appendix: Unicode tables for the tokenizer (character classes, NFC data)
+// ============================================================================
+// Generated by tools/gen_unicode.py; do not edit.
+// Source: Python 3.11.7 unicodedata (Unicode 14.0.0), matched code point by code point to the
+// reference tokenizer (tokenizers 0.23.3). Its regex engine knows Unicode 16.0
+// (\p{L}, \p{N}, \s below are its sets); its NFC normalizer Unicode 9.0 (marks and mappings
+// added since, e.g. the decomposition of U+11938, are left out here).
+// Every table is sorted by code point, so a lookup is a binary search.
+
+struct CodeRange { uint32_t lo, hi; };                 // inclusive
+struct CombiningRange { uint32_t lo, hi; uint8_t ccc; }; // canonical combining class
+struct Decomposition { uint32_t cp; uint16_t offset; uint8_t len; };  // into kDecompositionData
+struct Composition { uint32_t first, second, composite; };
+
+// Letters \p{L} (general categories Lu Ll Lt Lm Lo): 677 ranges.
+inline constexpr CodeRange kLetterRanges[] = {
+    {0x41, 0x5A}, {0x61, 0x7A}, {0xAA, 0xAA}, {0xB5, 0xB5}, {0xBA, 0xBA},
+    {0xC0, 0xD6}, {0xD8, 0xF6}, {0xF8, 0x2C1}, {0x2C6, 0x2D1}, {0x2E0, 0x2E4},
+    {0x2EC, 0x2EC}, {0x2EE, 0x2EE}, {0x370, 0x374}, {0x376, 0x377}, {0x37A, 0x37D},
+    {0x37F, 0x37F}, {0x386, 0x386}, {0x388, 0x38A}, {0x38C, 0x38C}, {0x38E, 0x3A1},
+    {0x3A3, 0x3F5}, {0x3F7, 0x481}, {0x48A, 0x52F}, {0x531, 0x556}, {0x559, 0x559},
+    {0x560, 0x588}, {0x5D0, 0x5EA}, {0x5EF, 0x5F2}, {0x620, 0x64A}, {0x66E, 0x66F},
+    {0x671, 0x6D3}, {0x6D5, 0x6D5}, {0x6E5, 0x6E6}, {0x6EE, 0x6EF}, {0x6FA, 0x6FC},
+    {0x6FF, 0x6FF}, {0x710, 0x710}, {0x712, 0x72F}, {0x74D, 0x7A5}, {0x7B1, 0x7B1},
+    {0x7CA, 0x7EA}, {0x7F4, 0x7F5}, {0x7FA, 0x7FA}, {0x800, 0x815}, {0x81A, 0x81A},
+    {0x824, 0x824}, {0x828, 0x828}, {0x840, 0x858}, {0x860, 0x86A}, {0x870, 0x887},
+    {0x889, 0x88E}, {0x8A0, 0x8C9}, {0x904, 0x939}, {0x93D, 0x93D}, {0x950, 0x950},
+    {0x958, 0x961}, {0x971, 0x980}, {0x985, 0x98C}, {0x98F, 0x990}, {0x993, 0x9A8},
+    {0x9AA, 0x9B0}, {0x9B2, 0x9B2}, {0x9B6, 0x9B9}, {0x9BD, 0x9BD}, {0x9CE, 0x9CE},
+    {0x9DC, 0x9DD}, {0x9DF, 0x9E1}, {0x9F0, 0x9F1}, {0x9FC, 0x9FC}, {0xA05, 0xA0A},
+    {0xA0F, 0xA10}, {0xA13, 0xA28}, {0xA2A, 0xA30}, {0xA32, 0xA33}, {0xA35, 0xA36},
+    {0xA38, 0xA39}, {0xA59, 0xA5C}, {0xA5E, 0xA5E}, {0xA72, 0xA74}, {0xA85, 0xA8D},
+    {0xA8F, 0xA91}, {0xA93, 0xAA8}, {0xAAA, 0xAB0}, {0xAB2, 0xAB3}, {0xAB5, 0xAB9},
+    {0xABD, 0xABD}, {0xAD0, 0xAD0}, {0xAE0, 0xAE1}, {0xAF9, 0xAF9}, {0xB05, 0xB0C},
+    {0xB0F, 0xB10}, {0xB13, 0xB28}, {0xB2A, 0xB30}, {0xB32, 0xB33}, {0xB35, 0xB39},
+    {0xB3D, 0xB3D}, {0xB5C, 0xB5D}, {0xB5F, 0xB61}, {0xB71, 0xB71}, {0xB83, 0xB83},
+    {0xB85, 0xB8A}, {0xB8E, 0xB90}, {0xB92, 0xB95}, {0xB99, 0xB9A}, {0xB9C, 0xB9C},
+    {0xB9E, 0xB9F}, {0xBA3, 0xBA4}, {0xBA8, 0xBAA}, {0xBAE, 0xBB9}, {0xBD0, 0xBD0},
+    {0xC05, 0xC0C}, {0xC0E, 0xC10}, {0xC12, 0xC28}, {0xC2A, 0xC39}, {0xC3D, 0xC3D},
+    {0xC58, 0xC5A}, {0xC5D, 0xC5D}, {0xC60, 0xC61}, {0xC80, 0xC80}, {0xC85, 0xC8C},
+    {0xC8E, 0xC90}, {0xC92, 0xCA8}, {0xCAA, 0xCB3}, {0xCB5, 0xCB9}, {0xCBD, 0xCBD},
+    {0xCDD, 0xCDE}, {0xCE0, 0xCE1}, {0xCF1, 0xCF2}, {0xD04, 0xD0C}, {0xD0E, 0xD10},
+    {0xD12, 0xD3A}, {0xD3D, 0xD3D}, {0xD4E, 0xD4E}, {0xD54, 0xD56}, {0xD5F, 0xD61},
+    {0xD7A, 0xD7F}, {0xD85, 0xD96}, {0xD9A, 0xDB1}, {0xDB3, 0xDBB}, {0xDBD, 0xDBD},
+    {0xDC0, 0xDC6}, {0xE01, 0xE30}, {0xE32, 0xE33}, {0xE40, 0xE46}, {0xE81, 0xE82},
+    {0xE84, 0xE84}, {0xE86, 0xE8A}, {0xE8C, 0xEA3}, {0xEA5, 0xEA5}, {0xEA7, 0xEB0},
+    {0xEB2, 0xEB3}, {0xEBD, 0xEBD}, {0xEC0, 0xEC4}, {0xEC6, 0xEC6}, {0xEDC, 0xEDF},
+    {0xF00, 0xF00}, {0xF40, 0xF47}, {0xF49, 0xF6C}, {0xF88, 0xF8C}, {0x1000, 0x102A},
+    {0x103F, 0x103F}, {0x1050, 0x1055}, {0x105A, 0x105D}, {0x1061, 0x1061}, {0x1065, 0x1066},
+    {0x106E, 0x1070}, {0x1075, 0x1081}, {0x108E, 0x108E}, {0x10A0, 0x10C5}, {0x10C7, 0x10C7},
+    {0x10CD, 0x10CD}, {0x10D0, 0x10FA}, {0x10FC, 0x1248}, {0x124A, 0x124D}, {0x1250, 0x1256},
+    {0x1258, 0x1258}, {0x125A, 0x125D}, {0x1260, 0x1288}, {0x128A, 0x128D}, {0x1290, 0x12B0},
+    {0x12B2, 0x12B5}, {0x12B8, 0x12BE}, {0x12C0, 0x12C0}, {0x12C2, 0x12C5}, {0x12C8, 0x12D6},
+    {0x12D8, 0x1310}, {0x1312, 0x1315}, {0x1318, 0x135A}, {0x1380, 0x138F}, {0x13A0, 0x13F5},
+    {0x13F8, 0x13FD}, {0x1401, 0x166C}, {0x166F, 0x167F}, {0x1681, 0x169A}, {0x16A0, 0x16EA},
+    {0x16F1, 0x16F8}, {0x1700, 0x1711}, {0x171F, 0x1731}, {0x1740, 0x1751}, {0x1760, 0x176C},
+    {0x176E, 0x1770}, {0x1780, 0x17B3}, {0x17D7, 0x17D7}, {0x17DC, 0x17DC}, {0x1820, 0x1878},
+    {0x1880, 0x1884}, {0x1887, 0x18A8}, {0x18AA, 0x18AA}, {0x18B0, 0x18F5}, {0x1900, 0x191E},
+    {0x1950, 0x196D}, {0x1970, 0x1974}, {0x1980, 0x19AB}, {0x19B0, 0x19C9}, {0x1A00, 0x1A16},
+    {0x1A20, 0x1A54}, {0x1AA7, 0x1AA7}, {0x1B05, 0x1B33}, {0x1B45, 0x1B4C}, {0x1B83, 0x1BA0},
+    {0x1BAE, 0x1BAF}, {0x1BBA, 0x1BE5}, {0x1C00, 0x1C23}, {0x1C4D, 0x1C4F}, {0x1C5A, 0x1C7D},
+    {0x1C80, 0x1C8A}, {0x1C90, 0x1CBA}, {0x1CBD, 0x1CBF}, {0x1CE9, 0x1CEC}, {0x1CEE, 0x1CF3},
+    {0x1CF5, 0x1CF6}, {0x1CFA, 0x1CFA}, {0x1D00, 0x1DBF}, {0x1E00, 0x1F15}, {0x1F18, 0x1F1D},
+    {0x1F20, 0x1F45}, {0x1F48, 0x1F4D}, {0x1F50, 0x1F57}, {0x1F59, 0x1F59}, {0x1F5B, 0x1F5B},
+    {0x1F5D, 0x1F5D}, {0x1F5F, 0x1F7D}, {0x1F80, 0x1FB4}, {0x1FB6, 0x1FBC}, {0x1FBE, 0x1FBE},
+    {0x1FC2, 0x1FC4}, {0x1FC6, 0x1FCC}, {0x1FD0, 0x1FD3}, {0x1FD6, 0x1FDB}, {0x1FE0, 0x1FEC},
+    {0x1FF2, 0x1FF4}, {0x1FF6, 0x1FFC}, {0x2071, 0x2071}, {0x207F, 0x207F}, {0x2090, 0x209C},
+    {0x2102, 0x2102}, {0x2107, 0x2107}, {0x210A, 0x2113}, {0x2115, 0x2115}, {0x2119, 0x211D},
+    {0x2124, 0x2124}, {0x2126, 0x2126}, {0x2128, 0x2128}, {0x212A, 0x212D}, {0x212F, 0x2139},
+    {0x213C, 0x213F}, {0x2145, 0x2149}, {0x214E, 0x214E}, {0x2183, 0x2184}, {0x2C00, 0x2CE4},
+    {0x2CEB, 0x2CEE}, {0x2CF2, 0x2CF3}, {0x2D00, 0x2D25}, {0x2D27, 0x2D27}, {0x2D2D, 0x2D2D},
+    {0x2D30, 0x2D67}, {0x2D6F, 0x2D6F}, {0x2D80, 0x2D96}, {0x2DA0, 0x2DA6}, {0x2DA8, 0x2DAE},
+    {0x2DB0, 0x2DB6}, {0x2DB8, 0x2DBE}, {0x2DC0, 0x2DC6}, {0x2DC8, 0x2DCE}, {0x2DD0, 0x2DD6},
+    {0x2DD8, 0x2DDE}, {0x2E2F, 0x2E2F}, {0x3005, 0x3006}, {0x3031, 0x3035}, {0x303B, 0x303C},
+    {0x3041, 0x3096}, {0x309D, 0x309F}, {0x30A1, 0x30FA}, {0x30FC, 0x30FF}, {0x3105, 0x312F},
+    {0x3131, 0x318E}, {0x31A0, 0x31BF}, {0x31F0, 0x31FF}, {0x3400, 0x4DBF}, {0x4E00, 0xA48C},
+    {0xA4D0, 0xA4FD}, {0xA500, 0xA60C}, {0xA610, 0xA61F}, {0xA62A, 0xA62B}, {0xA640, 0xA66E},
+    {0xA67F, 0xA69D}, {0xA6A0, 0xA6E5}, {0xA717, 0xA71F}, {0xA722, 0xA788}, {0xA78B, 0xA7CD},
+    {0xA7D0, 0xA7D1}, {0xA7D3, 0xA7D3}, {0xA7D5, 0xA7DC}, {0xA7F2, 0xA801}, {0xA803, 0xA805},
+    {0xA807, 0xA80A}, {0xA80C, 0xA822}, {0xA840, 0xA873}, {0xA882, 0xA8B3}, {0xA8F2, 0xA8F7},
+    {0xA8FB, 0xA8FB}, {0xA8FD, 0xA8FE}, {0xA90A, 0xA925}, {0xA930, 0xA946}, {0xA960, 0xA97C},
+    {0xA984, 0xA9B2}, {0xA9CF, 0xA9CF}, {0xA9E0, 0xA9E4}, {0xA9E6, 0xA9EF}, {0xA9FA, 0xA9FE},
+    {0xAA00, 0xAA28}, {0xAA40, 0xAA42}, {0xAA44, 0xAA4B}, {0xAA60, 0xAA76}, {0xAA7A, 0xAA7A},
+    {0xAA7E, 0xAAAF}, {0xAAB1, 0xAAB1}, {0xAAB5, 0xAAB6}, {0xAAB9, 0xAABD}, {0xAAC0, 0xAAC0},
+    {0xAAC2, 0xAAC2}, {0xAADB, 0xAADD}, {0xAAE0, 0xAAEA}, {0xAAF2, 0xAAF4}, {0xAB01, 0xAB06},
+    {0xAB09, 0xAB0E}, {0xAB11, 0xAB16}, {0xAB20, 0xAB26}, {0xAB28, 0xAB2E}, {0xAB30, 0xAB5A},
+    {0xAB5C, 0xAB69}, {0xAB70, 0xABE2}, {0xAC00, 0xD7A3}, {0xD7B0, 0xD7C6}, {0xD7CB, 0xD7FB},
+    {0xF900, 0xFA6D}, {0xFA70, 0xFAD9}, {0xFB00, 0xFB06}, {0xFB13, 0xFB17}, {0xFB1D, 0xFB1D},
+    {0xFB1F, 0xFB28}, {0xFB2A, 0xFB36}, {0xFB38, 0xFB3C}, {0xFB3E, 0xFB3E}, {0xFB40, 0xFB41},
+    {0xFB43, 0xFB44}, {0xFB46, 0xFBB1}, {0xFBD3, 0xFD3D}, {0xFD50, 0xFD8F}, {0xFD92, 0xFDC7},
+    {0xFDF0, 0xFDFB}, {0xFE70, 0xFE74}, {0xFE76, 0xFEFC}, {0xFF21, 0xFF3A}, {0xFF41, 0xFF5A},
+    {0xFF66, 0xFFBE}, {0xFFC2, 0xFFC7}, {0xFFCA, 0xFFCF}, {0xFFD2, 0xFFD7}, {0xFFDA, 0xFFDC},
+    {0x10000, 0x1000B}, {0x1000D, 0x10026}, {0x10028, 0x1003A}, {0x1003C, 0x1003D}, {0x1003F, 0x1004D},
+    {0x10050, 0x1005D}, {0x10080, 0x100FA}, {0x10280, 0x1029C}, {0x102A0, 0x102D0}, {0x10300, 0x1031F},
+    {0x1032D, 0x10340}, {0x10342, 0x10349}, {0x10350, 0x10375}, {0x10380, 0x1039D}, {0x103A0, 0x103C3},
+    {0x103C8, 0x103CF}, {0x10400, 0x1049D}, {0x104B0, 0x104D3}, {0x104D8, 0x104FB}, {0x10500, 0x10527},
+    {0x10530, 0x10563}, {0x10570, 0x1057A}, {0x1057C, 0x1058A}, {0x1058C, 0x10592}, {0x10594, 0x10595},
+    {0x10597, 0x105A1}, {0x105A3, 0x105B1}, {0x105B3, 0x105B9}, {0x105BB, 0x105BC}, {0x105C0, 0x105F3},
+    {0x10600, 0x10736}, {0x10740, 0x10755}, {0x10760, 0x10767}, {0x10780, 0x10785}, {0x10787, 0x107B0},
+    {0x107B2, 0x107BA}, {0x10800, 0x10805}, {0x10808, 0x10808}, {0x1080A, 0x10835}, {0x10837, 0x10838},
+    {0x1083C, 0x1083C}, {0x1083F, 0x10855}, {0x10860, 0x10876}, {0x10880, 0x1089E}, {0x108E0, 0x108F2},
+    {0x108F4, 0x108F5}, {0x10900, 0x10915}, {0x10920, 0x10939}, {0x10980, 0x109B7}, {0x109BE, 0x109BF},
+    {0x10A00, 0x10A00}, {0x10A10, 0x10A13}, {0x10A15, 0x10A17}, {0x10A19, 0x10A35}, {0x10A60, 0x10A7C},
+    {0x10A80, 0x10A9C}, {0x10AC0, 0x10AC7}, {0x10AC9, 0x10AE4}, {0x10B00, 0x10B35}, {0x10B40, 0x10B55},
+    {0x10B60, 0x10B72}, {0x10B80, 0x10B91}, {0x10C00, 0x10C48}, {0x10C80, 0x10CB2}, {0x10CC0, 0x10CF2},
+    {0x10D00, 0x10D23}, {0x10D4A, 0x10D65}, {0x10D6F, 0x10D85}, {0x10E80, 0x10EA9}, {0x10EB0, 0x10EB1},
+    {0x10EC2, 0x10EC4}, {0x10F00, 0x10F1C}, {0x10F27, 0x10F27}, {0x10F30, 0x10F45}, {0x10F70, 0x10F81},
+    {0x10FB0, 0x10FC4}, {0x10FE0, 0x10FF6}, {0x11003, 0x11037}, {0x11071, 0x11072}, {0x11075, 0x11075},
+    {0x11083, 0x110AF}, {0x110D0, 0x110E8}, {0x11103, 0x11126}, {0x11144, 0x11144}, {0x11147, 0x11147},
+    {0x11150, 0x11172}, {0x11176, 0x11176}, {0x11183, 0x111B2}, {0x111C1, 0x111C4}, {0x111DA, 0x111DA},
+    {0x111DC, 0x111DC}, {0x11200, 0x11211}, {0x11213, 0x1122B}, {0x1123F, 0x11240}, {0x11280, 0x11286},
+    {0x11288, 0x11288}, {0x1128A, 0x1128D}, {0x1128F, 0x1129D}, {0x1129F, 0x112A8}, {0x112B0, 0x112DE},
+    {0x11305, 0x1130C}, {0x1130F, 0x11310}, {0x11313, 0x11328}, {0x1132A, 0x11330}, {0x11332, 0x11333},
+    {0x11335, 0x11339}, {0x1133D, 0x1133D}, {0x11350, 0x11350}, {0x1135D, 0x11361}, {0x11380, 0x11389},
+    {0x1138B, 0x1138B}, {0x1138E, 0x1138E}, {0x11390, 0x113B5}, {0x113B7, 0x113B7}, {0x113D1, 0x113D1},
+    {0x113D3, 0x113D3}, {0x11400, 0x11434}, {0x11447, 0x1144A}, {0x1145F, 0x11461}, {0x11480, 0x114AF},
+    {0x114C4, 0x114C5}, {0x114C7, 0x114C7}, {0x11580, 0x115AE}, {0x115D8, 0x115DB}, {0x11600, 0x1162F},
+    {0x11644, 0x11644}, {0x11680, 0x116AA}, {0x116B8, 0x116B8}, {0x11700, 0x1171A}, {0x11740, 0x11746},
+    {0x11800, 0x1182B}, {0x118A0, 0x118DF}, {0x118FF, 0x11906}, {0x11909, 0x11909}, {0x1190C, 0x11913},
+    {0x11915, 0x11916}, {0x11918, 0x1192F}, {0x1193F, 0x1193F}, {0x11941, 0x11941}, {0x119A0, 0x119A7},
+    {0x119AA, 0x119D0}, {0x119E1, 0x119E1}, {0x119E3, 0x119E3}, {0x11A00, 0x11A00}, {0x11A0B, 0x11A32},
+    {0x11A3A, 0x11A3A}, {0x11A50, 0x11A50}, {0x11A5C, 0x11A89}, {0x11A9D, 0x11A9D}, {0x11AB0, 0x11AF8},
+    {0x11BC0, 0x11BE0}, {0x11C00, 0x11C08}, {0x11C0A, 0x11C2E}, {0x11C40, 0x11C40}, {0x11C72, 0x11C8F},
+    {0x11D00, 0x11D06}, {0x11D08, 0x11D09}, {0x11D0B, 0x11D30}, {0x11D46, 0x11D46}, {0x11D60, 0x11D65},
+    {0x11D67, 0x11D68}, {0x11D6A, 0x11D89}, {0x11D98, 0x11D98}, {0x11EE0, 0x11EF2}, {0x11F02, 0x11F02},
+    {0x11F04, 0x11F10}, {0x11F12, 0x11F33}, {0x11FB0, 0x11FB0}, {0x12000, 0x12399}, {0x12480, 0x12543},
+    {0x12F90, 0x12FF0}, {0x13000, 0x1342F}, {0x13441, 0x13446}, {0x13460, 0x143FA}, {0x14400, 0x14646},
+    {0x16100, 0x1611D}, {0x16800, 0x16A38}, {0x16A40, 0x16A5E}, {0x16A70, 0x16ABE}, {0x16AD0, 0x16AED},
+    {0x16B00, 0x16B2F}, {0x16B40, 0x16B43}, {0x16B63, 0x16B77}, {0x16B7D, 0x16B8F}, {0x16D40, 0x16D6C},
+    {0x16E40, 0x16E7F}, {0x16F00, 0x16F4A}, {0x16F50, 0x16F50}, {0x16F93, 0x16F9F}, {0x16FE0, 0x16FE1},
+    {0x16FE3, 0x16FE3}, {0x17000, 0x187F7}, {0x18800, 0x18CD5}, {0x18CFF, 0x18D08}, {0x1AFF0, 0x1AFF3},
+    {0x1AFF5, 0x1AFFB}, {0x1AFFD, 0x1AFFE}, {0x1B000, 0x1B122}, {0x1B132, 0x1B132}, {0x1B150, 0x1B152},
+    {0x1B155, 0x1B155}, {0x1B164, 0x1B167}, {0x1B170, 0x1B2FB}, {0x1BC00, 0x1BC6A}, {0x1BC70, 0x1BC7C},
+    {0x1BC80, 0x1BC88}, {0x1BC90, 0x1BC99}, {0x1D400, 0x1D454}, {0x1D456, 0x1D49C}, {0x1D49E, 0x1D49F},
+    {0x1D4A2, 0x1D4A2}, {0x1D4A5, 0x1D4A6}, {0x1D4A9, 0x1D4AC}, {0x1D4AE, 0x1D4B9}, {0x1D4BB, 0x1D4BB},
+    {0x1D4BD, 0x1D4C3}, {0x1D4C5, 0x1D505}, {0x1D507, 0x1D50A}, {0x1D50D, 0x1D514}, {0x1D516, 0x1D51C},
+    {0x1D51E, 0x1D539}, {0x1D53B, 0x1D53E}, {0x1D540, 0x1D544}, {0x1D546, 0x1D546}, {0x1D54A, 0x1D550},
+    {0x1D552, 0x1D6A5}, {0x1D6A8, 0x1D6C0}, {0x1D6C2, 0x1D6DA}, {0x1D6DC, 0x1D6FA}, {0x1D6FC, 0x1D714},
+    {0x1D716, 0x1D734}, {0x1D736, 0x1D74E}, {0x1D750, 0x1D76E}, {0x1D770, 0x1D788}, {0x1D78A, 0x1D7A8},
+    {0x1D7AA, 0x1D7C2}, {0x1D7C4, 0x1D7CB}, {0x1DF00, 0x1DF1E}, {0x1DF25, 0x1DF2A}, {0x1E030, 0x1E06D},
+    {0x1E100, 0x1E12C}, {0x1E137, 0x1E13D}, {0x1E14E, 0x1E14E}, {0x1E290, 0x1E2AD}, {0x1E2C0, 0x1E2EB},
+    {0x1E4D0, 0x1E4EB}, {0x1E5D0, 0x1E5ED}, {0x1E5F0, 0x1E5F0}, {0x1E7E0, 0x1E7E6}, {0x1E7E8, 0x1E7EB},
+    {0x1E7ED, 0x1E7EE}, {0x1E7F0, 0x1E7FE}, {0x1E800, 0x1E8C4}, {0x1E900, 0x1E943}, {0x1E94B, 0x1E94B},
+    {0x1EE00, 0x1EE03}, {0x1EE05, 0x1EE1F}, {0x1EE21, 0x1EE22}, {0x1EE24, 0x1EE24}, {0x1EE27, 0x1EE27},
+    {0x1EE29, 0x1EE32}, {0x1EE34, 0x1EE37}, {0x1EE39, 0x1EE39}, {0x1EE3B, 0x1EE3B}, {0x1EE42, 0x1EE42},
+    {0x1EE47, 0x1EE47}, {0x1EE49, 0x1EE49}, {0x1EE4B, 0x1EE4B}, {0x1EE4D, 0x1EE4F}, {0x1EE51, 0x1EE52},
+    {0x1EE54, 0x1EE54}, {0x1EE57, 0x1EE57}, {0x1EE59, 0x1EE59}, {0x1EE5B, 0x1EE5B}, {0x1EE5D, 0x1EE5D},
+    {0x1EE5F, 0x1EE5F}, {0x1EE61, 0x1EE62}, {0x1EE64, 0x1EE64}, {0x1EE67, 0x1EE6A}, {0x1EE6C, 0x1EE72},
+    {0x1EE74, 0x1EE77}, {0x1EE79, 0x1EE7C}, {0x1EE7E, 0x1EE7E}, {0x1EE80, 0x1EE89}, {0x1EE8B, 0x1EE9B},
+    {0x1EEA1, 0x1EEA3}, {0x1EEA5, 0x1EEA9}, {0x1EEAB, 0x1EEBB}, {0x20000, 0x2A6DF}, {0x2A700, 0x2B739},
+    {0x2B740, 0x2B81D}, {0x2B820, 0x2CEA1}, {0x2CEB0, 0x2EBE0}, {0x2EBF0, 0x2EE5D}, {0x2F800, 0x2FA1D},
+    {0x30000, 0x3134A}, {0x31350, 0x323AF},
+};
+
+// Numbers \p{N} (general categories Nd Nl No): 144 ranges.
+inline constexpr CodeRange kNumberRanges[] = {
+    {0x30, 0x39}, {0xB2, 0xB3}, {0xB9, 0xB9}, {0xBC, 0xBE}, {0x660, 0x669},
+    {0x6F0, 0x6F9}, {0x7C0, 0x7C9}, {0x966, 0x96F}, {0x9E6, 0x9EF}, {0x9F4, 0x9F9},
+    {0xA66, 0xA6F}, {0xAE6, 0xAEF}, {0xB66, 0xB6F}, {0xB72, 0xB77}, {0xBE6, 0xBF2},
+    {0xC66, 0xC6F}, {0xC78, 0xC7E}, {0xCE6, 0xCEF}, {0xD58, 0xD5E}, {0xD66, 0xD78},
+    {0xDE6, 0xDEF}, {0xE50, 0xE59}, {0xED0, 0xED9}, {0xF20, 0xF33}, {0x1040, 0x1049},
+    {0x1090, 0x1099}, {0x1369, 0x137C}, {0x16EE, 0x16F0}, {0x17E0, 0x17E9}, {0x17F0, 0x17F9},
+    {0x1810, 0x1819}, {0x1946, 0x194F}, {0x19D0, 0x19DA}, {0x1A80, 0x1A89}, {0x1A90, 0x1A99},
+    {0x1B50, 0x1B59}, {0x1BB0, 0x1BB9}, {0x1C40, 0x1C49}, {0x1C50, 0x1C59}, {0x2070, 0x2070},
+    {0x2074, 0x2079}, {0x2080, 0x2089}, {0x2150, 0x2182}, {0x2185, 0x2189}, {0x2460, 0x249B},
+    {0x24EA, 0x24FF}, {0x2776, 0x2793}, {0x2CFD, 0x2CFD}, {0x3007, 0x3007}, {0x3021, 0x3029},
+    {0x3038, 0x303A}, {0x3192, 0x3195}, {0x3220, 0x3229}, {0x3248, 0x324F}, {0x3251, 0x325F},
+    {0x3280, 0x3289}, {0x32B1, 0x32BF}, {0xA620, 0xA629}, {0xA6E6, 0xA6EF}, {0xA830, 0xA835},
+    {0xA8D0, 0xA8D9}, {0xA900, 0xA909}, {0xA9D0, 0xA9D9}, {0xA9F0, 0xA9F9}, {0xAA50, 0xAA59},
+    {0xABF0, 0xABF9}, {0xFF10, 0xFF19}, {0x10107, 0x10133}, {0x10140, 0x10178}, {0x1018A, 0x1018B},
+    {0x102E1, 0x102FB}, {0x10320, 0x10323}, {0x10341, 0x10341}, {0x1034A, 0x1034A}, {0x103D1, 0x103D5},
+    {0x104A0, 0x104A9}, {0x10858, 0x1085F}, {0x10879, 0x1087F}, {0x108A7, 0x108AF}, {0x108FB, 0x108FF},
+    {0x10916, 0x1091B}, {0x109BC, 0x109BD}, {0x109C0, 0x109CF}, {0x109D2, 0x109FF}, {0x10A40, 0x10A48},
+    {0x10A7D, 0x10A7E}, {0x10A9D, 0x10A9F}, {0x10AEB, 0x10AEF}, {0x10B58, 0x10B5F}, {0x10B78, 0x10B7F},
+    {0x10BA9, 0x10BAF}, {0x10CFA, 0x10CFF}, {0x10D30, 0x10D39}, {0x10D40, 0x10D49}, {0x10E60, 0x10E7E},
+    {0x10F1D, 0x10F26}, {0x10F51, 0x10F54}, {0x10FC5, 0x10FCB}, {0x11052, 0x1106F}, {0x110F0, 0x110F9},
+    {0x11136, 0x1113F}, {0x111D0, 0x111D9}, {0x111E1, 0x111F4}, {0x112F0, 0x112F9}, {0x11450, 0x11459},
+    {0x114D0, 0x114D9}, {0x11650, 0x11659}, {0x116C0, 0x116C9}, {0x116D0, 0x116E3}, {0x11730, 0x1173B},
+    {0x118E0, 0x118F2}, {0x11950, 0x11959}, {0x11BF0, 0x11BF9}, {0x11C50, 0x11C6C}, {0x11D50, 0x11D59},
+    {0x11DA0, 0x11DA9}, {0x11F50, 0x11F59}, {0x11FC0, 0x11FD4}, {0x12400, 0x1246E}, {0x16130, 0x16139},
+    {0x16A60, 0x16A69}, {0x16AC0, 0x16AC9}, {0x16B50, 0x16B59}, {0x16B5B, 0x16B61}, {0x16D70, 0x16D79},
+    {0x16E80, 0x16E96}, {0x1CCF0, 0x1CCF9}, {0x1D2C0, 0x1D2D3}, {0x1D2E0, 0x1D2F3}, {0x1D360, 0x1D378},
+    {0x1D7CE, 0x1D7FF}, {0x1E140, 0x1E149}, {0x1E2F0, 0x1E2F9}, {0x1E4F0, 0x1E4F9}, {0x1E5F1, 0x1E5FA},
+    {0x1E8C7, 0x1E8CF}, {0x1E950, 0x1E959}, {0x1EC71, 0x1ECAB}, {0x1ECAD, 0x1ECAF}, {0x1ECB1, 0x1ECB4},
+    {0x1ED01, 0x1ED2D}, {0x1ED2F, 0x1ED3D}, {0x1F100, 0x1F10C}, {0x1FBF0, 0x1FBF9},
+};
+
+// White space \s (the White_Space property): 10 ranges.
+inline constexpr CodeRange kSpaceRanges[] = {
+    {0x9, 0xD}, {0x20, 0x20}, {0x85, 0x85}, {0xA0, 0xA0}, {0x1680, 0x1680},
+    {0x2000, 0x200A}, {0x2028, 0x2029}, {0x202F, 0x202F}, {0x205F, 0x205F}, {0x3000, 0x3000},
+};
+
+// Canonical combining classes other than 0: 333 ranges.
+inline constexpr CombiningRange kCombiningRanges[] = {
+    {0x300, 0x314, 230}, {0x315, 0x315, 232}, {0x316, 0x319, 220}, {0x31A, 0x31A, 232},
+    {0x31B, 0x31B, 216}, {0x31C, 0x320, 220}, {0x321, 0x322, 202}, {0x323, 0x326, 220},
+    {0x327, 0x328, 202}, {0x329, 0x333, 220}, {0x334, 0x338, 1}, {0x339, 0x33C, 220},
+    {0x33D, 0x344, 230}, {0x345, 0x345, 240}, {0x346, 0x346, 230}, {0x347, 0x349, 220},
+    {0x34A, 0x34C, 230}, {0x34D, 0x34E, 220}, {0x350, 0x352, 230}, {0x353, 0x356, 220},
+    {0x357, 0x357, 230}, {0x358, 0x358, 232}, {0x359, 0x35A, 220}, {0x35B, 0x35B, 230},
+    {0x35C, 0x35C, 233}, {0x35D, 0x35E, 234}, {0x35F, 0x35F, 233}, {0x360, 0x361, 234},
+    {0x362, 0x362, 233}, {0x363, 0x36F, 230}, {0x483, 0x487, 230}, {0x591, 0x591, 220},
+    {0x592, 0x595, 230}, {0x596, 0x596, 220}, {0x597, 0x599, 230}, {0x59A, 0x59A, 222},
+    {0x59B, 0x59B, 220}, {0x59C, 0x5A1, 230}, {0x5A2, 0x5A7, 220}, {0x5A8, 0x5A9, 230},
+    {0x5AA, 0x5AA, 220}, {0x5AB, 0x5AC, 230}, {0x5AD, 0x5AD, 222}, {0x5AE, 0x5AE, 228},
+    {0x5AF, 0x5AF, 230}, {0x5B0, 0x5B0, 10}, {0x5B1, 0x5B1, 11}, {0x5B2, 0x5B2, 12},
+    {0x5B3, 0x5B3, 13}, {0x5B4, 0x5B4, 14}, {0x5B5, 0x5B5, 15}, {0x5B6, 0x5B6, 16},
+    {0x5B7, 0x5B7, 17}, {0x5B8, 0x5B8, 18}, {0x5B9, 0x5BA, 19}, {0x5BB, 0x5BB, 20},
+    {0x5BC, 0x5BC, 21}, {0x5BD, 0x5BD, 22}, {0x5BF, 0x5BF, 23}, {0x5C1, 0x5C1, 24},
+    {0x5C2, 0x5C2, 25}, {0x5C4, 0x5C4, 230}, {0x5C5, 0x5C5, 220}, {0x5C7, 0x5C7, 18},
+    {0x610, 0x617, 230}, {0x618, 0x618, 30}, {0x619, 0x619, 31}, {0x61A, 0x61A, 32},
+    {0x64B, 0x64B, 27}, {0x64C, 0x64C, 28}, {0x64D, 0x64D, 29}, {0x64E, 0x64E, 30},
+    {0x64F, 0x64F, 31}, {0x650, 0x650, 32}, {0x651, 0x651, 33}, {0x652, 0x652, 34},
+    {0x653, 0x654, 230}, {0x655, 0x656, 220}, {0x657, 0x65B, 230}, {0x65C, 0x65C, 220},
+    {0x65D, 0x65E, 230}, {0x65F, 0x65F, 220}, {0x670, 0x670, 35}, {0x6D6, 0x6DC, 230},
+    {0x6DF, 0x6E2, 230}, {0x6E3, 0x6E3, 220}, {0x6E4, 0x6E4, 230}, {0x6E7, 0x6E8, 230},
+    {0x6EA, 0x6EA, 220}, {0x6EB, 0x6EC, 230}, {0x6ED, 0x6ED, 220}, {0x711, 0x711, 36},
+    {0x730, 0x730, 230}, {0x731, 0x731, 220}, {0x732, 0x733, 230}, {0x734, 0x734, 220},
+    {0x735, 0x736, 230}, {0x737, 0x739, 220}, {0x73A, 0x73A, 230}, {0x73B, 0x73C, 220},
+    {0x73D, 0x73D, 230}, {0x73E, 0x73E, 220}, {0x73F, 0x741, 230}, {0x742, 0x742, 220},
+    {0x743, 0x743, 230}, {0x744, 0x744, 220}, {0x745, 0x745, 230}, {0x746, 0x746, 220},
+    {0x747, 0x747, 230}, {0x748, 0x748, 220}, {0x749, 0x74A, 230}, {0x7EB, 0x7F1, 230},
+    {0x7F2, 0x7F2, 220}, {0x7F3, 0x7F3, 230}, {0x816, 0x819, 230}, {0x81B, 0x823, 230},
+    {0x825, 0x827, 230}, {0x829, 0x82D, 230}, {0x859, 0x85B, 220}, {0x8D4, 0x8E1, 230},
+    {0x8E3, 0x8E3, 220}, {0x8E4, 0x8E5, 230}, {0x8E6, 0x8E6, 220}, {0x8E7, 0x8E8, 230},
+    {0x8E9, 0x8E9, 220}, {0x8EA, 0x8EC, 230}, {0x8ED, 0x8EF, 220}, {0x8F0, 0x8F0, 27},
+    {0x8F1, 0x8F1, 28}, {0x8F2, 0x8F2, 29}, {0x8F3, 0x8F5, 230}, {0x8F6, 0x8F6, 220},
+    {0x8F7, 0x8F8, 230}, {0x8F9, 0x8FA, 220}, {0x8FB, 0x8FF, 230}, {0x93C, 0x93C, 7},
+    {0x94D, 0x94D, 9}, {0x951, 0x951, 230}, {0x952, 0x952, 220}, {0x953, 0x954, 230},
+    {0x9BC, 0x9BC, 7}, {0x9CD, 0x9CD, 9}, {0xA3C, 0xA3C, 7}, {0xA4D, 0xA4D, 9},
+    {0xABC, 0xABC, 7}, {0xACD, 0xACD, 9}, {0xB3C, 0xB3C, 7}, {0xB4D, 0xB4D, 9},
+    {0xBCD, 0xBCD, 9}, {0xC4D, 0xC4D, 9}, {0xC55, 0xC55, 84}, {0xC56, 0xC56, 91},
+    {0xCBC, 0xCBC, 7}, {0xCCD, 0xCCD, 9}, {0xD4D, 0xD4D, 9}, {0xDCA, 0xDCA, 9},
+    {0xE38, 0xE39, 103}, {0xE3A, 0xE3A, 9}, {0xE48, 0xE4B, 107}, {0xEB8, 0xEB9, 118},
+    {0xEC8, 0xECB, 122}, {0xF18, 0xF19, 220}, {0xF35, 0xF35, 220}, {0xF37, 0xF37, 220},
+    {0xF39, 0xF39, 216}, {0xF71, 0xF71, 129}, {0xF72, 0xF72, 130}, {0xF74, 0xF74, 132},
+    {0xF7A, 0xF7D, 130}, {0xF80, 0xF80, 130}, {0xF82, 0xF83, 230}, {0xF84, 0xF84, 9},
+    {0xF86, 0xF87, 230}, {0xFC6, 0xFC6, 220}, {0x1037, 0x1037, 7}, {0x1039, 0x103A, 9},
+    {0x108D, 0x108D, 220}, {0x135D, 0x135F, 230}, {0x1714, 0x1714, 9}, {0x1734, 0x1734, 9},
+    {0x17D2, 0x17D2, 9}, {0x17DD, 0x17DD, 230}, {0x18A9, 0x18A9, 228}, {0x1939, 0x1939, 222},
+    {0x193A, 0x193A, 230}, {0x193B, 0x193B, 220}, {0x1A17, 0x1A17, 230}, {0x1A18, 0x1A18, 220},
+    {0x1A60, 0x1A60, 9}, {0x1A75, 0x1A7C, 230}, {0x1A7F, 0x1A7F, 220}, {0x1AB0, 0x1AB4, 230},
+    {0x1AB5, 0x1ABA, 220}, {0x1ABB, 0x1ABC, 230}, {0x1ABD, 0x1ABD, 220}, {0x1B34, 0x1B34, 7},
+    {0x1B44, 0x1B44, 9}, {0x1B6B, 0x1B6B, 230}, {0x1B6C, 0x1B6C, 220}, {0x1B6D, 0x1B73, 230},
+    {0x1BAA, 0x1BAB, 9}, {0x1BE6, 0x1BE6, 7}, {0x1BF2, 0x1BF3, 9}, {0x1C37, 0x1C37, 7},
+    {0x1CD0, 0x1CD2, 230}, {0x1CD4, 0x1CD4, 1}, {0x1CD5, 0x1CD9, 220}, {0x1CDA, 0x1CDB, 230},
+    {0x1CDC, 0x1CDF, 220}, {0x1CE0, 0x1CE0, 230}, {0x1CE2, 0x1CE8, 1}, {0x1CED, 0x1CED, 220},
+    {0x1CF4, 0x1CF4, 230}, {0x1CF8, 0x1CF9, 230}, {0x1DC0, 0x1DC1, 230}, {0x1DC2, 0x1DC2, 220},
+    {0x1DC3, 0x1DC9, 230}, {0x1DCA, 0x1DCA, 220}, {0x1DCB, 0x1DCC, 230}, {0x1DCD, 0x1DCD, 234},
+    {0x1DCE, 0x1DCE, 214}, {0x1DCF, 0x1DCF, 220}, {0x1DD0, 0x1DD0, 202}, {0x1DD1, 0x1DF5, 230},
+    {0x1DFB, 0x1DFB, 230}, {0x1DFC, 0x1DFC, 233}, {0x1DFD, 0x1DFD, 220}, {0x1DFE, 0x1DFE, 230},
+    {0x1DFF, 0x1DFF, 220}, {0x20D0, 0x20D1, 230}, {0x20D2, 0x20D3, 1}, {0x20D4, 0x20D7, 230},
+    {0x20D8, 0x20DA, 1}, {0x20DB, 0x20DC, 230}, {0x20E1, 0x20E1, 230}, {0x20E5, 0x20E6, 1},
+    {0x20E7, 0x20E7, 230}, {0x20E8, 0x20E8, 220}, {0x20E9, 0x20E9, 230}, {0x20EA, 0x20EB, 1},
+    {0x20EC, 0x20EF, 220}, {0x20F0, 0x20F0, 230}, {0x2CEF, 0x2CF1, 230}, {0x2D7F, 0x2D7F, 9},
+    {0x2DE0, 0x2DFF, 230}, {0x302A, 0x302A, 218}, {0x302B, 0x302B, 228}, {0x302C, 0x302C, 232},
+    {0x302D, 0x302D, 222}, {0x302E, 0x302F, 224}, {0x3099, 0x309A, 8}, {0xA66F, 0xA66F, 230},
+    {0xA674, 0xA67D, 230}, {0xA69E, 0xA69F, 230}, {0xA6F0, 0xA6F1, 230}, {0xA806, 0xA806, 9},
+    {0xA8C4, 0xA8C4, 9}, {0xA8E0, 0xA8F1, 230}, {0xA92B, 0xA92D, 220}, {0xA953, 0xA953, 9},
+    {0xA9B3, 0xA9B3, 7}, {0xA9C0, 0xA9C0, 9}, {0xAAB0, 0xAAB0, 230}, {0xAAB2, 0xAAB3, 230},
+    {0xAAB4, 0xAAB4, 220}, {0xAAB7, 0xAAB8, 230}, {0xAABE, 0xAABF, 230}, {0xAAC1, 0xAAC1, 230},
+    {0xAAF6, 0xAAF6, 9}, {0xABED, 0xABED, 9}, {0xFB1E, 0xFB1E, 26}, {0xFE20, 0xFE26, 230},
+    {0xFE27, 0xFE2D, 220}, {0xFE2E, 0xFE2F, 230}, {0x101FD, 0x101FD, 220}, {0x102E0, 0x102E0, 220},
+    {0x10376, 0x1037A, 230}, {0x10A0D, 0x10A0D, 220}, {0x10A0F, 0x10A0F, 230}, {0x10A38, 0x10A38, 230},
+    {0x10A39, 0x10A39, 1}, {0x10A3A, 0x10A3A, 220}, {0x10A3F, 0x10A3F, 9}, {0x10AE5, 0x10AE5, 230},
+    {0x10AE6, 0x10AE6, 220}, {0x11046, 0x11046, 9}, {0x1107F, 0x1107F, 9}, {0x110B9, 0x110B9, 9},
+    {0x110BA, 0x110BA, 7}, {0x11100, 0x11102, 230}, {0x11133, 0x11134, 9}, {0x11173, 0x11173, 7},
+    {0x111C0, 0x111C0, 9}, {0x111CA, 0x111CA, 7}, {0x11235, 0x11235, 9}, {0x11236, 0x11236, 7},
+    {0x112E9, 0x112E9, 7}, {0x112EA, 0x112EA, 9}, {0x1133C, 0x1133C, 7}, {0x1134D, 0x1134D, 9},
+    {0x11366, 0x1136C, 230}, {0x11370, 0x11374, 230}, {0x11442, 0x11442, 9}, {0x11446, 0x11446, 7},
+    {0x114C2, 0x114C2, 9}, {0x114C3, 0x114C3, 7}, {0x115BF, 0x115BF, 9}, {0x115C0, 0x115C0, 7},
+    {0x1163F, 0x1163F, 9}, {0x116B6, 0x116B6, 9}, {0x116B7, 0x116B7, 7}, {0x1172B, 0x1172B, 9},
+    {0x11C3F, 0x11C3F, 9}, {0x16AF0, 0x16AF4, 1}, {0x16B30, 0x16B36, 230}, {0x1BC9E, 0x1BC9E, 1},
+    {0x1D165, 0x1D166, 216}, {0x1D167, 0x1D169, 1}, {0x1D16D, 0x1D16D, 226}, {0x1D16E, 0x1D172, 216},
+    {0x1D17B, 0x1D182, 220}, {0x1D185, 0x1D189, 230}, {0x1D18A, 0x1D18B, 220}, {0x1D1AA, 0x1D1AD, 230},
+    {0x1D242, 0x1D244, 230}, {0x1E000, 0x1E006, 230}, {0x1E008, 0x1E018, 230}, {0x1E01B, 0x1E021, 230},
+    {0x1E023, 0x1E024, 230}, {0x1E026, 0x1E02A, 230}, {0x1E8D0, 0x1E8D6, 220}, {0x1E944, 0x1E949, 230},
+    {0x1E94A, 0x1E94A, 7},
+};
+
+// Full canonical decompositions (applied recursively already), Hangul syllables excluded
+// (2060 characters): code point, offset and length in kDecompositionData.
+inline constexpr Decomposition kDecompositions[] = {
+    {0xC0, 0, 2}, {0xC1, 2, 2}, {0xC2, 4, 2}, {0xC3, 6, 2}, {0xC4, 8, 2},
+    {0xC5, 10, 2}, {0xC7, 12, 2}, {0xC8, 14, 2}, {0xC9, 16, 2}, {0xCA, 18, 2},
+    {0xCB, 20, 2}, {0xCC, 22, 2}, {0xCD, 24, 2}, {0xCE, 26, 2}, {0xCF, 28, 2},
+    {0xD1, 30, 2}, {0xD2, 32, 2}, {0xD3, 34, 2}, {0xD4, 36, 2}, {0xD5, 38, 2},
+    {0xD6, 40, 2}, {0xD9, 42, 2}, {0xDA, 44, 2}, {0xDB, 46, 2}, {0xDC, 48, 2},
+    {0xDD, 50, 2}, {0xE0, 52, 2}, {0xE1, 54, 2}, {0xE2, 56, 2}, {0xE3, 58, 2},
+    {0xE4, 60, 2}, {0xE5, 62, 2}, {0xE7, 64, 2}, {0xE8, 66, 2}, {0xE9, 68, 2},
+    {0xEA, 70, 2}, {0xEB, 72, 2}, {0xEC, 74, 2}, {0xED, 76, 2}, {0xEE, 78, 2},
+    {0xEF, 80, 2}, {0xF1, 82, 2}, {0xF2, 84, 2}, {0xF3, 86, 2}, {0xF4, 88, 2},
+    {0xF5, 90, 2}, {0xF6, 92, 2}, {0xF9, 94, 2}, {0xFA, 96, 2}, {0xFB, 98, 2},
+    {0xFC, 100, 2}, {0xFD, 102, 2}, {0xFF, 104, 2}, {0x100, 106, 2}, {0x101, 108, 2},
+    {0x102, 110, 2}, {0x103, 112, 2}, {0x104, 114, 2}, {0x105, 116, 2}, {0x106, 118, 2},
+    {0x107, 120, 2}, {0x108, 122, 2}, {0x109, 124, 2}, {0x10A, 126, 2}, {0x10B, 128, 2},
+    {0x10C, 130, 2}, {0x10D, 132, 2}, {0x10E, 134, 2}, {0x10F, 136, 2}, {0x112, 138, 2},
+    {0x113, 140, 2}, {0x114, 142, 2}, {0x115, 144, 2}, {0x116, 146, 2}, {0x117, 148, 2},
+    {0x118, 150, 2}, {0x119, 152, 2}, {0x11A, 154, 2}, {0x11B, 156, 2}, {0x11C, 158, 2},
+    {0x11D, 160, 2}, {0x11E, 162, 2}, {0x11F, 164, 2}, {0x120, 166, 2}, {0x121, 168, 2},
+    {0x122, 170, 2}, {0x123, 172, 2}, {0x124, 174, 2}, {0x125, 176, 2}, {0x128, 178, 2},
+    {0x129, 180, 2}, {0x12A, 182, 2}, {0x12B, 184, 2}, {0x12C, 186, 2}, {0x12D, 188, 2},
+    {0x12E, 190, 2}, {0x12F, 192, 2}, {0x130, 194, 2}, {0x134, 196, 2}, {0x135, 198, 2},
+    {0x136, 200, 2}, {0x137, 202, 2}, {0x139, 204, 2}, {0x13A, 206, 2}, {0x13B, 208, 2},
+    {0x13C, 210, 2}, {0x13D, 212, 2}, {0x13E, 214, 2}, {0x143, 216, 2}, {0x144, 218, 2},
+    {0x145, 220, 2}, {0x146, 222, 2}, {0x147, 224, 2}, {0x148, 226, 2}, {0x14C, 228, 2},
+    {0x14D, 230, 2}, {0x14E, 232, 2}, {0x14F, 234, 2}, {0x150, 236, 2}, {0x151, 238, 2},
+    {0x154, 240, 2}, {0x155, 242, 2}, {0x156, 244, 2}, {0x157, 246, 2}, {0x158, 248, 2},
+    {0x159, 250, 2}, {0x15A, 252, 2}, {0x15B, 254, 2}, {0x15C, 256, 2}, {0x15D, 258, 2},
+    {0x15E, 260, 2}, {0x15F, 262, 2}, {0x160, 264, 2}, {0x161, 266, 2}, {0x162, 268, 2},
+    {0x163, 270, 2}, {0x164, 272, 2}, {0x165, 274, 2}, {0x168, 276, 2}, {0x169, 278, 2},
+    {0x16A, 280, 2}, {0x16B, 282, 2}, {0x16C, 284, 2}, {0x16D, 286, 2}, {0x16E, 288, 2},
+    {0x16F, 290, 2}, {0x170, 292, 2}, {0x171, 294, 2}, {0x172, 296, 2}, {0x173, 298, 2},
+    {0x174, 300, 2}, {0x175, 302, 2}, {0x176, 304, 2}, {0x177, 306, 2}, {0x178, 308, 2},
+    {0x179, 310, 2}, {0x17A, 312, 2}, {0x17B, 314, 2}, {0x17C, 316, 2}, {0x17D, 318, 2},
+    {0x17E, 320, 2}, {0x1A0, 322, 2}, {0x1A1, 324, 2}, {0x1AF, 326, 2}, {0x1B0, 328, 2},
+    {0x1CD, 330, 2}, {0x1CE, 332, 2}, {0x1CF, 334, 2}, {0x1D0, 336, 2}, {0x1D1, 338, 2},
+    {0x1D2, 340, 2}, {0x1D3, 342, 2}, {0x1D4, 344, 2}, {0x1D5, 346, 3}, {0x1D6, 349, 3},
+    {0x1D7, 352, 3}, {0x1D8, 355, 3}, {0x1D9, 358, 3}, {0x1DA, 361, 3}, {0x1DB, 364, 3},
+    {0x1DC, 367, 3}, {0x1DE, 370, 3}, {0x1DF, 373, 3}, {0x1E0, 376, 3}, {0x1E1, 379, 3},
+    {0x1E2, 382, 2}, {0x1E3, 384, 2}, {0x1E6, 386, 2}, {0x1E7, 388, 2}, {0x1E8, 390, 2},
+    {0x1E9, 392, 2}, {0x1EA, 394, 2}, {0x1EB, 396, 2}, {0x1EC, 398, 3}, {0x1ED, 401, 3},
+    {0x1EE, 404, 2}, {0x1EF, 406, 2}, {0x1F0, 408, 2}, {0x1F4, 410, 2}, {0x1F5, 412, 2},
+    {0x1F8, 414, 2}, {0x1F9, 416, 2}, {0x1FA, 418, 3}, {0x1FB, 421, 3}, {0x1FC, 424, 2},
+    {0x1FD, 426, 2}, {0x1FE, 428, 2}, {0x1FF, 430, 2}, {0x200, 432, 2}, {0x201, 434, 2},
+    {0x202, 436, 2}, {0x203, 438, 2}, {0x204, 440, 2}, {0x205, 442, 2}, {0x206, 444, 2},
+    {0x207, 446, 2}, {0x208, 448, 2}, {0x209, 450, 2}, {0x20A, 452, 2}, {0x20B, 454, 2},
+    {0x20C, 456, 2}, {0x20D, 458, 2}, {0x20E, 460, 2}, {0x20F, 462, 2}, {0x210, 464, 2},
+    {0x211, 466, 2}, {0x212, 468, 2}, {0x213, 470, 2}, {0x214, 472, 2}, {0x215, 474, 2},
+    {0x216, 476, 2}, {0x217, 478, 2}, {0x218, 480, 2}, {0x219, 482, 2}, {0x21A, 484, 2},
+    {0x21B, 486, 2}, {0x21E, 488, 2}, {0x21F, 490, 2}, {0x226, 492, 2}, {0x227, 494, 2},
+    {0x228, 496, 2}, {0x229, 498, 2}, {0x22A, 500, 3}, {0x22B, 503, 3}, {0x22C, 506, 3},
+    {0x22D, 509, 3}, {0x22E, 512, 2}, {0x22F, 514, 2}, {0x230, 516, 3}, {0x231, 519, 3},
+    {0x232, 522, 2}, {0x233, 524, 2}, {0x340, 526, 1}, {0x341, 527, 1}, {0x343, 528, 1},
+    {0x344, 529, 2}, {0x374, 531, 1}, {0x37E, 532, 1}, {0x385, 533, 2}, {0x386, 535, 2},
+    {0x387, 537, 1}, {0x388, 538, 2}, {0x389, 540, 2}, {0x38A, 542, 2}, {0x38C, 544, 2},
+    {0x38E, 546, 2}, {0x38F, 548, 2}, {0x390, 550, 3}, {0x3AA, 553, 2}, {0x3AB, 555, 2},
+    {0x3AC, 557, 2}, {0x3AD, 559, 2}, {0x3AE, 561, 2}, {0x3AF, 563, 2}, {0x3B0, 565, 3},
+    {0x3CA, 568, 2}, {0x3CB, 570, 2}, {0x3CC, 572, 2}, {0x3CD, 574, 2}, {0x3CE, 576, 2},
+    {0x3D3, 578, 2}, {0x3D4, 580, 2}, {0x400, 582, 2}, {0x401, 584, 2}, {0x403, 586, 2},
+    {0x407, 588, 2}, {0x40C, 590, 2}, {0x40D, 592, 2}, {0x40E, 594, 2}, {0x419, 596, 2},
+    {0x439, 598, 2}, {0x450, 600, 2}, {0x451, 602, 2}, {0x453, 604, 2}, {0x457, 606, 2},
+    {0x45C, 608, 2}, {0x45D, 610, 2}, {0x45E, 612, 2}, {0x476, 614, 2}, {0x477, 616, 2},
+    {0x4C1, 618, 2}, {0x4C2, 620, 2}, {0x4D0, 622, 2}, {0x4D1, 624, 2}, {0x4D2, 626, 2},
+    {0x4D3, 628, 2}, {0x4D6, 630, 2}, {0x4D7, 632, 2}, {0x4DA, 634, 2}, {0x4DB, 636, 2},
+    {0x4DC, 638, 2}, {0x4DD, 640, 2}, {0x4DE, 642, 2}, {0x4DF, 644, 2}, {0x4E2, 646, 2},
+    {0x4E3, 648, 2}, {0x4E4, 650, 2}, {0x4E5, 652, 2}, {0x4E6, 654, 2}, {0x4E7, 656, 2},
+    {0x4EA, 658, 2}, {0x4EB, 660, 2}, {0x4EC, 662, 2}, {0x4ED, 664, 2}, {0x4EE, 666, 2},
+    {0x4EF, 668, 2}, {0x4F0, 670, 2}, {0x4F1, 672, 2}, {0x4F2, 674, 2}, {0x4F3, 676, 2},
+    {0x4F4, 678, 2}, {0x4F5, 680, 2}, {0x4F8, 682, 2}, {0x4F9, 684, 2}, {0x622, 686, 2},
+    {0x623, 688, 2}, {0x624, 690, 2}, {0x625, 692, 2}, {0x626, 694, 2}, {0x6C0, 696, 2},
+    {0x6C2, 698, 2}, {0x6D3, 700, 2}, {0x929, 702, 2}, {0x931, 704, 2}, {0x934, 706, 2},
+    {0x958, 708, 2}, {0x959, 710, 2}, {0x95A, 712, 2}, {0x95B, 714, 2}, {0x95C, 716, 2},
+    {0x95D, 718, 2}, {0x95E, 720, 2}, {0x95F, 722, 2}, {0x9CB, 724, 2}, {0x9CC, 726, 2},
+    {0x9DC, 728, 2}, {0x9DD, 730, 2}, {0x9DF, 732, 2}, {0xA33, 734, 2}, {0xA36, 736, 2},
+    {0xA59, 738, 2}, {0xA5A, 740, 2}, {0xA5B, 742, 2}, {0xA5E, 744, 2}, {0xB48, 746, 2},
+    {0xB4B, 748, 2}, {0xB4C, 750, 2}, {0xB5C, 752, 2}, {0xB5D, 754, 2}, {0xB94, 756, 2},
+    {0xBCA, 758, 2}, {0xBCB, 760, 2}, {0xBCC, 762, 2}, {0xC48, 764, 2}, {0xCC0, 766, 2},
+    {0xCC7, 768, 2}, {0xCC8, 770, 2}, {0xCCA, 772, 2}, {0xCCB, 774, 3}, {0xD4A, 777, 2},
+    {0xD4B, 779, 2}, {0xD4C, 781, 2}, {0xDDA, 783, 2}, {0xDDC, 785, 2}, {0xDDD, 787, 3},
+    {0xDDE, 790, 2}, {0xF43, 792, 2}, {0xF4D, 794, 2}, {0xF52, 796, 2}, {0xF57, 798, 2},
+    {0xF5C, 800, 2}, {0xF69, 802, 2}, {0xF73, 804, 2}, {0xF75, 806, 2}, {0xF76, 808, 2},
+    {0xF78, 810, 2}, {0xF81, 812, 2}, {0xF93, 814, 2}, {0xF9D, 816, 2}, {0xFA2, 818, 2},
+    {0xFA7, 820, 2}, {0xFAC, 822, 2}, {0xFB9, 824, 2}, {0x1026, 826, 2}, {0x1B06, 828, 2},
+    {0x1B08, 830, 2}, {0x1B0A, 832, 2}, {0x1B0C, 834, 2}, {0x1B0E, 836, 2}, {0x1B12, 838, 2},
+    {0x1B3B, 840, 2}, {0x1B3D, 842, 2}, {0x1B40, 844, 2}, {0x1B41, 846, 2}, {0x1B43, 848, 2},
+    {0x1E00, 850, 2}, {0x1E01, 852, 2}, {0x1E02, 854, 2}, {0x1E03, 856, 2}, {0x1E04, 858, 2},
+    {0x1E05, 860, 2}, {0x1E06, 862, 2}, {0x1E07, 864, 2}, {0x1E08, 866, 3}, {0x1E09, 869, 3},
+    {0x1E0A, 872, 2}, {0x1E0B, 874, 2}, {0x1E0C, 876, 2}, {0x1E0D, 878, 2}, {0x1E0E, 880, 2},
+    {0x1E0F, 882, 2}, {0x1E10, 884, 2}, {0x1E11, 886, 2}, {0x1E12, 888, 2}, {0x1E13, 890, 2},
+    {0x1E14, 892, 3}, {0x1E15, 895, 3}, {0x1E16, 898, 3}, {0x1E17, 901, 3}, {0x1E18, 904, 2},
+    {0x1E19, 906, 2}, {0x1E1A, 908, 2}, {0x1E1B, 910, 2}, {0x1E1C, 912, 3}, {0x1E1D, 915, 3},
+    {0x1E1E, 918, 2}, {0x1E1F, 920, 2}, {0x1E20, 922, 2}, {0x1E21, 924, 2}, {0x1E22, 926, 2},
+    {0x1E23, 928, 2}, {0x1E24, 930, 2}, {0x1E25, 932, 2}, {0x1E26, 934, 2}, {0x1E27, 936, 2},
+    {0x1E28, 938, 2}, {0x1E29, 940, 2}, {0x1E2A, 942, 2}, {0x1E2B, 944, 2}, {0x1E2C, 946, 2},
+    {0x1E2D, 948, 2}, {0x1E2E, 950, 3}, {0x1E2F, 953, 3}, {0x1E30, 956, 2}, {0x1E31, 958, 2},
+    {0x1E32, 960, 2}, {0x1E33, 962, 2}, {0x1E34, 964, 2}, {0x1E35, 966, 2}, {0x1E36, 968, 2},
+    {0x1E37, 970, 2}, {0x1E38, 972, 3}, {0x1E39, 975, 3}, {0x1E3A, 978, 2}, {0x1E3B, 980, 2},
+    {0x1E3C, 982, 2}, {0x1E3D, 984, 2}, {0x1E3E, 986, 2}, {0x1E3F, 988, 2}, {0x1E40, 990, 2},
+    {0x1E41, 992, 2}, {0x1E42, 994, 2}, {0x1E43, 996, 2}, {0x1E44, 998, 2}, {0x1E45, 1000, 2},
+    {0x1E46, 1002, 2}, {0x1E47, 1004, 2}, {0x1E48, 1006, 2}, {0x1E49, 1008, 2}, {0x1E4A, 1010, 2},
+    {0x1E4B, 1012, 2}, {0x1E4C, 1014, 3}, {0x1E4D, 1017, 3}, {0x1E4E, 1020, 3}, {0x1E4F, 1023, 3},
+    {0x1E50, 1026, 3}, {0x1E51, 1029, 3}, {0x1E52, 1032, 3}, {0x1E53, 1035, 3}, {0x1E54, 1038, 2},
+    {0x1E55, 1040, 2}, {0x1E56, 1042, 2}, {0x1E57, 1044, 2}, {0x1E58, 1046, 2}, {0x1E59, 1048, 2},
+    {0x1E5A, 1050, 2}, {0x1E5B, 1052, 2}, {0x1E5C, 1054, 3}, {0x1E5D, 1057, 3}, {0x1E5E, 1060, 2},
+    {0x1E5F, 1062, 2}, {0x1E60, 1064, 2}, {0x1E61, 1066, 2}, {0x1E62, 1068, 2}, {0x1E63, 1070, 2},
+    {0x1E64, 1072, 3}, {0x1E65, 1075, 3}, {0x1E66, 1078, 3}, {0x1E67, 1081, 3}, {0x1E68, 1084, 3},
+    {0x1E69, 1087, 3}, {0x1E6A, 1090, 2}, {0x1E6B, 1092, 2}, {0x1E6C, 1094, 2}, {0x1E6D, 1096, 2},
+    {0x1E6E, 1098, 2}, {0x1E6F, 1100, 2}, {0x1E70, 1102, 2}, {0x1E71, 1104, 2}, {0x1E72, 1106, 2},
+    {0x1E73, 1108, 2}, {0x1E74, 1110, 2}, {0x1E75, 1112, 2}, {0x1E76, 1114, 2}, {0x1E77, 1116, 2},
+    {0x1E78, 1118, 3}, {0x1E79, 1121, 3}, {0x1E7A, 1124, 3}, {0x1E7B, 1127, 3}, {0x1E7C, 1130, 2},
+    {0x1E7D, 1132, 2}, {0x1E7E, 1134, 2}, {0x1E7F, 1136, 2}, {0x1E80, 1138, 2}, {0x1E81, 1140, 2},
+    {0x1E82, 1142, 2}, {0x1E83, 1144, 2}, {0x1E84, 1146, 2}, {0x1E85, 1148, 2}, {0x1E86, 1150, 2},
+    {0x1E87, 1152, 2}, {0x1E88, 1154, 2}, {0x1E89, 1156, 2}, {0x1E8A, 1158, 2}, {0x1E8B, 1160, 2},
+    {0x1E8C, 1162, 2}, {0x1E8D, 1164, 2}, {0x1E8E, 1166, 2}, {0x1E8F, 1168, 2}, {0x1E90, 1170, 2},
+    {0x1E91, 1172, 2}, {0x1E92, 1174, 2}, {0x1E93, 1176, 2}, {0x1E94, 1178, 2}, {0x1E95, 1180, 2},
+    {0x1E96, 1182, 2}, {0x1E97, 1184, 2}, {0x1E98, 1186, 2}, {0x1E99, 1188, 2}, {0x1E9B, 1190, 2},
+    {0x1EA0, 1192, 2}, {0x1EA1, 1194, 2}, {0x1EA2, 1196, 2}, {0x1EA3, 1198, 2}, {0x1EA4, 1200, 3},
+    {0x1EA5, 1203, 3}, {0x1EA6, 1206, 3}, {0x1EA7, 1209, 3}, {0x1EA8, 1212, 3}, {0x1EA9, 1215, 3},
+    {0x1EAA, 1218, 3}, {0x1EAB, 1221, 3}, {0x1EAC, 1224, 3}, {0x1EAD, 1227, 3}, {0x1EAE, 1230, 3},
+    {0x1EAF, 1233, 3}, {0x1EB0, 1236, 3}, {0x1EB1, 1239, 3}, {0x1EB2, 1242, 3}, {0x1EB3, 1245, 3},
+    {0x1EB4, 1248, 3}, {0x1EB5, 1251, 3}, {0x1EB6, 1254, 3}, {0x1EB7, 1257, 3}, {0x1EB8, 1260, 2},
+    {0x1EB9, 1262, 2}, {0x1EBA, 1264, 2}, {0x1EBB, 1266, 2}, {0x1EBC, 1268, 2}, {0x1EBD, 1270, 2},
+    {0x1EBE, 1272, 3}, {0x1EBF, 1275, 3}, {0x1EC0, 1278, 3}, {0x1EC1, 1281, 3}, {0x1EC2, 1284, 3},
+    {0x1EC3, 1287, 3}, {0x1EC4, 1290, 3}, {0x1EC5, 1293, 3}, {0x1EC6, 1296, 3}, {0x1EC7, 1299, 3},
+    {0x1EC8, 1302, 2}, {0x1EC9, 1304, 2}, {0x1ECA, 1306, 2}, {0x1ECB, 1308, 2}, {0x1ECC, 1310, 2},
+    {0x1ECD, 1312, 2}, {0x1ECE, 1314, 2}, {0x1ECF, 1316, 2}, {0x1ED0, 1318, 3}, {0x1ED1, 1321, 3},
+    {0x1ED2, 1324, 3}, {0x1ED3, 1327, 3}, {0x1ED4, 1330, 3}, {0x1ED5, 1333, 3}, {0x1ED6, 1336, 3},
+    {0x1ED7, 1339, 3}, {0x1ED8, 1342, 3}, {0x1ED9, 1345, 3}, {0x1EDA, 1348, 3}, {0x1EDB, 1351, 3},
+    {0x1EDC, 1354, 3}, {0x1EDD, 1357, 3}, {0x1EDE, 1360, 3}, {0x1EDF, 1363, 3}, {0x1EE0, 1366, 3},
+    {0x1EE1, 1369, 3}, {0x1EE2, 1372, 3}, {0x1EE3, 1375, 3}, {0x1EE4, 1378, 2}, {0x1EE5, 1380, 2},
+    {0x1EE6, 1382, 2}, {0x1EE7, 1384, 2}, {0x1EE8, 1386, 3}, {0x1EE9, 1389, 3}, {0x1EEA, 1392, 3},
+    {0x1EEB, 1395, 3}, {0x1EEC, 1398, 3}, {0x1EED, 1401, 3}, {0x1EEE, 1404, 3}, {0x1EEF, 1407, 3},
+    {0x1EF0, 1410, 3}, {0x1EF1, 1413, 3}, {0x1EF2, 1416, 2}, {0x1EF3, 1418, 2}, {0x1EF4, 1420, 2},
+    {0x1EF5, 1422, 2}, {0x1EF6, 1424, 2}, {0x1EF7, 1426, 2}, {0x1EF8, 1428, 2}, {0x1EF9, 1430, 2},
+    {0x1F00, 1432, 2}, {0x1F01, 1434, 2}, {0x1F02, 1436, 3}, {0x1F03, 1439, 3}, {0x1F04, 1442, 3},
+    {0x1F05, 1445, 3}, {0x1F06, 1448, 3}, {0x1F07, 1451, 3}, {0x1F08, 1454, 2}, {0x1F09, 1456, 2},
+    {0x1F0A, 1458, 3}, {0x1F0B, 1461, 3}, {0x1F0C, 1464, 3}, {0x1F0D, 1467, 3}, {0x1F0E, 1470, 3},
+    {0x1F0F, 1473, 3}, {0x1F10, 1476, 2}, {0x1F11, 1478, 2}, {0x1F12, 1480, 3}, {0x1F13, 1483, 3},
+    {0x1F14, 1486, 3}, {0x1F15, 1489, 3}, {0x1F18, 1492, 2}, {0x1F19, 1494, 2}, {0x1F1A, 1496, 3},
+    {0x1F1B, 1499, 3}, {0x1F1C, 1502, 3}, {0x1F1D, 1505, 3}, {0x1F20, 1508, 2}, {0x1F21, 1510, 2},
+    {0x1F22, 1512, 3}, {0x1F23, 1515, 3}, {0x1F24, 1518, 3}, {0x1F25, 1521, 3}, {0x1F26, 1524, 3},
+    {0x1F27, 1527, 3}, {0x1F28, 1530, 2}, {0x1F29, 1532, 2}, {0x1F2A, 1534, 3}, {0x1F2B, 1537, 3},
+    {0x1F2C, 1540, 3}, {0x1F2D, 1543, 3}, {0x1F2E, 1546, 3}, {0x1F2F, 1549, 3}, {0x1F30, 1552, 2},
+    {0x1F31, 1554, 2}, {0x1F32, 1556, 3}, {0x1F33, 1559, 3}, {0x1F34, 1562, 3}, {0x1F35, 1565, 3},
+    {0x1F36, 1568, 3}, {0x1F37, 1571, 3}, {0x1F38, 1574, 2}, {0x1F39, 1576, 2}, {0x1F3A, 1578, 3},
+    {0x1F3B, 1581, 3}, {0x1F3C, 1584, 3}, {0x1F3D, 1587, 3}, {0x1F3E, 1590, 3}, {0x1F3F, 1593, 3},
+    {0x1F40, 1596, 2}, {0x1F41, 1598, 2}, {0x1F42, 1600, 3}, {0x1F43, 1603, 3}, {0x1F44, 1606, 3},
+    {0x1F45, 1609, 3}, {0x1F48, 1612, 2}, {0x1F49, 1614, 2}, {0x1F4A, 1616, 3}, {0x1F4B, 1619, 3},
+    {0x1F4C, 1622, 3}, {0x1F4D, 1625, 3}, {0x1F50, 1628, 2}, {0x1F51, 1630, 2}, {0x1F52, 1632, 3},
+    {0x1F53, 1635, 3}, {0x1F54, 1638, 3}, {0x1F55, 1641, 3}, {0x1F56, 1644, 3}, {0x1F57, 1647, 3},
+    {0x1F59, 1650, 2}, {0x1F5B, 1652, 3}, {0x1F5D, 1655, 3}, {0x1F5F, 1658, 3}, {0x1F60, 1661, 2},
+    {0x1F61, 1663, 2}, {0x1F62, 1665, 3}, {0x1F63, 1668, 3}, {0x1F64, 1671, 3}, {0x1F65, 1674, 3},
+    {0x1F66, 1677, 3}, {0x1F67, 1680, 3}, {0x1F68, 1683, 2}, {0x1F69, 1685, 2}, {0x1F6A, 1687, 3},
+    {0x1F6B, 1690, 3}, {0x1F6C, 1693, 3}, {0x1F6D, 1696, 3}, {0x1F6E, 1699, 3}, {0x1F6F, 1702, 3},
+    {0x1F70, 1705, 2}, {0x1F71, 1707, 2}, {0x1F72, 1709, 2}, {0x1F73, 1711, 2}, {0x1F74, 1713, 2},
+    {0x1F75, 1715, 2}, {0x1F76, 1717, 2}, {0x1F77, 1719, 2}, {0x1F78, 1721, 2}, {0x1F79, 1723, 2},
+    {0x1F7A, 1725, 2}, {0x1F7B, 1727, 2}, {0x1F7C, 1729, 2}, {0x1F7D, 1731, 2}, {0x1F80, 1733, 3},
+    {0x1F81, 1736, 3}, {0x1F82, 1739, 4}, {0x1F83, 1743, 4}, {0x1F84, 1747, 4}, {0x1F85, 1751, 4},
+    {0x1F86, 1755, 4}, {0x1F87, 1759, 4}, {0x1F88, 1763, 3}, {0x1F89, 1766, 3}, {0x1F8A, 1769, 4},
+    {0x1F8B, 1773, 4}, {0x1F8C, 1777, 4}, {0x1F8D, 1781, 4}, {0x1F8E, 1785, 4}, {0x1F8F, 1789, 4},
+    {0x1F90, 1793, 3}, {0x1F91, 1796, 3}, {0x1F92, 1799, 4}, {0x1F93, 1803, 4}, {0x1F94, 1807, 4},
+    {0x1F95, 1811, 4}, {0x1F96, 1815, 4}, {0x1F97, 1819, 4}, {0x1F98, 1823, 3}, {0x1F99, 1826, 3},
+    {0x1F9A, 1829, 4}, {0x1F9B, 1833, 4}, {0x1F9C, 1837, 4}, {0x1F9D, 1841, 4}, {0x1F9E, 1845, 4},
+    {0x1F9F, 1849, 4}, {0x1FA0, 1853, 3}, {0x1FA1, 1856, 3}, {0x1FA2, 1859, 4}, {0x1FA3, 1863, 4},
+    {0x1FA4, 1867, 4}, {0x1FA5, 1871, 4}, {0x1FA6, 1875, 4}, {0x1FA7, 1879, 4}, {0x1FA8, 1883, 3},
+    {0x1FA9, 1886, 3}, {0x1FAA, 1889, 4}, {0x1FAB, 1893, 4}, {0x1FAC, 1897, 4}, {0x1FAD, 1901, 4},
+    {0x1FAE, 1905, 4}, {0x1FAF, 1909, 4}, {0x1FB0, 1913, 2}, {0x1FB1, 1915, 2}, {0x1FB2, 1917, 3},
+    {0x1FB3, 1920, 2}, {0x1FB4, 1922, 3}, {0x1FB6, 1925, 2}, {0x1FB7, 1927, 3}, {0x1FB8, 1930, 2},
+    {0x1FB9, 1932, 2}, {0x1FBA, 1934, 2}, {0x1FBB, 1936, 2}, {0x1FBC, 1938, 2}, {0x1FBE, 1940, 1},
+    {0x1FC1, 1941, 2}, {0x1FC2, 1943, 3}, {0x1FC3, 1946, 2}, {0x1FC4, 1948, 3}, {0x1FC6, 1951, 2},
+    {0x1FC7, 1953, 3}, {0x1FC8, 1956, 2}, {0x1FC9, 1958, 2}, {0x1FCA, 1960, 2}, {0x1FCB, 1962, 2},
+    {0x1FCC, 1964, 2}, {0x1FCD, 1966, 2}, {0x1FCE, 1968, 2}, {0x1FCF, 1970, 2}, {0x1FD0, 1972, 2},
+    {0x1FD1, 1974, 2}, {0x1FD2, 1976, 3}, {0x1FD3, 1979, 3}, {0x1FD6, 1982, 2}, {0x1FD7, 1984, 3},
+    {0x1FD8, 1987, 2}, {0x1FD9, 1989, 2}, {0x1FDA, 1991, 2}, {0x1FDB, 1993, 2}, {0x1FDD, 1995, 2},
+    {0x1FDE, 1997, 2}, {0x1FDF, 1999, 2}, {0x1FE0, 2001, 2}, {0x1FE1, 2003, 2}, {0x1FE2, 2005, 3},
+    {0x1FE3, 2008, 3}, {0x1FE4, 2011, 2}, {0x1FE5, 2013, 2}, {0x1FE6, 2015, 2}, {0x1FE7, 2017, 3},
+    {0x1FE8, 2020, 2}, {0x1FE9, 2022, 2}, {0x1FEA, 2024, 2}, {0x1FEB, 2026, 2}, {0x1FEC, 2028, 2},
+    {0x1FED, 2030, 2}, {0x1FEE, 2032, 2}, {0x1FEF, 2034, 1}, {0x1FF2, 2035, 3}, {0x1FF3, 2038, 2},
+    {0x1FF4, 2040, 3}, {0x1FF6, 2043, 2}, {0x1FF7, 2045, 3}, {0x1FF8, 2048, 2}, {0x1FF9, 2050, 2},
+    {0x1FFA, 2052, 2}, {0x1FFB, 2054, 2}, {0x1FFC, 2056, 2}, {0x1FFD, 2058, 1}, {0x2000, 2059, 1},
+    {0x2001, 2060, 1}, {0x2126, 2061, 1}, {0x212A, 2062, 1}, {0x212B, 2063, 2}, {0x219A, 2065, 2},
+    {0x219B, 2067, 2}, {0x21AE, 2069, 2}, {0x21CD, 2071, 2}, {0x21CE, 2073, 2}, {0x21CF, 2075, 2},
+    {0x2204, 2077, 2}, {0x2209, 2079, 2}, {0x220C, 2081, 2}, {0x2224, 2083, 2}, {0x2226, 2085, 2},
+    {0x2241, 2087, 2}, {0x2244, 2089, 2}, {0x2247, 2091, 2}, {0x2249, 2093, 2}, {0x2260, 2095, 2},
+    {0x2262, 2097, 2}, {0x226D, 2099, 2}, {0x226E, 2101, 2}, {0x226F, 2103, 2}, {0x2270, 2105, 2},
+    {0x2271, 2107, 2}, {0x2274, 2109, 2}, {0x2275, 2111, 2}, {0x2278, 2113, 2}, {0x2279, 2115, 2},
+    {0x2280, 2117, 2}, {0x2281, 2119, 2}, {0x2284, 2121, 2}, {0x2285, 2123, 2}, {0x2288, 2125, 2},
+    {0x2289, 2127, 2}, {0x22AC, 2129, 2}, {0x22AD, 2131, 2}, {0x22AE, 2133, 2}, {0x22AF, 2135, 2},
+    {0x22E0, 2137, 2}, {0x22E1, 2139, 2}, {0x22E2, 2141, 2}, {0x22E3, 2143, 2}, {0x22EA, 2145, 2},
+    {0x22EB, 2147, 2}, {0x22EC, 2149, 2}, {0x22ED, 2151, 2}, {0x2329, 2153, 1}, {0x232A, 2154, 1},
+    {0x2ADC, 2155, 2}, {0x304C, 2157, 2}, {0x304E, 2159, 2}, {0x3050, 2161, 2}, {0x3052, 2163, 2},
+    {0x3054, 2165, 2}, {0x3056, 2167, 2}, {0x3058, 2169, 2}, {0x305A, 2171, 2}, {0x305C, 2173, 2},
+    {0x305E, 2175, 2}, {0x3060, 2177, 2}, {0x3062, 2179, 2}, {0x3065, 2181, 2}, {0x3067, 2183, 2},
+    {0x3069, 2185, 2}, {0x3070, 2187, 2}, {0x3071, 2189, 2}, {0x3073, 2191, 2}, {0x3074, 2193, 2},
+    {0x3076, 2195, 2}, {0x3077, 2197, 2}, {0x3079, 2199, 2}, {0x307A, 2201, 2}, {0x307C, 2203, 2},
+    {0x307D, 2205, 2}, {0x3094, 2207, 2}, {0x309E, 2209, 2}, {0x30AC, 2211, 2}, {0x30AE, 2213, 2},
+    {0x30B0, 2215, 2}, {0x30B2, 2217, 2}, {0x30B4, 2219, 2}, {0x30B6, 2221, 2}, {0x30B8, 2223, 2},
+    {0x30BA, 2225, 2}, {0x30BC, 2227, 2}, {0x30BE, 2229, 2}, {0x30C0, 2231, 2}, {0x30C2, 2233, 2},
+    {0x30C5, 2235, 2}, {0x30C7, 2237, 2}, {0x30C9, 2239, 2}, {0x30D0, 2241, 2}, {0x30D1, 2243, 2},
+    {0x30D3, 2245, 2}, {0x30D4, 2247, 2}, {0x30D6, 2249, 2}, {0x30D7, 2251, 2}, {0x30D9, 2253, 2},
+    {0x30DA, 2255, 2}, {0x30DC, 2257, 2}, {0x30DD, 2259, 2}, {0x30F4, 2261, 2}, {0x30F7, 2263, 2},
+    {0x30F8, 2265, 2}, {0x30F9, 2267, 2}, {0x30FA, 2269, 2}, {0x30FE, 2271, 2}, {0xF900, 2273, 1},
+    {0xF901, 2274, 1}, {0xF902, 2275, 1}, {0xF903, 2276, 1}, {0xF904, 2277, 1}, {0xF905, 2278, 1},
+    {0xF906, 2279, 1}, {0xF907, 2280, 1}, {0xF908, 2281, 1}, {0xF909, 2282, 1}, {0xF90A, 2283, 1},
+    {0xF90B, 2284, 1}, {0xF90C, 2285, 1}, {0xF90D, 2286, 1}, {0xF90E, 2287, 1}, {0xF90F, 2288, 1},
+    {0xF910, 2289, 1}, {0xF911, 2290, 1}, {0xF912, 2291, 1}, {0xF913, 2292, 1}, {0xF914, 2293, 1},
+    {0xF915, 2294, 1}, {0xF916, 2295, 1}, {0xF917, 2296, 1}, {0xF918, 2297, 1}, {0xF919, 2298, 1},
+    {0xF91A, 2299, 1}, {0xF91B, 2300, 1}, {0xF91C, 2301, 1}, {0xF91D, 2302, 1}, {0xF91E, 2303, 1},
+    {0xF91F, 2304, 1}, {0xF920, 2305, 1}, {0xF921, 2306, 1}, {0xF922, 2307, 1}, {0xF923, 2308, 1},
+    {0xF924, 2309, 1}, {0xF925, 2310, 1}, {0xF926, 2311, 1}, {0xF927, 2312, 1}, {0xF928, 2313, 1},
+    {0xF929, 2314, 1}, {0xF92A, 2315, 1}, {0xF92B, 2316, 1}, {0xF92C, 2317, 1}, {0xF92D, 2318, 1},
+    {0xF92E, 2319, 1}, {0xF92F, 2320, 1}, {0xF930, 2321, 1}, {0xF931, 2322, 1}, {0xF932, 2323, 1},
+    {0xF933, 2324, 1}, {0xF934, 2325, 1}, {0xF935, 2326, 1}, {0xF936, 2327, 1}, {0xF937, 2328, 1},
+    {0xF938, 2329, 1}, {0xF939, 2330, 1}, {0xF93A, 2331, 1}, {0xF93B, 2332, 1}, {0xF93C, 2333, 1},
+    {0xF93D, 2334, 1}, {0xF93E, 2335, 1}, {0xF93F, 2336, 1}, {0xF940, 2337, 1}, {0xF941, 2338, 1},
+    {0xF942, 2339, 1}, {0xF943, 2340, 1}, {0xF944, 2341, 1}, {0xF945, 2342, 1}, {0xF946, 2343, 1},
+    {0xF947, 2344, 1}, {0xF948, 2345, 1}, {0xF949, 2346, 1}, {0xF94A, 2347, 1}, {0xF94B, 2348, 1},
+    {0xF94C, 2349, 1}, {0xF94D, 2350, 1}, {0xF94E, 2351, 1}, {0xF94F, 2352, 1}, {0xF950, 2353, 1},
+    {0xF951, 2354, 1}, {0xF952, 2355, 1}, {0xF953, 2356, 1}, {0xF954, 2357, 1}, {0xF955, 2358, 1},
+    {0xF956, 2359, 1}, {0xF957, 2360, 1}, {0xF958, 2361, 1}, {0xF959, 2362, 1}, {0xF95A, 2363, 1},
+    {0xF95B, 2364, 1}, {0xF95C, 2365, 1}, {0xF95D, 2366, 1}, {0xF95E, 2367, 1}, {0xF95F, 2368, 1},
+    {0xF960, 2369, 1}, {0xF961, 2370, 1}, {0xF962, 2371, 1}, {0xF963, 2372, 1}, {0xF964, 2373, 1},
+    {0xF965, 2374, 1}, {0xF966, 2375, 1}, {0xF967, 2376, 1}, {0xF968, 2377, 1}, {0xF969, 2378, 1},
+    {0xF96A, 2379, 1}, {0xF96B, 2380, 1}, {0xF96C, 2381, 1}, {0xF96D, 2382, 1}, {0xF96E, 2383, 1},
+    {0xF96F, 2384, 1}, {0xF970, 2385, 1}, {0xF971, 2386, 1}, {0xF972, 2387, 1}, {0xF973, 2388, 1},
+    {0xF974, 2389, 1}, {0xF975, 2390, 1}, {0xF976, 2391, 1}, {0xF977, 2392, 1}, {0xF978, 2393, 1},
+    {0xF979, 2394, 1}, {0xF97A, 2395, 1}, {0xF97B, 2396, 1}, {0xF97C, 2397, 1}, {0xF97D, 2398, 1},
+    {0xF97E, 2399, 1}, {0xF97F, 2400, 1}, {0xF980, 2401, 1}, {0xF981, 2402, 1}, {0xF982, 2403, 1},
+    {0xF983, 2404, 1}, {0xF984, 2405, 1}, {0xF985, 2406, 1}, {0xF986, 2407, 1}, {0xF987, 2408, 1},
+    {0xF988, 2409, 1}, {0xF989, 2410, 1}, {0xF98A, 2411, 1}, {0xF98B, 2412, 1}, {0xF98C, 2413, 1},
+    {0xF98D, 2414, 1}, {0xF98E, 2415, 1}, {0xF98F, 2416, 1}, {0xF990, 2417, 1}, {0xF991, 2418, 1},
+    {0xF992, 2419, 1}, {0xF993, 2420, 1}, {0xF994, 2421, 1}, {0xF995, 2422, 1}, {0xF996, 2423, 1},
+    {0xF997, 2424, 1}, {0xF998, 2425, 1}, {0xF999, 2426, 1}, {0xF99A, 2427, 1}, {0xF99B, 2428, 1},
+    {0xF99C, 2429, 1}, {0xF99D, 2430, 1}, {0xF99E, 2431, 1}, {0xF99F, 2432, 1}, {0xF9A0, 2433, 1},
+    {0xF9A1, 2434, 1}, {0xF9A2, 2435, 1}, {0xF9A3, 2436, 1}, {0xF9A4, 2437, 1}, {0xF9A5, 2438, 1},
+    {0xF9A6, 2439, 1}, {0xF9A7, 2440, 1}, {0xF9A8, 2441, 1}, {0xF9A9, 2442, 1}, {0xF9AA, 2443, 1},
+    {0xF9AB, 2444, 1}, {0xF9AC, 2445, 1}, {0xF9AD, 2446, 1}, {0xF9AE, 2447, 1}, {0xF9AF, 2448, 1},
+    {0xF9B0, 2449, 1}, {0xF9B1, 2450, 1}, {0xF9B2, 2451, 1}, {0xF9B3, 2452, 1}, {0xF9B4, 2453, 1},
+    {0xF9B5, 2454, 1}, {0xF9B6, 2455, 1}, {0xF9B7, 2456, 1}, {0xF9B8, 2457, 1}, {0xF9B9, 2458, 1},
+    {0xF9BA, 2459, 1}, {0xF9BB, 2460, 1}, {0xF9BC, 2461, 1}, {0xF9BD, 2462, 1}, {0xF9BE, 2463, 1},
+    {0xF9BF, 2464, 1}, {0xF9C0, 2465, 1}, {0xF9C1, 2466, 1}, {0xF9C2, 2467, 1}, {0xF9C3, 2468, 1},
+    {0xF9C4, 2469, 1}, {0xF9C5, 2470, 1}, {0xF9C6, 2471, 1}, {0xF9C7, 2472, 1}, {0xF9C8, 2473, 1},
+    {0xF9C9, 2474, 1}, {0xF9CA, 2475, 1}, {0xF9CB, 2476, 1}, {0xF9CC, 2477, 1}, {0xF9CD, 2478, 1},
+    {0xF9CE, 2479, 1}, {0xF9CF, 2480, 1}, {0xF9D0, 2481, 1}, {0xF9D1, 2482, 1}, {0xF9D2, 2483, 1},
+    {0xF9D3, 2484, 1}, {0xF9D4, 2485, 1}, {0xF9D5, 2486, 1}, {0xF9D6, 2487, 1}, {0xF9D7, 2488, 1},
+    {0xF9D8, 2489, 1}, {0xF9D9, 2490, 1}, {0xF9DA, 2491, 1}, {0xF9DB, 2492, 1}, {0xF9DC, 2493, 1},
+    {0xF9DD, 2494, 1}, {0xF9DE, 2495, 1}, {0xF9DF, 2496, 1}, {0xF9E0, 2497, 1}, {0xF9E1, 2498, 1},
+    {0xF9E2, 2499, 1}, {0xF9E3, 2500, 1}, {0xF9E4, 2501, 1}, {0xF9E5, 2502, 1}, {0xF9E6, 2503, 1},
+    {0xF9E7, 2504, 1}, {0xF9E8, 2505, 1}, {0xF9E9, 2506, 1}, {0xF9EA, 2507, 1}, {0xF9EB, 2508, 1},
+    {0xF9EC, 2509, 1}, {0xF9ED, 2510, 1}, {0xF9EE, 2511, 1}, {0xF9EF, 2512, 1}, {0xF9F0, 2513, 1},
+    {0xF9F1, 2514, 1}, {0xF9F2, 2515, 1}, {0xF9F3, 2516, 1}, {0xF9F4, 2517, 1}, {0xF9F5, 2518, 1},
+    {0xF9F6, 2519, 1}, {0xF9F7, 2520, 1}, {0xF9F8, 2521, 1}, {0xF9F9, 2522, 1}, {0xF9FA, 2523, 1},
+    {0xF9FB, 2524, 1}, {0xF9FC, 2525, 1}, {0xF9FD, 2526, 1}, {0xF9FE, 2527, 1}, {0xF9FF, 2528, 1},
+    {0xFA00, 2529, 1}, {0xFA01, 2530, 1}, {0xFA02, 2531, 1}, {0xFA03, 2532, 1}, {0xFA04, 2533, 1},
+    {0xFA05, 2534, 1}, {0xFA06, 2535, 1}, {0xFA07, 2536, 1}, {0xFA08, 2537, 1}, {0xFA09, 2538, 1},
+    {0xFA0A, 2539, 1}, {0xFA0B, 2540, 1}, {0xFA0C, 2541, 1}, {0xFA0D, 2542, 1}, {0xFA10, 2543, 1},
+    {0xFA12, 2544, 1}, {0xFA15, 2545, 1}, {0xFA16, 2546, 1}, {0xFA17, 2547, 1}, {0xFA18, 2548, 1},
+    {0xFA19, 2549, 1}, {0xFA1A, 2550, 1}, {0xFA1B, 2551, 1}, {0xFA1C, 2552, 1}, {0xFA1D, 2553, 1},
+    {0xFA1E, 2554, 1}, {0xFA20, 2555, 1}, {0xFA22, 2556, 1}, {0xFA25, 2557, 1}, {0xFA26, 2558, 1},
+    {0xFA2A, 2559, 1}, {0xFA2B, 2560, 1}, {0xFA2C, 2561, 1}, {0xFA2D, 2562, 1}, {0xFA2E, 2563, 1},
+    {0xFA2F, 2564, 1}, {0xFA30, 2565, 1}, {0xFA31, 2566, 1}, {0xFA32, 2567, 1}, {0xFA33, 2568, 1},
+    {0xFA34, 2569, 1}, {0xFA35, 2570, 1}, {0xFA36, 2571, 1}, {0xFA37, 2572, 1}, {0xFA38, 2573, 1},
+    {0xFA39, 2574, 1}, {0xFA3A, 2575, 1}, {0xFA3B, 2576, 1}, {0xFA3C, 2577, 1}, {0xFA3D, 2578, 1},
+    {0xFA3E, 2579, 1}, {0xFA3F, 2580, 1}, {0xFA40, 2581, 1}, {0xFA41, 2582, 1}, {0xFA42, 2583, 1},
+    {0xFA43, 2584, 1}, {0xFA44, 2585, 1}, {0xFA45, 2586, 1}, {0xFA46, 2587, 1}, {0xFA47, 2588, 1},
+    {0xFA48, 2589, 1}, {0xFA49, 2590, 1}, {0xFA4A, 2591, 1}, {0xFA4B, 2592, 1}, {0xFA4C, 2593, 1},
+    {0xFA4D, 2594, 1}, {0xFA4E, 2595, 1}, {0xFA4F, 2596, 1}, {0xFA50, 2597, 1}, {0xFA51, 2598, 1},
+    {0xFA52, 2599, 1}, {0xFA53, 2600, 1}, {0xFA54, 2601, 1}, {0xFA55, 2602, 1}, {0xFA56, 2603, 1},
+    {0xFA57, 2604, 1}, {0xFA58, 2605, 1}, {0xFA59, 2606, 1}, {0xFA5A, 2607, 1}, {0xFA5B, 2608, 1},
+    {0xFA5C, 2609, 1}, {0xFA5D, 2610, 1}, {0xFA5E, 2611, 1}, {0xFA5F, 2612, 1}, {0xFA60, 2613, 1},
+    {0xFA61, 2614, 1}, {0xFA62, 2615, 1}, {0xFA63, 2616, 1}, {0xFA64, 2617, 1}, {0xFA65, 2618, 1},
+    {0xFA66, 2619, 1}, {0xFA67, 2620, 1}, {0xFA68, 2621, 1}, {0xFA69, 2622, 1}, {0xFA6A, 2623, 1},
+    {0xFA6B, 2624, 1}, {0xFA6C, 2625, 1}, {0xFA6D, 2626, 1}, {0xFA70, 2627, 1}, {0xFA71, 2628, 1},
+    {0xFA72, 2629, 1}, {0xFA73, 2630, 1}, {0xFA74, 2631, 1}, {0xFA75, 2632, 1}, {0xFA76, 2633, 1},
+    {0xFA77, 2634, 1}, {0xFA78, 2635, 1}, {0xFA79, 2636, 1}, {0xFA7A, 2637, 1}, {0xFA7B, 2638, 1},
+    {0xFA7C, 2639, 1}, {0xFA7D, 2640, 1}, {0xFA7E, 2641, 1}, {0xFA7F, 2642, 1}, {0xFA80, 2643, 1},
+    {0xFA81, 2644, 1}, {0xFA82, 2645, 1}, {0xFA83, 2646, 1}, {0xFA84, 2647, 1}, {0xFA85, 2648, 1},
+    {0xFA86, 2649, 1}, {0xFA87, 2650, 1}, {0xFA88, 2651, 1}, {0xFA89, 2652, 1}, {0xFA8A, 2653, 1},
+    {0xFA8B, 2654, 1}, {0xFA8C, 2655, 1}, {0xFA8D, 2656, 1}, {0xFA8E, 2657, 1}, {0xFA8F, 2658, 1},
+    {0xFA90, 2659, 1}, {0xFA91, 2660, 1}, {0xFA92, 2661, 1}, {0xFA93, 2662, 1}, {0xFA94, 2663, 1},
+    {0xFA95, 2664, 1}, {0xFA96, 2665, 1}, {0xFA97, 2666, 1}, {0xFA98, 2667, 1}, {0xFA99, 2668, 1},
+    {0xFA9A, 2669, 1}, {0xFA9B, 2670, 1}, {0xFA9C, 2671, 1}, {0xFA9D, 2672, 1}, {0xFA9E, 2673, 1},
+    {0xFA9F, 2674, 1}, {0xFAA0, 2675, 1}, {0xFAA1, 2676, 1}, {0xFAA2, 2677, 1}, {0xFAA3, 2678, 1},
+    {0xFAA4, 2679, 1}, {0xFAA5, 2680, 1}, {0xFAA6, 2681, 1}, {0xFAA7, 2682, 1}, {0xFAA8, 2683, 1},
+    {0xFAA9, 2684, 1}, {0xFAAA, 2685, 1}, {0xFAAB, 2686, 1}, {0xFAAC, 2687, 1}, {0xFAAD, 2688, 1},
+    {0xFAAE, 2689, 1}, {0xFAAF, 2690, 1}, {0xFAB0, 2691, 1}, {0xFAB1, 2692, 1}, {0xFAB2, 2693, 1},
+    {0xFAB3, 2694, 1}, {0xFAB4, 2695, 1}, {0xFAB5, 2696, 1}, {0xFAB6, 2697, 1}, {0xFAB7, 2698, 1},
+    {0xFAB8, 2699, 1}, {0xFAB9, 2700, 1}, {0xFABA, 2701, 1}, {0xFABB, 2702, 1}, {0xFABC, 2703, 1},
+    {0xFABD, 2704, 1}, {0xFABE, 2705, 1}, {0xFABF, 2706, 1}, {0xFAC0, 2707, 1}, {0xFAC1, 2708, 1},
+    {0xFAC2, 2709, 1}, {0xFAC3, 2710, 1}, {0xFAC4, 2711, 1}, {0xFAC5, 2712, 1}, {0xFAC6, 2713, 1},
+    {0xFAC7, 2714, 1}, {0xFAC8, 2715, 1}, {0xFAC9, 2716, 1}, {0xFACA, 2717, 1}, {0xFACB, 2718, 1},
+    {0xFACC, 2719, 1}, {0xFACD, 2720, 1}, {0xFACE, 2721, 1}, {0xFACF, 2722, 1}, {0xFAD0, 2723, 1},
+    {0xFAD1, 2724, 1}, {0xFAD2, 2725, 1}, {0xFAD3, 2726, 1}, {0xFAD4, 2727, 1}, {0xFAD5, 2728, 1},
+    {0xFAD6, 2729, 1}, {0xFAD7, 2730, 1}, {0xFAD8, 2731, 1}, {0xFAD9, 2732, 1}, {0xFB1D, 2733, 2},
+    {0xFB1F, 2735, 2}, {0xFB2A, 2737, 2}, {0xFB2B, 2739, 2}, {0xFB2C, 2741, 3}, {0xFB2D, 2744, 3},
+    {0xFB2E, 2747, 2}, {0xFB2F, 2749, 2}, {0xFB30, 2751, 2}, {0xFB31, 2753, 2}, {0xFB32, 2755, 2},
+    {0xFB33, 2757, 2}, {0xFB34, 2759, 2}, {0xFB35, 2761, 2}, {0xFB36, 2763, 2}, {0xFB38, 2765, 2},
+    {0xFB39, 2767, 2}, {0xFB3A, 2769, 2}, {0xFB3B, 2771, 2}, {0xFB3C, 2773, 2}, {0xFB3E, 2775, 2},
+    {0xFB40, 2777, 2}, {0xFB41, 2779, 2}, {0xFB43, 2781, 2}, {0xFB44, 2783, 2}, {0xFB46, 2785, 2},
+    {0xFB47, 2787, 2}, {0xFB48, 2789, 2}, {0xFB49, 2791, 2}, {0xFB4A, 2793, 2}, {0xFB4B, 2795, 2},
+    {0xFB4C, 2797, 2}, {0xFB4D, 2799, 2}, {0xFB4E, 2801, 2}, {0x1109A, 2803, 2}, {0x1109C, 2805, 2},
+    {0x110AB, 2807, 2}, {0x1112E, 2809, 2}, {0x1112F, 2811, 2}, {0x1134B, 2813, 2}, {0x1134C, 2815, 2},
+    {0x114BB, 2817, 2}, {0x114BC, 2819, 2}, {0x114BE, 2821, 2}, {0x115BA, 2823, 2}, {0x115BB, 2825, 2},
+    {0x1D15E, 2827, 2}, {0x1D15F, 2829, 2}, {0x1D160, 2831, 3}, {0x1D161, 2834, 3}, {0x1D162, 2837, 3},
+    {0x1D163, 2840, 3}, {0x1D164, 2843, 3}, {0x1D1BB, 2846, 2}, {0x1D1BC, 2848, 2}, {0x1D1BD, 2850, 3},
+    {0x1D1BE, 2853, 3}, {0x1D1BF, 2856, 3}, {0x1D1C0, 2859, 3}, {0x2F800, 2862, 1}, {0x2F801, 2863, 1},
+    {0x2F802, 2864, 1}, {0x2F803, 2865, 1}, {0x2F804, 2866, 1}, {0x2F805, 2867, 1}, {0x2F806, 2868, 1},
+    {0x2F807, 2869, 1}, {0x2F808, 2870, 1}, {0x2F809, 2871, 1}, {0x2F80A, 2872, 1}, {0x2F80B, 2873, 1},
+    {0x2F80C, 2874, 1}, {0x2F80D, 2875, 1}, {0x2F80E, 2876, 1}, {0x2F80F, 2877, 1}, {0x2F810, 2878, 1},
+    {0x2F811, 2879, 1}, {0x2F812, 2880, 1}, {0x2F813, 2881, 1}, {0x2F814, 2882, 1}, {0x2F815, 2883, 1},
+    {0x2F816, 2884, 1}, {0x2F817, 2885, 1}, {0x2F818, 2886, 1}, {0x2F819, 2887, 1}, {0x2F81A, 2888, 1},
+    {0x2F81B, 2889, 1}, {0x2F81C, 2890, 1}, {0x2F81D, 2891, 1}, {0x2F81E, 2892, 1}, {0x2F81F, 2893, 1},
+    {0x2F820, 2894, 1}, {0x2F821, 2895, 1}, {0x2F822, 2896, 1}, {0x2F823, 2897, 1}, {0x2F824, 2898, 1},
+    {0x2F825, 2899, 1}, {0x2F826, 2900, 1}, {0x2F827, 2901, 1}, {0x2F828, 2902, 1}, {0x2F829, 2903, 1},
+    {0x2F82A, 2904, 1}, {0x2F82B, 2905, 1}, {0x2F82C, 2906, 1}, {0x2F82D, 2907, 1}, {0x2F82E, 2908, 1},
+    {0x2F82F, 2909, 1}, {0x2F830, 2910, 1}, {0x2F831, 2911, 1}, {0x2F832, 2912, 1}, {0x2F833, 2913, 1},
+    {0x2F834, 2914, 1}, {0x2F835, 2915, 1}, {0x2F836, 2916, 1}, {0x2F837, 2917, 1}, {0x2F838, 2918, 1},
+    {0x2F839, 2919, 1}, {0x2F83A, 2920, 1}, {0x2F83B, 2921, 1}, {0x2F83C, 2922, 1}, {0x2F83D, 2923, 1},
+    {0x2F83E, 2924, 1}, {0x2F83F, 2925, 1}, {0x2F840, 2926, 1}, {0x2F841, 2927, 1}, {0x2F842, 2928, 1},
+    {0x2F843, 2929, 1}, {0x2F844, 2930, 1}, {0x2F845, 2931, 1}, {0x2F846, 2932, 1}, {0x2F847, 2933, 1},
+    {0x2F848, 2934, 1}, {0x2F849, 2935, 1}, {0x2F84A, 2936, 1}, {0x2F84B, 2937, 1}, {0x2F84C, 2938, 1},
+    {0x2F84D, 2939, 1}, {0x2F84E, 2940, 1}, {0x2F84F, 2941, 1}, {0x2F850, 2942, 1}, {0x2F851, 2943, 1},
+    {0x2F852, 2944, 1}, {0x2F853, 2945, 1}, {0x2F854, 2946, 1}, {0x2F855, 2947, 1}, {0x2F856, 2948, 1},
+    {0x2F857, 2949, 1}, {0x2F858, 2950, 1}, {0x2F859, 2951, 1}, {0x2F85A, 2952, 1}, {0x2F85B, 2953, 1},
+    {0x2F85C, 2954, 1}, {0x2F85D, 2955, 1}, {0x2F85E, 2956, 1}, {0x2F85F, 2957, 1}, {0x2F860, 2958, 1},
+    {0x2F861, 2959, 1}, {0x2F862, 2960, 1}, {0x2F863, 2961, 1}, {0x2F864, 2962, 1}, {0x2F865, 2963, 1},
+    {0x2F866, 2964, 1}, {0x2F867, 2965, 1}, {0x2F868, 2966, 1}, {0x2F869, 2967, 1}, {0x2F86A, 2968, 1},
+    {0x2F86B, 2969, 1}, {0x2F86C, 2970, 1}, {0x2F86D, 2971, 1}, {0x2F86E, 2972, 1}, {0x2F86F, 2973, 1},
+    {0x2F870, 2974, 1}, {0x2F871, 2975, 1}, {0x2F872, 2976, 1}, {0x2F873, 2977, 1}, {0x2F874, 2978, 1},
+    {0x2F875, 2979, 1}, {0x2F876, 2980, 1}, {0x2F877, 2981, 1}, {0x2F878, 2982, 1}, {0x2F879, 2983, 1},
+    {0x2F87A, 2984, 1}, {0x2F87B, 2985, 1}, {0x2F87C, 2986, 1}, {0x2F87D, 2987, 1}, {0x2F87E, 2988, 1},
+    {0x2F87F, 2989, 1}, {0x2F880, 2990, 1}, {0x2F881, 2991, 1}, {0x2F882, 2992, 1}, {0x2F883, 2993, 1},
+    {0x2F884, 2994, 1}, {0x2F885, 2995, 1}, {0x2F886, 2996, 1}, {0x2F887, 2997, 1}, {0x2F888, 2998, 1},
+    {0x2F889, 2999, 1}, {0x2F88A, 3000, 1}, {0x2F88B, 3001, 1}, {0x2F88C, 3002, 1}, {0x2F88D, 3003, 1},
+    {0x2F88E, 3004, 1}, {0x2F88F, 3005, 1}, {0x2F890, 3006, 1}, {0x2F891, 3007, 1}, {0x2F892, 3008, 1},
+    {0x2F893, 3009, 1}, {0x2F894, 3010, 1}, {0x2F895, 3011, 1}, {0x2F896, 3012, 1}, {0x2F897, 3013, 1},
+    {0x2F898, 3014, 1}, {0x2F899, 3015, 1}, {0x2F89A, 3016, 1}, {0x2F89B, 3017, 1}, {0x2F89C, 3018, 1},
+    {0x2F89D, 3019, 1}, {0x2F89E, 3020, 1}, {0x2F89F, 3021, 1}, {0x2F8A0, 3022, 1}, {0x2F8A1, 3023, 1},
+    {0x2F8A2, 3024, 1}, {0x2F8A3, 3025, 1}, {0x2F8A4, 3026, 1}, {0x2F8A5, 3027, 1}, {0x2F8A6, 3028, 1},
+    {0x2F8A7, 3029, 1}, {0x2F8A8, 3030, 1}, {0x2F8A9, 3031, 1}, {0x2F8AA, 3032, 1}, {0x2F8AB, 3033, 1},
+    {0x2F8AC, 3034, 1}, {0x2F8AD, 3035, 1}, {0x2F8AE, 3036, 1}, {0x2F8AF, 3037, 1}, {0x2F8B0, 3038, 1},
+    {0x2F8B1, 3039, 1}, {0x2F8B2, 3040, 1}, {0x2F8B3, 3041, 1}, {0x2F8B4, 3042, 1}, {0x2F8B5, 3043, 1},
+    {0x2F8B6, 3044, 1}, {0x2F8B7, 3045, 1}, {0x2F8B8, 3046, 1}, {0x2F8B9, 3047, 1}, {0x2F8BA, 3048, 1},
+    {0x2F8BB, 3049, 1}, {0x2F8BC, 3050, 1}, {0x2F8BD, 3051, 1}, {0x2F8BE, 3052, 1}, {0x2F8BF, 3053, 1},
+    {0x2F8C0, 3054, 1}, {0x2F8C1, 3055, 1}, {0x2F8C2, 3056, 1}, {0x2F8C3, 3057, 1}, {0x2F8C4, 3058, 1},
+    {0x2F8C5, 3059, 1}, {0x2F8C6, 3060, 1}, {0x2F8C7, 3061, 1}, {0x2F8C8, 3062, 1}, {0x2F8C9, 3063, 1},
+    {0x2F8CA, 3064, 1}, {0x2F8CB, 3065, 1}, {0x2F8CC, 3066, 1}, {0x2F8CD, 3067, 1}, {0x2F8CE, 3068, 1},
+    {0x2F8CF, 3069, 1}, {0x2F8D0, 3070, 1}, {0x2F8D1, 3071, 1}, {0x2F8D2, 3072, 1}, {0x2F8D3, 3073, 1},
+    {0x2F8D4, 3074, 1}, {0x2F8D5, 3075, 1}, {0x2F8D6, 3076, 1}, {0x2F8D7, 3077, 1}, {0x2F8D8, 3078, 1},
+    {0x2F8D9, 3079, 1}, {0x2F8DA, 3080, 1}, {0x2F8DB, 3081, 1}, {0x2F8DC, 3082, 1}, {0x2F8DD, 3083, 1},
+    {0x2F8DE, 3084, 1}, {0x2F8DF, 3085, 1}, {0x2F8E0, 3086, 1}, {0x2F8E1, 3087, 1}, {0x2F8E2, 3088, 1},
+    {0x2F8E3, 3089, 1}, {0x2F8E4, 3090, 1}, {0x2F8E5, 3091, 1}, {0x2F8E6, 3092, 1}, {0x2F8E7, 3093, 1},
+    {0x2F8E8, 3094, 1}, {0x2F8E9, 3095, 1}, {0x2F8EA, 3096, 1}, {0x2F8EB, 3097, 1}, {0x2F8EC, 3098, 1},
+    {0x2F8ED, 3099, 1}, {0x2F8EE, 3100, 1}, {0x2F8EF, 3101, 1}, {0x2F8F0, 3102, 1}, {0x2F8F1, 3103, 1},
+    {0x2F8F2, 3104, 1}, {0x2F8F3, 3105, 1}, {0x2F8F4, 3106, 1}, {0x2F8F5, 3107, 1}, {0x2F8F6, 3108, 1},
+    {0x2F8F7, 3109, 1}, {0x2F8F8, 3110, 1}, {0x2F8F9, 3111, 1}, {0x2F8FA, 3112, 1}, {0x2F8FB, 3113, 1},
+    {0x2F8FC, 3114, 1}, {0x2F8FD, 3115, 1}, {0x2F8FE, 3116, 1}, {0x2F8FF, 3117, 1}, {0x2F900, 3118, 1},
+    {0x2F901, 3119, 1}, {0x2F902, 3120, 1}, {0x2F903, 3121, 1}, {0x2F904, 3122, 1}, {0x2F905, 3123, 1},
+    {0x2F906, 3124, 1}, {0x2F907, 3125, 1}, {0x2F908, 3126, 1}, {0x2F909, 3127, 1}, {0x2F90A, 3128, 1},
+    {0x2F90B, 3129, 1}, {0x2F90C, 3130, 1}, {0x2F90D, 3131, 1}, {0x2F90E, 3132, 1}, {0x2F90F, 3133, 1},
+    {0x2F910, 3134, 1}, {0x2F911, 3135, 1}, {0x2F912, 3136, 1}, {0x2F913, 3137, 1}, {0x2F914, 3138, 1},
+    {0x2F915, 3139, 1}, {0x2F916, 3140, 1}, {0x2F917, 3141, 1}, {0x2F918, 3142, 1}, {0x2F919, 3143, 1},
+    {0x2F91A, 3144, 1}, {0x2F91B, 3145, 1}, {0x2F91C, 3146, 1}, {0x2F91D, 3147, 1}, {0x2F91E, 3148, 1},
+    {0x2F91F, 3149, 1}, {0x2F920, 3150, 1}, {0x2F921, 3151, 1}, {0x2F922, 3152, 1}, {0x2F923, 3153, 1},
+    {0x2F924, 3154, 1}, {0x2F925, 3155, 1}, {0x2F926, 3156, 1}, {0x2F927, 3157, 1}, {0x2F928, 3158, 1},
+    {0x2F929, 3159, 1}, {0x2F92A, 3160, 1}, {0x2F92B, 3161, 1}, {0x2F92C, 3162, 1}, {0x2F92D, 3163, 1},
+    {0x2F92E, 3164, 1}, {0x2F92F, 3165, 1}, {0x2F930, 3166, 1}, {0x2F931, 3167, 1}, {0x2F932, 3168, 1},
+    {0x2F933, 3169, 1}, {0x2F934, 3170, 1}, {0x2F935, 3171, 1}, {0x2F936, 3172, 1}, {0x2F937, 3173, 1},
+    {0x2F938, 3174, 1}, {0x2F939, 3175, 1}, {0x2F93A, 3176, 1}, {0x2F93B, 3177, 1}, {0x2F93C, 3178, 1},
+    {0x2F93D, 3179, 1}, {0x2F93E, 3180, 1}, {0x2F93F, 3181, 1}, {0x2F940, 3182, 1}, {0x2F941, 3183, 1},
+    {0x2F942, 3184, 1}, {0x2F943, 3185, 1}, {0x2F944, 3186, 1}, {0x2F945, 3187, 1}, {0x2F946, 3188, 1},
+    {0x2F947, 3189, 1}, {0x2F948, 3190, 1}, {0x2F949, 3191, 1}, {0x2F94A, 3192, 1}, {0x2F94B, 3193, 1},
+    {0x2F94C, 3194, 1}, {0x2F94D, 3195, 1}, {0x2F94E, 3196, 1}, {0x2F94F, 3197, 1}, {0x2F950, 3198, 1},
+    {0x2F951, 3199, 1}, {0x2F952, 3200, 1}, {0x2F953, 3201, 1}, {0x2F954, 3202, 1}, {0x2F955, 3203, 1},
+    {0x2F956, 3204, 1}, {0x2F957, 3205, 1}, {0x2F958, 3206, 1}, {0x2F959, 3207, 1}, {0x2F95A, 3208, 1},
+    {0x2F95B, 3209, 1}, {0x2F95C, 3210, 1}, {0x2F95D, 3211, 1}, {0x2F95E, 3212, 1}, {0x2F95F, 3213, 1},
+    {0x2F960, 3214, 1}, {0x2F961, 3215, 1}, {0x2F962, 3216, 1}, {0x2F963, 3217, 1}, {0x2F964, 3218, 1},
+    {0x2F965, 3219, 1}, {0x2F966, 3220, 1}, {0x2F967, 3221, 1}, {0x2F968, 3222, 1}, {0x2F969, 3223, 1},
+    {0x2F96A, 3224, 1}, {0x2F96B, 3225, 1}, {0x2F96C, 3226, 1}, {0x2F96D, 3227, 1}, {0x2F96E, 3228, 1},
+    {0x2F96F, 3229, 1}, {0x2F970, 3230, 1}, {0x2F971, 3231, 1}, {0x2F972, 3232, 1}, {0x2F973, 3233, 1},
+    {0x2F974, 3234, 1}, {0x2F975, 3235, 1}, {0x2F976, 3236, 1}, {0x2F977, 3237, 1}, {0x2F978, 3238, 1},
+    {0x2F979, 3239, 1}, {0x2F97A, 3240, 1}, {0x2F97B, 3241, 1}, {0x2F97C, 3242, 1}, {0x2F97D, 3243, 1},
+    {0x2F97E, 3244, 1}, {0x2F97F, 3245, 1}, {0x2F980, 3246, 1}, {0x2F981, 3247, 1}, {0x2F982, 3248, 1},
+    {0x2F983, 3249, 1}, {0x2F984, 3250, 1}, {0x2F985, 3251, 1}, {0x2F986, 3252, 1}, {0x2F987, 3253, 1},
+    {0x2F988, 3254, 1}, {0x2F989, 3255, 1}, {0x2F98A, 3256, 1}, {0x2F98B, 3257, 1}, {0x2F98C, 3258, 1},
+    {0x2F98D, 3259, 1}, {0x2F98E, 3260, 1}, {0x2F98F, 3261, 1}, {0x2F990, 3262, 1}, {0x2F991, 3263, 1},
+    {0x2F992, 3264, 1}, {0x2F993, 3265, 1}, {0x2F994, 3266, 1}, {0x2F995, 3267, 1}, {0x2F996, 3268, 1},
+    {0x2F997, 3269, 1}, {0x2F998, 3270, 1}, {0x2F999, 3271, 1}, {0x2F99A, 3272, 1}, {0x2F99B, 3273, 1},
+    {0x2F99C, 3274, 1}, {0x2F99D, 3275, 1}, {0x2F99E, 3276, 1}, {0x2F99F, 3277, 1}, {0x2F9A0, 3278, 1},
+    {0x2F9A1, 3279, 1}, {0x2F9A2, 3280, 1}, {0x2F9A3, 3281, 1}, {0x2F9A4, 3282, 1}, {0x2F9A5, 3283, 1},
+    {0x2F9A6, 3284, 1}, {0x2F9A7, 3285, 1}, {0x2F9A8, 3286, 1}, {0x2F9A9, 3287, 1}, {0x2F9AA, 3288, 1},
+    {0x2F9AB, 3289, 1}, {0x2F9AC, 3290, 1}, {0x2F9AD, 3291, 1}, {0x2F9AE, 3292, 1}, {0x2F9AF, 3293, 1},
+    {0x2F9B0, 3294, 1}, {0x2F9B1, 3295, 1}, {0x2F9B2, 3296, 1}, {0x2F9B3, 3297, 1}, {0x2F9B4, 3298, 1},
+    {0x2F9B5, 3299, 1}, {0x2F9B6, 3300, 1}, {0x2F9B7, 3301, 1}, {0x2F9B8, 3302, 1}, {0x2F9B9, 3303, 1},
+    {0x2F9BA, 3304, 1}, {0x2F9BB, 3305, 1}, {0x2F9BC, 3306, 1}, {0x2F9BD, 3307, 1}, {0x2F9BE, 3308, 1},
+    {0x2F9BF, 3309, 1}, {0x2F9C0, 3310, 1}, {0x2F9C1, 3311, 1}, {0x2F9C2, 3312, 1}, {0x2F9C3, 3313, 1},
+    {0x2F9C4, 3314, 1}, {0x2F9C5, 3315, 1}, {0x2F9C6, 3316, 1}, {0x2F9C7, 3317, 1}, {0x2F9C8, 3318, 1},
+    {0x2F9C9, 3319, 1}, {0x2F9CA, 3320, 1}, {0x2F9CB, 3321, 1}, {0x2F9CC, 3322, 1}, {0x2F9CD, 3323, 1},
+    {0x2F9CE, 3324, 1}, {0x2F9CF, 3325, 1}, {0x2F9D0, 3326, 1}, {0x2F9D1, 3327, 1}, {0x2F9D2, 3328, 1},
+    {0x2F9D3, 3329, 1}, {0x2F9D4, 3330, 1}, {0x2F9D5, 3331, 1}, {0x2F9D6, 3332, 1}, {0x2F9D7, 3333, 1},
+    {0x2F9D8, 3334, 1}, {0x2F9D9, 3335, 1}, {0x2F9DA, 3336, 1}, {0x2F9DB, 3337, 1}, {0x2F9DC, 3338, 1},
+    {0x2F9DD, 3339, 1}, {0x2F9DE, 3340, 1}, {0x2F9DF, 3341, 1}, {0x2F9E0, 3342, 1}, {0x2F9E1, 3343, 1},
+    {0x2F9E2, 3344, 1}, {0x2F9E3, 3345, 1}, {0x2F9E4, 3346, 1}, {0x2F9E5, 3347, 1}, {0x2F9E6, 3348, 1},
+    {0x2F9E7, 3349, 1}, {0x2F9E8, 3350, 1}, {0x2F9E9, 3351, 1}, {0x2F9EA, 3352, 1}, {0x2F9EB, 3353, 1},
+    {0x2F9EC, 3354, 1}, {0x2F9ED, 3355, 1}, {0x2F9EE, 3356, 1}, {0x2F9EF, 3357, 1}, {0x2F9F0, 3358, 1},
+    {0x2F9F1, 3359, 1}, {0x2F9F2, 3360, 1}, {0x2F9F3, 3361, 1}, {0x2F9F4, 3362, 1}, {0x2F9F5, 3363, 1},
+    {0x2F9F6, 3364, 1}, {0x2F9F7, 3365, 1}, {0x2F9F8, 3366, 1}, {0x2F9F9, 3367, 1}, {0x2F9FA, 3368, 1},
+    {0x2F9FB, 3369, 1}, {0x2F9FC, 3370, 1}, {0x2F9FD, 3371, 1}, {0x2F9FE, 3372, 1}, {0x2F9FF, 3373, 1},
+    {0x2FA00, 3374, 1}, {0x2FA01, 3375, 1}, {0x2FA02, 3376, 1}, {0x2FA03, 3377, 1}, {0x2FA04, 3378, 1},
+    {0x2FA05, 3379, 1}, {0x2FA06, 3380, 1}, {0x2FA07, 3381, 1}, {0x2FA08, 3382, 1}, {0x2FA09, 3383, 1},
+    {0x2FA0A, 3384, 1}, {0x2FA0B, 3385, 1}, {0x2FA0C, 3386, 1}, {0x2FA0D, 3387, 1}, {0x2FA0E, 3388, 1},
+    {0x2FA0F, 3389, 1}, {0x2FA10, 3390, 1}, {0x2FA11, 3391, 1}, {0x2FA12, 3392, 1}, {0x2FA13, 3393, 1},
+    {0x2FA14, 3394, 1}, {0x2FA15, 3395, 1}, {0x2FA16, 3396, 1}, {0x2FA17, 3397, 1}, {0x2FA18, 3398, 1},
+    {0x2FA19, 3399, 1}, {0x2FA1A, 3400, 1}, {0x2FA1B, 3401, 1}, {0x2FA1C, 3402, 1}, {0x2FA1D, 3403, 1},
+};
+
+inline constexpr uint32_t kDecompositionData[] = {
+    0x41, 0x300, 0x41, 0x301, 0x41, 0x302, 0x41, 0x303, 0x41, 0x308,
+    0x41, 0x30A, 0x43, 0x327, 0x45, 0x300, 0x45, 0x301, 0x45, 0x302,
+    0x45, 0x308, 0x49, 0x300, 0x49, 0x301, 0x49, 0x302, 0x49, 0x308,
+    0x4E, 0x303, 0x4F, 0x300, 0x4F, 0x301, 0x4F, 0x302, 0x4F, 0x303,
+    0x4F, 0x308, 0x55, 0x300, 0x55, 0x301, 0x55, 0x302, 0x55, 0x308,
+    0x59, 0x301, 0x61, 0x300, 0x61, 0x301, 0x61, 0x302, 0x61, 0x303,
+    0x61, 0x308, 0x61, 0x30A, 0x63, 0x327, 0x65, 0x300, 0x65, 0x301,
+    0x65, 0x302, 0x65, 0x308, 0x69, 0x300, 0x69, 0x301, 0x69, 0x302,
+    0x69, 0x308, 0x6E, 0x303, 0x6F, 0x300, 0x6F, 0x301, 0x6F, 0x302,
+    0x6F, 0x303, 0x6F, 0x308, 0x75, 0x300, 0x75, 0x301, 0x75, 0x302,
+    0x75, 0x308, 0x79, 0x301, 0x79, 0x308, 0x41, 0x304, 0x61, 0x304,
+    0x41, 0x306, 0x61, 0x306, 0x41, 0x328, 0x61, 0x328, 0x43, 0x301,
+    0x63, 0x301, 0x43, 0x302, 0x63, 0x302, 0x43, 0x307, 0x63, 0x307,
+    0x43, 0x30C, 0x63, 0x30C, 0x44, 0x30C, 0x64, 0x30C, 0x45, 0x304,
+    0x65, 0x304, 0x45, 0x306, 0x65, 0x306, 0x45, 0x307, 0x65, 0x307,
+    0x45, 0x328, 0x65, 0x328, 0x45, 0x30C, 0x65, 0x30C, 0x47, 0x302,
+    0x67, 0x302, 0x47, 0x306, 0x67, 0x306, 0x47, 0x307, 0x67, 0x307,
+    0x47, 0x327, 0x67, 0x327, 0x48, 0x302, 0x68, 0x302, 0x49, 0x303,
+    0x69, 0x303, 0x49, 0x304, 0x69, 0x304, 0x49, 0x306, 0x69, 0x306,
+    0x49, 0x328, 0x69, 0x328, 0x49, 0x307, 0x4A, 0x302, 0x6A, 0x302,
+    0x4B, 0x327, 0x6B, 0x327, 0x4C, 0x301, 0x6C, 0x301, 0x4C, 0x327,
+    0x6C, 0x327, 0x4C, 0x30C, 0x6C, 0x30C, 0x4E, 0x301, 0x6E, 0x301,
+    0x4E, 0x327, 0x6E, 0x327, 0x4E, 0x30C, 0x6E, 0x30C, 0x4F, 0x304,
+    0x6F, 0x304, 0x4F, 0x306, 0x6F, 0x306, 0x4F, 0x30B, 0x6F, 0x30B,
+    0x52, 0x301, 0x72, 0x301, 0x52, 0x327, 0x72, 0x327, 0x52, 0x30C,
+    0x72, 0x30C, 0x53, 0x301, 0x73, 0x301, 0x53, 0x302, 0x73, 0x302,
+    0x53, 0x327, 0x73, 0x327, 0x53, 0x30C, 0x73, 0x30C, 0x54, 0x327,
+    0x74, 0x327, 0x54, 0x30C, 0x74, 0x30C, 0x55, 0x303, 0x75, 0x303,
+    0x55, 0x304, 0x75, 0x304, 0x55, 0x306, 0x75, 0x306, 0x55, 0x30A,
+    0x75, 0x30A, 0x55, 0x30B, 0x75, 0x30B, 0x55, 0x328, 0x75, 0x328,
+    0x57, 0x302, 0x77, 0x302, 0x59, 0x302, 0x79, 0x302, 0x59, 0x308,
+    0x5A, 0x301, 0x7A, 0x301, 0x5A, 0x307, 0x7A, 0x307, 0x5A, 0x30C,
+    0x7A, 0x30C, 0x4F, 0x31B, 0x6F, 0x31B, 0x55, 0x31B, 0x75, 0x31B,
+    0x41, 0x30C, 0x61, 0x30C, 0x49, 0x30C, 0x69, 0x30C, 0x4F, 0x30C,
+    0x6F, 0x30C, 0x55, 0x30C, 0x75, 0x30C, 0x55, 0x308, 0x304, 0x75,
+    0x308, 0x304, 0x55, 0x308, 0x301, 0x75, 0x308, 0x301, 0x55, 0x308,
+    0x30C, 0x75, 0x308, 0x30C, 0x55, 0x308, 0x300, 0x75, 0x308, 0x300,
+    0x41, 0x308, 0x304, 0x61, 0x308, 0x304, 0x41, 0x307, 0x304, 0x61,
+    0x307, 0x304, 0xC6, 0x304, 0xE6, 0x304, 0x47, 0x30C, 0x67, 0x30C,
+    0x4B, 0x30C, 0x6B, 0x30C, 0x4F, 0x328, 0x6F, 0x328, 0x4F, 0x328,
+    0x304, 0x6F, 0x328, 0x304, 0x1B7, 0x30C, 0x292, 0x30C, 0x6A, 0x30C,
+    0x47, 0x301, 0x67, 0x301, 0x4E, 0x300, 0x6E, 0x300, 0x41, 0x30A,
+    0x301, 0x61, 0x30A, 0x301, 0xC6, 0x301, 0xE6, 0x301, 0xD8, 0x301,
+    0xF8, 0x301, 0x41, 0x30F, 0x61, 0x30F, 0x41, 0x311, 0x61, 0x311,
+    0x45, 0x30F, 0x65, 0x30F, 0x45, 0x311, 0x65, 0x311, 0x49, 0x30F,
+    0x69, 0x30F, 0x49, 0x311, 0x69, 0x311, 0x4F, 0x30F, 0x6F, 0x30F,
+    0x4F, 0x311, 0x6F, 0x311, 0x52, 0x30F, 0x72, 0x30F, 0x52, 0x311,
+    0x72, 0x311, 0x55, 0x30F, 0x75, 0x30F, 0x55, 0x311, 0x75, 0x311,
+    0x53, 0x326, 0x73, 0x326, 0x54, 0x326, 0x74, 0x326, 0x48, 0x30C,
+    0x68, 0x30C, 0x41, 0x307, 0x61, 0x307, 0x45, 0x327, 0x65, 0x327,
+    0x4F, 0x308, 0x304, 0x6F, 0x308, 0x304, 0x4F, 0x303, 0x304, 0x6F,
+    0x303, 0x304, 0x4F, 0x307, 0x6F, 0x307, 0x4F, 0x307, 0x304, 0x6F,
+    0x307, 0x304, 0x59, 0x304, 0x79, 0x304, 0x300, 0x301, 0x313, 0x308,
+    0x301, 0x2B9, 0x3B, 0xA8, 0x301, 0x391, 0x301, 0xB7, 0x395, 0x301,
+    0x397, 0x301, 0x399, 0x301, 0x39F, 0x301, 0x3A5, 0x301, 0x3A9, 0x301,
+    0x3B9, 0x308, 0x301, 0x399, 0x308, 0x3A5, 0x308, 0x3B1, 0x301, 0x3B5,
+    0x301, 0x3B7, 0x301, 0x3B9, 0x301, 0x3C5, 0x308, 0x301, 0x3B9, 0x308,
+    0x3C5, 0x308, 0x3BF, 0x301, 0x3C5, 0x301, 0x3C9, 0x301, 0x3D2, 0x301,
+    0x3D2, 0x308, 0x415, 0x300, 0x415, 0x308, 0x413, 0x301, 0x406, 0x308,
+    0x41A, 0x301, 0x418, 0x300, 0x423, 0x306, 0x418, 0x306, 0x438, 0x306,
+    0x435, 0x300, 0x435, 0x308, 0x433, 0x301, 0x456, 0x308, 0x43A, 0x301,
+    0x438, 0x300, 0x443, 0x306, 0x474, 0x30F, 0x475, 0x30F, 0x416, 0x306,
+    0x436, 0x306, 0x410, 0x306, 0x430, 0x306, 0x410, 0x308, 0x430, 0x308,
+    0x415, 0x306, 0x435, 0x306, 0x4D8, 0x308, 0x4D9, 0x308, 0x416, 0x308,
+    0x436, 0x308, 0x417, 0x308, 0x437, 0x308, 0x418, 0x304, 0x438, 0x304,
+    0x418, 0x308, 0x438, 0x308, 0x41E, 0x308, 0x43E, 0x308, 0x4E8, 0x308,
+    0x4E9, 0x308, 0x42D, 0x308, 0x44D, 0x308, 0x423, 0x304, 0x443, 0x304,
+    0x423, 0x308, 0x443, 0x308, 0x423, 0x30B, 0x443, 0x30B, 0x427, 0x308,
+    0x447, 0x308, 0x42B, 0x308, 0x44B, 0x308, 0x627, 0x653, 0x627, 0x654,
+    0x648, 0x654, 0x627, 0x655, 0x64A, 0x654, 0x6D5, 0x654, 0x6C1, 0x654,
+    0x6D2, 0x654, 0x928, 0x93C, 0x930, 0x93C, 0x933, 0x93C, 0x915, 0x93C,
+    0x916, 0x93C, 0x917, 0x93C, 0x91C, 0x93C, 0x921, 0x93C, 0x922, 0x93C,
+    0x92B, 0x93C, 0x92F, 0x93C, 0x9C7, 0x9BE, 0x9C7, 0x9D7, 0x9A1, 0x9BC,
+    0x9A2, 0x9BC, 0x9AF, 0x9BC, 0xA32, 0xA3C, 0xA38, 0xA3C, 0xA16, 0xA3C,
+    0xA17, 0xA3C, 0xA1C, 0xA3C, 0xA2B, 0xA3C, 0xB47, 0xB56, 0xB47, 0xB3E,
+    0xB47, 0xB57, 0xB21, 0xB3C, 0xB22, 0xB3C, 0xB92, 0xBD7, 0xBC6, 0xBBE,
+    0xBC7, 0xBBE, 0xBC6, 0xBD7, 0xC46, 0xC56, 0xCBF, 0xCD5, 0xCC6, 0xCD5,
+    0xCC6, 0xCD6, 0xCC6, 0xCC2, 0xCC6, 0xCC2, 0xCD5, 0xD46, 0xD3E, 0xD47,
+    0xD3E, 0xD46, 0xD57, 0xDD9, 0xDCA, 0xDD9, 0xDCF, 0xDD9, 0xDCF, 0xDCA,
+    0xDD9, 0xDDF, 0xF42, 0xFB7, 0xF4C, 0xFB7, 0xF51, 0xFB7, 0xF56, 0xFB7,
+    0xF5B, 0xFB7, 0xF40, 0xFB5, 0xF71, 0xF72, 0xF71, 0xF74, 0xFB2, 0xF80,
+    0xFB3, 0xF80, 0xF71, 0xF80, 0xF92, 0xFB7, 0xF9C, 0xFB7, 0xFA1, 0xFB7,
+    0xFA6, 0xFB7, 0xFAB, 0xFB7, 0xF90, 0xFB5, 0x1025, 0x102E, 0x1B05, 0x1B35,
+    0x1B07, 0x1B35, 0x1B09, 0x1B35, 0x1B0B, 0x1B35, 0x1B0D, 0x1B35, 0x1B11, 0x1B35,
+    0x1B3A, 0x1B35, 0x1B3C, 0x1B35, 0x1B3E, 0x1B35, 0x1B3F, 0x1B35, 0x1B42, 0x1B35,
+    0x41, 0x325, 0x61, 0x325, 0x42, 0x307, 0x62, 0x307, 0x42, 0x323,
+    0x62, 0x323, 0x42, 0x331, 0x62, 0x331, 0x43, 0x327, 0x301, 0x63,
+    0x327, 0x301, 0x44, 0x307, 0x64, 0x307, 0x44, 0x323, 0x64, 0x323,
+    0x44, 0x331, 0x64, 0x331, 0x44, 0x327, 0x64, 0x327, 0x44, 0x32D,
+    0x64, 0x32D, 0x45, 0x304, 0x300, 0x65, 0x304, 0x300, 0x45, 0x304,
+    0x301, 0x65, 0x304, 0x301, 0x45, 0x32D, 0x65, 0x32D, 0x45, 0x330,
+    0x65, 0x330, 0x45, 0x327, 0x306, 0x65, 0x327, 0x306, 0x46, 0x307,
+    0x66, 0x307, 0x47, 0x304, 0x67, 0x304, 0x48, 0x307, 0x68, 0x307,
+    0x48, 0x323, 0x68, 0x323, 0x48, 0x308, 0x68, 0x308, 0x48, 0x327,
+    0x68, 0x327, 0x48, 0x32E, 0x68, 0x32E, 0x49, 0x330, 0x69, 0x330,
+    0x49, 0x308, 0x301, 0x69, 0x308, 0x301, 0x4B, 0x301, 0x6B, 0x301,
+    0x4B, 0x323, 0x6B, 0x323, 0x4B, 0x331, 0x6B, 0x331, 0x4C, 0x323,
+    0x6C, 0x323, 0x4C, 0x323, 0x304, 0x6C, 0x323, 0x304, 0x4C, 0x331,
+    0x6C, 0x331, 0x4C, 0x32D, 0x6C, 0x32D, 0x4D, 0x301, 0x6D, 0x301,
+    0x4D, 0x307, 0x6D, 0x307, 0x4D, 0x323, 0x6D, 0x323, 0x4E, 0x307,
+    0x6E, 0x307, 0x4E, 0x323, 0x6E, 0x323, 0x4E, 0x331, 0x6E, 0x331,
+    0x4E, 0x32D, 0x6E, 0x32D, 0x4F, 0x303, 0x301, 0x6F, 0x303, 0x301,
+    0x4F, 0x303, 0x308, 0x6F, 0x303, 0x308, 0x4F, 0x304, 0x300, 0x6F,
+    0x304, 0x300, 0x4F, 0x304, 0x301, 0x6F, 0x304, 0x301, 0x50, 0x301,
+    0x70, 0x301, 0x50, 0x307, 0x70, 0x307, 0x52, 0x307, 0x72, 0x307,
+    0x52, 0x323, 0x72, 0x323, 0x52, 0x323, 0x304, 0x72, 0x323, 0x304,
+    0x52, 0x331, 0x72, 0x331, 0x53, 0x307, 0x73, 0x307, 0x53, 0x323,
+    0x73, 0x323, 0x53, 0x301, 0x307, 0x73, 0x301, 0x307, 0x53, 0x30C,
+    0x307, 0x73, 0x30C, 0x307, 0x53, 0x323, 0x307, 0x73, 0x323, 0x307,
+    0x54, 0x307, 0x74, 0x307, 0x54, 0x323, 0x74, 0x323, 0x54, 0x331,
+    0x74, 0x331, 0x54, 0x32D, 0x74, 0x32D, 0x55, 0x324, 0x75, 0x324,
+    0x55, 0x330, 0x75, 0x330, 0x55, 0x32D, 0x75, 0x32D, 0x55, 0x303,
+    0x301, 0x75, 0x303, 0x301, 0x55, 0x304, 0x308, 0x75, 0x304, 0x308,
+    0x56, 0x303, 0x76, 0x303, 0x56, 0x323, 0x76, 0x323, 0x57, 0x300,
+    0x77, 0x300, 0x57, 0x301, 0x77, 0x301, 0x57, 0x308, 0x77, 0x308,
+    0x57, 0x307, 0x77, 0x307, 0x57, 0x323, 0x77, 0x323, 0x58, 0x307,
+    0x78, 0x307, 0x58, 0x308, 0x78, 0x308, 0x59, 0x307, 0x79, 0x307,
+    0x5A, 0x302, 0x7A, 0x302, 0x5A, 0x323, 0x7A, 0x323, 0x5A, 0x331,
+    0x7A, 0x331, 0x68, 0x331, 0x74, 0x308, 0x77, 0x30A, 0x79, 0x30A,
+    0x17F, 0x307, 0x41, 0x323, 0x61, 0x323, 0x41, 0x309, 0x61, 0x309,
+    0x41, 0x302, 0x301, 0x61, 0x302, 0x301, 0x41, 0x302, 0x300, 0x61,
+    0x302, 0x300, 0x41, 0x302, 0x309, 0x61, 0x302, 0x309, 0x41, 0x302,
+    0x303, 0x61, 0x302, 0x303, 0x41, 0x323, 0x302, 0x61, 0x323, 0x302,
+    0x41, 0x306, 0x301, 0x61, 0x306, 0x301, 0x41, 0x306, 0x300, 0x61,
+    0x306, 0x300, 0x41, 0x306, 0x309, 0x61, 0x306, 0x309, 0x41, 0x306,
+    0x303, 0x61, 0x306, 0x303, 0x41, 0x323, 0x306, 0x61, 0x323, 0x306,
+    0x45, 0x323, 0x65, 0x323, 0x45, 0x309, 0x65, 0x309, 0x45, 0x303,
+    0x65, 0x303, 0x45, 0x302, 0x301, 0x65, 0x302, 0x301, 0x45, 0x302,
+    0x300, 0x65, 0x302, 0x300, 0x45, 0x302, 0x309, 0x65, 0x302, 0x309,
+    0x45, 0x302, 0x303, 0x65, 0x302, 0x303, 0x45, 0x323, 0x302, 0x65,
+    0x323, 0x302, 0x49, 0x309, 0x69, 0x309, 0x49, 0x323, 0x69, 0x323,
+    0x4F, 0x323, 0x6F, 0x323, 0x4F, 0x309, 0x6F, 0x309, 0x4F, 0x302,
+    0x301, 0x6F, 0x302, 0x301, 0x4F, 0x302, 0x300, 0x6F, 0x302, 0x300,
+    0x4F, 0x302, 0x309, 0x6F, 0x302, 0x309, 0x4F, 0x302, 0x303, 0x6F,
+    0x302, 0x303, 0x4F, 0x323, 0x302, 0x6F, 0x323, 0x302, 0x4F, 0x31B,
+    0x301, 0x6F, 0x31B, 0x301, 0x4F, 0x31B, 0x300, 0x6F, 0x31B, 0x300,
+    0x4F, 0x31B, 0x309, 0x6F, 0x31B, 0x309, 0x4F, 0x31B, 0x303, 0x6F,
+    0x31B, 0x303, 0x4F, 0x31B, 0x323, 0x6F, 0x31B, 0x323, 0x55, 0x323,
+    0x75, 0x323, 0x55, 0x309, 0x75, 0x309, 0x55, 0x31B, 0x301, 0x75,
+    0x31B, 0x301, 0x55, 0x31B, 0x300, 0x75, 0x31B, 0x300, 0x55, 0x31B,
+    0x309, 0x75, 0x31B, 0x309, 0x55, 0x31B, 0x303, 0x75, 0x31B, 0x303,
+    0x55, 0x31B, 0x323, 0x75, 0x31B, 0x323, 0x59, 0x300, 0x79, 0x300,
+    0x59, 0x323, 0x79, 0x323, 0x59, 0x309, 0x79, 0x309, 0x59, 0x303,
+    0x79, 0x303, 0x3B1, 0x313, 0x3B1, 0x314, 0x3B1, 0x313, 0x300, 0x3B1,
+    0x314, 0x300, 0x3B1, 0x313, 0x301, 0x3B1, 0x314, 0x301, 0x3B1, 0x313,
+    0x342, 0x3B1, 0x314, 0x342, 0x391, 0x313, 0x391, 0x314, 0x391, 0x313,
+    0x300, 0x391, 0x314, 0x300, 0x391, 0x313, 0x301, 0x391, 0x314, 0x301,
+    0x391, 0x313, 0x342, 0x391, 0x314, 0x342, 0x3B5, 0x313, 0x3B5, 0x314,
+    0x3B5, 0x313, 0x300, 0x3B5, 0x314, 0x300, 0x3B5, 0x313, 0x301, 0x3B5,
+    0x314, 0x301, 0x395, 0x313, 0x395, 0x314, 0x395, 0x313, 0x300, 0x395,
+    0x314, 0x300, 0x395, 0x313, 0x301, 0x395, 0x314, 0x301, 0x3B7, 0x313,
+    0x3B7, 0x314, 0x3B7, 0x313, 0x300, 0x3B7, 0x314, 0x300, 0x3B7, 0x313,
+    0x301, 0x3B7, 0x314, 0x301, 0x3B7, 0x313, 0x342, 0x3B7, 0x314, 0x342,
+    0x397, 0x313, 0x397, 0x314, 0x397, 0x313, 0x300, 0x397, 0x314, 0x300,
+    0x397, 0x313, 0x301, 0x397, 0x314, 0x301, 0x397, 0x313, 0x342, 0x397,
+    0x314, 0x342, 0x3B9, 0x313, 0x3B9, 0x314, 0x3B9, 0x313, 0x300, 0x3B9,
+    0x314, 0x300, 0x3B9, 0x313, 0x301, 0x3B9, 0x314, 0x301, 0x3B9, 0x313,
+    0x342, 0x3B9, 0x314, 0x342, 0x399, 0x313, 0x399, 0x314, 0x399, 0x313,
+    0x300, 0x399, 0x314, 0x300, 0x399, 0x313, 0x301, 0x399, 0x314, 0x301,
+    0x399, 0x313, 0x342, 0x399, 0x314, 0x342, 0x3BF, 0x313, 0x3BF, 0x314,
+    0x3BF, 0x313, 0x300, 0x3BF, 0x314, 0x300, 0x3BF, 0x313, 0x301, 0x3BF,
+    0x314, 0x301, 0x39F, 0x313, 0x39F, 0x314, 0x39F, 0x313, 0x300, 0x39F,
+    0x314, 0x300, 0x39F, 0x313, 0x301, 0x39F, 0x314, 0x301, 0x3C5, 0x313,
+    0x3C5, 0x314, 0x3C5, 0x313, 0x300, 0x3C5, 0x314, 0x300, 0x3C5, 0x313,
+    0x301, 0x3C5, 0x314, 0x301, 0x3C5, 0x313, 0x342, 0x3C5, 0x314, 0x342,
+    0x3A5, 0x314, 0x3A5, 0x314, 0x300, 0x3A5, 0x314, 0x301, 0x3A5, 0x314,
+    0x342, 0x3C9, 0x313, 0x3C9, 0x314, 0x3C9, 0x313, 0x300, 0x3C9, 0x314,
+    0x300, 0x3C9, 0x313, 0x301, 0x3C9, 0x314, 0x301, 0x3C9, 0x313, 0x342,
+    0x3C9, 0x314, 0x342, 0x3A9, 0x313, 0x3A9, 0x314, 0x3A9, 0x313, 0x300,
+    0x3A9, 0x314, 0x300, 0x3A9, 0x313, 0x301, 0x3A9, 0x314, 0x301, 0x3A9,
+    0x313, 0x342, 0x3A9, 0x314, 0x342, 0x3B1, 0x300, 0x3B1, 0x301, 0x3B5,
+    0x300, 0x3B5, 0x301, 0x3B7, 0x300, 0x3B7, 0x301, 0x3B9, 0x300, 0x3B9,
+    0x301, 0x3BF, 0x300, 0x3BF, 0x301, 0x3C5, 0x300, 0x3C5, 0x301, 0x3C9,
+    0x300, 0x3C9, 0x301, 0x3B1, 0x313, 0x345, 0x3B1, 0x314, 0x345, 0x3B1,
+    0x313, 0x300, 0x345, 0x3B1, 0x314, 0x300, 0x345, 0x3B1, 0x313, 0x301,
+    0x345, 0x3B1, 0x314, 0x301, 0x345, 0x3B1, 0x313, 0x342, 0x345, 0x3B1,
+    0x314, 0x342, 0x345, 0x391, 0x313, 0x345, 0x391, 0x314, 0x345, 0x391,
+    0x313, 0x300, 0x345, 0x391, 0x314, 0x300, 0x345, 0x391, 0x313, 0x301,
+    0x345, 0x391, 0x314, 0x301, 0x345, 0x391, 0x313, 0x342, 0x345, 0x391,
+    0x314, 0x342, 0x345, 0x3B7, 0x313, 0x345, 0x3B7, 0x314, 0x345, 0x3B7,
+    0x313, 0x300, 0x345, 0x3B7, 0x314, 0x300, 0x345, 0x3B7, 0x313, 0x301,
+    0x345, 0x3B7, 0x314, 0x301, 0x345, 0x3B7, 0x313, 0x342, 0x345, 0x3B7,
+    0x314, 0x342, 0x345, 0x397, 0x313, 0x345, 0x397, 0x314, 0x345, 0x397,
+    0x313, 0x300, 0x345, 0x397, 0x314, 0x300, 0x345, 0x397, 0x313, 0x301,
+    0x345, 0x397, 0x314, 0x301, 0x345, 0x397, 0x313, 0x342, 0x345, 0x397,
+    0x314, 0x342, 0x345, 0x3C9, 0x313, 0x345, 0x3C9, 0x314, 0x345, 0x3C9,
+    0x313, 0x300, 0x345, 0x3C9, 0x314, 0x300, 0x345, 0x3C9, 0x313, 0x301,
+    0x345, 0x3C9, 0x314, 0x301, 0x345, 0x3C9, 0x313, 0x342, 0x345, 0x3C9,
+    0x314, 0x342, 0x345, 0x3A9, 0x313, 0x345, 0x3A9, 0x314, 0x345, 0x3A9,
+    0x313, 0x300, 0x345, 0x3A9, 0x314, 0x300, 0x345, 0x3A9, 0x313, 0x301,
+    0x345, 0x3A9, 0x314, 0x301, 0x345, 0x3A9, 0x313, 0x342, 0x345, 0x3A9,
+    0x314, 0x342, 0x345, 0x3B1, 0x306, 0x3B1, 0x304, 0x3B1, 0x300, 0x345,
+    0x3B1, 0x345, 0x3B1, 0x301, 0x345, 0x3B1, 0x342, 0x3B1, 0x342, 0x345,
+    0x391, 0x306, 0x391, 0x304, 0x391, 0x300, 0x391, 0x301, 0x391, 0x345,
+    0x3B9, 0xA8, 0x342, 0x3B7, 0x300, 0x345, 0x3B7, 0x345, 0x3B7, 0x301,
+    0x345, 0x3B7, 0x342, 0x3B7, 0x342, 0x345, 0x395, 0x300, 0x395, 0x301,
+    0x397, 0x300, 0x397, 0x301, 0x397, 0x345, 0x1FBF, 0x300, 0x1FBF, 0x301,
+    0x1FBF, 0x342, 0x3B9, 0x306, 0x3B9, 0x304, 0x3B9, 0x308, 0x300, 0x3B9,
+    0x308, 0x301, 0x3B9, 0x342, 0x3B9, 0x308, 0x342, 0x399, 0x306, 0x399,
+    0x304, 0x399, 0x300, 0x399, 0x301, 0x1FFE, 0x300, 0x1FFE, 0x301, 0x1FFE,
+    0x342, 0x3C5, 0x306, 0x3C5, 0x304, 0x3C5, 0x308, 0x300, 0x3C5, 0x308,
+    0x301, 0x3C1, 0x313, 0x3C1, 0x314, 0x3C5, 0x342, 0x3C5, 0x308, 0x342,
+    0x3A5, 0x306, 0x3A5, 0x304, 0x3A5, 0x300, 0x3A5, 0x301, 0x3A1, 0x314,
+    0xA8, 0x300, 0xA8, 0x301, 0x60, 0x3C9, 0x300, 0x345, 0x3C9, 0x345,
+    0x3C9, 0x301, 0x345, 0x3C9, 0x342, 0x3C9, 0x342, 0x345, 0x39F, 0x300,
+    0x39F, 0x301, 0x3A9, 0x300, 0x3A9, 0x301, 0x3A9, 0x345, 0xB4, 0x2002,
+    0x2003, 0x3A9, 0x4B, 0x41, 0x30A, 0x2190, 0x338, 0x2192, 0x338, 0x2194,
+    0x338, 0x21D0, 0x338, 0x21D4, 0x338, 0x21D2, 0x338, 0x2203, 0x338, 0x2208,
+    0x338, 0x220B, 0x338, 0x2223, 0x338, 0x2225, 0x338, 0x223C, 0x338, 0x2243,
+    0x338, 0x2245, 0x338, 0x2248, 0x338, 0x3D, 0x338, 0x2261, 0x338, 0x224D,
+    0x338, 0x3C, 0x338, 0x3E, 0x338, 0x2264, 0x338, 0x2265, 0x338, 0x2272,
+    0x338, 0x2273, 0x338, 0x2276, 0x338, 0x2277, 0x338, 0x227A, 0x338, 0x227B,
+    0x338, 0x2282, 0x338, 0x2283, 0x338, 0x2286, 0x338, 0x2287, 0x338, 0x22A2,
+    0x338, 0x22A8, 0x338, 0x22A9, 0x338, 0x22AB, 0x338, 0x227C, 0x338, 0x227D,
+    0x338, 0x2291, 0x338, 0x2292, 0x338, 0x22B2, 0x338, 0x22B3, 0x338, 0x22B4,
+    0x338, 0x22B5, 0x338, 0x3008, 0x3009, 0x2ADD, 0x338, 0x304B, 0x3099, 0x304D,
+    0x3099, 0x304F, 0x3099, 0x3051, 0x3099, 0x3053, 0x3099, 0x3055, 0x3099, 0x3057,
+    0x3099, 0x3059, 0x3099, 0x305B, 0x3099, 0x305D, 0x3099, 0x305F, 0x3099, 0x3061,
+    0x3099, 0x3064, 0x3099, 0x3066, 0x3099, 0x3068, 0x3099, 0x306F, 0x3099, 0x306F,
+    0x309A, 0x3072, 0x3099, 0x3072, 0x309A, 0x3075, 0x3099, 0x3075, 0x309A, 0x3078,
+    0x3099, 0x3078, 0x309A, 0x307B, 0x3099, 0x307B, 0x309A, 0x3046, 0x3099, 0x309D,
+    0x3099, 0x30AB, 0x3099, 0x30AD, 0x3099, 0x30AF, 0x3099, 0x30B1, 0x3099, 0x30B3,
+    0x3099, 0x30B5, 0x3099, 0x30B7, 0x3099, 0x30B9, 0x3099, 0x30BB, 0x3099, 0x30BD,
+    0x3099, 0x30BF, 0x3099, 0x30C1, 0x3099, 0x30C4, 0x3099, 0x30C6, 0x3099, 0x30C8,
+    0x3099, 0x30CF, 0x3099, 0x30CF, 0x309A, 0x30D2, 0x3099, 0x30D2, 0x309A, 0x30D5,
+    0x3099, 0x30D5, 0x309A, 0x30D8, 0x3099, 0x30D8, 0x309A, 0x30DB, 0x3099, 0x30DB,
+    0x309A, 0x30A6, 0x3099, 0x30EF, 0x3099, 0x30F0, 0x3099, 0x30F1, 0x3099, 0x30F2,
+    0x3099, 0x30FD, 0x3099, 0x8C48, 0x66F4, 0x8ECA, 0x8CC8, 0x6ED1, 0x4E32, 0x53E5,
+    0x9F9C, 0x9F9C, 0x5951, 0x91D1, 0x5587, 0x5948, 0x61F6, 0x7669, 0x7F85, 0x863F,
+    0x87BA, 0x88F8, 0x908F, 0x6A02, 0x6D1B, 0x70D9, 0x73DE, 0x843D, 0x916A, 0x99F1,
+    0x4E82, 0x5375, 0x6B04, 0x721B, 0x862D, 0x9E1E, 0x5D50, 0x6FEB, 0x85CD, 0x8964,
+    0x62C9, 0x81D8, 0x881F, 0x5ECA, 0x6717, 0x6D6A, 0x72FC, 0x90CE, 0x4F86, 0x51B7,
+    0x52DE, 0x64C4, 0x6AD3, 0x7210, 0x76E7, 0x8001, 0x8606, 0x865C, 0x8DEF, 0x9732,
+    0x9B6F, 0x9DFA, 0x788C, 0x797F, 0x7DA0, 0x83C9, 0x9304, 0x9E7F, 0x8AD6, 0x58DF,
+    0x5F04, 0x7C60, 0x807E, 0x7262, 0x78CA, 0x8CC2, 0x96F7, 0x58D8, 0x5C62, 0x6A13,
+    0x6DDA, 0x6F0F, 0x7D2F, 0x7E37, 0x964B, 0x52D2, 0x808B, 0x51DC, 0x51CC, 0x7A1C,
+    0x7DBE, 0x83F1, 0x9675, 0x8B80, 0x62CF, 0x6A02, 0x8AFE, 0x4E39, 0x5BE7, 0x6012,
+    0x7387, 0x7570, 0x5317, 0x78FB, 0x4FBF, 0x5FA9, 0x4E0D, 0x6CCC, 0x6578, 0x7D22,
+    0x53C3, 0x585E, 0x7701, 0x8449, 0x8AAA, 0x6BBA, 0x8FB0, 0x6C88, 0x62FE, 0x82E5,
+    0x63A0, 0x7565, 0x4EAE, 0x5169, 0x51C9, 0x6881, 0x7CE7, 0x826F, 0x8AD2, 0x91CF,
+    0x52F5, 0x5442, 0x5973, 0x5EEC, 0x65C5, 0x6FFE, 0x792A, 0x95AD, 0x9A6A, 0x9E97,
+    0x9ECE, 0x529B, 0x66C6, 0x6B77, 0x8F62, 0x5E74, 0x6190, 0x6200, 0x649A, 0x6F23,
+    0x7149, 0x7489, 0x79CA, 0x7DF4, 0x806F, 0x8F26, 0x84EE, 0x9023, 0x934A, 0x5217,
+    0x52A3, 0x54BD, 0x70C8, 0x88C2, 0x8AAA, 0x5EC9, 0x5FF5, 0x637B, 0x6BAE, 0x7C3E,
+    0x7375, 0x4EE4, 0x56F9, 0x5BE7, 0x5DBA, 0x601C, 0x73B2, 0x7469, 0x7F9A, 0x8046,
+    0x9234, 0x96F6, 0x9748, 0x9818, 0x4F8B, 0x79AE, 0x91B4, 0x96B8, 0x60E1, 0x4E86,
+    0x50DA, 0x5BEE, 0x5C3F, 0x6599, 0x6A02, 0x71CE, 0x7642, 0x84FC, 0x907C, 0x9F8D,
+    0x6688, 0x962E, 0x5289, 0x677B, 0x67F3, 0x6D41, 0x6E9C, 0x7409, 0x7559, 0x786B,
+    0x7D10, 0x985E, 0x516D, 0x622E, 0x9678, 0x502B, 0x5D19, 0x6DEA, 0x8F2A, 0x5F8B,
+    0x6144, 0x6817, 0x7387, 0x9686, 0x5229, 0x540F, 0x5C65, 0x6613, 0x674E, 0x68A8,
+    0x6CE5, 0x7406, 0x75E2, 0x7F79, 0x88CF, 0x88E1, 0x91CC, 0x96E2, 0x533F, 0x6EBA,
+    0x541D, 0x71D0, 0x7498, 0x85FA, 0x96A3, 0x9C57, 0x9E9F, 0x6797, 0x6DCB, 0x81E8,
+    0x7ACB, 0x7B20, 0x7C92, 0x72C0, 0x7099, 0x8B58, 0x4EC0, 0x8336, 0x523A, 0x5207,
+    0x5EA6, 0x62D3, 0x7CD6, 0x5B85, 0x6D1E, 0x66B4, 0x8F3B, 0x884C, 0x964D, 0x898B,
+    0x5ED3, 0x5140, 0x55C0, 0x585A, 0x6674, 0x51DE, 0x732A, 0x76CA, 0x793C, 0x795E,
+    0x7965, 0x798F, 0x9756, 0x7CBE, 0x7FBD, 0x8612, 0x8AF8, 0x9038, 0x90FD, 0x98EF,
+    0x98FC, 0x9928, 0x9DB4, 0x90DE, 0x96B7, 0x4FAE, 0x50E7, 0x514D, 0x52C9, 0x52E4,
+    0x5351, 0x559D, 0x5606, 0x5668, 0x5840, 0x58A8, 0x5C64, 0x5C6E, 0x6094, 0x6168,
+    0x618E, 0x61F2, 0x654F, 0x65E2, 0x6691, 0x6885, 0x6D77, 0x6E1A, 0x6F22, 0x716E,
+    0x722B, 0x7422, 0x7891, 0x793E, 0x7949, 0x7948, 0x7950, 0x7956, 0x795D, 0x798D,
+    0x798E, 0x7A40, 0x7A81, 0x7BC0, 0x7DF4, 0x7E09, 0x7E41, 0x7F72, 0x8005, 0x81ED,
+    0x8279, 0x8279, 0x8457, 0x8910, 0x8996, 0x8B01, 0x8B39, 0x8CD3, 0x8D08, 0x8FB6,
+    0x9038, 0x96E3, 0x97FF, 0x983B, 0x6075, 0x242EE, 0x8218, 0x4E26, 0x51B5, 0x5168,
+    0x4F80, 0x5145, 0x5180, 0x52C7, 0x52FA, 0x559D, 0x5555, 0x5599, 0x55E2, 0x585A,
+    0x58B3, 0x5944, 0x5954, 0x5A62, 0x5B28, 0x5ED2, 0x5ED9, 0x5F69, 0x5FAD, 0x60D8,
+    0x614E, 0x6108, 0x618E, 0x6160, 0x61F2, 0x6234, 0x63C4, 0x641C, 0x6452, 0x6556,
+    0x6674, 0x6717, 0x671B, 0x6756, 0x6B79, 0x6BBA, 0x6D41, 0x6EDB, 0x6ECB, 0x6F22,
+    0x701E, 0x716E, 0x77A7, 0x7235, 0x72AF, 0x732A, 0x7471, 0x7506, 0x753B, 0x761D,
+    0x761F, 0x76CA, 0x76DB, 0x76F4, 0x774A, 0x7740, 0x78CC, 0x7AB1, 0x7BC0, 0x7C7B,
+    0x7D5B, 0x7DF4, 0x7F3E, 0x8005, 0x8352, 0x83EF, 0x8779, 0x8941, 0x8986, 0x8996,
+    0x8ABF, 0x8AF8, 0x8ACB, 0x8B01, 0x8AFE, 0x8AED, 0x8B39, 0x8B8A, 0x8D08, 0x8F38,
+    0x9072, 0x9199, 0x9276, 0x967C, 0x96E3, 0x9756, 0x97DB, 0x97FF, 0x980B, 0x983B,
+    0x9B12, 0x9F9C, 0x2284A, 0x22844, 0x233D5, 0x3B9D, 0x4018, 0x4039, 0x25249, 0x25CD0,
+    0x27ED3, 0x9F43, 0x9F8E, 0x5D9, 0x5B4, 0x5F2, 0x5B7, 0x5E9, 0x5C1, 0x5E9,
+    0x5C2, 0x5E9, 0x5BC, 0x5C1, 0x5E9, 0x5BC, 0x5C2, 0x5D0, 0x5B7, 0x5D0,
+    0x5B8, 0x5D0, 0x5BC, 0x5D1, 0x5BC, 0x5D2, 0x5BC, 0x5D3, 0x5BC, 0x5D4,
+    0x5BC, 0x5D5, 0x5BC, 0x5D6, 0x5BC, 0x5D8, 0x5BC, 0x5D9, 0x5BC, 0x5DA,
+    0x5BC, 0x5DB, 0x5BC, 0x5DC, 0x5BC, 0x5DE, 0x5BC, 0x5E0, 0x5BC, 0x5E1,
+    0x5BC, 0x5E3, 0x5BC, 0x5E4, 0x5BC, 0x5E6, 0x5BC, 0x5E7, 0x5BC, 0x5E8,
+    0x5BC, 0x5E9, 0x5BC, 0x5EA, 0x5BC, 0x5D5, 0x5B9, 0x5D1, 0x5BF, 0x5DB,
+    0x5BF, 0x5E4, 0x5BF, 0x11099, 0x110BA, 0x1109B, 0x110BA, 0x110A5, 0x110BA, 0x11131,
+    0x11127, 0x11132, 0x11127, 0x11347, 0x1133E, 0x11347, 0x11357, 0x114B9, 0x114BA, 0x114B9,
+    0x114B0, 0x114B9, 0x114BD, 0x115B8, 0x115AF, 0x115B9, 0x115AF, 0x1D157, 0x1D165, 0x1D158,
+    0x1D165, 0x1D158, 0x1D165, 0x1D16E, 0x1D158, 0x1D165, 0x1D16F, 0x1D158, 0x1D165, 0x1D170,
+    0x1D158, 0x1D165, 0x1D171, 0x1D158, 0x1D165, 0x1D172, 0x1D1B9, 0x1D165, 0x1D1BA, 0x1D165,
+    0x1D1B9, 0x1D165, 0x1D16E, 0x1D1BA, 0x1D165, 0x1D16E, 0x1D1B9, 0x1D165, 0x1D16F, 0x1D1BA,
+    0x1D165, 0x1D16F, 0x4E3D, 0x4E38, 0x4E41, 0x20122, 0x4F60, 0x4FAE, 0x4FBB, 0x5002,
+    0x507A, 0x5099, 0x50E7, 0x50CF, 0x349E, 0x2063A, 0x514D, 0x5154, 0x5164, 0x5177,
+    0x2051C, 0x34B9, 0x5167, 0x518D, 0x2054B, 0x5197, 0x51A4, 0x4ECC, 0x51AC, 0x51B5,
+    0x291DF, 0x51F5, 0x5203, 0x34DF, 0x523B, 0x5246, 0x5272, 0x5277, 0x3515, 0x52C7,
+    0x52C9, 0x52E4, 0x52FA, 0x5305, 0x5306, 0x5317, 0x5349, 0x5351, 0x535A, 0x5373,
+    0x537D, 0x537F, 0x537F, 0x537F, 0x20A2C, 0x7070, 0x53CA, 0x53DF, 0x20B63, 0x53EB,
+    0x53F1, 0x5406, 0x549E, 0x5438, 0x5448, 0x5468, 0x54A2, 0x54F6, 0x5510, 0x5553,
+    0x5563, 0x5584, 0x5584, 0x5599, 0x55AB, 0x55B3, 0x55C2, 0x5716, 0x5606, 0x5717,
+    0x5651, 0x5674, 0x5207, 0x58EE, 0x57CE, 0x57F4, 0x580D, 0x578B, 0x5832, 0x5831,
+    0x58AC, 0x214E4, 0x58F2, 0x58F7, 0x5906, 0x591A, 0x5922, 0x5962, 0x216A8, 0x216EA,
+    0x59EC, 0x5A1B, 0x5A27, 0x59D8, 0x5A66, 0x36EE, 0x36FC, 0x5B08, 0x5B3E, 0x5B3E,
+    0x219C8, 0x5BC3, 0x5BD8, 0x5BE7, 0x5BF3, 0x21B18, 0x5BFF, 0x5C06, 0x5F53, 0x5C22,
+    0x3781, 0x5C60, 0x5C6E, 0x5CC0, 0x5C8D, 0x21DE4, 0x5D43, 0x21DE6, 0x5D6E, 0x5D6B,
+    0x5D7C, 0x5DE1, 0x5DE2, 0x382F, 0x5DFD, 0x5E28, 0x5E3D, 0x5E69, 0x3862, 0x22183,
+    0x387C, 0x5EB0, 0x5EB3, 0x5EB6, 0x5ECA, 0x2A392, 0x5EFE, 0x22331, 0x22331, 0x8201,
+    0x5F22, 0x5F22, 0x38C7, 0x232B8, 0x261DA, 0x5F62, 0x5F6B, 0x38E3, 0x5F9A, 0x5FCD,
+    0x5FD7, 0x5FF9, 0x6081, 0x393A, 0x391C, 0x6094, 0x226D4, 0x60C7, 0x6148, 0x614C,
+    0x614E, 0x614C, 0x617A, 0x618E, 0x61B2, 0x61A4, 0x61AF, 0x61DE, 0x61F2, 0x61F6,
+    0x6210, 0x621B, 0x625D, 0x62B1, 0x62D4, 0x6350, 0x22B0C, 0x633D, 0x62FC, 0x6368,
+    0x6383, 0x63E4, 0x22BF1, 0x6422, 0x63C5, 0x63A9, 0x3A2E, 0x6469, 0x647E, 0x649D,
+    0x6477, 0x3A6C, 0x654F, 0x656C, 0x2300A, 0x65E3, 0x66F8, 0x6649, 0x3B19, 0x6691,
+    0x3B08, 0x3AE4, 0x5192, 0x5195, 0x6700, 0x669C, 0x80AD, 0x43D9, 0x6717, 0x671B,
+    0x6721, 0x675E, 0x6753, 0x233C3, 0x3B49, 0x67FA, 0x6785, 0x6852, 0x6885, 0x2346D,
+    0x688E, 0x681F, 0x6914, 0x3B9D, 0x6942, 0x69A3, 0x69EA, 0x6AA8, 0x236A3, 0x6ADB,
+    0x3C18, 0x6B21, 0x238A7, 0x6B54, 0x3C4E, 0x6B72, 0x6B9F, 0x6BBA, 0x6BBB, 0x23A8D,
+    0x21D0B, 0x23AFA, 0x6C4E, 0x23CBC, 0x6CBF, 0x6CCD, 0x6C67, 0x6D16, 0x6D3E, 0x6D77,
+    0x6D41, 0x6D69, 0x6D78, 0x6D85, 0x23D1E, 0x6D34, 0x6E2F, 0x6E6E, 0x3D33, 0x6ECB,
+    0x6EC7, 0x23ED1, 0x6DF9, 0x6F6E, 0x23F5E, 0x23F8E, 0x6FC6, 0x7039, 0x701E, 0x701B,
+    0x3D96, 0x704A, 0x707D, 0x7077, 0x70AD, 0x20525, 0x7145, 0x24263, 0x719C, 0x243AB,
+    0x7228, 0x7235, 0x7250, 0x24608, 0x7280, 0x7295, 0x24735, 0x24814, 0x737A, 0x738B,
+    0x3EAC, 0x73A5, 0x3EB8, 0x3EB8, 0x7447, 0x745C, 0x7471, 0x7485, 0x74CA, 0x3F1B,
+    0x7524, 0x24C36, 0x753E, 0x24C92, 0x7570, 0x2219F, 0x7610, 0x24FA1, 0x24FB8, 0x25044,
+    0x3FFC, 0x4008, 0x76F4, 0x250F3, 0x250F2, 0x25119, 0x25133, 0x771E, 0x771F, 0x771F,
+    0x774A, 0x4039, 0x778B, 0x4046, 0x4096, 0x2541D, 0x784E, 0x788C, 0x78CC, 0x40E3,
+    0x25626, 0x7956, 0x2569A, 0x256C5, 0x798F, 0x79EB, 0x412F, 0x7A40, 0x7A4A, 0x7A4F,
+    0x2597C, 0x25AA7, 0x25AA7, 0x7AEE, 0x4202, 0x25BAB, 0x7BC6, 0x7BC9, 0x4227, 0x25C80,
+    0x7CD2, 0x42A0, 0x7CE8, 0x7CE3, 0x7D00, 0x25F86, 0x7D63, 0x4301, 0x7DC7, 0x7E02,
+    0x7E45, 0x4334, 0x26228, 0x26247, 0x4359, 0x262D9, 0x7F7A, 0x2633E, 0x7F95, 0x7FFA,
+    0x8005, 0x264DA, 0x26523, 0x8060, 0x265A8, 0x8070, 0x2335F, 0x43D5, 0x80B2, 0x8103,
+    0x440B, 0x813E, 0x5AB5, 0x267A7, 0x267B5, 0x23393, 0x2339C, 0x8201, 0x8204, 0x8F9E,
+    0x446B, 0x8291, 0x828B, 0x829D, 0x52B3, 0x82B1, 0x82B3, 0x82BD, 0x82E6, 0x26B3C,
+    0x82E5, 0x831D, 0x8363, 0x83AD, 0x8323, 0x83BD, 0x83E7, 0x8457, 0x8353, 0x83CA,
+    0x83CC, 0x83DC, 0x26C36, 0x26D6B, 0x26CD5, 0x452B, 0x84F1, 0x84F3, 0x8516, 0x273CA,
+    0x8564, 0x26F2C, 0x455D, 0x4561, 0x26FB1, 0x270D2, 0x456B, 0x8650, 0x865C, 0x8667,
+    0x8669, 0x86A9, 0x8688, 0x870E, 0x86E2, 0x8779, 0x8728, 0x876B, 0x8786, 0x45D7,
+    0x87E1, 0x8801, 0x45F9, 0x8860, 0x8863, 0x27667, 0x88D7, 0x88DE, 0x4635, 0x88FA,
+    0x34BB, 0x278AE, 0x27966, 0x46BE, 0x46C7, 0x8AA0, 0x8AED, 0x8B8A, 0x8C55, 0x27CA8,
+    0x8CAB, 0x8CC1, 0x8D1B, 0x8D77, 0x27F2F, 0x20804, 0x8DCB, 0x8DBC, 0x8DF0, 0x208DE,
+    0x8ED4, 0x8F38, 0x285D2, 0x285ED, 0x9094, 0x90F1, 0x9111, 0x2872E, 0x911B, 0x9238,
+    0x92D7, 0x92D8, 0x927C, 0x93F9, 0x9415, 0x28BFA, 0x958B, 0x4995, 0x95B7, 0x28D77,
+    0x49E6, 0x96C3, 0x5DB2, 0x9723, 0x29145, 0x2921A, 0x4A6E, 0x4A76, 0x97E0, 0x2940A,
+    0x4AB2, 0x29496, 0x980B, 0x980B, 0x9829, 0x295B6, 0x98E2, 0x4B33, 0x9929, 0x99A7,
+    0x99C2, 0x99FE, 0x4BCE, 0x29B30, 0x9B12, 0x9C40, 0x9CFD, 0x4CCE, 0x4CED, 0x9D67,
+    0x2A0CE, 0x4CF8, 0x2A105, 0x2A20E, 0x2A291, 0x9EBB, 0x4D56, 0x9EF9, 0x9EFE, 0x9F05,
+    0x9F0F, 0x9F16, 0x9F3B, 0x2A600,
+};
+
+// Canonical compositions: (first, second) -> primary composite, sorted by (first, second);
+// composition exclusions are absent, Hangul syllables are algorithmic (940 pairs).
+inline constexpr Composition kCompositions[] = {
+    {0x3C, 0x338, 0x226E}, {0x3D, 0x338, 0x2260}, {0x3E, 0x338, 0x226F}, {0x41, 0x300, 0xC0},
+    {0x41, 0x301, 0xC1}, {0x41, 0x302, 0xC2}, {0x41, 0x303, 0xC3}, {0x41, 0x304, 0x100},
+    {0x41, 0x306, 0x102}, {0x41, 0x307, 0x226}, {0x41, 0x308, 0xC4}, {0x41, 0x309, 0x1EA2},
+    {0x41, 0x30A, 0xC5}, {0x41, 0x30C, 0x1CD}, {0x41, 0x30F, 0x200}, {0x41, 0x311, 0x202},
+    {0x41, 0x323, 0x1EA0}, {0x41, 0x325, 0x1E00}, {0x41, 0x328, 0x104}, {0x42, 0x307, 0x1E02},
+    {0x42, 0x323, 0x1E04}, {0x42, 0x331, 0x1E06}, {0x43, 0x301, 0x106}, {0x43, 0x302, 0x108},
+    {0x43, 0x307, 0x10A}, {0x43, 0x30C, 0x10C}, {0x43, 0x327, 0xC7}, {0x44, 0x307, 0x1E0A},
+    {0x44, 0x30C, 0x10E}, {0x44, 0x323, 0x1E0C}, {0x44, 0x327, 0x1E10}, {0x44, 0x32D, 0x1E12},
+    {0x44, 0x331, 0x1E0E}, {0x45, 0x300, 0xC8}, {0x45, 0x301, 0xC9}, {0x45, 0x302, 0xCA},
+    {0x45, 0x303, 0x1EBC}, {0x45, 0x304, 0x112}, {0x45, 0x306, 0x114}, {0x45, 0x307, 0x116},
+    {0x45, 0x308, 0xCB}, {0x45, 0x309, 0x1EBA}, {0x45, 0x30C, 0x11A}, {0x45, 0x30F, 0x204},
+    {0x45, 0x311, 0x206}, {0x45, 0x323, 0x1EB8}, {0x45, 0x327, 0x228}, {0x45, 0x328, 0x118},
+    {0x45, 0x32D, 0x1E18}, {0x45, 0x330, 0x1E1A}, {0x46, 0x307, 0x1E1E}, {0x47, 0x301, 0x1F4},
+    {0x47, 0x302, 0x11C}, {0x47, 0x304, 0x1E20}, {0x47, 0x306, 0x11E}, {0x47, 0x307, 0x120},
+    {0x47, 0x30C, 0x1E6}, {0x47, 0x327, 0x122}, {0x48, 0x302, 0x124}, {0x48, 0x307, 0x1E22},
+    {0x48, 0x308, 0x1E26}, {0x48, 0x30C, 0x21E}, {0x48, 0x323, 0x1E24}, {0x48, 0x327, 0x1E28},
+    {0x48, 0x32E, 0x1E2A}, {0x49, 0x300, 0xCC}, {0x49, 0x301, 0xCD}, {0x49, 0x302, 0xCE},
+    {0x49, 0x303, 0x128}, {0x49, 0x304, 0x12A}, {0x49, 0x306, 0x12C}, {0x49, 0x307, 0x130},
+    {0x49, 0x308, 0xCF}, {0x49, 0x309, 0x1EC8}, {0x49, 0x30C, 0x1CF}, {0x49, 0x30F, 0x208},
+    {0x49, 0x311, 0x20A}, {0x49, 0x323, 0x1ECA}, {0x49, 0x328, 0x12E}, {0x49, 0x330, 0x1E2C},
+    {0x4A, 0x302, 0x134}, {0x4B, 0x301, 0x1E30}, {0x4B, 0x30C, 0x1E8}, {0x4B, 0x323, 0x1E32},
+    {0x4B, 0x327, 0x136}, {0x4B, 0x331, 0x1E34}, {0x4C, 0x301, 0x139}, {0x4C, 0x30C, 0x13D},
+    {0x4C, 0x323, 0x1E36}, {0x4C, 0x327, 0x13B}, {0x4C, 0x32D, 0x1E3C}, {0x4C, 0x331, 0x1E3A},
+    {0x4D, 0x301, 0x1E3E}, {0x4D, 0x307, 0x1E40}, {0x4D, 0x323, 0x1E42}, {0x4E, 0x300, 0x1F8},
+    {0x4E, 0x301, 0x143}, {0x4E, 0x303, 0xD1}, {0x4E, 0x307, 0x1E44}, {0x4E, 0x30C, 0x147},
+    {0x4E, 0x323, 0x1E46}, {0x4E, 0x327, 0x145}, {0x4E, 0x32D, 0x1E4A}, {0x4E, 0x331, 0x1E48},
+    {0x4F, 0x300, 0xD2}, {0x4F, 0x301, 0xD3}, {0x4F, 0x302, 0xD4}, {0x4F, 0x303, 0xD5},
+    {0x4F, 0x304, 0x14C}, {0x4F, 0x306, 0x14E}, {0x4F, 0x307, 0x22E}, {0x4F, 0x308, 0xD6},
+    {0x4F, 0x309, 0x1ECE}, {0x4F, 0x30B, 0x150}, {0x4F, 0x30C, 0x1D1}, {0x4F, 0x30F, 0x20C},
+    {0x4F, 0x311, 0x20E}, {0x4F, 0x31B, 0x1A0}, {0x4F, 0x323, 0x1ECC}, {0x4F, 0x328, 0x1EA},
+    {0x50, 0x301, 0x1E54}, {0x50, 0x307, 0x1E56}, {0x52, 0x301, 0x154}, {0x52, 0x307, 0x1E58},
+    {0x52, 0x30C, 0x158}, {0x52, 0x30F, 0x210}, {0x52, 0x311, 0x212}, {0x52, 0x323, 0x1E5A},
+    {0x52, 0x327, 0x156}, {0x52, 0x331, 0x1E5E}, {0x53, 0x301, 0x15A}, {0x53, 0x302, 0x15C},
+    {0x53, 0x307, 0x1E60}, {0x53, 0x30C, 0x160}, {0x53, 0x323, 0x1E62}, {0x53, 0x326, 0x218},
+    {0x53, 0x327, 0x15E}, {0x54, 0x307, 0x1E6A}, {0x54, 0x30C, 0x164}, {0x54, 0x323, 0x1E6C},
+    {0x54, 0x326, 0x21A}, {0x54, 0x327, 0x162}, {0x54, 0x32D, 0x1E70}, {0x54, 0x331, 0x1E6E},
+    {0x55, 0x300, 0xD9}, {0x55, 0x301, 0xDA}, {0x55, 0x302, 0xDB}, {0x55, 0x303, 0x168},
+    {0x55, 0x304, 0x16A}, {0x55, 0x306, 0x16C}, {0x55, 0x308, 0xDC}, {0x55, 0x309, 0x1EE6},
+    {0x55, 0x30A, 0x16E}, {0x55, 0x30B, 0x170}, {0x55, 0x30C, 0x1D3}, {0x55, 0x30F, 0x214},
+    {0x55, 0x311, 0x216}, {0x55, 0x31B, 0x1AF}, {0x55, 0x323, 0x1EE4}, {0x55, 0x324, 0x1E72},
+    {0x55, 0x328, 0x172}, {0x55, 0x32D, 0x1E76}, {0x55, 0x330, 0x1E74}, {0x56, 0x303, 0x1E7C},
+    {0x56, 0x323, 0x1E7E}, {0x57, 0x300, 0x1E80}, {0x57, 0x301, 0x1E82}, {0x57, 0x302, 0x174},
+    {0x57, 0x307, 0x1E86}, {0x57, 0x308, 0x1E84}, {0x57, 0x323, 0x1E88}, {0x58, 0x307, 0x1E8A},
+    {0x58, 0x308, 0x1E8C}, {0x59, 0x300, 0x1EF2}, {0x59, 0x301, 0xDD}, {0x59, 0x302, 0x176},
+    {0x59, 0x303, 0x1EF8}, {0x59, 0x304, 0x232}, {0x59, 0x307, 0x1E8E}, {0x59, 0x308, 0x178},
+    {0x59, 0x309, 0x1EF6}, {0x59, 0x323, 0x1EF4}, {0x5A, 0x301, 0x179}, {0x5A, 0x302, 0x1E90},
+    {0x5A, 0x307, 0x17B}, {0x5A, 0x30C, 0x17D}, {0x5A, 0x323, 0x1E92}, {0x5A, 0x331, 0x1E94},
+    {0x61, 0x300, 0xE0}, {0x61, 0x301, 0xE1}, {0x61, 0x302, 0xE2}, {0x61, 0x303, 0xE3},
+    {0x61, 0x304, 0x101}, {0x61, 0x306, 0x103}, {0x61, 0x307, 0x227}, {0x61, 0x308, 0xE4},
+    {0x61, 0x309, 0x1EA3}, {0x61, 0x30A, 0xE5}, {0x61, 0x30C, 0x1CE}, {0x61, 0x30F, 0x201},
+    {0x61, 0x311, 0x203}, {0x61, 0x323, 0x1EA1}, {0x61, 0x325, 0x1E01}, {0x61, 0x328, 0x105},
+    {0x62, 0x307, 0x1E03}, {0x62, 0x323, 0x1E05}, {0x62, 0x331, 0x1E07}, {0x63, 0x301, 0x107},
+    {0x63, 0x302, 0x109}, {0x63, 0x307, 0x10B}, {0x63, 0x30C, 0x10D}, {0x63, 0x327, 0xE7},
+    {0x64, 0x307, 0x1E0B}, {0x64, 0x30C, 0x10F}, {0x64, 0x323, 0x1E0D}, {0x64, 0x327, 0x1E11},
+    {0x64, 0x32D, 0x1E13}, {0x64, 0x331, 0x1E0F}, {0x65, 0x300, 0xE8}, {0x65, 0x301, 0xE9},
+    {0x65, 0x302, 0xEA}, {0x65, 0x303, 0x1EBD}, {0x65, 0x304, 0x113}, {0x65, 0x306, 0x115},
+    {0x65, 0x307, 0x117}, {0x65, 0x308, 0xEB}, {0x65, 0x309, 0x1EBB}, {0x65, 0x30C, 0x11B},
+    {0x65, 0x30F, 0x205}, {0x65, 0x311, 0x207}, {0x65, 0x323, 0x1EB9}, {0x65, 0x327, 0x229},
+    {0x65, 0x328, 0x119}, {0x65, 0x32D, 0x1E19}, {0x65, 0x330, 0x1E1B}, {0x66, 0x307, 0x1E1F},
+    {0x67, 0x301, 0x1F5}, {0x67, 0x302, 0x11D}, {0x67, 0x304, 0x1E21}, {0x67, 0x306, 0x11F},
+    {0x67, 0x307, 0x121}, {0x67, 0x30C, 0x1E7}, {0x67, 0x327, 0x123}, {0x68, 0x302, 0x125},
+    {0x68, 0x307, 0x1E23}, {0x68, 0x308, 0x1E27}, {0x68, 0x30C, 0x21F}, {0x68, 0x323, 0x1E25},
+    {0x68, 0x327, 0x1E29}, {0x68, 0x32E, 0x1E2B}, {0x68, 0x331, 0x1E96}, {0x69, 0x300, 0xEC},
+    {0x69, 0x301, 0xED}, {0x69, 0x302, 0xEE}, {0x69, 0x303, 0x129}, {0x69, 0x304, 0x12B},
+    {0x69, 0x306, 0x12D}, {0x69, 0x308, 0xEF}, {0x69, 0x309, 0x1EC9}, {0x69, 0x30C, 0x1D0},
+    {0x69, 0x30F, 0x209}, {0x69, 0x311, 0x20B}, {0x69, 0x323, 0x1ECB}, {0x69, 0x328, 0x12F},
+    {0x69, 0x330, 0x1E2D}, {0x6A, 0x302, 0x135}, {0x6A, 0x30C, 0x1F0}, {0x6B, 0x301, 0x1E31},
+    {0x6B, 0x30C, 0x1E9}, {0x6B, 0x323, 0x1E33}, {0x6B, 0x327, 0x137}, {0x6B, 0x331, 0x1E35},
+    {0x6C, 0x301, 0x13A}, {0x6C, 0x30C, 0x13E}, {0x6C, 0x323, 0x1E37}, {0x6C, 0x327, 0x13C},
+    {0x6C, 0x32D, 0x1E3D}, {0x6C, 0x331, 0x1E3B}, {0x6D, 0x301, 0x1E3F}, {0x6D, 0x307, 0x1E41},
+    {0x6D, 0x323, 0x1E43}, {0x6E, 0x300, 0x1F9}, {0x6E, 0x301, 0x144}, {0x6E, 0x303, 0xF1},
+    {0x6E, 0x307, 0x1E45}, {0x6E, 0x30C, 0x148}, {0x6E, 0x323, 0x1E47}, {0x6E, 0x327, 0x146},
+    {0x6E, 0x32D, 0x1E4B}, {0x6E, 0x331, 0x1E49}, {0x6F, 0x300, 0xF2}, {0x6F, 0x301, 0xF3},
+    {0x6F, 0x302, 0xF4}, {0x6F, 0x303, 0xF5}, {0x6F, 0x304, 0x14D}, {0x6F, 0x306, 0x14F},
+    {0x6F, 0x307, 0x22F}, {0x6F, 0x308, 0xF6}, {0x6F, 0x309, 0x1ECF}, {0x6F, 0x30B, 0x151},
+    {0x6F, 0x30C, 0x1D2}, {0x6F, 0x30F, 0x20D}, {0x6F, 0x311, 0x20F}, {0x6F, 0x31B, 0x1A1},
+    {0x6F, 0x323, 0x1ECD}, {0x6F, 0x328, 0x1EB}, {0x70, 0x301, 0x1E55}, {0x70, 0x307, 0x1E57},
+    {0x72, 0x301, 0x155}, {0x72, 0x307, 0x1E59}, {0x72, 0x30C, 0x159}, {0x72, 0x30F, 0x211},
+    {0x72, 0x311, 0x213}, {0x72, 0x323, 0x1E5B}, {0x72, 0x327, 0x157}, {0x72, 0x331, 0x1E5F},
+    {0x73, 0x301, 0x15B}, {0x73, 0x302, 0x15D}, {0x73, 0x307, 0x1E61}, {0x73, 0x30C, 0x161},
+    {0x73, 0x323, 0x1E63}, {0x73, 0x326, 0x219}, {0x73, 0x327, 0x15F}, {0x74, 0x307, 0x1E6B},
+    {0x74, 0x308, 0x1E97}, {0x74, 0x30C, 0x165}, {0x74, 0x323, 0x1E6D}, {0x74, 0x326, 0x21B},
+    {0x74, 0x327, 0x163}, {0x74, 0x32D, 0x1E71}, {0x74, 0x331, 0x1E6F}, {0x75, 0x300, 0xF9},
+    {0x75, 0x301, 0xFA}, {0x75, 0x302, 0xFB}, {0x75, 0x303, 0x169}, {0x75, 0x304, 0x16B},
+    {0x75, 0x306, 0x16D}, {0x75, 0x308, 0xFC}, {0x75, 0x309, 0x1EE7}, {0x75, 0x30A, 0x16F},
+    {0x75, 0x30B, 0x171}, {0x75, 0x30C, 0x1D4}, {0x75, 0x30F, 0x215}, {0x75, 0x311, 0x217},
+    {0x75, 0x31B, 0x1B0}, {0x75, 0x323, 0x1EE5}, {0x75, 0x324, 0x1E73}, {0x75, 0x328, 0x173},
+    {0x75, 0x32D, 0x1E77}, {0x75, 0x330, 0x1E75}, {0x76, 0x303, 0x1E7D}, {0x76, 0x323, 0x1E7F},
+    {0x77, 0x300, 0x1E81}, {0x77, 0x301, 0x1E83}, {0x77, 0x302, 0x175}, {0x77, 0x307, 0x1E87},
+    {0x77, 0x308, 0x1E85}, {0x77, 0x30A, 0x1E98}, {0x77, 0x323, 0x1E89}, {0x78, 0x307, 0x1E8B},
+    {0x78, 0x308, 0x1E8D}, {0x79, 0x300, 0x1EF3}, {0x79, 0x301, 0xFD}, {0x79, 0x302, 0x177},
+    {0x79, 0x303, 0x1EF9}, {0x79, 0x304, 0x233}, {0x79, 0x307, 0x1E8F}, {0x79, 0x308, 0xFF},
+    {0x79, 0x309, 0x1EF7}, {0x79, 0x30A, 0x1E99}, {0x79, 0x323, 0x1EF5}, {0x7A, 0x301, 0x17A},
+    {0x7A, 0x302, 0x1E91}, {0x7A, 0x307, 0x17C}, {0x7A, 0x30C, 0x17E}, {0x7A, 0x323, 0x1E93},
+    {0x7A, 0x331, 0x1E95}, {0xA8, 0x300, 0x1FED}, {0xA8, 0x301, 0x385}, {0xA8, 0x342, 0x1FC1},
+    {0xC2, 0x300, 0x1EA6}, {0xC2, 0x301, 0x1EA4}, {0xC2, 0x303, 0x1EAA}, {0xC2, 0x309, 0x1EA8},
+    {0xC4, 0x304, 0x1DE}, {0xC5, 0x301, 0x1FA}, {0xC6, 0x301, 0x1FC}, {0xC6, 0x304, 0x1E2},
+    {0xC7, 0x301, 0x1E08}, {0xCA, 0x300, 0x1EC0}, {0xCA, 0x301, 0x1EBE}, {0xCA, 0x303, 0x1EC4},
+    {0xCA, 0x309, 0x1EC2}, {0xCF, 0x301, 0x1E2E}, {0xD4, 0x300, 0x1ED2}, {0xD4, 0x301, 0x1ED0},
+    {0xD4, 0x303, 0x1ED6}, {0xD4, 0x309, 0x1ED4}, {0xD5, 0x301, 0x1E4C}, {0xD5, 0x304, 0x22C},
+    {0xD5, 0x308, 0x1E4E}, {0xD6, 0x304, 0x22A}, {0xD8, 0x301, 0x1FE}, {0xDC, 0x300, 0x1DB},
+    {0xDC, 0x301, 0x1D7}, {0xDC, 0x304, 0x1D5}, {0xDC, 0x30C, 0x1D9}, {0xE2, 0x300, 0x1EA7},
+    {0xE2, 0x301, 0x1EA5}, {0xE2, 0x303, 0x1EAB}, {0xE2, 0x309, 0x1EA9}, {0xE4, 0x304, 0x1DF},
+    {0xE5, 0x301, 0x1FB}, {0xE6, 0x301, 0x1FD}, {0xE6, 0x304, 0x1E3}, {0xE7, 0x301, 0x1E09},
+    {0xEA, 0x300, 0x1EC1}, {0xEA, 0x301, 0x1EBF}, {0xEA, 0x303, 0x1EC5}, {0xEA, 0x309, 0x1EC3},
+    {0xEF, 0x301, 0x1E2F}, {0xF4, 0x300, 0x1ED3}, {0xF4, 0x301, 0x1ED1}, {0xF4, 0x303, 0x1ED7},
+    {0xF4, 0x309, 0x1ED5}, {0xF5, 0x301, 0x1E4D}, {0xF5, 0x304, 0x22D}, {0xF5, 0x308, 0x1E4F},
+    {0xF6, 0x304, 0x22B}, {0xF8, 0x301, 0x1FF}, {0xFC, 0x300, 0x1DC}, {0xFC, 0x301, 0x1D8},
+    {0xFC, 0x304, 0x1D6}, {0xFC, 0x30C, 0x1DA}, {0x102, 0x300, 0x1EB0}, {0x102, 0x301, 0x1EAE},
+    {0x102, 0x303, 0x1EB4}, {0x102, 0x309, 0x1EB2}, {0x103, 0x300, 0x1EB1}, {0x103, 0x301, 0x1EAF},
+    {0x103, 0x303, 0x1EB5}, {0x103, 0x309, 0x1EB3}, {0x112, 0x300, 0x1E14}, {0x112, 0x301, 0x1E16},
+    {0x113, 0x300, 0x1E15}, {0x113, 0x301, 0x1E17}, {0x14C, 0x300, 0x1E50}, {0x14C, 0x301, 0x1E52},
+    {0x14D, 0x300, 0x1E51}, {0x14D, 0x301, 0x1E53}, {0x15A, 0x307, 0x1E64}, {0x15B, 0x307, 0x1E65},
+    {0x160, 0x307, 0x1E66}, {0x161, 0x307, 0x1E67}, {0x168, 0x301, 0x1E78}, {0x169, 0x301, 0x1E79},
+    {0x16A, 0x308, 0x1E7A}, {0x16B, 0x308, 0x1E7B}, {0x17F, 0x307, 0x1E9B}, {0x1A0, 0x300, 0x1EDC},
+    {0x1A0, 0x301, 0x1EDA}, {0x1A0, 0x303, 0x1EE0}, {0x1A0, 0x309, 0x1EDE}, {0x1A0, 0x323, 0x1EE2},
+    {0x1A1, 0x300, 0x1EDD}, {0x1A1, 0x301, 0x1EDB}, {0x1A1, 0x303, 0x1EE1}, {0x1A1, 0x309, 0x1EDF},
+    {0x1A1, 0x323, 0x1EE3}, {0x1AF, 0x300, 0x1EEA}, {0x1AF, 0x301, 0x1EE8}, {0x1AF, 0x303, 0x1EEE},
+    {0x1AF, 0x309, 0x1EEC}, {0x1AF, 0x323, 0x1EF0}, {0x1B0, 0x300, 0x1EEB}, {0x1B0, 0x301, 0x1EE9},
+    {0x1B0, 0x303, 0x1EEF}, {0x1B0, 0x309, 0x1EED}, {0x1B0, 0x323, 0x1EF1}, {0x1B7, 0x30C, 0x1EE},
+    {0x1EA, 0x304, 0x1EC}, {0x1EB, 0x304, 0x1ED}, {0x226, 0x304, 0x1E0}, {0x227, 0x304, 0x1E1},
+    {0x228, 0x306, 0x1E1C}, {0x229, 0x306, 0x1E1D}, {0x22E, 0x304, 0x230}, {0x22F, 0x304, 0x231},
+    {0x292, 0x30C, 0x1EF}, {0x391, 0x300, 0x1FBA}, {0x391, 0x301, 0x386}, {0x391, 0x304, 0x1FB9},
+    {0x391, 0x306, 0x1FB8}, {0x391, 0x313, 0x1F08}, {0x391, 0x314, 0x1F09}, {0x391, 0x345, 0x1FBC},
+    {0x395, 0x300, 0x1FC8}, {0x395, 0x301, 0x388}, {0x395, 0x313, 0x1F18}, {0x395, 0x314, 0x1F19},
+    {0x397, 0x300, 0x1FCA}, {0x397, 0x301, 0x389}, {0x397, 0x313, 0x1F28}, {0x397, 0x314, 0x1F29},
+    {0x397, 0x345, 0x1FCC}, {0x399, 0x300, 0x1FDA}, {0x399, 0x301, 0x38A}, {0x399, 0x304, 0x1FD9},
+    {0x399, 0x306, 0x1FD8}, {0x399, 0x308, 0x3AA}, {0x399, 0x313, 0x1F38}, {0x399, 0x314, 0x1F39},
+    {0x39F, 0x300, 0x1FF8}, {0x39F, 0x301, 0x38C}, {0x39F, 0x313, 0x1F48}, {0x39F, 0x314, 0x1F49},
+    {0x3A1, 0x314, 0x1FEC}, {0x3A5, 0x300, 0x1FEA}, {0x3A5, 0x301, 0x38E}, {0x3A5, 0x304, 0x1FE9},
+    {0x3A5, 0x306, 0x1FE8}, {0x3A5, 0x308, 0x3AB}, {0x3A5, 0x314, 0x1F59}, {0x3A9, 0x300, 0x1FFA},
+    {0x3A9, 0x301, 0x38F}, {0x3A9, 0x313, 0x1F68}, {0x3A9, 0x314, 0x1F69}, {0x3A9, 0x345, 0x1FFC},
+    {0x3AC, 0x345, 0x1FB4}, {0x3AE, 0x345, 0x1FC4}, {0x3B1, 0x300, 0x1F70}, {0x3B1, 0x301, 0x3AC},
+    {0x3B1, 0x304, 0x1FB1}, {0x3B1, 0x306, 0x1FB0}, {0x3B1, 0x313, 0x1F00}, {0x3B1, 0x314, 0x1F01},
+    {0x3B1, 0x342, 0x1FB6}, {0x3B1, 0x345, 0x1FB3}, {0x3B5, 0x300, 0x1F72}, {0x3B5, 0x301, 0x3AD},
+    {0x3B5, 0x313, 0x1F10}, {0x3B5, 0x314, 0x1F11}, {0x3B7, 0x300, 0x1F74}, {0x3B7, 0x301, 0x3AE},
+    {0x3B7, 0x313, 0x1F20}, {0x3B7, 0x314, 0x1F21}, {0x3B7, 0x342, 0x1FC6}, {0x3B7, 0x345, 0x1FC3},
+    {0x3B9, 0x300, 0x1F76}, {0x3B9, 0x301, 0x3AF}, {0x3B9, 0x304, 0x1FD1}, {0x3B9, 0x306, 0x1FD0},
+    {0x3B9, 0x308, 0x3CA}, {0x3B9, 0x313, 0x1F30}, {0x3B9, 0x314, 0x1F31}, {0x3B9, 0x342, 0x1FD6},
+    {0x3BF, 0x300, 0x1F78}, {0x3BF, 0x301, 0x3CC}, {0x3BF, 0x313, 0x1F40}, {0x3BF, 0x314, 0x1F41},
+    {0x3C1, 0x313, 0x1FE4}, {0x3C1, 0x314, 0x1FE5}, {0x3C5, 0x300, 0x1F7A}, {0x3C5, 0x301, 0x3CD},
+    {0x3C5, 0x304, 0x1FE1}, {0x3C5, 0x306, 0x1FE0}, {0x3C5, 0x308, 0x3CB}, {0x3C5, 0x313, 0x1F50},
+    {0x3C5, 0x314, 0x1F51}, {0x3C5, 0x342, 0x1FE6}, {0x3C9, 0x300, 0x1F7C}, {0x3C9, 0x301, 0x3CE},
+    {0x3C9, 0x313, 0x1F60}, {0x3C9, 0x314, 0x1F61}, {0x3C9, 0x342, 0x1FF6}, {0x3C9, 0x345, 0x1FF3},
+    {0x3CA, 0x300, 0x1FD2}, {0x3CA, 0x301, 0x390}, {0x3CA, 0x342, 0x1FD7}, {0x3CB, 0x300, 0x1FE2},
+    {0x3CB, 0x301, 0x3B0}, {0x3CB, 0x342, 0x1FE7}, {0x3CE, 0x345, 0x1FF4}, {0x3D2, 0x301, 0x3D3},
+    {0x3D2, 0x308, 0x3D4}, {0x406, 0x308, 0x407}, {0x410, 0x306, 0x4D0}, {0x410, 0x308, 0x4D2},
+    {0x413, 0x301, 0x403}, {0x415, 0x300, 0x400}, {0x415, 0x306, 0x4D6}, {0x415, 0x308, 0x401},
+    {0x416, 0x306, 0x4C1}, {0x416, 0x308, 0x4DC}, {0x417, 0x308, 0x4DE}, {0x418, 0x300, 0x40D},
+    {0x418, 0x304, 0x4E2}, {0x418, 0x306, 0x419}, {0x418, 0x308, 0x4E4}, {0x41A, 0x301, 0x40C},
+    {0x41E, 0x308, 0x4E6}, {0x423, 0x304, 0x4EE}, {0x423, 0x306, 0x40E}, {0x423, 0x308, 0x4F0},
+    {0x423, 0x30B, 0x4F2}, {0x427, 0x308, 0x4F4}, {0x42B, 0x308, 0x4F8}, {0x42D, 0x308, 0x4EC},
+    {0x430, 0x306, 0x4D1}, {0x430, 0x308, 0x4D3}, {0x433, 0x301, 0x453}, {0x435, 0x300, 0x450},
+    {0x435, 0x306, 0x4D7}, {0x435, 0x308, 0x451}, {0x436, 0x306, 0x4C2}, {0x436, 0x308, 0x4DD},
+    {0x437, 0x308, 0x4DF}, {0x438, 0x300, 0x45D}, {0x438, 0x304, 0x4E3}, {0x438, 0x306, 0x439},
+    {0x438, 0x308, 0x4E5}, {0x43A, 0x301, 0x45C}, {0x43E, 0x308, 0x4E7}, {0x443, 0x304, 0x4EF},
+    {0x443, 0x306, 0x45E}, {0x443, 0x308, 0x4F1}, {0x443, 0x30B, 0x4F3}, {0x447, 0x308, 0x4F5},
+    {0x44B, 0x308, 0x4F9}, {0x44D, 0x308, 0x4ED}, {0x456, 0x308, 0x457}, {0x474, 0x30F, 0x476},
+    {0x475, 0x30F, 0x477}, {0x4D8, 0x308, 0x4DA}, {0x4D9, 0x308, 0x4DB}, {0x4E8, 0x308, 0x4EA},
+    {0x4E9, 0x308, 0x4EB}, {0x627, 0x653, 0x622}, {0x627, 0x654, 0x623}, {0x627, 0x655, 0x625},
+    {0x648, 0x654, 0x624}, {0x64A, 0x654, 0x626}, {0x6C1, 0x654, 0x6C2}, {0x6D2, 0x654, 0x6D3},
+    {0x6D5, 0x654, 0x6C0}, {0x928, 0x93C, 0x929}, {0x930, 0x93C, 0x931}, {0x933, 0x93C, 0x934},
+    {0x9C7, 0x9BE, 0x9CB}, {0x9C7, 0x9D7, 0x9CC}, {0xB47, 0xB3E, 0xB4B}, {0xB47, 0xB56, 0xB48},
+    {0xB47, 0xB57, 0xB4C}, {0xB92, 0xBD7, 0xB94}, {0xBC6, 0xBBE, 0xBCA}, {0xBC6, 0xBD7, 0xBCC},
+    {0xBC7, 0xBBE, 0xBCB}, {0xC46, 0xC56, 0xC48}, {0xCBF, 0xCD5, 0xCC0}, {0xCC6, 0xCC2, 0xCCA},
+    {0xCC6, 0xCD5, 0xCC7}, {0xCC6, 0xCD6, 0xCC8}, {0xCCA, 0xCD5, 0xCCB}, {0xD46, 0xD3E, 0xD4A},
+    {0xD46, 0xD57, 0xD4C}, {0xD47, 0xD3E, 0xD4B}, {0xDD9, 0xDCA, 0xDDA}, {0xDD9, 0xDCF, 0xDDC},
+    {0xDD9, 0xDDF, 0xDDE}, {0xDDC, 0xDCA, 0xDDD}, {0x1025, 0x102E, 0x1026}, {0x1B05, 0x1B35, 0x1B06},
+    {0x1B07, 0x1B35, 0x1B08}, {0x1B09, 0x1B35, 0x1B0A}, {0x1B0B, 0x1B35, 0x1B0C}, {0x1B0D, 0x1B35, 0x1B0E},
+    {0x1B11, 0x1B35, 0x1B12}, {0x1B3A, 0x1B35, 0x1B3B}, {0x1B3C, 0x1B35, 0x1B3D}, {0x1B3E, 0x1B35, 0x1B40},
+    {0x1B3F, 0x1B35, 0x1B41}, {0x1B42, 0x1B35, 0x1B43}, {0x1E36, 0x304, 0x1E38}, {0x1E37, 0x304, 0x1E39},
+    {0x1E5A, 0x304, 0x1E5C}, {0x1E5B, 0x304, 0x1E5D}, {0x1E62, 0x307, 0x1E68}, {0x1E63, 0x307, 0x1E69},
+    {0x1EA0, 0x302, 0x1EAC}, {0x1EA0, 0x306, 0x1EB6}, {0x1EA1, 0x302, 0x1EAD}, {0x1EA1, 0x306, 0x1EB7},
+    {0x1EB8, 0x302, 0x1EC6}, {0x1EB9, 0x302, 0x1EC7}, {0x1ECC, 0x302, 0x1ED8}, {0x1ECD, 0x302, 0x1ED9},
+    {0x1F00, 0x300, 0x1F02}, {0x1F00, 0x301, 0x1F04}, {0x1F00, 0x342, 0x1F06}, {0x1F00, 0x345, 0x1F80},
+    {0x1F01, 0x300, 0x1F03}, {0x1F01, 0x301, 0x1F05}, {0x1F01, 0x342, 0x1F07}, {0x1F01, 0x345, 0x1F81},
+    {0x1F02, 0x345, 0x1F82}, {0x1F03, 0x345, 0x1F83}, {0x1F04, 0x345, 0x1F84}, {0x1F05, 0x345, 0x1F85},
+    {0x1F06, 0x345, 0x1F86}, {0x1F07, 0x345, 0x1F87}, {0x1F08, 0x300, 0x1F0A}, {0x1F08, 0x301, 0x1F0C},
+    {0x1F08, 0x342, 0x1F0E}, {0x1F08, 0x345, 0x1F88}, {0x1F09, 0x300, 0x1F0B}, {0x1F09, 0x301, 0x1F0D},
+    {0x1F09, 0x342, 0x1F0F}, {0x1F09, 0x345, 0x1F89}, {0x1F0A, 0x345, 0x1F8A}, {0x1F0B, 0x345, 0x1F8B},
+    {0x1F0C, 0x345, 0x1F8C}, {0x1F0D, 0x345, 0x1F8D}, {0x1F0E, 0x345, 0x1F8E}, {0x1F0F, 0x345, 0x1F8F},
+    {0x1F10, 0x300, 0x1F12}, {0x1F10, 0x301, 0x1F14}, {0x1F11, 0x300, 0x1F13}, {0x1F11, 0x301, 0x1F15},
+    {0x1F18, 0x300, 0x1F1A}, {0x1F18, 0x301, 0x1F1C}, {0x1F19, 0x300, 0x1F1B}, {0x1F19, 0x301, 0x1F1D},
+    {0x1F20, 0x300, 0x1F22}, {0x1F20, 0x301, 0x1F24}, {0x1F20, 0x342, 0x1F26}, {0x1F20, 0x345, 0x1F90},
+    {0x1F21, 0x300, 0x1F23}, {0x1F21, 0x301, 0x1F25}, {0x1F21, 0x342, 0x1F27}, {0x1F21, 0x345, 0x1F91},
+    {0x1F22, 0x345, 0x1F92}, {0x1F23, 0x345, 0x1F93}, {0x1F24, 0x345, 0x1F94}, {0x1F25, 0x345, 0x1F95},
+    {0x1F26, 0x345, 0x1F96}, {0x1F27, 0x345, 0x1F97}, {0x1F28, 0x300, 0x1F2A}, {0x1F28, 0x301, 0x1F2C},
+    {0x1F28, 0x342, 0x1F2E}, {0x1F28, 0x345, 0x1F98}, {0x1F29, 0x300, 0x1F2B}, {0x1F29, 0x301, 0x1F2D},
+    {0x1F29, 0x342, 0x1F2F}, {0x1F29, 0x345, 0x1F99}, {0x1F2A, 0x345, 0x1F9A}, {0x1F2B, 0x345, 0x1F9B},
+    {0x1F2C, 0x345, 0x1F9C}, {0x1F2D, 0x345, 0x1F9D}, {0x1F2E, 0x345, 0x1F9E}, {0x1F2F, 0x345, 0x1F9F},
+    {0x1F30, 0x300, 0x1F32}, {0x1F30, 0x301, 0x1F34}, {0x1F30, 0x342, 0x1F36}, {0x1F31, 0x300, 0x1F33},
+    {0x1F31, 0x301, 0x1F35}, {0x1F31, 0x342, 0x1F37}, {0x1F38, 0x300, 0x1F3A}, {0x1F38, 0x301, 0x1F3C},
+    {0x1F38, 0x342, 0x1F3E}, {0x1F39, 0x300, 0x1F3B}, {0x1F39, 0x301, 0x1F3D}, {0x1F39, 0x342, 0x1F3F},
+    {0x1F40, 0x300, 0x1F42}, {0x1F40, 0x301, 0x1F44}, {0x1F41, 0x300, 0x1F43}, {0x1F41, 0x301, 0x1F45},
+    {0x1F48, 0x300, 0x1F4A}, {0x1F48, 0x301, 0x1F4C}, {0x1F49, 0x300, 0x1F4B}, {0x1F49, 0x301, 0x1F4D},
+    {0x1F50, 0x300, 0x1F52}, {0x1F50, 0x301, 0x1F54}, {0x1F50, 0x342, 0x1F56}, {0x1F51, 0x300, 0x1F53},
+    {0x1F51, 0x301, 0x1F55}, {0x1F51, 0x342, 0x1F57}, {0x1F59, 0x300, 0x1F5B}, {0x1F59, 0x301, 0x1F5D},
+    {0x1F59, 0x342, 0x1F5F}, {0x1F60, 0x300, 0x1F62}, {0x1F60, 0x301, 0x1F64}, {0x1F60, 0x342, 0x1F66},
+    {0x1F60, 0x345, 0x1FA0}, {0x1F61, 0x300, 0x1F63}, {0x1F61, 0x301, 0x1F65}, {0x1F61, 0x342, 0x1F67},
+    {0x1F61, 0x345, 0x1FA1}, {0x1F62, 0x345, 0x1FA2}, {0x1F63, 0x345, 0x1FA3}, {0x1F64, 0x345, 0x1FA4},
+    {0x1F65, 0x345, 0x1FA5}, {0x1F66, 0x345, 0x1FA6}, {0x1F67, 0x345, 0x1FA7}, {0x1F68, 0x300, 0x1F6A},
+    {0x1F68, 0x301, 0x1F6C}, {0x1F68, 0x342, 0x1F6E}, {0x1F68, 0x345, 0x1FA8}, {0x1F69, 0x300, 0x1F6B},
+    {0x1F69, 0x301, 0x1F6D}, {0x1F69, 0x342, 0x1F6F}, {0x1F69, 0x345, 0x1FA9}, {0x1F6A, 0x345, 0x1FAA},
+    {0x1F6B, 0x345, 0x1FAB}, {0x1F6C, 0x345, 0x1FAC}, {0x1F6D, 0x345, 0x1FAD}, {0x1F6E, 0x345, 0x1FAE},
+    {0x1F6F, 0x345, 0x1FAF}, {0x1F70, 0x345, 0x1FB2}, {0x1F74, 0x345, 0x1FC2}, {0x1F7C, 0x345, 0x1FF2},
+    {0x1FB6, 0x345, 0x1FB7}, {0x1FBF, 0x300, 0x1FCD}, {0x1FBF, 0x301, 0x1FCE}, {0x1FBF, 0x342, 0x1FCF},
+    {0x1FC6, 0x345, 0x1FC7}, {0x1FF6, 0x345, 0x1FF7}, {0x1FFE, 0x300, 0x1FDD}, {0x1FFE, 0x301, 0x1FDE},
+    {0x1FFE, 0x342, 0x1FDF}, {0x2190, 0x338, 0x219A}, {0x2192, 0x338, 0x219B}, {0x2194, 0x338, 0x21AE},
+    {0x21D0, 0x338, 0x21CD}, {0x21D2, 0x338, 0x21CF}, {0x21D4, 0x338, 0x21CE}, {0x2203, 0x338, 0x2204},
+    {0x2208, 0x338, 0x2209}, {0x220B, 0x338, 0x220C}, {0x2223, 0x338, 0x2224}, {0x2225, 0x338, 0x2226},
+    {0x223C, 0x338, 0x2241}, {0x2243, 0x338, 0x2244}, {0x2245, 0x338, 0x2247}, {0x2248, 0x338, 0x2249},
+    {0x224D, 0x338, 0x226D}, {0x2261, 0x338, 0x2262}, {0x2264, 0x338, 0x2270}, {0x2265, 0x338, 0x2271},
+    {0x2272, 0x338, 0x2274}, {0x2273, 0x338, 0x2275}, {0x2276, 0x338, 0x2278}, {0x2277, 0x338, 0x2279},
+    {0x227A, 0x338, 0x2280}, {0x227B, 0x338, 0x2281}, {0x227C, 0x338, 0x22E0}, {0x227D, 0x338, 0x22E1},
+    {0x2282, 0x338, 0x2284}, {0x2283, 0x338, 0x2285}, {0x2286, 0x338, 0x2288}, {0x2287, 0x338, 0x2289},
+    {0x2291, 0x338, 0x22E2}, {0x2292, 0x338, 0x22E3}, {0x22A2, 0x338, 0x22AC}, {0x22A8, 0x338, 0x22AD},
+    {0x22A9, 0x338, 0x22AE}, {0x22AB, 0x338, 0x22AF}, {0x22B2, 0x338, 0x22EA}, {0x22B3, 0x338, 0x22EB},
+    {0x22B4, 0x338, 0x22EC}, {0x22B5, 0x338, 0x22ED}, {0x3046, 0x3099, 0x3094}, {0x304B, 0x3099, 0x304C},
+    {0x304D, 0x3099, 0x304E}, {0x304F, 0x3099, 0x3050}, {0x3051, 0x3099, 0x3052}, {0x3053, 0x3099, 0x3054},
+    {0x3055, 0x3099, 0x3056}, {0x3057, 0x3099, 0x3058}, {0x3059, 0x3099, 0x305A}, {0x305B, 0x3099, 0x305C},
+    {0x305D, 0x3099, 0x305E}, {0x305F, 0x3099, 0x3060}, {0x3061, 0x3099, 0x3062}, {0x3064, 0x3099, 0x3065},
+    {0x3066, 0x3099, 0x3067}, {0x3068, 0x3099, 0x3069}, {0x306F, 0x3099, 0x3070}, {0x306F, 0x309A, 0x3071},
+    {0x3072, 0x3099, 0x3073}, {0x3072, 0x309A, 0x3074}, {0x3075, 0x3099, 0x3076}, {0x3075, 0x309A, 0x3077},
+    {0x3078, 0x3099, 0x3079}, {0x3078, 0x309A, 0x307A}, {0x307B, 0x3099, 0x307C}, {0x307B, 0x309A, 0x307D},
+    {0x309D, 0x3099, 0x309E}, {0x30A6, 0x3099, 0x30F4}, {0x30AB, 0x3099, 0x30AC}, {0x30AD, 0x3099, 0x30AE},
+    {0x30AF, 0x3099, 0x30B0}, {0x30B1, 0x3099, 0x30B2}, {0x30B3, 0x3099, 0x30B4}, {0x30B5, 0x3099, 0x30B6},
+    {0x30B7, 0x3099, 0x30B8}, {0x30B9, 0x3099, 0x30BA}, {0x30BB, 0x3099, 0x30BC}, {0x30BD, 0x3099, 0x30BE},
+    {0x30BF, 0x3099, 0x30C0}, {0x30C1, 0x3099, 0x30C2}, {0x30C4, 0x3099, 0x30C5}, {0x30C6, 0x3099, 0x30C7},
+    {0x30C8, 0x3099, 0x30C9}, {0x30CF, 0x3099, 0x30D0}, {0x30CF, 0x309A, 0x30D1}, {0x30D2, 0x3099, 0x30D3},
+    {0x30D2, 0x309A, 0x30D4}, {0x30D5, 0x3099, 0x30D6}, {0x30D5, 0x309A, 0x30D7}, {0x30D8, 0x3099, 0x30D9},
+    {0x30D8, 0x309A, 0x30DA}, {0x30DB, 0x3099, 0x30DC}, {0x30DB, 0x309A, 0x30DD}, {0x30EF, 0x3099, 0x30F7},
+    {0x30F0, 0x3099, 0x30F8}, {0x30F1, 0x3099, 0x30F9}, {0x30F2, 0x3099, 0x30FA}, {0x30FD, 0x3099, 0x30FE},
+    {0x11099, 0x110BA, 0x1109A}, {0x1109B, 0x110BA, 0x1109C}, {0x110A5, 0x110BA, 0x110AB}, {0x11131, 0x11127, 0x1112E},
+    {0x11132, 0x11127, 0x1112F}, {0x11347, 0x1133E, 0x1134B}, {0x11347, 0x11357, 0x1134C}, {0x114B9, 0x114B0, 0x114BC},
+    {0x114B9, 0x114BA, 0x114BB}, {0x114B9, 0x114BD, 0x114BE}, {0x115B8, 0x115AF, 0x115BA}, {0x115B9, 0x115AF, 0x115BB},
+};
+
+// NFC quick check: characters whose NFC_Quick_Check is No or Maybe: 111 ranges.
+inline constexpr CodeRange kNfcQuickCheckRanges[] = {
+    {0x300, 0x304}, {0x306, 0x30C}, {0x30F, 0x30F}, {0x311, 0x311}, {0x313, 0x314},
+    {0x31B, 0x31B}, {0x323, 0x328}, {0x32D, 0x32E}, {0x330, 0x331}, {0x338, 0x338},
+    {0x340, 0x345}, {0x374, 0x374}, {0x37E, 0x37E}, {0x387, 0x387}, {0x653, 0x655},
+    {0x93C, 0x93C}, {0x958, 0x95F}, {0x9BE, 0x9BE}, {0x9D7, 0x9D7}, {0x9DC, 0x9DD},
+    {0x9DF, 0x9DF}, {0xA33, 0xA33}, {0xA36, 0xA36}, {0xA59, 0xA5B}, {0xA5E, 0xA5E},
+    {0xB3E, 0xB3E}, {0xB56, 0xB57}, {0xB5C, 0xB5D}, {0xBBE, 0xBBE}, {0xBD7, 0xBD7},
+    {0xC56, 0xC56}, {0xCC2, 0xCC2}, {0xCD5, 0xCD6}, {0xD3E, 0xD3E}, {0xD57, 0xD57},
+    {0xDCA, 0xDCA}, {0xDCF, 0xDCF}, {0xDDF, 0xDDF}, {0xF43, 0xF43}, {0xF4D, 0xF4D},
+    {0xF52, 0xF52}, {0xF57, 0xF57}, {0xF5C, 0xF5C}, {0xF69, 0xF69}, {0xF73, 0xF73},
+    {0xF75, 0xF76}, {0xF78, 0xF78}, {0xF81, 0xF81}, {0xF93, 0xF93}, {0xF9D, 0xF9D},
+    {0xFA2, 0xFA2}, {0xFA7, 0xFA7}, {0xFAC, 0xFAC}, {0xFB9, 0xFB9}, {0x102E, 0x102E},
+    {0x1161, 0x1175}, {0x11A8, 0x11C2}, {0x1B35, 0x1B35}, {0x1F71, 0x1F71}, {0x1F73, 0x1F73},
+    {0x1F75, 0x1F75}, {0x1F77, 0x1F77}, {0x1F79, 0x1F79}, {0x1F7B, 0x1F7B}, {0x1F7D, 0x1F7D},
+    {0x1FBB, 0x1FBB}, {0x1FBE, 0x1FBE}, {0x1FC9, 0x1FC9}, {0x1FCB, 0x1FCB}, {0x1FD3, 0x1FD3},
+    {0x1FDB, 0x1FDB}, {0x1FE3, 0x1FE3}, {0x1FEB, 0x1FEB}, {0x1FEE, 0x1FEF}, {0x1FF9, 0x1FF9},
+    {0x1FFB, 0x1FFB}, {0x1FFD, 0x1FFD}, {0x2000, 0x2001}, {0x2126, 0x2126}, {0x212A, 0x212B},
+    {0x2329, 0x232A}, {0x2ADC, 0x2ADC}, {0x3099, 0x309A}, {0xF900, 0xFA0D}, {0xFA10, 0xFA10},
+    {0xFA12, 0xFA12}, {0xFA15, 0xFA1E}, {0xFA20, 0xFA20}, {0xFA22, 0xFA22}, {0xFA25, 0xFA26},
+    {0xFA2A, 0xFA6D}, {0xFA70, 0xFAD9}, {0xFB1D, 0xFB1D}, {0xFB1F, 0xFB1F}, {0xFB2A, 0xFB36},
+    {0xFB38, 0xFB3C}, {0xFB3E, 0xFB3E}, {0xFB40, 0xFB41}, {0xFB43, 0xFB44}, {0xFB46, 0xFB4E},
+    {0x110BA, 0x110BA}, {0x11127, 0x11127}, {0x1133E, 0x1133E}, {0x11357, 0x11357}, {0x114B0, 0x114B0},
+    {0x114BA, 0x114BA}, {0x114BD, 0x114BD}, {0x115AF, 0x115AF}, {0x1D15E, 0x1D164}, {0x1D1BB, 0x1D1C0},
+    {0x2F800, 0x2FA1D},
+};
+
+// END GENERATED UNICODE TABLES
+
+// The lookups the tokenizer section declares, by binary search in the tables above.
+template <size_t N>
+inline bool in_ranges(const CodeRange (&r)[N], uint32_t cp) {
+    const CodeRange* it = std::upper_bound(r, r + N, cp, [](uint32_t c, const CodeRange& x) { return c < x.lo; });
+    return it != r && cp <= (it - 1)->hi;
+}
+
+inline bool unicode_letter(uint32_t cp) { return in_ranges(kLetterRanges, cp); }
+inline bool unicode_number(uint32_t cp) { return in_ranges(kNumberRanges, cp); }
+inline bool unicode_space(uint32_t cp) { return in_ranges(kSpaceRanges, cp); }
+inline bool unicode_nfc_maybe(uint32_t cp) { return in_ranges(kNfcQuickCheckRanges, cp); }
+
+inline int combining_class(uint32_t cp) {
+    if (cp < 0x300) return 0;
+    const CombiningRange* r = kCombiningRanges;
+    const size_t n = sizeof kCombiningRanges / sizeof kCombiningRanges[0];
+    const CombiningRange* it =
+        std::upper_bound(r, r + n, cp, [](uint32_t c, const CombiningRange& x) { return c < x.lo; });
+    return it != r && cp <= (it - 1)->hi ? (it - 1)->ccc : 0;
+}
+
+inline bool canonical_decomposition(uint32_t cp, std::vector<uint32_t>& out) {
+    const Decomposition* d = kDecompositions;
+    const size_t n = sizeof kDecompositions / sizeof kDecompositions[0];
+    const Decomposition* it =
+        std::lower_bound(d, d + n, cp, [](const Decomposition& x, uint32_t c) { return x.cp < c; });
+    if (it == d + n || it->cp != cp) return false;
+    out.insert(out.end(), kDecompositionData + it->offset, kDecompositionData + it->offset + it->len);
+    return true;
+}
+
+inline uint32_t canonical_composite(uint32_t a, uint32_t b) {
+    const Composition* c = kCompositions;
+    const size_t n = sizeof kCompositions / sizeof kCompositions[0];
+    const Composition* it = std::lower_bound(c, c + n, std::make_pair(a, b), [](const Composition& x, auto key) {
+        return x.first != key.first ? x.first < key.first : x.second < key.second;
+    });
+    return it != c + n && it->first == a && it->second == b ? it->composite : 0;
+}
+
+}  // namespace qwen

@@ -1,43 +1,11 @@
 // CPU forward pass against the Hugging Face fp32 logits of the three tiny fixtures, at every position:
 // token-by-token decode, one batched prefill, prefill in chunks; greedy ids; argument checks.
-#include <doctest/doctest.h>
-
-#include <fstream>
-#include <nlohmann/json.hpp>
-
-#include "../qwen.hpp"
+#include "fixtures.hpp"
 
 using namespace qwen;
 using json = nlohmann::json;
 
 namespace {
-
-const char* const kFixtures[] = {"tiny-qwen2", "tiny-qwen15", "tiny-qwen3"};
-
-struct Reference {
-    json cases;                 // reference.json "cases"
-    std::vector<float> logits;  // reference_logits.f32, all cases concatenated
-};
-
-Reference load_reference(const std::string& name) {
-    std::string dir = "test/data/" + name + "/";
-    std::ifstream js(dir + "reference.json");
-    REQUIRE_MESSAGE(js.good(), "missing ", dir, "reference.json (run the tests from the repository root)");
-    Reference r;
-    r.cases = json::parse(js)["cases"];
-    std::ifstream bin(dir + "reference_logits.f32", std::ios::binary | std::ios::ate);
-    REQUIRE(bin.good());
-    r.logits.resize(size_t(bin.tellg()) / sizeof(float));
-    bin.seekg(0);
-    bin.read(reinterpret_cast<char*>(r.logits.data()), std::streamsize(r.logits.size() * sizeof(float)));
-    return r;
-}
-
-Model load_fixture(const std::string& name) {
-    std::string path = "build/" + name + ".bin";
-    REQUIRE_MESSAGE(std::ifstream(path).good(), "missing ", path, " (run `make fixtures`)");
-    return load_model(path);
-}
 
 // max_i |got_i - ref_i| / max_i |ref_i|: the error relative to the row's scale
 double relative_error(const float* got, const float* ref, int n) {

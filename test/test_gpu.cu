@@ -2,31 +2,37 @@
 // regions around outputs, poisoned outputs so that unwritten elements show as NaN), then the whole engine
 // against the Hugging Face logits of the tiny fixtures, the CPU engine, and itself (prefill vs decode,
 // graph vs no graph), and the on-device sampler against the CPU Sampler.
-// Without a CUDA device every test returns at once and the binary says SKIPPED.
+// Without a CUDA device every test case is marked skipped (doctest's summary counts them) and the binary
+// prints one SKIPPED line; it still exits 0.
 #include <doctest/doctest.h>
 
-#include <fstream>
 #include <numeric>
-#include <nlohmann/json.hpp>
 #include <random>
 
 #include "../qwen.cuh"
+#include "fixtures.hpp"
 
 using namespace qwen;
 using json = nlohmann::json;
 
 namespace {
 
-const bool kHaveGpu = [] {
-    bool ok = gpu::device_available();
-    if (!ok) printf("SKIPPED: no CUDA device (the GPU tests pass without running)\n");
+// Asked once, when the first test case registers (static initialisation: the CUDA runtime initialises
+// itself lazily on this first call, and a machine without a driver just answers "no device").
+bool have_gpu() {
+    static const bool ok = [] {
+        bool found = gpu::device_available();
+        if (!found) printf("SKIPPED: no CUDA device, the GPU tests are not run\n");
+        return found;
+    }();
     return ok;
-}();
+}
 
-#define REQUIRE_GPU()          \
-    do {                       \
-        if (!kHaveGpu) return; \
-    } while (0)
+}  // namespace
+
+TEST_SUITE_BEGIN("gpu" * doctest::skip(!have_gpu()));
+
+namespace {
 
 // ---- host-side helpers ----
 
@@ -169,7 +175,6 @@ std::vector<double> ref_attention(const std::vector<float>& q, const std::vector
 // ============================================================================
 
 TEST_CASE("gpu: rmsnorm (fp32 and bf16 out) matches the CPU") {
-    REQUIRE_GPU();
     for (int dim : {8, 64, 296, 896, 3584}) {
         CAPTURE(dim);
         int n = 3;
@@ -189,7 +194,6 @@ TEST_CASE("gpu: rmsnorm (fp32 and bf16 out) matches the CPU") {
 }
 
 TEST_CASE("gpu: swiglu matches the CPU") {
-    REQUIRE_GPU();
     for (int ffn : {8, 200, 4864}) {
         int n = 2;
         std::vector<float> gu = randn(size_t(n) * 2 * ffn, 3.0f);
@@ -209,7 +213,6 @@ TEST_CASE("gpu: swiglu matches the CPU") {
 // ============================================================================
 
 TEST_CASE("gpu: matvec and its fused forms match the CPU") {
-    REQUIRE_GPU();
     const int shapes[][2] = {{1, 8}, {7, 64}, {37, 296}, {1000, 896}, {1153, 1160}, {896, 4864}, {300, 13000}};
     for (auto& s : shapes) {
         int rows = s[0], cols = s[1];
@@ -249,7 +252,6 @@ TEST_CASE("gpu: matvec and its fused forms match the CPU") {
 }
 
 TEST_CASE("gpu: gemm (cuBLAS, bf16 in, fp32 out) matches the CPU, with and without accumulation") {
-    REQUIRE_GPU();
     cublasHandle_t h;
     CUBLAS_CHECK(cublasCreate(&h));
     const int shapes[][3] = {{1, 8, 8}, {5, 37, 64}, {33, 200, 296}, {512, 96, 64}};
@@ -280,7 +282,6 @@ TEST_CASE("gpu: gemm (cuBLAS, bf16 in, fp32 out) matches the CPU, with and witho
 // ============================================================================
 
 TEST_CASE("gpu: qkv_epilogue applies bias, q/k norm and RoPE and fills the cache rows") {
-    REQUIRE_GPU();
     struct Case {
         int n_heads, n_kv, D;
         bool bias, norm;
@@ -357,7 +358,6 @@ TEST_CASE("gpu: qkv_epilogue applies bias, q/k norm and RoPE and fills the cache
 // ============================================================================
 
 TEST_CASE("gpu: split-context decode attention and its reference match the CPU") {
-    REQUIRE_GPU();
     struct Case {
         int n_heads, n_kv, D;
     };
@@ -390,7 +390,6 @@ TEST_CASE("gpu: split-context decode attention and its reference match the CPU")
 }
 
 TEST_CASE("gpu: tiled causal prefill attention matches the CPU") {
-    REQUIRE_GPU();
     struct Case {
         int n_heads, n_kv, D;
     };
@@ -416,7 +415,11 @@ TEST_CASE("gpu: tiled causal prefill attention matches the CPU") {
                     std::vector<double> o = ref_attention(q, K, V, pos0 + i + 1, cs.n_heads, cs.n_kv, cs.D);
                     want.insert(want.end(), o.begin(), o.end());
                 }
-                CHECK(nmse(to_f32(out.check()), want) <= 1e-5);  // fp32 math, bf16 output
+                // fp32 math, bf16 output: the error is that of rounding the reference to bf16 (up to ~1e-5 on
+                // a few dozen values), plus a margin for the fp32 arithmetic
+                std::vector<double> rounded(want.size());
+                for (size_t i = 0; i < want.size(); i++) rounded[i] = bf16_to_f32(f32_to_bf16(float(want[i])));
+                CHECK(nmse(to_f32(out.check()), want) <= nmse(rounded, want) + 1e-6);
                 dqkv.check();
             }
         }
@@ -428,7 +431,6 @@ TEST_CASE("gpu: tiled causal prefill attention matches the CPU") {
 // ============================================================================
 
 TEST_CASE("gpu: argmax returns the lowest index of the maximum") {
-    REQUIRE_GPU();
     for (int n : {1, 7, 1024, 1025, 151936}) {
         std::vector<float> x = randn(n);
         int want = int(std::uniform_int_distribution<int>(0, n - 1)(rng()));
@@ -442,7 +444,6 @@ TEST_CASE("gpu: argmax returns the lowest index of the maximum") {
 }
 
 TEST_CASE("gpu: select_token keeps to the top-k / top-p / min-p sets") {
-    REQUIRE_GPU();
     int n = 5000;
     std::vector<float> logits = randn(size_t(n), 3.0f);
     Guarded<float> dl(logits), p(n), ps(n);
@@ -493,39 +494,11 @@ TEST_CASE("gpu: select_token keeps to the top-k / top-p / min-p sets") {
 
 namespace {
 
-const char* const kFixtures[] = {"tiny-qwen2", "tiny-qwen15", "tiny-qwen3"};
-
-struct Reference {
-    json cases;                 // reference.json "cases"
-    std::vector<float> logits;  // reference_logits.f32, all cases concatenated
-};
-
-Reference load_reference(const std::string& name) {
-    std::string dir = "test/data/" + name + "/";
-    std::ifstream js(dir + "reference.json");
-    REQUIRE_MESSAGE(js.good(), "missing ", dir, "reference.json (run the tests from the repository root)");
-    Reference r;
-    r.cases = json::parse(js)["cases"];
-    std::ifstream bin(dir + "reference_logits.f32", std::ios::binary | std::ios::ate);
-    REQUIRE(bin.good());
-    r.logits.resize(size_t(bin.tellg()) / sizeof(float));
-    bin.seekg(0);
-    bin.read(reinterpret_cast<char*>(r.logits.data()), std::streamsize(r.logits.size() * sizeof(float)));
-    return r;
-}
-
-Model load_fixture(const std::string& name) {
-    std::string path = "build/" + name + ".bin";
-    REQUIRE_MESSAGE(std::ifstream(path).good(), "missing ", path, " (run `make fixtures`)");
-    return load_model(path);
-}
-
 std::vector<float> row(const float* p, int n) { return std::vector<float>(p, p + n); }
 
 }  // namespace
 
 TEST_CASE("gpu engine: logits match Hugging Face; prefill, decode, graphs and the CPU engine agree") {
-    REQUIRE_GPU();
     for (std::string name : kFixtures) {
         CAPTURE(name);
         Model model = load_fixture(name);
@@ -584,7 +557,6 @@ TEST_CASE("gpu engine: logits match Hugging Face; prefill, decode, graphs and th
 }
 
 TEST_CASE("gpu engine: forward checks its arguments") {
-    REQUIRE_GPU();
     Model model = load_fixture("tiny-qwen2");
     GpuEngine e(model, 16);
     int ok[2] = {1, 2}, bad[2] = {1, model.config.vocab_size};
@@ -599,7 +571,6 @@ TEST_CASE("gpu engine: forward checks its arguments") {
 }
 
 TEST_CASE("gpu engine: on-device sampling matches the CPU Sampler draw for draw") {
-    REQUIRE_GPU();
     Model model = load_fixture("tiny-qwen2");
     GpuEngine e(model, 64);
     const int V = model.config.vocab_size;
@@ -634,7 +605,6 @@ TEST_CASE("gpu engine: on-device sampling matches the CPU Sampler draw for draw"
 }
 
 TEST_CASE("gpu engine: synthetic weights give finite logits, the same with and without the graph") {
-    REQUIRE_GPU();
     Config c;
     c.arch = ARCH_QWEN2;
     c.dim = 128, c.ffn_dim = 344, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2, c.head_dim = 32;
@@ -653,3 +623,5 @@ TEST_CASE("gpu engine: synthetic weights give finite logits, the same with and w
         CHECK(nmse(la, lb) == 0.0);
     }
 }
+
+TEST_SUITE_END();

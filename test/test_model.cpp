@@ -216,7 +216,7 @@ TEST_CASE("model: a missing file or a folder fails with its name") {
 // Corrupt files: one change each, one clear message each
 // ---------------------------------------------------------------------------------------------------------
 
-// Field offsets of the version-1 format (see parts/p1_model.hpp).
+// Field offsets of the version-1 format (see the model-file section of qwen.hpp).
 enum : size_t {
     H_VERSION = 8, H_FLAGS = 12, H_ARCH = 16, H_DIM = 20, H_FFN = 24, H_LAYERS = 28, H_HEADS = 32,
     H_KV_HEADS = 36, H_HEAD_DIM = 40, H_VOCAB = 44, H_SEQ = 48, H_EPS = 52, H_THETA = 56, H_TEMP = 64,
