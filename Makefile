@@ -14,8 +14,10 @@ PYTHON    ?= python3
 CUDA_ARCH ?= 80 86 90
 GENCODE   := $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
              -gencode arch=compute_$(lastword $(CUDA_ARCH)),code=compute_$(lastword $(CUDA_ARCH))
-NVFLAGS   ?= -O3 -std=c++17 $(GENCODE) -Xcompiler -Wall,-pthread -diag-suppress 177
-CXXFLAGS  ?= -O2 -g -std=c++17 -Wall -Wextra -pthread
+# Host code is built for this machine (-march=native: the CPU engine's dot products use its vector units);
+# -ffp-contract=off keeps every path's float arithmetic identical (no fused multiply-add in some and not others).
+NVFLAGS   ?= -O3 -std=c++17 $(GENCODE) -Xcompiler -Wall,-pthread,-march=native,-ffp-contract=off -diag-suppress 177
+CXXFLAGS  ?= -O3 -march=native -ffp-contract=off -g -std=c++17 -Wall -Wextra -pthread
 CUDA_LIBS := -lcublas
 SAN_FLAGS := -O1 -g -std=c++17 -pthread -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_SECONDS ?= 60
@@ -56,7 +58,7 @@ build/qwen-tokenizer.bin: tools/export.py test/data/qwen-tokenizer/tokenizer.jso
 
 # ---- C++ tests (doctest) ------------------------------------------------------------------------
 CPU_TESTS := $(filter-out test/test_main.cpp,$(wildcard test/test_*.cpp))
-build/obj/%.o: test/%.cpp $(HEADERS) | build
+build/obj/%.o: test/%.cpp test/fixtures.hpp $(HEADERS) | build
 	@mkdir -p build/obj
 	$(CXX) $(CXXFLAGS) -c -o $@ $<
 build/test_cpu: build/obj/test_main.o $(patsubst test/%.cpp,build/obj/%.o,$(CPU_TESTS))
@@ -66,7 +68,7 @@ build/test_cpu: build/obj/test_main.o $(patsubst test/%.cpp,build/obj/%.o,$(CPU_
 build/test_asan: test/test_main.cpp test/test_model.cpp test/test_tokenizer.cpp $(HEADERS) | build
 	$(CXX) $(SAN_FLAGS) -o $@ test/test_main.cpp test/test_model.cpp test/test_tokenizer.cpp
 
-build/test_gpu: test/test_gpu.cu test/test_main.cpp qwen.cuh $(HEADERS) | build
+build/test_gpu: test/test_gpu.cu test/test_main.cpp test/fixtures.hpp qwen.cuh $(HEADERS) | build
 	$(NVCC) $(NVFLAGS) -o $@ test/test_gpu.cu test/test_main.cpp $(CUDA_LIBS)
 
 # Reads lines of hex-encoded UTF-8 on stdin, prints the ids of each (for the random comparison with HF).
@@ -83,19 +85,23 @@ build/fuzz_loader: test/fuzz_loader.cpp $(HEADERS) | build
 	$(CLANGXX) -O1 -g -std=c++17 -fsanitize=fuzzer,address,undefined -o $@ test/fuzz_loader.cpp
 
 # A bounded fuzzing run of the loader, seeded with the exported fixtures and the saved regressions.
-fuzz: build/fuzz_loader fixtures
+define run_fuzz
 	@mkdir -p build/fuzz-corpus
-	cp $(FIXTURES) build/fuzz-corpus/
+	@cp $(FIXTURES) build/fuzz-corpus/
 	@echo "fuzzing the loader for $(FUZZ_SECONDS) s (log: build/fuzz.log)"
 	@./build/fuzz_loader -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=400000 -artifact_prefix=build/ \
 	    build/fuzz-corpus test/fuzz-regressions > build/fuzz.log 2>&1 || { tail -n 60 build/fuzz.log; exit 1; }
 	@tail -n 1 build/fuzz.log
+endef
 
-test: all build/test_cpu build/test_asan build/test_gpu build/tokenize_lines fixtures
+fuzz: build/fuzz_loader fixtures
+	$(run_fuzz)
+
+test: all build/test_cpu build/test_asan build/test_gpu build/tokenize_lines build/fuzz_loader fixtures
 	./build/test_cpu
 	ASAN_OPTIONS=detect_leaks=1 ./build/test_asan
 	./build/test_gpu
-	$(MAKE) --no-print-directory fuzz
+	$(run_fuzz)
 	$(PYTHON) -m pytest -q test
 
 # compute-sanitizer over the GPU tests (needs a GPU).

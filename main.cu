@@ -7,12 +7,17 @@
 
 #include "qwen.cuh"
 
+#include <cfloat>
 #include <cinttypes>
-#include <fstream>
+#include <csignal>
 #include <iostream>
 #include <map>
 #include <optional>
 #include <sstream>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 // ============================================================================
 // Command line: flags, usage text and strict number parsing
@@ -90,22 +95,26 @@ struct Options {
     bool verbose = false, json = false, help = false;
 };
 
-// Whole-string number parsing: "12x", "", "nan" and "inf" are errors, not 12 or 0.
-static double parse_double(const std::string& flag, const std::string& s) {
+// Whole-string number parsing: "12x", "", "nan" and "inf" are errors, not 12 or 0. Sampling values are
+// floats, so a number beyond float range (1e300, or 1e999 which strtod makes inf) is out of range here
+// rather than becoming inf.
+static float parse_float(const std::string& flag, const std::string& s) {
     char* end = nullptr;
     errno = 0;
     double v = strtod(s.c_str(), &end);
-    if (s.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(v))
+    bool overflow = errno == ERANGE && std::isinf(v);
+    if (s.empty() || *end != '\0' || std::isnan(v) || (std::isinf(v) && !overflow))
         usage_error("%s expects a number, got '%s'", flag.c_str(), s.c_str());
-    return v;
+    if (std::fabs(v) > FLT_MAX) usage_error("%s is out of range, got '%s'", flag.c_str(), s.c_str());
+    return float(v);
 }
 
 static int parse_int(const std::string& flag, const std::string& s, long long lo, long long hi) {
     char* end = nullptr;
     errno = 0;
     long long v = strtoll(s.c_str(), &end, 10);
-    if (s.empty() || *end != '\0' || errno == ERANGE)
-        usage_error("%s expects an integer, got '%s'", flag.c_str(), s.c_str());
+    if (s.empty() || *end != '\0') usage_error("%s expects an integer, got '%s'", flag.c_str(), s.c_str());
+    if (errno == ERANGE) usage_error("%s is out of range, got '%s'", flag.c_str(), s.c_str());
     if (v < lo || v > hi) usage_error("%s must be in [%lld, %lld], got %lld", flag.c_str(), lo, hi, v);
     return int(v);
 }
@@ -129,7 +138,7 @@ static Options parse_args(int argc, char** argv) {
             if (i + 1 >= argc) usage_error("%s needs a value", flag.c_str());
             return argv[++i];
         };
-        auto number = [&]() { return float(parse_double(flag, value())); };
+        auto number = [&]() { return parse_float(flag, value()); };
 
         if (flag == "-m" || flag == "--model") o.model_path = value();
         else if (flag == "-p" || flag == "--prompt") o.prompt = value();
@@ -167,6 +176,8 @@ static Options parse_args(int argc, char** argv) {
     if (!o.batch_file.empty() && (o.prompt || o.prompt_file))
         usage_error("--batch reads its prompts from the file; drop -p/-f");
     if (o.interactive && o.raw) usage_error("-i is a chat; it cannot be combined with --raw");
+    if (o.raw && o.system) usage_error("-sys needs the chat template, which --raw turns off");
+    if (o.raw && o.no_think) usage_error("--no-think needs the chat template, which --raw turns off");
     if (!o.interactive && o.batch_file.empty() && !o.prompt && !o.prompt_file)
         usage_error("no prompt given (-p TEXT, -f FILE, -i or --batch FILE)");
     return o;
@@ -176,18 +187,43 @@ static Options parse_args(int argc, char** argv) {
 // Input: files read byte for byte, prompt checks
 // ============================================================================
 
-static std::string read_file(const std::string& path) {
-    if (path == "-") {
-        std::ostringstream ss;
-        ss << std::cin.rdbuf();
-        return ss.str();
+// Prompt files and --batch files are read whole; a bigger one is refused rather than read until memory runs
+// out (-f /dev/zero would never end).
+static constexpr size_t MAX_INPUT_BYTES = size_t(64) << 20;
+
+// Closes a file descriptor (if >= 0) when it goes out of scope.
+struct FdCloser {
+    int fd;
+    ~FdCloser() {
+        if (fd >= 0) close(fd);
     }
-    std::ifstream in(path, std::ios::binary);
-    if (!in) qwen::fail("%s: cannot open: %s", path.c_str(), strerror(errno));
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    if (in.bad()) qwen::fail("%s: read error", path.c_str());
-    return ss.str();
+};
+
+// The bytes of a file, a pipe or a character device, or of stdin for "-". Directories and other special
+// files are refused, as are read errors and input over MAX_INPUT_BYTES.
+static std::string read_file(const std::string& path) {
+    const bool from_stdin = path == "-";
+    const char* name = from_stdin ? "stdin" : path.c_str();
+    int fd = from_stdin ? STDIN_FILENO : open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) qwen::fail("%s: cannot open: %s", name, strerror(errno));
+    FdCloser closer{from_stdin ? -1 : fd};  // stdin stays open
+    struct stat st;
+    if (fstat(fd, &st) != 0) qwen::fail("%s: cannot read: %s", name, strerror(errno));
+    if (S_ISDIR(st.st_mode)) qwen::fail("%s: is a directory", name);
+    if (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode) && !S_ISSOCK(st.st_mode))
+        qwen::fail("%s: not a regular file, pipe or character device", name);
+
+    std::string data;
+    char buf[1 << 16];
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) qwen::fail("%s: cannot read: %s", name, strerror(errno));
+        if (n == 0) return data;
+        if (data.size() + size_t(n) > MAX_INPUT_BYTES)
+            qwen::fail("%s: larger than %zu MiB, the limit for a prompt or batch file", name, MAX_INPUT_BYTES >> 20);
+        data.append(buf, size_t(n));
+    }
 }
 
 static void check_utf8(const std::string& text, const char* what) {
@@ -207,47 +243,11 @@ static void check_fits(size_t n_prompt, int context) {
 // JSON for --batch: a reader for flat objects and a string writer
 // ============================================================================
 
-// Length of the UTF-8 sequence starting at s[i]; `ok` says whether it is valid. For invalid bytes the length
-// is the "maximal subpart" (Unicode 3.9, U+FFFD substitution) that one replacement character stands for, the
-// rule Python's errors="replace" and browsers follow.
-static size_t utf8_next(const std::string& s, size_t i, bool& ok) {
-    const unsigned char c = (unsigned char)s[i];
-    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the next continuation byte
-    size_t need;                         // continuation bytes the lead byte announces
-    if (c < 0x80) { ok = true; return 1; }
-    else if (c >= 0xC2 && c <= 0xDF) need = 1;
-    else if (c >= 0xE0 && c <= 0xEF) { need = 2; lo = c == 0xE0 ? 0xA0 : 0x80; hi = c == 0xED ? 0x9F : 0xBF; }
-    else if (c >= 0xF0 && c <= 0xF4) { need = 3; lo = c == 0xF0 ? 0x90 : 0x80; hi = c == 0xF4 ? 0x8F : 0xBF; }
-    else { ok = false; return 1; }   // 80..C1 (continuation or overlong lead) and F5..FF never start a sequence
-    size_t k = 1;
-    while (k <= need && i + k < s.size()) {
-        unsigned char b = (unsigned char)s[i + k];
-        if (b < lo || b > hi) break;
-        lo = 0x80, hi = 0xBF;
-        k++;
-    }
-    ok = k == need + 1;
-    return k;
-}
-
-// Text with each invalid sequence replaced by U+FFFD, so it can go into JSON or a chat history.
-static std::string utf8_replace_invalid(const std::string& s) {
-    std::string out;
-    out.reserve(s.size());
-    for (size_t i = 0; i < s.size();) {
-        bool ok;
-        size_t n = utf8_next(s, i, ok);
-        out += ok ? s.substr(i, n) : std::string("\xEF\xBF\xBD");
-        i += n;
-    }
-    return out;
-}
-
 // A JSON string literal (with quotes) holding s: escapes ", \ and control characters; invalid UTF-8 in s
 // becomes U+FFFD so the output is always valid UTF-8.
 static std::string json_string(const std::string& s) {
     std::string out = "\"";
-    for (char ch : utf8_replace_invalid(s)) {
+    for (char ch : qwen::utf8_sanitize(s)) {
         unsigned char c = (unsigned char)ch;
         switch (c) {
             case '"': out += "\\\""; break;
@@ -455,12 +455,6 @@ struct JsonReader {
 // Engine, sampling settings and statistics
 // ============================================================================
 
-static std::unique_ptr<qwen::Engine> make_engine(const qwen::Model& model, int context, const Options& o) {
-    if (!o.cpu && qwen::gpu::device_available()) return std::make_unique<qwen::GpuEngine>(model, context, o.verbose);
-    if (!o.cpu) fprintf(stderr, "qwen: no CUDA device found, running on the CPU\n");
-    return std::make_unique<qwen::CpuEngine>(model, context, o.threads);
-}
-
 // The model's generation-config defaults, overridden by the flags given, then validated.
 static qwen::SamplingParams sampling_from_flags(const qwen::ChatInfo& chat, const Options& o) {
     qwen::SamplingParams p = qwen::default_sampling(chat);
@@ -499,24 +493,32 @@ static void print_setup(const qwen::Model& m, const qwen::Engine& e, const qwen:
 }
 
 // Prefill covers the prompt tokens not found in the cache plus the first sample (so its time is the time to
-// first token); decode covers the tokens after the first.
+// first token); decode covers the tokens after the first, so with one token or none its rate shows as "-".
 static void print_stats(const qwen::GenerateResult& r, const std::string& label = "") {
     auto rate = [](double n, double s) { return s > 0 ? n / s : 0.0; };
     int reused = r.prompt_tokens - r.prefill_tokens;
+    char decode[32] = "-";
+    if (r.completion_tokens > 1 && r.decode_seconds > 0)
+        snprintf(decode, sizeof decode, "%.1f", (r.completion_tokens - 1) / r.decode_seconds);
     fprintf(stderr, "qwen: %sprompt %d tokens", label.c_str(), r.prompt_tokens);
     if (reused > 0) fprintf(stderr, " (%d from the cache)", reused);
     fprintf(stderr,
-            ", prefill %.1f tok/s | %d tokens generated (%s), decode %.1f tok/s | first token %.1f ms | "
+            ", prefill %.1f tok/s | %d tokens generated (%s), decode %s tok/s | first token %.1f ms | "
             "total %.3f s\n",
-            rate(r.prefill_tokens, r.prefill_seconds), r.completion_tokens, r.finish_reason.c_str(),
-            rate(r.completion_tokens - 1, r.decode_seconds), r.prefill_seconds * 1e3,
-            r.prefill_seconds + r.decode_seconds);
+            rate(r.prefill_tokens, r.prefill_seconds), r.completion_tokens, r.finish_reason.c_str(), decode,
+            r.prefill_seconds * 1e3, r.prefill_seconds + r.decode_seconds);
+}
+
+// Fails when stdout cannot take the output (closed, a full disk, a reader that has gone): the run is an
+// error then, not a success with the text lost.
+static void check_stdout() {
+    if (fflush(stdout) != 0 || ferror(stdout)) qwen::fail("cannot write to stdout: %s", strerror(errno));
 }
 
 // Writes generated pieces to stdout as they come (flushed, so a pipe sees them at once).
 static void write_out(const std::string& s) {
     fwrite(s.data(), 1, s.size(), stdout);
-    fflush(stdout);
+    check_stdout();
 }
 
 // ============================================================================
@@ -657,7 +659,7 @@ static int run_interactive(const Options& o, const qwen::Model& m, qwen::Engine&
         });
         write_out("\n");
         // The history is re-encoded from text each turn, so it must be valid UTF-8.
-        history.push_back({"assistant", utf8_replace_invalid(r.text)});
+        history.push_back({"assistant", qwen::utf8_sanitize(r.text)});
         if (o.verbose) print_stats(r, "turn " + std::to_string(turn) + ": ");
         turn++;
     }
@@ -674,6 +676,7 @@ struct BatchItem {
 
 static float json_float(const JsonValue& v, const char* key) {
     if (v.kind != JsonValue::NUMBER) qwen::fail("\"%s\" must be a number", key);
+    if (std::fabs(v.number) > FLT_MAX) qwen::fail("\"%s\" is out of range, got %s", key, v.text.c_str());
     return float(v.number);
 }
 
@@ -790,7 +793,7 @@ static int run(const Options& o) {
         check_fits(prompt.size(), context);
     }
 
-    std::unique_ptr<qwen::Engine> engine = make_engine(model, context, o);
+    std::unique_ptr<qwen::Engine> engine = qwen::make_engine(model, context, o.cpu, o.threads, o.verbose);
     if (o.verbose) print_setup(model, *engine, params);
     if (!o.batch_file.empty()) return run_batch(*engine, tok, batch);
     if (o.interactive) return run_interactive(o, model, *engine, tok, params, first_message);
@@ -798,13 +801,20 @@ static int run(const Options& o) {
 }
 
 int main(int argc, char** argv) {
+    // A reader that goes away (| head) makes writes fail with EPIPE, reported as an error, instead of
+    // killing the process with SIGPIPE.
+    signal(SIGPIPE, SIG_IGN);
+    // A closed stdout fails at once: a file or device opened later would otherwise take descriptor 1.
+    if (fcntl(STDOUT_FILENO, F_GETFD) == -1) {
+        fprintf(stderr, "qwen: error: cannot write to stdout: %s\n", strerror(errno));
+        return 1;
+    }
     try {
         Options o = parse_args(argc, argv);
-        if (o.help) {
-            fputs(USAGE, stdout);
-            return 0;
-        }
-        return run(o);
+        if (o.help) fputs(USAGE, stdout);
+        int status = o.help ? 0 : run(o);
+        check_stdout();
+        return status;
     } catch (const UsageError& e) {
         fprintf(stderr, "qwen: error: %s (see qwen --help)\n", e.what());
         return 2;

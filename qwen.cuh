@@ -9,8 +9,9 @@
 //                                        (bias, q/k norm, RoPE, KV-cache write), split-context attention + reduce
 //     prefill kernels                    gemm (cuBLAS), tiled causal attention with online softmax
 //     sampling kernels                   penalties, argmax, softmax, top-k / top-p / min-p selection and draw
+//     device_available, device_unsupported   whether (and why not) the engine can run on this machine
 //   GpuEngine                            qwen::Engine on one GPU: weights upload, KV cache, forward, sample
-//   make_engine(model, ctx, ...)         the GPU engine when a device is present, else the CPU reference
+//   make_engine(model, ctx, ...)         the GPU engine when a usable device is present, else the CPU reference
 //   run_bench(shape_or_file, json)       the `qwen --bench` measurement
 #pragma once
 #include "qwen.hpp"
@@ -312,6 +313,27 @@ __device__ void warp_rows_dot(const bf16* const (&rows)[NR], const float* xs, in
     for (int r = 0; r < NR; r++) out[r] = warp_sum(acc[r]);
 }
 
+// The same dot products for rows whose length is not a multiple of 8: such rows do not start on 16-byte
+// boundaries, so they are read one bf16 at a time (no real Qwen shape needs this; odd test shapes do).
+template <int NR>
+__device__ void warp_rows_dot_scalar(const bf16* const (&rows)[NR], const float* xs, int cols, float (&out)[NR]) {
+    float acc[NR];
+#pragma unroll
+    for (int r = 0; r < NR; r++) acc[r] = 0;
+    for (int c = threadIdx.x % 32; c < cols; c += 32)
+#pragma unroll
+        for (int r = 0; r < NR; r++) acc[r] = fmaf(bf2f(rows[r][c]), xs[c], acc[r]);
+#pragma unroll
+    for (int r = 0; r < NR; r++) out[r] = warp_sum(acc[r]);
+}
+
+// NR dot products of whole rows with the staged input: 16-byte loads when the rows allow them.
+template <int NR>
+__device__ void warp_rows(const bf16* const (&rows)[NR], const float* xs, int cols, float (&out)[NR]) {
+    if (cols % 8 == 0) warp_rows_dot<NR>(rows, xs, cols, out);
+    else warp_rows_dot_scalar<NR>(rows, xs, cols, out);
+}
+
 // The decode matvec, y = W xs with xs staged by stage_input<NORM>; OUT picks the epilogue:
 //   MV_STORE  y[r] = W[r] . xs                     (q/k/v projection, lm_head)
 //   MV_ADD    y[r] += W[r] . xs                    (wo and w_down: the residual add)
@@ -329,12 +351,12 @@ static __global__ void __launch_bounds__(32 * MV_WARPS)
         if (OUT == MV_SWIGLU) {
             const bf16* rr[2] = {W + size_t(r) * cols, W + size_t(rows + r) * cols};
             float d[2];
-            warp_rows_dot<2>(rr, xs, cols, d);
+            warp_rows<2>(rr, xs, cols, d);
             if (threadIdx.x % 32 == 0) y[r] = silu(d[0]) * d[1];
         } else {
             const bf16* rr[1] = {W + size_t(r) * cols};
             float d[1];
-            warp_rows_dot<1>(rr, xs, cols, d);
+            warp_rows<1>(rr, xs, cols, d);
             if (threadIdx.x % 32 == 0) y[r] = OUT == MV_ADD ? y[r] + d[0] : d[0];
         }
     }
@@ -349,12 +371,13 @@ inline int matvec_rows_per_block(int rows, const Launch& l) {
 }
 
 // W: (rows, cols) bf16 (OUT == MV_SWIGLU: (2*rows, cols)); x: (cols) fp32; g: (cols) bf16 when NORM;
-// y: (rows) fp32, not aliasing x. cols must be a multiple of 8 (16-byte rows).
+// y: (rows) fp32, not aliasing x. When cols is a multiple of 8, W must be 16-byte aligned (16-byte loads).
 template <bool NORM, int OUT>
 void matvec_launch(const bf16* W, const float* x, const bf16* g, float eps, float* y, int rows, int cols,
                    const Launch& l) {
-    if (cols % 8 != 0) fail("matvec: cols (%d) must be a multiple of 8", cols);
-    if (rows < 1 || cols < 8) fail("matvec: bad shape %d x %d", rows, cols);
+    if (rows < 1 || cols < 1) fail("matvec: bad shape %d x %d", rows, cols);
+    if (cols % 8 == 0 && reinterpret_cast<uintptr_t>(W) % 16 != 0)
+        fail("matvec: the weights are not 16-byte aligned");
     size_t smem = size_t(cols) * sizeof(float);
     allow_smem(matvec_kernel<NORM, OUT>, smem, l, "matvec");
     int rpb = matvec_rows_per_block(rows, l);
@@ -541,6 +564,7 @@ inline void attention_decode(const float* q, const bf16* K, const bf16* V, const
                              const Launch& l) {
     if (D % 8 != 0 || D > ATT_MAX_D) fail("attention: head_dim %d must be a multiple of 8 and <= %d", D, ATT_MAX_D);
     if (n_heads % n_kv_heads != 0) fail("attention: %d heads are not a multiple of %d kv heads", n_heads, n_kv_heads);
+    if (n_parts < 1) fail("attention: n_parts must be >= 1, got %d", n_parts);
     attention_decode_kernel<<<dim3(n_heads, n_parts), ATT_THREADS, D * sizeof(float), l.stream>>>(
         q, K, V, pos, part_o, part_ml, n_heads, n_kv_heads, D);
     CUDA_CHECK(cudaGetLastError());
@@ -877,6 +901,25 @@ inline bool device_available() {
     return false;
 }
 
+// Why the engine cannot run on the current device, or "" when it can. The bf16 GEMMs need compute capability
+// 8.0 (Ampere) or newer, and this build must hold kernels for the device (see CUDA_ARCH in the Makefile).
+inline std::string device_unsupported() {
+    int dev = 0;
+    cudaDeviceProp prop;
+    cudaFuncAttributes attr;
+    char why[512] = "";  // room for the 256-byte device name
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&prop, dev) != cudaSuccess)
+        snprintf(why, sizeof why, "cannot query CUDA device %d", dev);
+    else if (prop.major < 8)
+        snprintf(why, sizeof why, "%s has compute capability %d.%d; the CUDA engine needs 8.0 or newer", prop.name,
+                 prop.major, prop.minor);
+    else if (cudaFuncGetAttributes(&attr, embed_kernel) != cudaSuccess)
+        snprintf(why, sizeof why, "this build has no kernels for %s (rebuild with CUDA_ARCH=%d%d)", prop.name,
+                 prop.major, prop.minor);
+    cudaGetLastError();  // a failed query must not surface at the next launch check
+    return why;
+}
+
 // Device allocations freed together on destruction (an engine's buffers live and die with it).
 struct DeviceAllocs {
     std::vector<void*> ptrs;
@@ -1186,8 +1229,6 @@ struct GpuEngine : Engine {
         const Config& c = cfg_;
         if (c.dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.vocab_size <= 0)
             fail("cuda: the model has no dimensions");
-        if (c.dim % 8 || c.ffn_dim % 8 || c.head_dim % 8)
-            fail("cuda: dim %d, ffn_dim %d and head_dim %d must be multiples of 8", c.dim, c.ffn_dim, c.head_dim);
         if (c.n_heads % c.n_kv_heads) fail("cuda: %d heads are not a multiple of %d kv heads", c.n_heads, c.n_kv_heads);
         int D = c.head_dim;
         if (D != 16 && D != 32 && D != 64 && D != 128 && D != 256)
@@ -1200,6 +1241,8 @@ struct GpuEngine : Engine {
         if (context_size < 1 || context_size > cfg_.max_seq_len)
             fail("context size must be in [1, %d] (the model's max_seq_len), got %d", cfg_.max_seq_len, context_size);
         if (!gpu::device_available()) fail("cuda: no CUDA device available");
+        std::string why = gpu::device_unsupported();
+        if (!why.empty()) fail("cuda: %s", why.c_str());
         context_ = context_size;
         chunk_ = std::min(512, context_);
         h_.create();
@@ -1434,14 +1477,14 @@ struct GpuEngine : Engine {
 // Engine choice: the GPU when there is one, else the CPU reference (the front ends' one call)
 // ============================================================================
 
-// A GpuEngine when a CUDA device is present and force_cpu is false, else a CpuEngine (n_threads: 0 = all cores).
-// Falling back for want of a device is said in one line on stderr; a forced CPU run says nothing.
+// A GpuEngine when a usable CUDA device is present and force_cpu is false, else a CpuEngine (n_threads:
+// 0 = all cores). A fallback the user did not ask for is said in one line on stderr; --cpu says nothing.
 inline std::unique_ptr<Engine> make_engine(const Model& m, int context_size, bool force_cpu, int n_threads,
                                            bool verbose) {
-    if (!force_cpu) {
-        if (gpu::device_available()) return std::make_unique<GpuEngine>(m, context_size, verbose);
-        fprintf(stderr, "qwen: no CUDA device found, running on the CPU\n");
-    }
+    std::string why;  // why the GPU is not used, when the user did not ask for the CPU
+    if (!force_cpu) why = gpu::device_available() ? gpu::device_unsupported() : "no CUDA device found";
+    if (!force_cpu && why.empty()) return std::make_unique<GpuEngine>(m, context_size, verbose);
+    if (!force_cpu) fprintf(stderr, "qwen: %s, running on the CPU\n", why.c_str());
     return std::make_unique<CpuEngine>(m, context_size, n_threads);
 }
 

@@ -699,6 +699,30 @@ inline size_t utf8_first_invalid(const std::string& s) {
 
 inline bool utf8_valid(const std::string& s) { return utf8_first_invalid(s) == s.size(); }
 
+// s with each ill-formed sequence replaced by U+FFFD, for output that must be valid UTF-8 (JSON, a browser).
+// One U+FFFD stands for each "maximal subpart" (the Unicode recommendation that Python's errors="replace"
+// and browsers follow): a valid lead byte and the continuation bytes that still fit it, or one stray byte.
+inline std::string utf8_sanitize(const std::string& s) {
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(s.data());
+    std::string out;
+    out.reserve(s.size());
+    for (size_t i = 0, n = s.size(); i < n;) {
+        uint32_t cp = 0;
+        int len = utf8_decode(p + i, n - i, &cp);
+        if (len > 0) {
+            out.append(s, i, size_t(len));
+            i += size_t(len);
+            continue;
+        }
+        out += "\xEF\xBF\xBD";
+        size_t k = 1;  // the lead byte, then each next byte while p[i..i+k] is still the start of a character
+        uint32_t ignored;
+        while (i + k < n && utf8_decode(p + i, k + 1, &ignored) == UTF8_TRUNCATED) k++;
+        i += k;
+    }
+    return out;
+}
+
 // Appends the UTF-8 bytes of a Unicode scalar value.
 inline void utf8_append(std::string& out, uint32_t cp) {
     if (cp < 0x80) {
@@ -1443,8 +1467,11 @@ inline std::vector<int> distinct_tokens(const std::vector<int>& tokens, size_t b
 // multiplying a negative one both make the token less likely when penalty > 1.
 inline void apply_repetition_penalty(float* logits, int n_vocab, const std::vector<int>& tokens, float penalty) {
     if (penalty == 1.0f) return;
-    for (int id : distinct_tokens(tokens, 0, n_vocab))
-        logits[id] = logits[id] < 0 ? logits[id] * penalty : logits[id] / penalty;
+    const double max = std::numeric_limits<float>::max();  // a tiny penalty must not overflow to inf
+    for (int id : distinct_tokens(tokens, 0, n_vocab)) {
+        double l = logits[id] < 0 ? double(logits[id]) * penalty : double(logits[id]) / penalty;
+        logits[id] = float(std::max(-max, std::min(max, l)));
+    }
 }
 
 // OpenAI / vLLM presence penalty: subtracted once from each distinct token generated so far.
@@ -1479,6 +1506,7 @@ struct Sampler {
         if (n_vocab <= 0) fail("sampler: vocabulary size must be positive, got %d", n_vocab);
         apply_repetition_penalty(logits, n_vocab, tokens, params.repetition_penalty);
         apply_presence_penalty(logits, n_vocab, tokens, n_prompt, params.presence_penalty);
+        check_finite_(logits, n_vocab);
         if (params.temperature == 0.0f) return argmax(logits, n_vocab);
         const std::vector<Candidate>& kept = keep(logits, n_vocab);
         return draw(kept);
@@ -1506,6 +1534,7 @@ struct Sampler {
 
     // Draws one of the kept tokens with probability proportional to its p.
     int draw(const std::vector<Candidate>& kept) {
+        if (kept.empty()) fail("sampler: no token left to draw from");
         double u = double(rng.uniform()) * mass_(kept), acc = 0;
         for (const Candidate& c : kept) {
             acc += c.p;
@@ -1522,6 +1551,17 @@ struct Sampler {
         double m = 0;
         for (const Candidate& x : c) m += x.p;
         return m;
+    }
+    // A NaN or +inf logit (a broken weights file) would turn every probability into NaN, and all -inf leaves
+    // nothing to choose: refuse both rather than return an arbitrary token.
+    static void check_finite_(const float* logits, int n) {
+        bool any_finite = false;
+        for (int i = 0; i < n; i++) {
+            if (std::isnan(logits[i]) || logits[i] == std::numeric_limits<float>::infinity())
+                fail("sampler: the model produced a non-finite logit (%g for token %d)", double(logits[i]), i);
+            any_finite |= std::isfinite(logits[i]);
+        }
+        if (!any_finite) fail("sampler: every logit is -inf");
     }
     static bool more_probable(const Candidate& a, const Candidate& b) {
         return a.p > b.p || (a.p == b.p && a.id < b.id);
@@ -1645,6 +1685,9 @@ struct Engine {
 
 // parallel_for(n, fn) runs fn(begin, end) on size() contiguous chunks covering [0, n): chunk 0 on the calling
 // thread, the others on the workers, and returns when all are done. One caller at a time; fn must not throw.
+// `work`, if given, is the job's size in multiply-adds: a job under kMinWork runs as one chunk on the calling
+// thread, since waking the workers and waiting for them would cost more than they save (more so when other
+// programs keep the cores busy and a worker waits to be scheduled).
 struct ThreadPool {
     explicit ThreadPool(int n_threads = 0) {
         n_threads_ = n_threads > 0 ? n_threads : int(std::thread::hardware_concurrency());
@@ -1664,9 +1707,11 @@ struct ThreadPool {
 
     int size() const { return n_threads_; }
 
-    void parallel_for(int n, const std::function<void(int, int)>& fn) {
+    static constexpr double kMinWork = 1 << 18;  // multiply-adds: some 10 to 30 us of one core's time
+
+    void parallel_for(int n, const std::function<void(int, int)>& fn, double work = kMinWork) {
         if (n <= 0) return;
-        if (n_threads_ == 1 || n == 1) return fn(0, n);
+        if (n_threads_ == 1 || n == 1 || work < kMinWork) return fn(0, n);
         {
             std::lock_guard<std::mutex> lock(mu_);
             job_ = &fn;
@@ -1718,20 +1763,81 @@ struct ThreadPool {
 // ----------------------------------------------------------------------------
 namespace cpu {
 
+// Vectors of partial sums. With AVX, f32v is a GCC/Clang vector type of 8 floats: an operation on it is the same
+// IEEE fp32 operation on each lane, so a loop over vectors gives exactly the bits of the scalar loop with one
+// variable per lane; it only tells the compiler to keep the 8 lanes in one SIMD register. Without AVX, f32v is a
+// plain float and the same code is a scalar loop over 8 lanes, which the compiler vectorises on its own.
+// Either way every dot product keeps kLanes = 8 partial sums and gives the same bits.
+#if defined(__AVX__)
+typedef float f32v __attribute__((vector_size(32)));
+typedef uint16_t u16v __attribute__((vector_size(16)));
+typedef uint32_t u32v __attribute__((vector_size(32)));
+// v = p[0..8), widened to fp32 (exactly, for bf16: its bits become the top half of the fp32).
+inline void load(f32v& v, const float* p) { memcpy(&v, p, sizeof v); }
+inline void load(f32v& v, const bf16* p) {
+    u16v h;
+    memcpy(&h, p, sizeof h);
+    u32v u = __builtin_convertvector(h, u32v) << 16;
+    memcpy(&v, &u, sizeof v);
+}
+#else
+typedef float f32v;
+inline void load(f32v& v, const float* p) { v = *p; }
+inline void load(f32v& v, const bf16* p) { v = bf16_to_f32(*p); }
+#endif
+constexpr int kLanes = 8;                                  // partial sums per dot product
+constexpr int kWidth = int(sizeof(f32v) / sizeof(float));  // lanes per f32v: 8 or 1
+constexpr int kVecs = kLanes / kWidth;                     // f32v per set of partial sums: 1 or 8
+// The matmul tile (see matmul), weight rows x tokens. With AVX, 4 x 8 tiles: 32 vector accumulators, which fit
+// AVX-512's 32 registers (with AVX2's 16 some spill to L1, and it is still the fastest shape). Of the scalar code
+// GCC vectorises the 1 x 2 tile well; larger ones it leaves scalar.
+#if defined(__AVX__)
+constexpr int kTileRows = 4, kTileTokens = 8;
+#else
+constexpr int kTileRows = 1, kTileTokens = 2;
+#endif
+
 inline float to_f32(float v) { return v; }
 inline float to_f32(bf16 v) { return bf16_to_f32(v); }
 
-// sum_i a[i] * b[i], a fp32 or bf16 (widened exactly). Eight independent partial sums let the compiler fill SIMD
-// lanes without -ffast-math; the order of the additions is fixed, so the result does not depend on the batch
-// size, the thread count or the type of a.
-template <class T>
-inline float dot(const T* a, const float* b, int n) {
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+// A tile of dot products: R rows of a (fp32 or bf16) against T fp32 vectors b, each of length n,
+//   out[t * out_stride + r] = sum_i a[r * a_stride + i] * b[t * b_stride + i].
+// Each loaded row vector serves T products and each b vector R, so a tile does R*T multiply-adds per R + T
+// vector loads. Every sum is formed in one fixed order, whatever R, T or the thread: lane j of the partial sums adds
+// the products with i = j (mod 8) in order of i, the lanes are then added in a fixed tree, then the tail
+// i >= n - n % 8 in order. So any tile shape gives the bits of dot() below, and the forward pass does not
+// depend on the batch size or the thread count. (A build that lets the compiler fuse a * b + c into one
+// rounding would break this, since it may fuse in one tile shape and not another: see -ffp-contract=off.)
+template <int R, int T, class A>
+inline void dot_tile(float* out, size_t out_stride, const A* a, size_t a_stride, const float* b, size_t b_stride,
+                     int n) {
+    f32v acc[R][T][kVecs] = {};
     int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += to_f32(a[i + j]) * b[i + j];
-    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; i < n; i++) s += to_f32(a[i]) * b[i];
+    for (; i + kLanes <= n; i += kLanes)
+        for (int v = 0; v < kVecs; v++) {
+            f32v av[R];
+            for (int r = 0; r < R; r++) load(av[r], a + r * a_stride + i + v * kWidth);
+            for (int t = 0; t < T; t++) {
+                f32v bv;
+                load(bv, b + t * b_stride + i + v * kWidth);
+                for (int r = 0; r < R; r++) acc[r][t][v] += av[r] * bv;
+            }
+        }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) {
+            float s[kLanes];
+            memcpy(s, acc[r][t], sizeof s);
+            float sum = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+            for (int k = i; k < n; k++) sum += to_f32(a[r * a_stride + k]) * b[t * b_stride + k];
+            out[t * out_stride + r] = sum;
+        }
+}
+
+// sum_i a[i] * b[i], a fp32 or bf16 (widened exactly): a 1 x 1 tile.
+template <class A>
+inline float dot(const A* a, const float* b, int n) {
+    float s;
+    dot_tile<1, 1>(&s, 0, a, 0, b, 0, n);
     return s;
 }
 
@@ -1743,25 +1849,41 @@ inline void bf16_to_f32_row(float* out, const bf16* in, int n) {
     for (; i < n; i++) out[i] = bf16_to_f32(in[i]);
 }
 
+// Rows r..r+kTileRows of out (n, rows) = x @ W^T for the tokens t..n-1: tiles of T tokens while they fit, then
+// of T/2, .., 2 (the count left over, in binary). A last single token (every token when decoding) goes row by
+// row through dot(): one stream of weights at a time is what the memory serves fastest.
+template <int T>
+inline void matmul_tiles(float* out, const float* x, const bf16* w, int n, int rows, int cols, int r, int t) {
+    if constexpr (T == 1) {
+        for (; t < n; t++)
+            for (int q = r; q < r + kTileRows; q++)
+                out[size_t(t) * rows + q] = dot(w + size_t(q) * cols, x + size_t(t) * cols, cols);
+    } else {
+        for (; t + T <= n; t += T)
+            dot_tile<kTileRows, T>(out + size_t(t) * rows + r, size_t(rows), w + size_t(r) * cols, size_t(cols),
+                                   x + size_t(t) * cols, size_t(cols), cols);
+        matmul_tiles<T / 2>(out, x, w, n, rows, cols, r, t);
+    }
+}
+
 // out (n, rows) = x (n, cols) @ W^T (+ bias), W (rows, cols) bf16, bias (rows) bf16 or null.
-// Threads split the rows. One token (decode) takes each bf16 row straight into the dot product. A block of
-// tokens (prefill) widens each row to fp32 once and uses it for every token, so the weights, the bulk of the
-// memory traffic, are read once per block rather than once per token. Both give the same bits.
+// Threads split the rows, in groups of kTileRows. Each group runs tiles of kTileRows weight rows x kTileTokens
+// tokens, so a block of tokens (prefill) reads each weight row from memory once per block rather than once per
+// token, and the arithmetic, not the memory, sets the pace. A decode step reads the weights once anyway: there
+// memory bandwidth is the limit. Every tile shape gives the same bits (see dot_tile).
 inline void matmul(ThreadPool& pool, float* out, const float* x, const bf16* w, const bf16* bias, int n, int rows,
                    int cols) {
-    pool.parallel_for(rows, [&](int r0, int r1) {
-        std::vector<float> row(n > 1 ? size_t(cols) : 0);  // (cols) fp32: the widened weight row
-        for (int r = r0; r < r1; r++) {
-            const bf16* wr = w + size_t(r) * cols;
-            float b = bias ? bf16_to_f32(bias[r]) : 0.0f;
-            if (n == 1) {
-                out[r] = dot(wr, x, cols) + b;
-                continue;
-            }
-            bf16_to_f32_row(row.data(), wr, cols);
-            for (int t = 0; t < n; t++) out[size_t(t) * rows + r] = dot(row.data(), x + size_t(t) * cols, cols) + b;
-        }
-    });
+    pool.parallel_for((rows + kTileRows - 1) / kTileRows, [&](int g0, int g1) {
+        int r0 = g0 * kTileRows, r1 = std::min(rows, g1 * kTileRows);
+        int full = r1 - (r1 - r0) % kTileRows;  // rows r0..full come in whole groups
+        for (int r = r0; r < full; r += kTileRows) matmul_tiles<kTileTokens>(out, x, w, n, rows, cols, r, 0);
+        for (int q = full; q < r1; q++)
+            for (int t = 0; t < n; t++)
+                out[size_t(t) * rows + q] = dot(w + size_t(q) * cols, x + size_t(t) * cols, cols);
+        if (bias)
+            for (int t = 0; t < n; t++)
+                for (int q = r0; q < r1; q++) out[size_t(t) * rows + q] += bf16_to_f32(bias[q]);
+    }, double(n) * rows * cols);
 }
 
 // HF Qwen2RMSNorm / Qwen3RMSNorm in fp32: out = (x * rsqrt(mean(x^2) + eps)) * w. out may alias x.
@@ -1951,7 +2073,7 @@ struct CpuEngine : Engine {
                     for (int d = 0; d < hd; d++) out[d] += score[size_t(j)] * v[d];
                 }
             }
-        });
+        }, 2.0 * n * c.n_heads * (pos + n) * hd);
     }
 
     // x += down(silu(gate(h)) * up(h)), h = rmsnorm(x), for layer l.

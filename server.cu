@@ -11,7 +11,8 @@
 // thread, which owns the engine and runs the jobs one at a time; the generated text flows back to the HTTP
 // thread through the job. All the JSON and HTTP code lives in this file: the headers know nothing of it.
 //
-// Usage: ./qwen-server -m weights.bin [--port 6006] ... (./qwen-server -h lists the options)
+// Usage: ./qwen-server -m weights.bin [--port 6006] ... (./qwen-server -h lists the options). Exit status:
+// 0 after SIGINT/SIGTERM, 1 when the model does not load or the port is taken, 2 for a command-line mistake.
 #include "qwen.cuh"
 
 #include <httplib.h>
@@ -41,6 +42,7 @@ struct ServerArgs {
     int threads = 0;                 // CPU engine threads; 0 = all cores
     int max_tokens = 512;            // default cap on generated tokens per request
     size_t max_body = 1 << 20;       // largest accepted request body in bytes
+    int max_queue = 32;              // requests that may wait for the engine; more are answered 503
     // Sampling defaults for requests that do not say; unset ones come from the model's generation config.
     std::optional<float> temperature, top_p, min_p, repetition_penalty, presence_penalty;
     std::optional<int> top_k;
@@ -62,9 +64,10 @@ static const char* kUsage =
     "  --repeat-penalty X        default repetition penalty (1 = off)\n"
     "  --presence-penalty X      default presence penalty (0 = off)\n"
     "  --max-body BYTES          largest request body accepted (default 1048576)\n"
+    "  --max-queue N             requests that may wait for the engine; more get 503 (default 32)\n"
     "  -h, --help                show this help\n";
 
-// A mistake on the command line: the message is printed with the usage hint and the exit status is 2.
+// A mistake on the command line: one line on stderr with a pointer to -h, and exit status 2.
 struct UsageError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
@@ -83,8 +86,8 @@ static float parse_float(const std::string& flag, const std::string& s) {
     char* end = nullptr;
     errno = 0;
     float v = strtof(s.c_str(), &end);
-    if (s.empty() || *end != '\0' || errno != 0 || !std::isfinite(v))
-        throw UsageError(flag + " expects a number, got '" + s + "'");
+    if (s.empty() || *end != '\0' || std::isnan(v)) throw UsageError(flag + " expects a number, got '" + s + "'");
+    if (std::isinf(v)) throw UsageError(flag + " is out of range, got '" + s + "'");
     return v;
 }
 
@@ -101,22 +104,26 @@ static std::optional<ServerArgs> parse_args(int argc, char** argv) {
             a.cpu = true;
             continue;
         }
-        if (i + 1 >= argc) throw UsageError(flag[0] == '-' ? flag + " needs a value" : "unexpected '" + flag + "'");
-        std::string v = argv[++i];
-        if (flag == "-m" || flag == "--model") a.model_path = v;
-        else if (flag == "--host") a.host = v;
-        else if (flag == "--port") a.port = int(parse_int(flag, v, 1, 65535));
-        else if (flag == "-c" || flag == "--ctx-size") a.context = int(parse_int(flag, v, 1, 1 << 20));
-        else if (flag == "-t" || flag == "--threads") a.threads = int(parse_int(flag, v, 0, 1024));
-        else if (flag == "-n" || flag == "--n-predict") a.max_tokens = int(parse_int(flag, v, 1, 1 << 20));
-        else if (flag == "--max-body") a.max_body = size_t(parse_int(flag, v, 1, 1ll << 32));
-        else if (flag == "--temp") a.temperature = parse_float(flag, v);
-        else if (flag == "--top-p") a.top_p = parse_float(flag, v);
-        else if (flag == "--top-k") a.top_k = int(parse_int(flag, v, 0, 1 << 30));
-        else if (flag == "--min-p") a.min_p = parse_float(flag, v);
-        else if (flag == "--repeat-penalty") a.repetition_penalty = parse_float(flag, v);
-        else if (flag == "--presence-penalty") a.presence_penalty = parse_float(flag, v);
-        else throw UsageError("unknown option '" + flag + "'");
+        auto value = [&]() -> std::string {
+            if (i + 1 >= argc) throw UsageError(flag + " needs a value");
+            return argv[++i];
+        };
+        if (flag == "-m" || flag == "--model") a.model_path = value();
+        else if (flag == "--host") a.host = value();
+        else if (flag == "--port") a.port = int(parse_int(flag, value(), 1, 65535));
+        else if (flag == "-c" || flag == "--ctx-size") a.context = int(parse_int(flag, value(), 1, 1 << 20));
+        else if (flag == "-t" || flag == "--threads") a.threads = int(parse_int(flag, value(), 0, 1024));
+        else if (flag == "-n" || flag == "--n-predict") a.max_tokens = int(parse_int(flag, value(), 1, 1 << 20));
+        else if (flag == "--max-body") a.max_body = size_t(parse_int(flag, value(), 1, 1ll << 32));
+        else if (flag == "--max-queue") a.max_queue = int(parse_int(flag, value(), 0, 1024));
+        else if (flag == "--temp") a.temperature = parse_float(flag, value());
+        else if (flag == "--top-p") a.top_p = parse_float(flag, value());
+        else if (flag == "--top-k") a.top_k = int(parse_int(flag, value(), 0, 1 << 30));
+        else if (flag == "--min-p") a.min_p = parse_float(flag, value());
+        else if (flag == "--repeat-penalty") a.repetition_penalty = parse_float(flag, value());
+        else if (flag == "--presence-penalty") a.presence_penalty = parse_float(flag, value());
+        else if (flag[0] == '-') throw UsageError("unknown option " + flag);
+        else throw UsageError("unexpected argument '" + flag + "'");
     }
     if (a.model_path.empty()) throw UsageError("-m weights.bin is required");
     return a;
@@ -172,22 +179,28 @@ struct Job {
 
 // The one thread that touches the engine. Jobs wait in a FIFO queue and run one at a time; the Session keeps
 // the KV cache of the previous prompt, so a chat follow-up that extends it only prefills its new tokens.
+// Each waiting job holds an HTTP thread, so the queue is bounded: the HTTP pool keeps threads for /health
+// and for quick answers (a 503) when the engine is far behind.
 // Batching would go here: take up to N queued jobs and advance all of them in each decode step (this needs
 // an engine that keeps one KV cache per sequence and a forward pass over a batch of positions).
 class EngineWorker {
   public:
-    EngineWorker(qwen::Engine& engine, const qwen::Tokenizer& tok) : session_(engine, tok) {
+    EngineWorker(qwen::Engine& engine, const qwen::Tokenizer& tok, size_t max_waiting)
+        : session_(engine, tok), max_waiting_(max_waiting) {
         thread_ = std::thread([this] { run(); });
     }
     ~EngineWorker() { stop(); }
 
-    // Queues a job; false if the server is shutting down and takes no more work.
-    bool submit(std::shared_ptr<Job> job) {
+    enum class Submit { QUEUED, SHUTTING_DOWN, BUSY };
+
+    // Queues a job, unless the server is shutting down or max_waiting jobs are waiting already.
+    Submit submit(std::shared_ptr<Job> job) {
         std::lock_guard<std::mutex> lock(mu_);
-        if (closed_) return false;
+        if (closed_) return Submit::SHUTTING_DOWN;
+        if (queue_.size() >= max_waiting_) return Submit::BUSY;
         queue_.push_back(std::move(job));
         cv_.notify_all();
-        return true;
+        return Submit::QUEUED;
     }
 
     // Shutdown, in steps: refuse new jobs, give the current ones up to `grace` seconds, cancel the rest.
@@ -250,6 +263,7 @@ class EngineWorker {
     }
 
     qwen::Session session_;
+    const size_t max_waiting_;        // queued jobs, not counting the running one
     std::mutex mu_;
     std::condition_variable cv_;
     std::deque<std::shared_ptr<Job>> queue_;
@@ -281,37 +295,8 @@ static json error_body(const ApiError& e) {
     return {{"error", {{"message", e.message}, {"type", type}, {"code", e.code}}}};
 }
 
-// Generated text is UTF-8 except where a (random or confused) model emits bytes that do not form
-// characters. JSON must be valid UTF-8, so each maximal ill-formed subsequence becomes U+FFFD, the
-// Unicode recommendation that browsers and Python's errors="replace" follow as well.
-static std::string to_valid_utf8(const std::string& s) {
-    std::string out;
-    out.reserve(s.size());
-    const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-    size_t n = s.size(), i = 0;
-    while (i < n) {
-        unsigned char c = p[i];
-        int len = c < 0x80               ? 1
-                : c >= 0xC2 && c <= 0xDF ? 2
-                : c >= 0xE0 && c <= 0xEF ? 3
-                : c >= 0xF0 && c <= 0xF4 ? 4
-                                         : 0;  // 0x80-0xC1, 0xF5-0xFF never start a character
-        // The second byte's range depends on the lead (no overlongs, surrogates or > U+10FFFF).
-        unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
-        unsigned char hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
-        size_t k = 1;  // bytes of the sequence that are well-formed so far
-        while (len > 1 && int(k) < len && i + k < n) {
-            unsigned char b = p[i + k];
-            if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xBF)) break;
-            k++;
-        }
-        if (len > 0 && int(k) == len) out.append(s, i, k);
-        else out += "\xEF\xBF\xBD";
-        i += len == 0 ? 1 : k;
-    }
-    return out;
-}
-
+// JSON must be valid UTF-8, and generated text may not be (a random or confused model can emit bytes that do
+// not form characters): answers go through qwen::utf8_sanitize, which writes U+FFFD for each bad sequence.
 static std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 // Optional typed fields: absent or null -> nullopt; the wrong type -> 400 naming the field.
@@ -328,6 +313,15 @@ static std::optional<long long> opt_integer(const json& body, const char* key) {
     if (*v != std::floor(*v) || std::fabs(*v) > 9e15)
         throw bad_request(std::string("'") + key + "' must be an integer", "invalid_type");
     return (long long)*v;
+}
+
+// A sampling value, which the engine holds as a float: a number beyond float range is refused as given
+// (1e308 would otherwise become inf and be reported as such).
+static std::optional<float> opt_float(const json& body, const char* key) {
+    std::optional<double> v = opt_number(body, key);
+    if (v && std::fabs(*v) > std::numeric_limits<float>::max())
+        throw bad_request(std::string(key) + " is out of range, got " + body[key].dump(), "invalid_value");
+    return v ? std::optional<float>(float(*v)) : std::nullopt;
 }
 
 static std::optional<bool> opt_bool(const json& body, const char* key) {
@@ -390,7 +384,7 @@ struct GenerationParams {
 };
 
 struct ServerContext;  // below
-static GenerationParams parse_generation(const json& body, const ServerContext& ctx);
+static GenerationParams parse_generation(const json& body, const ServerContext& ctx, const char* max_key);
 
 // ============================================================================
 // The server: shared state and the handlers
@@ -406,20 +400,24 @@ struct ServerContext {
     int context_size = 0;              // tokens the KV cache holds
     qwen::SamplingParams sampling;     // defaults for requests that do not say
     int max_tokens = 512;
+    int max_queue = 32;                // requests that may wait for the engine (--max-queue)
 };
 
-static GenerationParams parse_generation(const json& body, const ServerContext& ctx) {
+// The token limit is the field max_key if present (max_completion_tokens; POST / calls it max_length), else
+// max_tokens. Error messages name the field the client sent.
+static GenerationParams parse_generation(const json& body, const ServerContext& ctx, const char* max_key) {
     GenerationParams g;
     g.sampling = ctx.sampling;
-    if (auto v = opt_number(body, "temperature")) g.sampling.temperature = float(*v);
-    if (auto v = opt_number(body, "top_p")) g.sampling.top_p = float(*v);
+    if (auto v = opt_float(body, "temperature")) g.sampling.temperature = *v;
+    if (auto v = opt_float(body, "top_p")) g.sampling.top_p = *v;
     if (auto v = opt_integer(body, "top_k")) {
-        if (*v == -1) *v = 0;  // vLLM writes "off" as -1
-        g.sampling.top_k = int(std::clamp<long long>(*v, -1, 1 << 30));
+        if (*v < -1) throw bad_request("top_k must be >= 0 (0 or -1 = off), got " + std::to_string(*v),
+                                       "invalid_sampling");
+        g.sampling.top_k = int(std::min<long long>(std::max<long long>(*v, 0), 1 << 30));  // vLLM's off is -1
     }
-    if (auto v = opt_number(body, "min_p")) g.sampling.min_p = float(*v);
-    if (auto v = opt_number(body, "presence_penalty")) g.sampling.presence_penalty = float(*v);
-    if (auto v = opt_number(body, "repetition_penalty")) g.sampling.repetition_penalty = float(*v);
+    if (auto v = opt_float(body, "min_p")) g.sampling.min_p = *v;
+    if (auto v = opt_float(body, "presence_penalty")) g.sampling.presence_penalty = *v;
+    if (auto v = opt_float(body, "repetition_penalty")) g.sampling.repetition_penalty = *v;
     try {
         qwen::validate(g.sampling);
     } catch (const qwen::Error& e) {
@@ -429,11 +427,12 @@ static GenerationParams parse_generation(const json& body, const ServerContext& 
     else g.sampling.seed = (uint64_t(std::random_device{}()) << 32) | std::random_device{}();
 
     g.max_tokens = ctx.max_tokens;
-    std::optional<long long> max = opt_integer(body, "max_completion_tokens");
-    if (!max) max = opt_integer(body, "max_tokens");
-    if (max) {
-        if (*max < 1) throw bad_request("'max_tokens' must be at least 1", "invalid_value");
+    for (const char* key : {max_key, "max_tokens"}) {
+        std::optional<long long> max = opt_integer(body, key);
+        if (!max) continue;
+        if (*max < 1) throw bad_request(std::string("'") + key + "' must be at least 1", "invalid_value");
         g.max_tokens = int(std::min<long long>(*max, 1 << 30));
+        break;
     }
     if (auto n = opt_integer(body, "n"); n && *n != 1) throw bad_request("only n = 1 is supported", "invalid_value");
 
@@ -468,8 +467,14 @@ static std::shared_ptr<Job> start_job(const ServerContext& ctx, std::vector<int>
     job->options.max_new_tokens = std::min(g.max_tokens, ctx.context_size - n);
     job->options.stop_ids = ctx.model.chat.stop_ids;
     job->options.stop = g.stop;
-    if (!ctx.worker.submit(job)) throw ApiError{503, "the server is shutting down", "shutting_down"};
-    return job;
+    switch (ctx.worker.submit(job)) {
+        case EngineWorker::Submit::QUEUED: return job;
+        case EngineWorker::Submit::SHUTTING_DOWN: throw ApiError{503, "the server is shutting down", "shutting_down"};
+        case EngineWorker::Submit::BUSY: break;
+    }
+    throw ApiError{503, "the server is busy (the queue for the model is full: --max-queue " +
+                            std::to_string(ctx.max_queue) + "); try again later",
+                   "server_busy"};
 }
 
 // Waits for the whole answer; an engine failure becomes a 500.
@@ -519,11 +524,14 @@ struct RequestLog {
         fprintf(stderr, "%s %s %s %d %.3fs%s%s\n", local_time_string().c_str(), method.c_str(), path.c_str(),
                 status, qwen::now_seconds() - start, detail.empty() ? "" : " ", detail.c_str());
     }
+    // The decode rate counts the tokens after the first (whose time is the prefill's): "-" when there are none.
     void describe(const qwen::GenerateResult& r) {
-        double tps = r.decode_seconds > 0 ? (r.completion_tokens - 1) / r.decode_seconds : 0;
+        char rate[32] = "-";
+        if (r.completion_tokens > 1 && r.decode_seconds > 0)
+            snprintf(rate, sizeof rate, "%.1f", (r.completion_tokens - 1) / r.decode_seconds);
         char buf[160];
-        snprintf(buf, sizeof buf, "prompt %d (%d new) + %d tokens, %s, %.1f tok/s", r.prompt_tokens,
-                 r.prefill_tokens, r.completion_tokens, r.finish_reason.c_str(), tps);
+        snprintf(buf, sizeof buf, "prompt %d (%d new) + %d tokens, %s, %s tok/s", r.prompt_tokens,
+                 r.prefill_tokens, r.completion_tokens, r.finish_reason.c_str(), rate);
         detail = buf;
     }
 };
@@ -553,7 +561,7 @@ static void stream_job(httplib::Response& res, std::shared_ptr<Job> job, LogPtr 
         if (!first_event.is_null() && !send(first_event)) return gone();
         std::string text;
         while (job->next(text))
-            if (!send(make_chunk(to_valid_utf8(text), ""))) return gone();
+            if (!send(make_chunk(qwen::utf8_sanitize(text), ""))) return gone();
         log->describe(job->result);
         if (!job->error.empty()) {
             // Headers are gone already: report the failure as an error event, as OpenAI does mid-stream.
@@ -588,7 +596,7 @@ static void handle_chat_completions(const ServerContext& ctx, const httplib::Req
     if (!body.contains("messages")) throw bad_request("'messages' is required", "missing_field");
     std::vector<qwen::Message> msgs = parse_messages(body["messages"], "messages");
     if (msgs.empty()) throw bad_request("'messages' must not be empty", "invalid_value");
-    GenerationParams g = parse_generation(body, ctx);
+    GenerationParams g = parse_generation(body, ctx, "max_completion_tokens");
 
     qwen::ChatOptions opts;
     // Qwen3's thinking switch, as vLLM takes it (chat_template_kwargs) or as a plain field.
@@ -624,12 +632,13 @@ static void handle_chat_completions(const ServerContext& ctx, const httplib::Req
     }
     const qwen::GenerateResult& r = finish_job(*job);
     log->describe(r);
+    json message = {{"role", "assistant"}, {"content", qwen::utf8_sanitize(r.text)}};
     json out = {{"id", id},
                 {"object", "chat.completion"},
                 {"created", created},
                 {"model", ctx.model_id},
                 {"choices", json::array({{{"index", 0},
-                                          {"message", {{"role", "assistant"}, {"content", to_valid_utf8(r.text)}}},
+                                          {"message", message},
                                           {"logprobs", nullptr},
                                           {"finish_reason", finish_reason(r)}}})},
                 {"usage", usage_json(r)}};
@@ -642,7 +651,7 @@ static void handle_completions(const ServerContext& ctx, const httplib::Request&
     json p = body.value("prompt", json());
     if (p.is_array() && p.size() == 1) p = p[0];  // a list holding one prompt
     if (!p.is_string()) throw bad_request("'prompt' is required and must be a string", "missing_field");
-    GenerationParams g = parse_generation(body, ctx);
+    GenerationParams g = parse_generation(body, ctx, "max_completion_tokens");
     std::vector<int> prompt = ctx.tok.encode(p.get<std::string>(), /*parse_special=*/true);
     auto job = start_job(ctx, std::move(prompt), g);
 
@@ -669,7 +678,7 @@ static void handle_completions(const ServerContext& ctx, const httplib::Request&
     const qwen::GenerateResult& r = finish_job(*job);
     log->describe(r);
     json out = head;
-    out["choices"] = choice(to_valid_utf8(r.text), finish_reason(r));
+    out["choices"] = choice(qwen::utf8_sanitize(r.text), finish_reason(r));
     out["usage"] = usage_json(r);
     res.set_content(dump(out), "application/json");
 }
@@ -702,15 +711,13 @@ static void handle_seed(const ServerContext& ctx, const httplib::Request& req, h
     }
     msgs.push_back({"user", prompt_text});
 
-    json params = body;
-    if (body.contains("max_length")) params["max_tokens"] = body["max_length"];
-    GenerationParams g = parse_generation(params, ctx);
+    GenerationParams g = parse_generation(body, ctx, "max_length");
     g.stream = false;
     auto job = start_job(ctx, qwen::chat_tokens(ctx.tok, ctx.model.chat, msgs), g);
     const qwen::GenerateResult& r = finish_job(*job);
     log->describe(r);
 
-    std::string answer = to_valid_utf8(r.text);
+    std::string answer = qwen::utf8_sanitize(r.text);
     if (pairs) {
         history.push_back({prompt_text, answer});
     } else {
@@ -750,7 +757,19 @@ static httplib::Server::Handler api(Handler h) {
     };
 }
 
-static void install_routes(httplib::Server& svr, const ServerContext& ctx) {
+// httplib refuses a body over --max-body, and also a form-encoded one (Content-Type
+// application/x-www-form-urlencoded, what curl -d sends unless told otherwise) over 8 KB, a limit compiled
+// into the library. The second is a surprise for a JSON client, so the message says what to do.
+static std::string body_too_large_message(const httplib::Request& req, size_t max_body) {
+    bool form = req.get_header_value("Content-Type").rfind("application/x-www-form-urlencoded", 0) == 0;
+    if (form && req.get_header_value<uint64_t>("Content-Length") <= max_body)
+        return "the request body was sent as a form (Content-Type: application/x-www-form-urlencoded), which is "
+               "limited to " + std::to_string(CPPHTTPLIB_FORM_URL_ENCODED_PAYLOAD_MAX_LENGTH) +
+               " bytes; send it with the header 'Content-Type: application/json'";
+    return "the request body is too large: the limit is " + std::to_string(max_body) + " bytes (--max-body)";
+}
+
+static void install_routes(httplib::Server& svr, const ServerContext& ctx, size_t max_body) {
     auto page = [](const httplib::Request&, httplib::Response& res, LogPtr) {
         res.set_content(reinterpret_cast<const char*>(chat_html), chat_html_len, "text/html; charset=utf-8");
     };
@@ -782,10 +801,11 @@ static void install_routes(httplib::Server& svr, const ServerContext& ctx) {
     for (const char* path : {"/health", "/v1/models"}) svr.Post(path, api(wrong_method("GET")));
 
     // Errors httplib answers by itself (unknown path, body too large, bad request line) get a JSON body too.
-    httplib::Server::HandlerWithResponse on_error = [](const httplib::Request& req, httplib::Response& res) {
+    httplib::Server::HandlerWithResponse on_error = [max_body](const httplib::Request& req,
+                                                               httplib::Response& res) {
         if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;  // ours, already JSON
         std::string msg = res.status == 404 ? "no such endpoint: " + req.method + " " + req.path
-                        : res.status == 413 ? "the request body is too large"
+                        : res.status == 413 ? body_too_large_message(req, max_body)
                                             : "bad request";
         std::string code = res.status == 404 ? "not_found" : res.status == 413 ? "body_too_large" : "bad_request";
         res.set_content(dump(error_body({res.status, msg, code})), "application/json");
@@ -863,20 +883,6 @@ static std::string model_id_from_path(const std::string& path) {
     return name;
 }
 
-static std::unique_ptr<qwen::Engine> make_engine(const qwen::Model& model, const ServerArgs& args, int context) {
-    int n_devices = 0;
-    if (!args.cpu && cudaGetDeviceCount(&n_devices) == cudaSuccess && n_devices > 0) {
-        cudaDeviceProp prop;
-        CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-        fprintf(stderr, "qwen-server: using the CUDA engine on %s\n", prop.name);
-        return std::make_unique<qwen::GpuEngine>(model, context);
-    }
-    unsigned threads = args.threads > 0 ? unsigned(args.threads) : std::max(1u, std::thread::hardware_concurrency());
-    fprintf(stderr, "qwen-server: using the CPU engine (%u threads)%s\n", threads,
-            args.cpu ? "" : ", no CUDA device found");
-    return std::make_unique<qwen::CpuEngine>(model, context, int(threads));
-}
-
 // The sampling defaults: the model's generation config, then the command line's overrides.
 static qwen::SamplingParams default_sampling(const qwen::Model& model, const ServerArgs& args) {
     qwen::SamplingParams s = qwen::default_sampling(model.chat);
@@ -894,6 +900,16 @@ static qwen::SamplingParams default_sampling(const qwen::Model& model, const Ser
     return s;
 }
 
+// Why binding failed: the host name does not resolve, or the errno of the failed bind ("Address already in use").
+static std::string bind_error(const std::string& host, int bind_errno) {
+    addrinfo hints{}, *found = nullptr;
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(host.c_str(), nullptr, &hints, &found);
+    if (rc != 0) return gai_strerror(rc);
+    freeaddrinfo(found);
+    return bind_errno ? strerror(bind_errno) : "unknown error";
+}
+
 static int serve(const ServerArgs& args, ShutdownWatcher& watcher) {
     qwen::Model model = qwen::load_model(args.model_path);
     qwen::Tokenizer tok(model.vocab);
@@ -902,17 +918,30 @@ static int serve(const ServerArgs& args, ShutdownWatcher& watcher) {
         throw UsageError("-c " + std::to_string(args.context) + " is larger than the model's max_seq_len of " +
                          std::to_string(model.config.max_seq_len));
     int context = args.context > 0 ? args.context : std::min(model.config.max_seq_len, 4096);
-    std::unique_ptr<qwen::Engine> engine = make_engine(model, args, context);
-    EngineWorker worker(*engine, tok);
-    ServerContext ctx{model, tok, worker, model_id_from_path(args.model_path), context, sampling, args.max_tokens};
+    std::unique_ptr<qwen::Engine> engine = qwen::make_engine(model, context, args.cpu, args.threads, false);
+    fprintf(stderr, "qwen-server: %s engine, context %d tokens\n", engine->name(), context);
+    EngineWorker worker(*engine, tok, size_t(args.max_queue));
+    ServerContext ctx{model, tok, worker, model_id_from_path(args.model_path), context, sampling, args.max_tokens,
+                      args.max_queue};
 
     httplib::Server svr;
-    // Each streaming client holds a thread for as long as its answer runs; more clients than threads wait.
-    svr.new_task_queue = [] { return new httplib::ThreadPool(64); };
+    // Every request waiting for the engine holds a thread (at most max_queue of them, plus the running one);
+    // the 32 others serve /health, the page and the quick answers, including the 503 for a full queue.
+    const int max_queue = args.max_queue;
+    svr.new_task_queue = [max_queue] { return new httplib::ThreadPool(size_t(max_queue) + 32); };
     svr.set_payload_max_length(args.max_body);
-    install_routes(svr, ctx);
+    // httplib's default sets SO_REUSEPORT, which lets a second server bind a port that is in use and share
+    // its connections. SO_REUSEADDR alone allows a quick restart (old connections in TIME_WAIT) but makes a
+    // busy port an error.
+    svr.set_socket_options([](socket_t sock) {
+        int yes = 1;
+        setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
+    install_routes(svr, ctx, args.max_body);
+    errno = 0;
     if (!svr.bind_to_port(args.host.c_str(), args.port)) {
-        fprintf(stderr, "qwen-server: cannot listen on %s:%d\n", args.host.c_str(), args.port);
+        fprintf(stderr, "qwen-server: error: cannot listen on %s:%d: %s\n", args.host.c_str(), args.port,
+                bind_error(args.host, errno).c_str());
         return 1;
     }
     fprintf(stderr, "qwen-server: %s (context %d tokens) on http://%s:%d/\n", ctx.model_id.c_str(), context,
@@ -929,7 +958,7 @@ int main(int argc, char** argv) {
     try {
         args = parse_args(argc, argv);
     } catch (const UsageError& e) {
-        fprintf(stderr, "qwen-server: %s\n(qwen-server -h lists the options)\n", e.what());
+        fprintf(stderr, "qwen-server: error: %s (see qwen-server -h)\n", e.what());
         return 2;
     }
     if (!args) return 0;  // -h
@@ -938,10 +967,10 @@ int main(int argc, char** argv) {
     try {
         return serve(*args, watcher);
     } catch (const UsageError& e) {
-        fprintf(stderr, "qwen-server: %s\n", e.what());
+        fprintf(stderr, "qwen-server: error: %s (see qwen-server -h)\n", e.what());
         return 2;
     } catch (const std::exception& e) {
-        fprintf(stderr, "qwen-server: %s\n", e.what());
+        fprintf(stderr, "qwen-server: error: %s\n", e.what());
         return 1;
     }
 }

@@ -6,6 +6,7 @@ Comparisons that must be exact (greedy text against Hugging Face) use --cpu: the
 reference, while a GPU may flip a greedy choice where two logits almost tie.
 """
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -273,6 +274,7 @@ def test_batch_errors_name_the_line(tmp_path):
         ('{"prompt": "a"}\n{"prompt": "b", }\n', "line 2"),                      # trailing comma
         ('hello\n{"prompt": "b", "temprature": 1}\n', 'line 2: unknown field "temprature"'),
         ('{"prompt": "a", "temperature": -1}\n', "line 1: temperature"),
+        ('{"prompt": "a", "temperature": 1e300}\n', 'line 1: "temperature" is out of range, got 1e300'),
         ('{"prompt": 5}\n', "line 1"),
         ('{"prompt": "\\ud800"}\n', "line 1"),                                    # lone surrogate
         ('{"prompt": "a"} x\n', "line 1"),
@@ -394,6 +396,14 @@ def test_usage_errors_exit_2():
         (["-m", m, "-p", "hi", "--json"], "--json only goes with --bench"),
         (["-m", m, "--batch", "x", "-p", "hi"], "drop -p/-f"),
         (["-m", m, "-i", "--raw"], "cannot be combined with --raw"),
+        (["-m", m, "--raw", "-sys", "Be brief.", "-p", "hi"], "-sys needs the chat template"),
+        (["-m", m, "--raw", "--no-think", "-p", "hi"], "--no-think needs the chat template"),
+        (["-m", m, "--tokenize", "--raw", "--no-think", "-p", "hi"], "--no-think needs the chat template"),
+        (["-m", m, "-p", "hi", "-n", "99999999999999999999"], "-n is out of range, got '99999999999999999999'"),
+        (["-m", m, "-p", "hi", "-c", "-99999999999999999999"], "-c is out of range"),
+        (["-m", m, "-p", "hi", "-n", "-2"], "-n must be in [-1, 2147483647], got -2"),
+        (["-m", m, "-p", "hi", "--temp", "1e300"], "--temp is out of range, got '1e300'"),
+        (["-m", m, "-p", "hi", "--top-p", "1e999"], "--top-p is out of range, got '1e999'"),
     ]
     for args, msg in cases:
         p = run(*args)
@@ -425,6 +435,10 @@ def test_runtime_errors_exit_1(tmp_path):
         (["-m", m, "-f", tmp_path / "nope.txt"], "cannot open"),
         (["-m", m, "--batch", tmp_path / "nope.txt"], "cannot open"),
         (["-m", m, "--raw", "-p", ""], "empty"),
+        (["-m", m, "-f", tmp_path], "is a directory"),
+        (["-m", m, "--batch", tmp_path], "is a directory"),
+        (["-m", m, "-f", "/dev/zero"], "larger than 64 MiB"),
+        (["-m", m, "--batch", "/dev/zero"], "larger than 64 MiB"),
     ]
     for args, msg in cases:
         p = run(*args, "--cpu")
@@ -432,3 +446,59 @@ def test_runtime_errors_exit_1(tmp_path):
         assert p.stderr.startswith(b"qwen: error: "), (args, p.stderr)
         assert msg.encode() in p.stderr, (args, p.stderr)
         assert p.stdout == b""
+
+
+def test_unreadable_stdin_is_an_error():
+    # '-f -' with stdin closed: an error, not an empty prompt.
+    cmd = [str(QWEN), "-m", str(model("tiny-qwen2")), "--cpu", "-f", "-"]
+    p = subprocess.run(cmd + ["--raw"], stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert p.returncode == 1 and b"empty" in p.stderr, p.stderr     # /dev/null: an empty prompt
+    p = subprocess.run(" ".join(cmd) + " <&-", shell=True, capture_output=True, timeout=60)
+    assert p.returncode == 1 and p.stderr.startswith(b"qwen: error: stdin: "), p.stderr
+
+
+def test_prompt_from_a_pipe(tmp_path):
+    fifo = tmp_path / "prompt.fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([str(QWEN), "-m", str(REAL_TOKENIZER), "--tokenize", "--raw", "-f", str(fifo)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with open(fifo, "wb") as w:
+        w.write("Hello, world!".encode())
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out == ok("-m", REAL_TOKENIZER, "--tokenize", "--raw", "-p", "Hello, world!").stdout
+
+
+def test_failed_writes_to_stdout_are_errors():
+    args = [str(QWEN), "-m", str(model("tiny-qwen2")), "--cpu", "--temp", "0"]
+    # stdout closed
+    p = subprocess.run(" ".join(args + ["-n", "4", "-p", "hi", ">&-"]), shell=True, capture_output=True,
+                       timeout=60)
+    assert p.returncode == 1 and b"qwen: error: cannot write to stdout" in p.stderr, p.stderr
+    p = subprocess.run(" ".join(args + ["--help", ">&-"]), shell=True, capture_output=True, timeout=60)
+    assert p.returncode == 1 and b"cannot write to stdout" in p.stderr, p.stderr
+    # a full device
+    if Path("/dev/full").exists():
+        with open("/dev/full", "wb") as full:
+            p = subprocess.run(args + ["-n", "4", "-p", "hi"], stdout=full, stderr=subprocess.PIPE, timeout=60)
+        assert p.returncode == 1 and b"No space left on device" in p.stderr, p.stderr
+    # a reader that goes away: EPIPE is reported, not a silent death by SIGPIPE (a long batch, so that the
+    # reader is gone well before the output ends)
+    proc = subprocess.Popen(args + ["-n", "64", "--batch", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdin.write(b"hi\n" * 500)
+    proc.stdin.close()
+    proc.stdout.read(1)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(120) == 1, err
+    assert b"cannot write to stdout: Broken pipe" in err, err
+
+
+def test_stats_without_decode_steps():
+    # One token generated: no decode step was timed, so there is no rate to show.
+    p = ok("-m", model("tiny-qwen2"), "--raw", "--temp", "0", "-n", "1", "--cpu", "-p", "Once upon a time")
+    err = p.stderr.decode()
+    assert "1 tokens generated (length), decode - tok/s" in err, err
+    p = ok("-m", model("tiny-qwen2"), "--raw", "--temp", "0", "-n", "3", "--cpu", "-p", "Once upon a time")
+    assert re.search(r"decode \d+\.\d tok/s", p.stderr.decode()), p.stderr

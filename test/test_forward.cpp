@@ -125,19 +125,3 @@ TEST_CASE("forward: rejects bad arguments with clear messages") {
     CHECK(std::string(engine.name()) == "cpu");
     CHECK(engine.context_size() == 8);
 }
-
-TEST_CASE("forward: speed on the fixtures") {
-    for (std::string name : kFixtures) {
-        Model model = load_fixture(name);
-        CpuEngine engine(model, 512);
-        std::vector<int> ids(256);
-        for (size_t i = 0; i < ids.size(); i++) ids[i] = int(i * 7 % 500);
-        double t0 = now_seconds();
-        engine.forward(ids.data(), 256, 0);
-        double t1 = now_seconds();
-        for (int i = 0; i < 128; i++) engine.forward(&ids[size_t(i)], 1, 256 + i);
-        double t2 = now_seconds();
-        MESSAGE(name, ": prefill ", 256 / (t1 - t0), " tok/s, decode ", 128 / (t2 - t1),
-                " tok/s (positions 256..383)");
-    }
-}

@@ -213,7 +213,9 @@ TEST_CASE("gpu: swiglu matches the CPU") {
 // ============================================================================
 
 TEST_CASE("gpu: matvec and its fused forms match the CPU") {
-    const int shapes[][2] = {{1, 8}, {7, 64}, {37, 296}, {1000, 896}, {1153, 1160}, {896, 4864}, {300, 13000}};
+    // rows not a multiple of the block's rows; cols a multiple of 8 (16-byte loads) or not (the scalar path)
+    const int shapes[][2] = {{1, 8},      {7, 64},      {37, 296}, {1000, 896}, {1153, 1160},
+                             {896, 4864}, {300, 13000}, {5, 13},   {64, 100},   {33, 1003}};
     for (auto& s : shapes) {
         int rows = s[0], cols = s[1];
         CAPTURE(rows);
@@ -605,23 +607,49 @@ TEST_CASE("gpu engine: on-device sampling matches the CPU Sampler draw for draw"
 }
 
 TEST_CASE("gpu engine: synthetic weights give finite logits, the same with and without the graph") {
-    Config c;
-    c.arch = ARCH_QWEN2;
-    c.dim = 128, c.ffn_dim = 344, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2, c.head_dim = 32;
-    c.vocab_size = 1000, c.max_seq_len = 128, c.rope_theta = 10000, c.norm_eps = 1e-6f;
-    c.tied = false, c.qkv_bias = true;
-    std::unique_ptr<GpuEngine> a = GpuEngine::synthetic(c, 64, 7), b = GpuEngine::synthetic(c, 64, 7);
-    b->set_graphs(false);
-    std::vector<int> prompt = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
-    a->forward(prompt.data(), 10, 0);
-    b->forward(prompt.data(), 10, 0);
-    for (int t = 10; t < 20; t++) {
-        a->forward(&t, 1, t);
-        b->forward(&t, 1, t);
-        std::vector<float> la = row(a->logits(), c.vocab_size), lb = row(b->logits(), c.vocab_size);
-        for (float v : la) REQUIRE(std::isfinite(v));
-        CHECK(nmse(la, lb) == 0.0);
+    // dim / ffn_dim 128 / 344: rows of 16-byte chunks; 100 / 172: rows of any length (the scalar matvec path)
+    for (int dim : {128, 100}) {
+        CAPTURE(dim);
+        Config c;
+        c.arch = ARCH_QWEN2;
+        c.dim = dim, c.ffn_dim = dim == 128 ? 344 : 172, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2;
+        c.head_dim = 32, c.vocab_size = 1000, c.max_seq_len = 128, c.rope_theta = 10000, c.norm_eps = 1e-6f;
+        c.tied = false, c.qkv_bias = true;
+        std::unique_ptr<GpuEngine> a = GpuEngine::synthetic(c, 64, 7), b = GpuEngine::synthetic(c, 64, 7);
+        b->set_graphs(false);
+        std::vector<int> ids = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+        a->forward(ids.data(), 10, 0);
+        b->forward(ids.data(), 10, 0);
+        std::vector<float> la;
+        for (int t = 10; t < 20; t++) {
+            ids.push_back(t);
+            a->forward(&t, 1, t);
+            b->forward(&t, 1, t);
+            la = row(a->logits(), c.vocab_size);
+            std::vector<float> lb = row(b->logits(), c.vocab_size);
+            for (float v : la) REQUIRE(std::isfinite(v));
+            CHECK(nmse(la, lb) == 0.0);
+        }
+        // the same 20 tokens as one prefill (bf16 GEMM inputs): close to the decoded logits
+        b->forward(ids.data(), int(ids.size()), 0);
+        CHECK(nmse(row(b->logits(), c.vocab_size), la) <= 1e-3);
     }
 }
 
 TEST_SUITE_END();
+
+// Outside the GPU suite: runs with or without a device.
+TEST_CASE("make_engine: the GPU when there is a usable one, else the CPU; --cpu forces the CPU") {
+    Model model = load_fixture("tiny-qwen2");
+    std::unique_ptr<Engine> forced = make_engine(model, 16, true, 1, false);
+    CHECK(std::string(forced->name()) == "cpu");
+    bool usable = gpu::device_available() && gpu::device_unsupported().empty();
+    std::unique_ptr<Engine> chosen = make_engine(model, 16, false, 1, false);
+    CHECK(std::string(chosen->name()) == (usable ? "cuda" : "cpu"));
+    CHECK(chosen->context_size() == 16);
+    std::vector<int> ids = {1, 2, 3, 4, 5};
+    forced->forward(ids.data(), int(ids.size()), 0);
+    chosen->forward(ids.data(), int(ids.size()), 0);
+    const int V = model.config.vocab_size;
+    CHECK(nmse(row(chosen->logits(), V), row(forced->logits(), V)) <= 1e-3);
+}

@@ -276,3 +276,30 @@ TEST_CASE("sampler: a 152k vocabulary without top-k does not sort the whole voca
     }
     MESSAGE("top-p sampling over 151936 logits: ", (now_seconds() - t0) / 20 * 1e3, " ms per token");
 }
+
+TEST_CASE("sampler: non-finite logits are refused, and a tiny penalty cannot overflow to inf") {
+    const std::vector<int> ctx = {1, 2, 3};
+    for (float temperature : {0.0f, 1.0f}) {
+        SamplingParams sp;
+        sp.temperature = temperature;
+        Sampler s(sp);
+        std::vector<float> l = {0.5f, 1.0f, NAN, 0.25f};
+        CHECK_THROWS_WITH_AS(s.sample(l.data(), 4, ctx, 3), "sampler: the model produced a non-finite logit (nan for token 2)",
+                             Error);
+        l = {0.5f, INFINITY, 0.0f, 0.25f};
+        CHECK_THROWS_AS(s.sample(l.data(), 4, ctx, 3), Error);
+        l = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+        CHECK_THROWS_WITH_AS(s.sample(l.data(), 4, ctx, 3), "sampler: every logit is -inf", Error);
+    }
+    SamplingParams sp;
+    sp.temperature = 1.0f;
+    sp.repetition_penalty = 1e-38f;  // valid (> 0), and 1 / 1e-38 overflows fp32
+    Sampler s(sp);
+    for (int i = 0; i < 100; i++) {
+        std::vector<float> l = {5.0f, -2.0f, 1.0f, 0.5f, 0.0f};
+        int id = s.sample(l.data(), 5, {0, 1, 2}, 3);
+        CHECK(l[0] == std::numeric_limits<float>::max());  // 5 / 1e-38 is clamped to the largest float
+        CHECK(l[1] == doctest::Approx(-2e-38f));
+        CHECK(id == 0);  // the penalised positive logit dominates everything else
+    }
+}

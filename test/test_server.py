@@ -35,6 +35,7 @@ if not (os.path.exists(SERVER) and os.path.exists(MODEL)):
 # ---- a running server ----------------------------------------------------------------------------------
 
 def free_port():
+    """A port nothing listens on now (bound without SO_REUSEPORT, so no one shares it either)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -289,21 +290,25 @@ def test_chat_stream_events(server, accept_gzip):
     assert objs[0]["choices"][0]["finish_reason"] is None
     last = objs[-1]["choices"][0]
     assert last["delta"] == {} and last["finish_reason"] in ("stop", "length")
-    middle = objs[1:-1]
-    assert len(middle) >= 2 and all(o["choices"][0]["finish_reason"] is None for o in middle)
+    middle = objs[1:-1]  # content deltas; pieces generated faster than they are sent go out together
+    assert len(middle) >= 1 and all(o["choices"][0]["finish_reason"] is None for o in middle)
     text = "".join(o["choices"][0]["delta"]["content"] for o in middle)
     whole = chat(server, body["messages"], **{k: v for k, v in body.items() if k != "messages"})["choices"][0]
     assert text == whole["message"]["content"] and last["finish_reason"] == whole["finish_reason"]
 
 
 def test_stream_arrives_incrementally(server):
-    """With a long answer, the events are spread over the generation time instead of arriving in one burst."""
-    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2000, "seed": 9, **VARIED}
+    """With a long answer, the events are spread over the generation time instead of arriving in one burst.
+
+    Greedy completion of this prompt repeats one token, so it runs until the context is full (about 1000
+    tokens). Pieces generated faster than they are sent go out together, but a streaming server sends far more
+    than the few chunks of one that buffers."""
+    body = {"prompt": "Once upon a time", "max_tokens": 2000, "temperature": 0}
     t0 = time.monotonic()
-    _, headers, chunks = sse_request(server, "/v1/chat/completions", body, accept_gzip=True)
+    _, headers, chunks = sse_request(server, "/v1/completions", body, accept_gzip=True)
     total = time.monotonic() - t0
-    assert "content-encoding" not in headers and len(chunks) > 100
-    content_times = [t for t, _ in chunks[1:-2]]
+    assert "content-encoding" not in headers and len(chunks) > 100, len(chunks)
+    content_times = [t for t, _ in chunks[:-2]]
     assert content_times[-1] - content_times[0] > 0.25 * total, (content_times[-1] - content_times[0], total)
 
 
@@ -446,6 +451,8 @@ def test_error_responses(server):
     assert "role" in error_of(post(chat_url, {"messages": [{"role": "robot", "content": "x"}]}), 400)
     assert "max_tokens" in error_of(post(chat_url, {"messages": ok, "max_tokens": "many"}), 400)
     assert "max_tokens" in error_of(post(chat_url, {"messages": ok, "max_tokens": 0}), 400)
+    assert "'max_completion_tokens' must be at least 1" in error_of(
+        post(chat_url, {"messages": ok, "max_completion_tokens": 0}), 400)
     assert "temperature must be" in error_of(post(chat_url, {"messages": ok, "temperature": -1}), 400)
     assert "top_p must be" in error_of(post(chat_url, {"messages": ok, "top_p": 1.5}), 400)
     assert "presence_penalty" in error_of(post(chat_url, {"messages": ok, "presence_penalty": 3}), 400)
@@ -475,13 +482,104 @@ def test_command_line_errors():
         return subprocess.run([SERVER, *args], capture_output=True, timeout=30)
 
     assert run("-h").returncode == 0 and b"usage" in run("-h").stdout
-    for args in (["--bogus"], [], ["-m", MODEL, "--port", "http"], ["-m", MODEL, "--temp"],
-                 ["-m", MODEL, "--top-p", "2", "--cpu"]):
+    cases = [
+        (["--bogus"], "unknown option --bogus"),
+        (["-m", MODEL, "--bogus"], "unknown option --bogus"),
+        (["-m", MODEL, "stray"], "unexpected argument 'stray'"),
+        ([], "-m weights.bin is required"),
+        (["-m", MODEL, "--port", "http"], "--port expects an integer"),
+        (["-m", MODEL, "--temp"], "--temp needs a value"),
+        (["-m", MODEL, "--temp", "1e39"], "--temp is out of range, got '1e39'"),
+        (["-m", MODEL, "--top-p", "2", "--cpu"], "top_p must be in (0, 1], got 2"),
+        (["-m", MODEL, "-c", "4096", "--cpu"], "larger than the model's max_seq_len of 1024"),
+    ]
+    for args, msg in cases:
         r = run(*args)
         assert r.returncode == 2, (args, r.stderr)
-        assert r.stderr.count(b"\n") <= 2 and r.stderr.startswith(b"qwen-server: "), r.stderr
+        # one line: what is wrong, and where the options are listed
+        assert re.fullmatch(rb"qwen-server: error: .* \(see qwen-server -h\)\n", r.stderr), (args, r.stderr)
+        assert msg.encode() in r.stderr, (args, r.stderr)
     r = run("-m", os.path.join(ROOT, "build", "no-such-file.bin"))
-    assert r.returncode == 1 and b"no-such-file.bin" in r.stderr
+    assert r.returncode == 1 and r.stderr.startswith(b"qwen-server: error: ") and b"no-such-file.bin" in r.stderr
+
+
+def test_error_messages_quote_what_the_client_sent(server):
+    chat_url = server.url + "/v1/chat/completions"
+    ok = [{"role": "user", "content": "hi"}]
+    # the value as given, not as clamped or narrowed to a float
+    assert "got -2" in error_of(post(chat_url, {"messages": ok, "top_k": -2}), 400)
+    msg = error_of(post(chat_url, {"messages": ok, "temperature": 1e308}), 400)
+    assert "temperature" in msg and "1e+308" in msg and "inf" not in msg, msg
+    msg = error_of(post(chat_url, {"messages": ok, "top_p": -1e300}), 400)
+    assert "top_p" in msg and "-1e+300" in msg, msg
+    # vLLM's -1 still means "off"
+    assert chat(server, ok, max_tokens=2, top_k=-1)["choices"][0]["finish_reason"] in ("stop", "length")
+    # POST / takes max_length; its errors name that field
+    msg = error_of(post(server.url + "/", {"prompt": "hi", "max_length": 0}), 400)
+    assert "'max_length' must be at least 1" in msg, msg
+    msg = error_of(post(server.url + "/", {"prompt": "hi", "max_length": "long"}), 400)
+    assert "max_length" in msg and "max_tokens" not in msg, msg
+
+
+def test_form_encoded_body(server):
+    """curl -d without a Content-Type header sends application/x-www-form-urlencoded. Small bodies are read as
+    JSON all the same; over httplib's 8 KB form limit, the error tells the client which header to send."""
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    small = {"prompt": "hi", "max_tokens": 2, "temperature": 0}
+    status, _, out = post(server.url + "/v1/completions", small, headers=form)
+    assert status == 200, out
+    big = dict(small, user="x" * 9000)  # an ignored field makes it large
+    msg = error_of(post(server.url + "/v1/completions", big, headers=form), 413)
+    assert "Content-Type: application/json" in msg, msg
+    status, _, out = post(server.url + "/v1/completions", big)
+    assert status == 200, out
+    # over --max-body the message gives the limit whatever the content type
+    huge = json.dumps({"prompt": "x" * (1 << 20)}).encode()
+    for headers in (None, form):
+        msg = error_of(post(server.url + "/v1/completions", huge, headers=headers), 413)
+        assert "the limit is 1048576 bytes" in msg, msg
+
+
+def test_busy_port_is_an_error(server):
+    """A second server on a port in use fails (no SO_REUSEPORT sharing of the first one's connections)."""
+    r = subprocess.run([SERVER, "-m", MODEL, "--cpu", "--port", str(server.port)], capture_output=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert f"qwen-server: error: cannot listen on 127.0.0.1:{server.port}: Address already in use".encode() \
+        in r.stderr, r.stderr
+    assert get_json(server.url + "/health") == {"status": "ok"}
+
+
+def test_full_queue_answers_503():
+    """With --max-queue 1, requests beyond the running one and one waiting are refused at once with 503, and
+    /health still answers during the flood."""
+    s = Server("busy", "--max-queue", "1")
+    try:
+        body = {"prompt": "Once upon a time", "temperature": 0, "max_tokens": 1000}
+        results = [None] * 12
+        start = threading.Barrier(len(results) + 1)
+
+        def client(i):
+            start.wait()
+            t0 = time.monotonic()
+            status, _, out = post(s.url + "/v1/completions", body)
+            results[i] = (status, out, time.monotonic() - t0)
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(len(results))]
+        for t in threads:
+            t.start()
+        start.wait()
+        assert get_json(s.url + "/health") == {"status": "ok"}
+        for t in threads:
+            t.join(120)
+        statuses = [r[0] for r in results]
+        assert set(statuses) <= {200, 503}, results
+        assert statuses.count(200) >= 2 and statuses.count(503) >= 1, statuses
+        for status, out, _ in results:
+            if status == 503:
+                assert out["error"]["code"] == "server_busy" and "busy" in out["error"]["message"], out
+        assert "503" in s.log_text()
+    finally:
+        assert s.stop() == 0, s.log_text()
 
 
 def test_sigterm_lets_a_running_stream_finish():

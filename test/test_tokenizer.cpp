@@ -111,6 +111,22 @@ TEST_CASE("tokenizer: strict UTF-8 validation") {
     CHECK(qwen::utf8_valid(std::string("a\0b", 3)));  // NUL is a valid character
 }
 
+TEST_CASE("tokenizer: utf8_sanitize replaces each maximal ill-formed subpart with one U+FFFD") {
+    const std::string R = "\xEF\xBF\xBD";
+    CHECK(qwen::utf8_sanitize("") == "");
+    CHECK(qwen::utf8_sanitize("h\xC3\xA9llo \xE4\xBD\xA0") == "h\xC3\xA9llo \xE4\xBD\xA0");  // valid stays
+    CHECK(qwen::utf8_sanitize("a\xFF" "b") == "a" + R + "b");
+    CHECK(qwen::utf8_sanitize("\xE4\xBD") == R);                           // truncated: one subpart
+    CHECK(qwen::utf8_sanitize("\xE4\xBD" "a") == R + "a");
+    CHECK(qwen::utf8_sanitize("\xF0\x9F\x98") == R);
+    CHECK(qwen::utf8_sanitize("\xC0\xAF") == R + R);                        // overlong lead: byte by byte
+    CHECK(qwen::utf8_sanitize("\xED\xA0\x80") == R + R + R);               // surrogate: E0 then A0 is not a prefix
+    CHECK(qwen::utf8_sanitize("\xE0\x80\x80") == R + R + R);
+    CHECK(qwen::utf8_sanitize("\xF4\x90\x80\x80") == R + R + R + R);
+    CHECK(qwen::utf8_sanitize("\x80\x80") == R + R);
+    CHECK(qwen::utf8_valid(qwen::utf8_sanitize("\xC3\x28\xE4\x28\xAD\xF0\x9F")));
+}
+
 TEST_CASE("tokenizer: invalid UTF-8 is refused with its byte offset") {
     const qwen::Tokenizer& tok = small_tok();
     CHECK_THROWS_WITH_AS(tok.encode("ab\xFF", true), "invalid UTF-8 at byte 2", qwen::Error);
