@@ -21,6 +21,7 @@
 
 #include <cub/cub.cuh>
 
+#include <cfloat>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -713,12 +714,12 @@ namespace gpu {
 constexpr int SAMPLE_THREADS = 1024;  // the selection kernels run as one block
 
 // HF repetition penalty over ids[0..n_rep), then the presence penalty over ids[n_rep..n); each list distinct.
-// grid (ceil(n / 256)), block 256
+// As on the CPU, a repetition-penalised logit is clamped to the finite floats.   grid (ceil(n / 256)), block 256
 static __global__ void penalty_kernel(float* logits, const int* ids, int n_rep, int n, float rep, float presence) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     float& l = logits[ids[i]];
-    if (i < n_rep) l = l < 0 ? l * rep : l / rep;
+    if (i < n_rep) l = fminf(fmaxf(l < 0 ? l * rep : l / rep, -FLT_MAX), FLT_MAX);
     else l -= presence;
 }
 // The two passes must not race on a token in both lists: run them as two launches.
@@ -745,14 +746,21 @@ __device__ __forceinline__ ArgMax better(ArgMax a, ArgMax b) {
 struct Better {
     __device__ ArgMax operator()(ArgMax a, ArgMax b) const { return better(a, b); }
 };
-// *out = argmax_i x[i]   grid (1), block SAMPLE_THREADS
+// *out = argmax_i x[i]; or ARGMAX_NOT_FINITE if some x[i] is NaN or +inf, ARGMAX_ALL_NEG_INF if every x[i] is
+// -inf (the Sampler refuses both).   grid (1), block SAMPLE_THREADS
+constexpr int ARGMAX_NOT_FINITE = -1, ARGMAX_ALL_NEG_INF = -2;
 static __global__ void __launch_bounds__(SAMPLE_THREADS) argmax_kernel(const float* x, int n, int* out) {
     ArgMax best{-INFINITY, n};
-    for (int i = threadIdx.x; i < n; i += blockDim.x) best = better(best, ArgMax{x[i], i});
+    int bad = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        best = better(best, ArgMax{x[i], i});
+        bad |= !(x[i] < INFINITY);  // true for NaN and +inf
+    }
+    bad = __syncthreads_or(bad);
     using Reduce = cub::BlockReduce<ArgMax, SAMPLE_THREADS>;
     __shared__ typename Reduce::TempStorage tmp;
     ArgMax r = Reduce(tmp).Reduce(best, Better());
-    if (threadIdx.x == 0) *out = r.i < n ? r.i : 0;
+    if (threadIdx.x == 0) *out = bad ? ARGMAX_NOT_FINITE : r.i < n ? r.i : ARGMAX_ALL_NEG_INF;
 }
 inline void argmax(const float* x, int n, int* out, const Launch& l) {
     argmax_kernel<<<1, SAMPLE_THREADS, 0, l.stream>>>(x, n, out);
@@ -1133,10 +1141,8 @@ struct GpuEngine : Engine {
             fail("sample: n_vocab %d must be in 1..%d", n_vocab, cfg_.vocab_size);
         const SamplingParams& p = s.params;
         const float* src = apply_penalties(p, n_vocab, tokens, n_prompt);
-        if (p.temperature == 0.0f) {
-            gpu::argmax(src, n_vocab, choice_, launch_);
-            return read_choice();
-        }
+        gpu::argmax(src, n_vocab, choice_, launch_);  // the greedy choice, and the check that the logits are usable
+        if (p.temperature == 0.0f) return read_choice();
         gpu::SampleFilter f;
         f.top_k = p.top_k;
         f.top_p = p.top_p;
@@ -1145,14 +1151,14 @@ struct GpuEngine : Engine {
         gpu::softmax(src, n_vocab, p.temperature, prob_, launch_);
         bool filtered = (p.top_k > 0 && p.top_k < n_vocab) || p.top_p < 1.0f || p.min_p > 0.0f;
         if (!filtered) {
-            gpu::select_token(prob_, nullptr, n_vocab, f, choice_, launch_);
-            return read_choice();
+            gpu::select_token(prob_, nullptr, n_vocab, f, choice_ + 1, launch_);
+            return read_choice(1);
         }
         size_t tmp_bytes = sort_tmp_bytes_;  // sort by probability, descending; stable, so ties stay in id order
         CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(sort_tmp_, tmp_bytes, prob_, prob_sorted_, ids_,
                                                              ids_sorted_, n_vocab, 0, 32, h_.stream));
-        gpu::select_token(prob_sorted_, ids_sorted_, n_vocab, f, choice_, launch_);
-        return read_choice();
+        gpu::select_token(prob_sorted_, ids_sorted_, n_vocab, f, choice_ + 1, launch_);
+        return read_choice(1);
     }
 
     // Decode steps are replayed from a captured CUDA graph (default on); off runs the same kernels one by one.
@@ -1210,7 +1216,7 @@ struct GpuEngine : Engine {
     int* pen_ids_ = nullptr;        // (2 * vocab_size) distinct context ids, then distinct generated ids
     void* sort_tmp_ = nullptr;      // cub radix-sort scratch
     size_t sort_tmp_bytes_ = 0;
-    int* choice_ = nullptr;  // (1) the chosen id
+    int* choice_ = nullptr;  // (2) the argmax (or an ARGMAX_ error code), the sampled id
     std::vector<float> host_logits_;
 
     cudaGraphExec_t graph_ = nullptr;
@@ -1291,7 +1297,7 @@ struct GpuEngine : Engine {
         ids_ = mem_.get<int>(V, s);
         ids_sorted_ = mem_.get<int>(V, s);
         pen_ids_ = mem_.get<int>(2 * V, s);
-        choice_ = mem_.get<int>(1, s);
+        choice_ = mem_.get<int>(2, s);
         std::vector<int> iota(V);
         for (size_t i = 0; i < V; i++) iota[i] = int(i);
         CUDA_CHECK(cudaMemcpyAsync(ids_, iota.data(), V * sizeof(int), cudaMemcpyHostToDevice, h_.stream));
@@ -1465,11 +1471,14 @@ struct GpuEngine : Engine {
         return work_;
     }
 
-    int read_choice() {
-        int id = 0;
-        CUDA_CHECK(cudaMemcpyAsync(&id, choice_, sizeof(int), cudaMemcpyDeviceToHost, h_.stream));
+    // choice_[which] (0: the argmax, 1: the sampled id), after checking the argmax's verdict on the logits.
+    int read_choice(int which = 0) {
+        int c[2] = {0, 0};
+        CUDA_CHECK(cudaMemcpyAsync(c, choice_, sizeof c, cudaMemcpyDeviceToHost, h_.stream));
         synchronize();
-        return id;
+        if (c[0] == gpu::ARGMAX_NOT_FINITE) fail("sampler: the model produced a non-finite logit (NaN or +inf)");
+        if (c[0] == gpu::ARGMAX_ALL_NEG_INF) fail("sampler: every logit is -inf");
+        return c[which];
     }
 };
 

@@ -1467,10 +1467,10 @@ inline std::vector<int> distinct_tokens(const std::vector<int>& tokens, size_t b
 // multiplying a negative one both make the token less likely when penalty > 1.
 inline void apply_repetition_penalty(float* logits, int n_vocab, const std::vector<int>& tokens, float penalty) {
     if (penalty == 1.0f) return;
-    const double max = std::numeric_limits<float>::max();  // a tiny penalty must not overflow to inf
+    const float max = std::numeric_limits<float>::max();  // an extreme penalty must not make a logit infinite
     for (int id : distinct_tokens(tokens, 0, n_vocab)) {
-        double l = logits[id] < 0 ? double(logits[id]) * penalty : double(logits[id]) / penalty;
-        logits[id] = float(std::max(-max, std::min(max, l)));
+        float l = logits[id] < 0 ? logits[id] * penalty : logits[id] / penalty;
+        logits[id] = std::max(-max, std::min(max, l));
     }
 }
 

@@ -445,6 +445,22 @@ TEST_CASE("gpu: argmax returns the lowest index of the maximum") {
     }
 }
 
+TEST_CASE("gpu: argmax flags NaN, +inf and an all -inf input, as the CPU Sampler refuses them") {
+    const int n = 3000;
+    for (float poison : {NAN, INFINITY}) {
+        std::vector<float> x = randn(n);
+        x[1234] = poison;
+        Guarded<float> dx(x);
+        Guarded<int> out(1);
+        gpu::argmax(dx.ptr(), n, out.ptr(), launch());
+        CHECK(out.check()[0] == gpu::ARGMAX_NOT_FINITE);
+    }
+    Guarded<float> dx(std::vector<float>(size_t(n), -INFINITY));
+    Guarded<int> out(1);
+    gpu::argmax(dx.ptr(), n, out.ptr(), launch());
+    CHECK(out.check()[0] == gpu::ARGMAX_ALL_NEG_INF);
+}
+
 TEST_CASE("gpu: select_token keeps to the top-k / top-p / min-p sets") {
     int n = 5000;
     std::vector<float> logits = randn(size_t(n), 3.0f);
@@ -584,7 +600,7 @@ TEST_CASE("gpu engine: on-device sampling matches the CPU Sampler draw for draw"
     };
     for (P p : {P{0, 1, 0, 1, 0, 0}, P{0, 1, 0, 1.3f, 0.5f, 0}, P{1.0f, 1, 0, 1, 0, 0}, P{0.7f, 0.8f, 0, 1, 0, 20},
                 P{1.5f, 0.9f, 0, 1.1f, 0, 0}, P{1.0f, 1, 0.1f, 1, 0, 0}, P{2.0f, 0.95f, 0.05f, 1.2f, -0.5f, 50},
-                P{0.5f, 1, 0, 1, 0, 3}}) {
+                P{0.5f, 1, 0, 1, 0, 3}, P{1.0f, 1, 0, 1e-38f, 0, 0}}) {  // the last: penalised logits clamp
         SamplingParams sp;
         sp.temperature = p.temp;
         sp.top_p = p.top_p;
