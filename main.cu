@@ -521,6 +521,12 @@ static void write_out(const std::string& s) {
     check_stdout();
 }
 
+// Session::generate's text callback for the streaming modes: every piece to stdout, never cancelling.
+static bool stream_to_stdout(const std::string& piece) {
+    write_out(piece);
+    return true;
+}
+
 // ============================================================================
 // Modes
 // ============================================================================
@@ -531,6 +537,14 @@ static std::vector<qwen::Message> one_turn(const Options& o, const std::string& 
     if (o.system) msgs.push_back({"system", *o.system});
     msgs.push_back({"user", user});
     return msgs;
+}
+
+// The limits every mode generates under: -n, and the model's stop tokens.
+static qwen::GenerateOptions generate_options(const Options& o, const qwen::Model& m) {
+    qwen::GenerateOptions gen;
+    gen.max_new_tokens = o.n_predict;
+    gen.stop_ids = m.chat.stop_ids;
+    return gen;
 }
 
 static qwen::ChatOptions chat_options(const Options& o) {
@@ -570,13 +584,7 @@ static int run_once(const Options& o, const qwen::Model& m, qwen::Engine& engine
                     const qwen::SamplingParams& params, const std::vector<int>& prompt) {
     qwen::Session session(engine, tok);
     qwen::Sampler sampler(params);
-    qwen::GenerateOptions gen;
-    gen.max_new_tokens = o.n_predict;
-    gen.stop_ids = m.chat.stop_ids;
-    qwen::GenerateResult r = session.generate(prompt, sampler, gen, [](const std::string& piece) {
-        write_out(piece);
-        return true;
-    });
+    qwen::GenerateResult r = session.generate(prompt, sampler, generate_options(o, m), stream_to_stdout);
     if (!o.raw) write_out("\n");
     else if (isatty(STDOUT_FILENO)) fputc('\n', stderr);  // keep the stats off the continuation's line
     print_stats(r);
@@ -598,6 +606,18 @@ static std::vector<int> fit_history(std::vector<qwen::Message>& history, const O
     return ids;
 }
 
+// The next chat message: `pending` (the -p/-f prompt) first if given, then lines of stdin, with a "> "
+// prompt on a terminal. False at the end of input.
+static bool next_message(std::optional<std::string>& pending, bool tty, std::string& line) {
+    if (pending) {
+        line = std::move(*pending);
+        pending.reset();
+        return true;
+    }
+    if (tty) fputs("> ", stderr);
+    return bool(std::getline(std::cin, line));
+}
+
 // -i: a chat that keeps its history. Each turn's prompt extends the previous one, so the Session only
 // prefills the new part; the KV cache of earlier turns is reused.
 static int run_interactive(const Options& o, const qwen::Model& m, qwen::Engine& engine,
@@ -613,22 +633,12 @@ static int run_interactive(const Options& o, const qwen::Model& m, qwen::Engine&
 
     qwen::Session session(engine, tok);
     qwen::Sampler sampler(params);
-    qwen::GenerateOptions gen;
-    gen.max_new_tokens = o.n_predict;
-    gen.stop_ids = m.chat.stop_ids;
+    const qwen::GenerateOptions gen = generate_options(o, m);
     if (tty) fprintf(stderr, "qwen: chatting with %s; /reset clears the history, /exit or Ctrl-D leaves\n",
                      m.chat.model_name.c_str());
 
-    // `pending` is the -p/-f prompt, if any: the first message. Then lines from stdin.
-    for (int turn = 1;; ) {
-        std::string line;
-        if (pending) {
-            line = *pending;
-            pending.reset();
-        } else {
-            if (tty) fputs("> ", stderr);
-            if (!std::getline(std::cin, line)) break;
-        }
+    std::string line;
+    for (int turn = 1; next_message(pending, tty, line);) {
         if (line == "/exit") break;
         if (line == "/reset") {
             history = base;
@@ -653,10 +663,7 @@ static int run_interactive(const Options& o, const qwen::Model& m, qwen::Engine&
             fprintf(stderr, "qwen: the conversation outgrew the context of %d tokens; dropped the oldest %zu "
                     "exchange%s\n", context, dropped, dropped > 1 ? "s" : "");
         history = std::move(next);
-        qwen::GenerateResult r = session.generate(prompt, sampler, gen, [](const std::string& piece) {
-            write_out(piece);
-            return true;
-        });
+        qwen::GenerateResult r = session.generate(prompt, sampler, gen, stream_to_stdout);
         write_out("\n");
         // The history is re-encoded from text each turn, so it must be valid UTF-8.
         history.push_back({"assistant", qwen::utf8_sanitize(r.text)});
@@ -734,8 +741,7 @@ static std::vector<BatchItem> read_batch(const Options& o, const qwen::Model& m,
         if (line.find_first_not_of(" \t") == std::string::npos) continue;
         BatchItem item;
         item.params = params;
-        item.gen.max_new_tokens = o.n_predict;
-        item.gen.stop_ids = m.chat.stop_ids;
+        item.gen = generate_options(o, m);
         try {
             check_utf8(line, "the line");
             if (line[line.find_first_not_of(" \t")] == '{') apply_fields(JsonReader(line).object(), item);

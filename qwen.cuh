@@ -1,6 +1,6 @@
 // qwen.cuh: the CUDA engine for the models of qwen.hpp (bf16 weights, fp32 accumulation).
 //
-// Provides (namespace qwen):
+// provides (namespace qwen):
 //   CUDA_CHECK, CUBLAS_CHECK             error checks that call qwen::fail with file:line and the error string
 //   gpu::*                               kernels and their launchers, in data-flow order:
 //     reference kernels                  embed, rmsnorm, matvec_ref, swiglu, attention_decode_ref (test oracles;
@@ -21,10 +21,14 @@
 
 #include <cub/cub.cuh>
 
+#include <algorithm>
 #include <cfloat>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <unistd.h>
@@ -159,6 +163,7 @@ static __global__ void embed_kernel(const bf16* E, const int* tokens, float* x, 
 }
 // x: (n, dim) fp32; tokens: (n) device ids, already range-checked by the caller.
 inline void embed(const bf16* E, const int* tokens, float* x, int n, int dim, const Launch& l) {
+    if (n < 1 || dim < 1) fail("embed: bad shape %d x %d", n, dim);
     embed_kernel<<<n, 256, 0, l.stream>>>(E, tokens, x, dim);
     CUDA_CHECK(cudaGetLastError());
 }
@@ -179,6 +184,7 @@ static __global__ void rmsnorm_kernel(const float* x, const bf16* g, Out* out, i
 // x: (n, dim) fp32, g: (dim) bf16, out: (n, dim) fp32 or bf16 (the bf16 form feeds cuBLAS).
 template <typename Out>
 void rmsnorm(const float* x, const bf16* g, Out* out, int n, int dim, float eps, const Launch& l) {
+    if (n < 1 || dim < 1) fail("rmsnorm: bad shape %d x %d", n, dim);
     rmsnorm_kernel<Out><<<n, 256, 0, l.stream>>>(x, g, out, dim, eps);
     CUDA_CHECK(cudaGetLastError());
 }
@@ -193,6 +199,7 @@ static __global__ void matvec_ref_kernel(const bf16* W, const float* x, float* y
 }
 // W: (rows, cols) bf16, x: (cols) fp32, y: (rows) fp32.
 inline void matvec_ref(const bf16* W, const float* x, float* y, int rows, int cols, const Launch& l) {
+    if (rows < 1 || cols < 1) fail("matvec_ref: bad shape %d x %d", rows, cols);
     matvec_ref_kernel<<<ceil_div(rows, 128), 128, 0, l.stream>>>(W, x, y, rows, cols);
     CUDA_CHECK(cudaGetLastError());
 }
@@ -212,6 +219,7 @@ static __global__ void swiglu_kernel(const float* gu, Out* out, int ffn) {
 // gu: (n, 2*ffn) fp32 (gate columns, then up columns), out: (n, ffn) fp32 or bf16.
 template <typename Out>
 void swiglu(const float* gu, Out* out, int n, int ffn, const Launch& l) {
+    if (n < 1 || ffn < 1) fail("swiglu: bad shape %d x %d", n, ffn);
     swiglu_kernel<Out><<<dim3(n, ceil_div(ffn, 256)), 256, 0, l.stream>>>(gu, out, ffn);
     CUDA_CHECK(cudaGetLastError());
 }
@@ -246,6 +254,8 @@ static __global__ void attention_decode_ref_kernel(const float* q, const bf16* K
 // q: (n_heads, D) fp32; K, V: (>= T, n_kv_heads * D) bf16, one layer of the cache; out: (n_heads, D) fp32.
 inline void attention_decode_ref(const float* q, const bf16* K, const bf16* V, float* out, int T, int n_heads,
                                  int n_kv_heads, int D, const Launch& l) {
+    if (T < 1) fail("attention_decode_ref: no cached tokens");
+    if (n_heads % n_kv_heads != 0) fail("attention: %d heads are not a multiple of %d kv heads", n_heads, n_kv_heads);
     size_t smem = size_t(T) * sizeof(float);
     allow_smem(attention_decode_ref_kernel, smem, l, "attention_decode_ref");
     attention_decode_ref_kernel<<<n_heads, 128, smem, l.stream>>>(q, K, V, out, T, n_heads, n_kv_heads, D);
@@ -762,12 +772,15 @@ static __global__ void __launch_bounds__(SAMPLE_THREADS) argmax_kernel(const flo
     ArgMax r = Reduce(tmp).Reduce(best, Better());
     if (threadIdx.x == 0) *out = bad ? ARGMAX_NOT_FINITE : r.i < n ? r.i : ARGMAX_ALL_NEG_INF;
 }
+// x: (n) fp32; out: one device int.
 inline void argmax(const float* x, int n, int* out, const Launch& l) {
+    if (n < 1) fail("argmax: n must be >= 1, got %d", n);
     argmax_kernel<<<1, SAMPLE_THREADS, 0, l.stream>>>(x, n, out);
     CUDA_CHECK(cudaGetLastError());
 }
 
-// p[i] = exp((x[i] - max) / T) * (1 / sum_j exp((x[j] - max) / T))  as the Sampler's softmax   grid (1)
+// p[i] = exp((x[i] - max) / T) * (1 / sum_j exp((x[j] - max) / T)), as the Sampler's softmax
+// grid (1), block SAMPLE_THREADS
 static __global__ void __launch_bounds__(SAMPLE_THREADS)
     softmax_kernel(const float* x, int n, float temperature, float* p) {
     float m = -INFINITY;
@@ -786,6 +799,12 @@ static __global__ void __launch_bounds__(SAMPLE_THREADS)
     if (threadIdx.x == 0) inv_sum = float(1.0 / total);
     __syncthreads();
     for (int i = threadIdx.x; i < n; i += blockDim.x) p[i] *= inv_sum;
+}
+// x, p: (n) fp32; temperature > 0 (0 is the greedy path, which needs no probabilities).
+inline void softmax(const float* x, int n, float temperature, float* p, const Launch& l) {
+    if (n < 1 || !(temperature > 0)) fail("softmax: n %d must be >= 1 and temperature %g > 0", n, temperature);
+    softmax_kernel<<<1, SAMPLE_THREADS, 0, l.stream>>>(x, n, temperature, p);
+    CUDA_CHECK(cudaGetLastError());
 }
 
 // Block-wide helpers over p[0..n) for one block of SAMPLE_THREADS threads.
@@ -882,13 +901,10 @@ static __global__ void __launch_bounds__(SAMPLE_THREADS)
     if (threadIdx.x == 0) *out = ids ? ids[j] : j;
 }
 
+// p: (n) fp32, sorted most probable first when ids (n) is given; out: one device int, the chosen id.
 inline void select_token(const float* p, const int* ids, int n, const SampleFilter& f, int* out, const Launch& l) {
+    if (n < 1) fail("select_token: n must be >= 1, got %d", n);
     select_kernel<<<1, SAMPLE_THREADS, 0, l.stream>>>(p, ids, n, f, out);
-    CUDA_CHECK(cudaGetLastError());
-}
-
-inline void softmax(const float* x, int n, float temperature, float* p, const Launch& l) {
-    softmax_kernel<<<1, SAMPLE_THREADS, 0, l.stream>>>(x, n, temperature, p);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -988,7 +1004,7 @@ inline std::vector<TensorSpec> tensor_specs(const Config& c) {
 // buffers, alternately, so reading the next chunk from disk overlaps the DMA of the previous one.
 struct PinnedStaging {
     static constexpr size_t CHUNK = size_t(64) << 20;
-    void* buf[2] = {nullptr, nullptr};
+    void* buf[2] = {nullptr, nullptr};  // (CHUNK) bytes each, pinned host memory
     cudaEvent_t done[2] = {nullptr, nullptr};  // the DMA out of buf[i] has finished
     PinnedStaging() {
         try {
@@ -1214,14 +1230,14 @@ struct GpuEngine : Engine {
     int* ids_ = nullptr;            // (vocab_size) 0, 1, 2, ...
     int* ids_sorted_ = nullptr;     // (vocab_size) ids in prob_sorted_ order
     int* pen_ids_ = nullptr;        // (2 * vocab_size) distinct context ids, then distinct generated ids
-    void* sort_tmp_ = nullptr;      // cub radix-sort scratch
+    void* sort_tmp_ = nullptr;      // (sort_tmp_bytes_) cub radix-sort scratch
     size_t sort_tmp_bytes_ = 0;
-    int* choice_ = nullptr;  // (2) the argmax (or an ARGMAX_ error code), the sampled id
-    std::vector<float> host_logits_;
+    int* choice_ = nullptr;           // (2) int: the argmax (or an ARGMAX_ error code), the sampled id
+    std::vector<float> host_logits_;  // (vocab_size) fp32 host copy returned by logits()
 
-    cudaGraphExec_t graph_ = nullptr;
+    cudaGraphExec_t graph_ = nullptr;  // the decode step, captured at the second step and replayed from then on
     bool use_graph_ = true;
-    int decode_calls_ = 0;
+    int decode_calls_ = 0;             // decode steps so far: the first runs uncaptured
 
     explicit GpuEngine(const Config& c) : cfg_(c) {}
 
@@ -1467,7 +1483,7 @@ struct GpuEngine : Engine {
             CUDA_CHECK(
                 cudaMemcpyAsync(pen_ids_, ids.data(), ids.size() * sizeof(int), cudaMemcpyHostToDevice, h_.stream));
         gpu::apply_penalties(work_, pen_ids_, n_rep, n_pres, p.repetition_penalty, p.presence_penalty, launch_);
-        synchronize();  // ids is a local (pageable copies are staged at once, but be plain about it)
+        synchronize();  // the copy reads from ids, a local
         return work_;
     }
 
@@ -1626,6 +1642,61 @@ inline BenchRow bench_decode(GpuEngine& e, int context, int steps) {
     return row;
 }
 
+// What run_bench measured, for printing.
+struct BenchReport {
+    std::string model;  // the shape name or the weights file
+    bool synthetic = false;
+    std::string device;
+    double copy_bw = 0;  // bytes / s, read + write
+    double used_gb = 0;  // device memory the engine took
+    std::vector<BenchRow> rows;
+};
+
+inline std::string device_name() {
+    cudaDeviceProp prop;
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+    return prop.name;
+}
+
+inline double kv_kb_per_token(const Config& c) { return c.n_layers * 2.0 * c.kv_dim() * sizeof(bf16) / 1e3; }
+
+inline void print_bench_json(const BenchReport& b, const GpuEngine& e) {
+    printf(
+        "{\"model\": \"%s\", \"synthetic\": %s, \"device\": \"%s\", \"copy_gb_s\": %.1f, "
+        "\"weights_gb_per_token\": %.4f, \"kv_kb_per_context_token\": %.2f, \"gpu_memory_gb\": %.3f, "
+        "\"results\": [",
+        b.model.c_str(), b.synthetic ? "true" : "false", b.device.c_str(), b.copy_bw / 1e9,
+        decode_bytes(e.config(), 0) / 1e9, kv_kb_per_token(e.config()), b.used_gb);
+    for (size_t i = 0; i < b.rows.size(); i++)
+        printf(
+            "%s{\"test\": \"%s\", \"tok_s\": %.2f, \"ms_per_token\": %.4f, \"gb_s\": %.1f, "
+            "\"pct_of_copy\": %.1f}",
+            i ? ", " : "", b.rows[i].name.c_str(), b.rows[i].tok_s, b.rows[i].ms_tok, b.rows[i].gb_s,
+            100.0 * b.rows[i].gb_s * 1e9 / b.copy_bw);
+    printf("]}\n");
+}
+
+inline void print_bench_table(const BenchReport& b, const GpuEngine& e) {
+    const Config& c = e.config();
+    printf("bench %s (%s): dim %d, %d layers, %d/%d heads x %d, ffn %d, vocab %d\n", b.model.c_str(),
+           b.synthetic ? "synthetic bf16 weights" : "weights file", c.dim, c.n_layers, c.n_heads, c.n_kv_heads,
+           c.head_dim, c.ffn_dim, c.vocab_size);
+    printf("device: %s; copy bandwidth %.0f GB/s (read + write)\n", b.device.c_str(), b.copy_bw / 1e9);
+    printf("decode reads %.3f GB of weights per token + %.1f KB per cached token\n\n", decode_bytes(c, 0) / 1e9,
+           kv_kb_per_token(c));
+    printf("%-14s %12s %10s %9s %10s\n", "test", "tok/s", "ms/token", "GB/s", "% of copy");
+    for (const BenchRow& r : b.rows) {
+        if (r.gb_s > 0)
+            printf("%-14s %12.1f %10.3f %9.0f %9.1f%%\n", r.name.c_str(), r.tok_s, r.ms_tok, r.gb_s,
+                   100.0 * r.gb_s * 1e9 / b.copy_bw);
+        else printf("%-14s %12.1f %10.4f %9s %10s\n", r.name.c_str(), r.tok_s, r.ms_tok, "-", "-");
+    }
+    printf("\nGPU memory: %.2f GB in use (weights %.2f, KV cache %.2f, scratch %.2f)\n", b.used_gb,
+           e.weight_bytes() / 1e9, e.kv_bytes() / 1e9, e.scratch_bytes() / 1e9);
+}
+
 }  // namespace gpu
 
 // Runs the benchmark on a named shape (qwen2.5-0.5b, qwen2.5-1.5b, qwen2-7b: synthetic weights) or on a
@@ -1651,7 +1722,6 @@ inline int run_bench(const std::string& shape_or_file, bool json) {
         model = load_model(shape_or_file);
         e.reset(new GpuEngine(model, std::min(ctx, std::max(model.config.max_seq_len, 1))));
     }
-    const Config& c = e->config();
     std::vector<BenchRow> rows;
     for (int n : {512, 2048})
         if (n <= e->context_size()) rows.push_back(bench_prefill(*e, n, 3));
@@ -1661,40 +1731,9 @@ inline int run_bench(const std::string& shape_or_file, bool json) {
     CUDA_CHECK(cudaMemGetInfo(&free1, &total));
     double used_gb = double(free0 - std::min(free0, free1)) / 1e9;
 
-    cudaDeviceProp prop;
-    int dev = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
-    double w_gb = decode_bytes(c, 0) / 1e9, kv_kb = c.n_layers * 2.0 * c.kv_dim() * sizeof(bf16) / 1e3;
-    if (json) {
-        printf(
-            "{\"model\": \"%s\", \"synthetic\": %s, \"device\": \"%s\", \"copy_gb_s\": %.1f, "
-            "\"weights_gb_per_token\": %.4f, \"kv_kb_per_context_token\": %.2f, \"gpu_memory_gb\": %.3f, "
-            "\"results\": [",
-            shape_or_file.c_str(), synthetic ? "true" : "false", prop.name, copy_bw / 1e9, w_gb, kv_kb, used_gb);
-        for (size_t i = 0; i < rows.size(); i++)
-            printf(
-                "%s{\"test\": \"%s\", \"tok_s\": %.2f, \"ms_per_token\": %.4f, \"gb_s\": %.1f, "
-                "\"pct_of_copy\": %.1f}",
-                i ? ", " : "", rows[i].name.c_str(), rows[i].tok_s, rows[i].ms_tok, rows[i].gb_s,
-                100.0 * rows[i].gb_s * 1e9 / copy_bw);
-        printf("]}\n");
-        return 0;
-    }
-    printf("bench %s (%s): dim %d, %d layers, %d/%d heads x %d, ffn %d, vocab %d\n", shape_or_file.c_str(),
-           synthetic ? "synthetic bf16 weights" : "weights file", c.dim, c.n_layers, c.n_heads, c.n_kv_heads,
-           c.head_dim, c.ffn_dim, c.vocab_size);
-    printf("device: %s; copy bandwidth %.0f GB/s (read + write)\n", prop.name, copy_bw / 1e9);
-    printf("decode reads %.3f GB of weights per token + %.1f KB per cached token\n\n", w_gb, kv_kb);
-    printf("%-14s %12s %10s %9s %10s\n", "test", "tok/s", "ms/token", "GB/s", "% of copy");
-    for (const BenchRow& r : rows) {
-        if (r.gb_s > 0)
-            printf("%-14s %12.1f %10.3f %9.0f %9.1f%%\n", r.name.c_str(), r.tok_s, r.ms_tok, r.gb_s,
-                   100.0 * r.gb_s * 1e9 / copy_bw);
-        else printf("%-14s %12.1f %10.4f %9s %10s\n", r.name.c_str(), r.tok_s, r.ms_tok, "-", "-");
-    }
-    printf("\nGPU memory: %.2f GB in use (weights %.2f, KV cache %.2f, scratch %.2f)\n", used_gb,
-           e->weight_bytes() / 1e9, e->kv_bytes() / 1e9, e->scratch_bytes() / 1e9);
+    BenchReport report{shape_or_file, synthetic, device_name(), copy_bw, used_gb, std::move(rows)};
+    if (json) print_bench_json(report, *e);
+    else print_bench_table(report, *e);
     return 0;
 }
 

@@ -2,17 +2,25 @@
 // Everything but the GPU; qwen.cuh adds the CUDA engine on top of this file.
 //
 // provides:
+//   Error, fail                  the one exception type: every failure throws it with a one-line message
+//                                (nothing here exits or prints)
+//   bf16, now_seconds            bf16 <-> fp32 conversions (bf16_to_f32, f32_to_bf16); a monotonic clock
 //   load_model, load_tokenizer   the memory-mapped, fully validated weights.bin (Model: Config, ChatInfo,
-//                                Vocab, Weights); tools/export.py writes it
+//                                Vocab, Weights); tools/export.py writes it. parse_model: the same on bytes
 //   Tokenizer, StreamDecoder     byte-level BPE that matches Hugging Face token for token; UTF-8-safe streaming
-//   chat_text, chat_tokens       ChatML prompts of Qwen1.5/2/2.5/3 (default system prompt, Qwen3 thinking)
-//   SamplingParams, Sampler      temperature, top-k, top-p, min-p, repetition and presence penalties, seeded
-//   Engine, CpuEngine            the model interface and the CPU reference forward pass (the GPU's spec)
-//   Session                      the prefill + decode loop: stop ids and strings, KV-cache reuse across turns
+//   utf8_valid, utf8_sanitize    UTF-8 validation and repair (U+FFFD); nfc: Unicode NFC normalisation
+//   chat_text, chat_tokens       ChatML prompts of Qwen1.5/2/2.5/3 (Message, ChatOptions: default system
+//                                prompt, Qwen3 thinking)
+//   SamplingParams, Sampler      temperature, top-k, top-p, min-p, repetition and presence penalties, seeded;
+//                                default_sampling (the checkpoint's defaults), validate
+//   Engine, CpuEngine            the model interface and the CPU reference forward pass (the GPU's spec);
+//                                ThreadPool and the cpu:: kernels it is built from
+//   Session                      the prefill + decode loop: stop ids and strings (StopMatcher), KV-cache reuse
+//                                across turns (GenerateOptions, GenerateResult)
 //
 // Sections follow the data: common helpers, the model file, the tokenizer and chat prompts, the sampler, the
 // engine interface, the CPU forward pass, generation; the generated Unicode tables close the file.
-// Errors are qwen::Error exceptions carrying one line; nothing here exits or prints.
+// "id" always means a token id: an index into the vocabulary.
 #pragma once
 
 #include <algorithm>
@@ -85,6 +93,7 @@ inline bf16 f32_to_bf16(float f) {
     return bf16(u >> 16);
 }
 
+// Monotonic seconds, for timings (only differences are meaningful).
 inline double now_seconds() {
     using clock = std::chrono::steady_clock;
     return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
@@ -93,7 +102,7 @@ inline double now_seconds() {
 // A read-only memory map of a whole file; unmapped when destroyed.
 struct MappedFile {
     std::string path;
-    const uint8_t* data = nullptr;
+    const uint8_t* data = nullptr;  // (size) bytes, read-only
     size_t size = 0;
 
     MappedFile() = default;
@@ -181,10 +190,12 @@ enum HeaderFlag : uint32_t {
 
 enum Arch : int { ARCH_QWEN2 = 2, ARCH_QWEN3 = 3 };  // Qwen2ForCausalLM (Qwen1.5/2/2.5), Qwen3ForCausalLM
 
+// Regular tokens come from BPE. Added tokens are matched in the text before BPE runs: special ones
+// (<|im_end|>) only where the text is trusted (see Tokenizer::encode), the others (Qwen3's <think>) everywhere.
 enum TokenKind : uint8_t { TOKEN_REGULAR = 0, TOKEN_SPECIAL = 1, TOKEN_ADDED = 2 };
 
 struct Config {
-    int arch = 0;
+    int arch = 0;  // ARCH_QWEN2 or ARCH_QWEN3
     int dim = 0, ffn_dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0;
     int vocab_size = 0;   // rows of the embedding / lm_head (may exceed the tokenizer's token count)
     int max_seq_len = 0;  // max_position_embeddings
@@ -200,30 +211,31 @@ struct ChatInfo {                     // facts the front ends need, recorded by 
     bool has_default_system = false;  // none for Qwen3
     std::string default_system;
     bool thinking = false;            // template has a <think> mode (Qwen3)
-    std::vector<int> stop_ids;        // eos ids from generation_config + <|im_end|>
+    std::vector<int> stop_ids;        // (1..8) token ids: eos ids from generation_config + <|im_end|>
     float temperature = NAN, top_p = NAN, repetition_penalty = NAN;  // NAN = not given
     int top_k = -1;                                                  // -1 = not given
 };
 
 struct Vocab {                                // the tokenizer as stored in the file
-    std::vector<std::string> tokens;          // (n_tokens) raw bytes of each id (byte-level mapping undone)
-    std::vector<uint8_t> kind;                // (n_tokens) TokenKind
-    std::vector<std::pair<int, int>> merges;  // (n_merges) (left id, right id) in rank order
+    std::vector<std::string> tokens;          // (n_tokens) raw bytes of each token (byte-level mapping undone)
+    std::vector<uint8_t> kind;                // (n_tokens) u8 TokenKind
+    std::vector<std::pair<int, int>> merges;  // (n_merges) (left id, right id) pairs, in rank order
 };
 
-struct Weights {                       // pointers into the mapped file, all bf16 row-major
-    const bf16* token_embd = nullptr;  // (vocab_size, dim)
-    const bf16* attn_norm = nullptr;   // (n_layers, dim)
-    const bf16* wqkv = nullptr;        // (n_layers, q_dim + 2*kv_dim, dim)  rows: q, then k, then v
-    const bf16* bqkv = nullptr;        // (n_layers, q_dim + 2*kv_dim) or nullptr
-    const bf16* q_norm = nullptr;      // (n_layers, head_dim) or nullptr (Qwen3 only)
-    const bf16* k_norm = nullptr;      // (n_layers, head_dim) or nullptr
-    const bf16* wo = nullptr;          // (n_layers, dim, q_dim)
-    const bf16* ffn_norm = nullptr;    // (n_layers, dim)
-    const bf16* w_gate_up = nullptr;   // (n_layers, 2*ffn_dim, dim)  rows: gate, then up
-    const bf16* w_down = nullptr;      // (n_layers, dim, ffn_dim)
-    const bf16* out_norm = nullptr;    // (dim)
-    const bf16* lm_head = nullptr;     // (vocab_size, dim); == token_embd when tied
+// Pointers into the mapped file, row-major. Projections are stored (out, in) and applied as y = x @ W^T.
+struct Weights {
+    const bf16* token_embd = nullptr;  // (vocab_size, dim) bf16
+    const bf16* attn_norm = nullptr;   // (n_layers, dim) bf16
+    const bf16* wqkv = nullptr;        // (n_layers, q_dim + 2*kv_dim, dim) bf16  rows: q, then k, then v
+    const bf16* bqkv = nullptr;        // (n_layers, q_dim + 2*kv_dim) bf16, or nullptr (Qwen2 family only)
+    const bf16* q_norm = nullptr;      // (n_layers, head_dim) bf16, or nullptr (Qwen3 only)
+    const bf16* k_norm = nullptr;      // (n_layers, head_dim) bf16, or nullptr (Qwen3 only)
+    const bf16* wo = nullptr;          // (n_layers, dim, q_dim) bf16
+    const bf16* ffn_norm = nullptr;    // (n_layers, dim) bf16
+    const bf16* w_gate_up = nullptr;   // (n_layers, 2*ffn_dim, dim) bf16  rows: gate, then up
+    const bf16* w_down = nullptr;      // (n_layers, dim, ffn_dim) bf16
+    const bf16* out_norm = nullptr;    // (dim) bf16
+    const bf16* lm_head = nullptr;     // (vocab_size, dim) bf16; == token_embd when tied
 };
 
 struct Model {  // move-only; owns the mapping the weights point into
@@ -232,17 +244,17 @@ struct Model {  // move-only; owns the mapping the weights point into
     ChatInfo chat;
     Vocab vocab;
     Weights weights;
-    bool has_weights = false;
+    bool has_weights = false;  // false for a tokenizer-only file (Weights all nullptr)
 };
 
-// ---------------------------------------------------------------------------------------------------------
+// ----------------------------------------------------------------------------
 // Reader: a bounds-checked cursor over one section of the file
-// ---------------------------------------------------------------------------------------------------------
+// ----------------------------------------------------------------------------
 
 // Every read checks the bytes left first, so a corrupt count or length fails with a message instead of
 // reading past the section.
 struct Reader {
-    const uint8_t* data;  // the whole file
+    const uint8_t* data;  // (file size) bytes: the whole file
     size_t pos, end;      // cursor and end of the section, absolute offsets
     const char* file;     // for messages
     const char* section;
@@ -287,9 +299,9 @@ inline Reader section_reader(const uint8_t* data, size_t file_size, const char* 
     return Reader{data, size_t(offset), size_t(offset + size), file, section};
 }
 
-// ---------------------------------------------------------------------------------------------------------
+// ----------------------------------------------------------------------------
 // Header: 256 bytes of fixed fields
-// ---------------------------------------------------------------------------------------------------------
+// ----------------------------------------------------------------------------
 
 struct Header {
     uint32_t flags = 0;
@@ -398,9 +410,9 @@ inline Header read_header(const uint8_t* data, size_t size, const char* file, Co
     return h;
 }
 
-// ---------------------------------------------------------------------------------------------------------
+// ----------------------------------------------------------------------------
 // Strings and tokenizer sections
-// ---------------------------------------------------------------------------------------------------------
+// ----------------------------------------------------------------------------
 
 inline void read_strings(Reader r, ChatInfo& chat) {
     uint32_t count = r.u32();
@@ -463,16 +475,16 @@ inline void read_vocab(Reader r, Vocab& v) {
     check_merges(r.file, v);
 }
 
-// ---------------------------------------------------------------------------------------------------------
+// ----------------------------------------------------------------------------
 // Tensor table: each tensor's name, shape and place, checked against the config
-// ---------------------------------------------------------------------------------------------------------
+// ----------------------------------------------------------------------------
 
 struct TensorSpec {  // a tensor the config calls for
     const char* name;
-    const bf16** dst;
+    const bf16** dst;   // the Weights field to point at its data
     int ndim;
-    uint64_t shape[3];
-    bool found;
+    uint64_t shape[3];  // (ndim) dims; unused ones are 0
+    bool found;         // seen in the table already
 };
 
 inline std::vector<TensorSpec> expected_tensors(const Config& c, Weights& w) {
@@ -577,9 +589,9 @@ inline void check_no_overlap(const char* file, std::vector<ByteRange> ranges) {
             fail("%s: %s overlaps %s", file, ranges[i].what.c_str(), ranges[i - 1].what.c_str());
 }
 
-// ---------------------------------------------------------------------------------------------------------
-// Loading
-// ---------------------------------------------------------------------------------------------------------
+// ----------------------------------------------------------------------------
+// Loading: a whole file, validated, into a Model
+// ----------------------------------------------------------------------------
 
 // Validates a whole file image and fills a Model whose weights point into `data` (the caller keeps it
 // alive). `file` names the file in messages. Used by load_model/load_tokenizer and by the fuzzer.
@@ -639,7 +651,9 @@ inline Model load_tokenizer(const std::string& path) { return load_file(path, fa
 // Input must be valid UTF-8: invalid input is refused (fail) rather than silently replaced, so that what
 // the model sees is always what the caller wrote. Decoding is the concatenation of token bytes.
 
-// ---- UTF-8 --------------------------------------------------------------------------------------
+// ----------------------------------------------------------------------------
+// UTF-8: strict decoding, validation and repair
+// ----------------------------------------------------------------------------
 
 constexpr int UTF8_INVALID = 0;     // utf8_decode: not a valid sequence
 constexpr int UTF8_TRUNCATED = -1;  // utf8_decode: a valid start, but the input ends before its last byte
@@ -755,8 +769,10 @@ inline std::vector<uint32_t> utf8_to_code_points(const std::string& s) {
     return cps;
 }
 
-// ---- Unicode properties -------------------------------------------------------------------------
-// Answered by binary search in the generated tables at the end of this file (tools/gen_unicode.py).
+// ----------------------------------------------------------------------------
+// Unicode properties: declared here, defined after the generated tables at the end of the file
+// ----------------------------------------------------------------------------
+// Each is a binary search in a table that tools/gen_unicode.py writes from Unicode's data.
 inline bool unicode_letter(uint32_t cp);     // \p{L}
 inline bool unicode_number(uint32_t cp);     // \p{N}
 inline bool unicode_space(uint32_t cp);      // \s
@@ -789,7 +805,9 @@ inline uint8_t char_class(uint32_t cp) {
     return 0;
 }
 
-// ---- NFC normalisation --------------------------------------------------------------------------
+// ----------------------------------------------------------------------------
+// NFC normalisation: decompose, reorder marks, compose
+// ----------------------------------------------------------------------------
 // NFC = canonical decomposition, then canonical ordering of combining marks, then canonical composition.
 // Almost all real text is NFC already, which the quick check proves in one pass without allocating.
 
@@ -822,6 +840,7 @@ inline bool nfc_quick_check(const std::string& s) {
     return true;
 }
 
+// Appends the full canonical decomposition of cp (Hangul syllables algorithmically into L V [T]), or cp itself.
 inline void nfc_decompose(uint32_t cp, std::vector<uint32_t>& out) {
     if (cp - HANGUL_S < HANGUL_S_COUNT) {
         uint32_t s = cp - HANGUL_S, t = s % HANGUL_T_COUNT;
@@ -833,7 +852,8 @@ inline void nfc_decompose(uint32_t cp, std::vector<uint32_t>& out) {
     if (!canonical_decomposition(cp, out)) out.push_back(cp);
 }
 
-// The primary composite of (a, b), or 0 if there is none.
+// The primary composite of (a, b), or 0 if there is none: Hangul L + V -> LV and LV + T -> LVT
+// algorithmically, everything else from the table.
 inline uint32_t nfc_compose(uint32_t a, uint32_t b) {
     if (a - HANGUL_L < HANGUL_L_COUNT && b - HANGUL_V < HANGUL_V_COUNT)
         return HANGUL_S + ((a - HANGUL_L) * HANGUL_V_COUNT + (b - HANGUL_V)) * HANGUL_T_COUNT;
@@ -885,7 +905,9 @@ inline std::string nfc(const std::string& s) {
     return r;
 }
 
-// ---- Pre-tokenizer ------------------------------------------------------------------------------
+// ----------------------------------------------------------------------------
+// Pre-tokenizer: the Qwen2 split regex, matched by hand
+// ----------------------------------------------------------------------------
 // The Qwen2 pre-tokenizer is this regex; each match is one pre-token (every character matches one of the
 // alternatives, so the matches tile the text):
 //   (?i:'s|'t|'re|'ve|'m|'ll|'d) | [^\r\n\p{L}\p{N}]?\p{L}+ | \p{N} | ?[^\s\p{L}\p{N}]+[\r\n]*
@@ -893,10 +915,10 @@ inline std::string nfc(const std::string& s) {
 // The first alternative that matches at a position wins; each is greedy. Below, one function per
 // alternative returns the match length at i (0 = no match), working on code points and their classes.
 
-struct PreTokenText {
-    std::vector<uint32_t> cp;  // (n) code points
-    std::vector<uint8_t> cls;  // (n) CharClass bits
-    std::vector<size_t> byte;  // (n + 1) byte offset of each code point in the UTF-8 text
+struct PreTokenText {          // the text being pre-tokenized, one entry per code point
+    std::vector<uint32_t> cp;  // (n) u32 code points
+    std::vector<uint8_t> cls;  // (n) u8 CharClass bits
+    std::vector<size_t> byte;  // (n + 1) byte offset of each code point in the UTF-8 text, then the text's length
 };
 
 // (?i:'s|'t|'re|'ve|'m|'ll|'d): ASCII case folding, plus U+017F (long s), which folds to 's'.
@@ -976,15 +998,17 @@ inline void pre_tokenize(const std::string& s, PreTokenText& t, Emit emit) {
     }
 }
 
-// ---- Merge table --------------------------------------------------------------------------------
-// (left id, right id) -> rank, as an open-addressing hash table with linear probing: the BPE loop looks
-// up every adjacent pair, so this lookup is the tokenizer's hot spot.
+// ----------------------------------------------------------------------------
+// Merge table: (left id, right id) -> rank
+// ----------------------------------------------------------------------------
+// An open-addressing hash table with linear probing: the BPE loop looks up every adjacent pair, so this
+// lookup is the tokenizer's hot spot.
 struct MergeTable {
     struct Slot {
         uint64_t key = UINT64_MAX;  // (left << 32) | right; UINT64_MAX = empty
         int rank = -1;
     };
-    std::vector<Slot> slots;  // power-of-two size, at most half full
+    std::vector<Slot> slots;  // (capacity) power of two, at most half full
     uint64_t mask = 0;
 
     static uint64_t key_of(int left, int right) { return (uint64_t(uint32_t(left)) << 32) | uint32_t(right); }
@@ -1012,7 +1036,9 @@ struct MergeTable {
     }
 };
 
-// ---- Tokenizer ----------------------------------------------------------------------------------
+// ----------------------------------------------------------------------------
+// Tokenizer: added tokens, then NFC, pre-tokens and BPE
+// ----------------------------------------------------------------------------
 
 // Immutable once built: encode and decode keep their scratch space per call, so one Tokenizer can serve
 // several threads at once.
@@ -1041,27 +1067,29 @@ struct Tokenizer {
     // Scratch space of one encode call.
     struct Work {
         PreTokenText pre;
-        std::vector<int> id, prev, next;  // (n) BPE symbols as a linked list
+        std::vector<int> id, prev, next;  // (n) for a pre-token of n bytes: BPE symbols as a linked list
         std::priority_queue<uint64_t, std::vector<uint64_t>, std::greater<uint64_t>> queue;  // rank << 32 | pos
-        // Short pre-tokens repeat (words), so their ids are remembered: pre-token -> (offset, count) in
+        // Short pre-tokens repeat (words), so their token ids are remembered: pre-token -> (offset, count) in
         // cached_ids. Bounded: cleared when full, which keeps a long text's memory flat.
         std::unordered_map<std::string, std::pair<uint32_t, uint32_t>> cache;
-        std::vector<int> cached_ids;
+        std::vector<int> cached_ids;  // (sum of counts) token ids of the cached pre-tokens, back to back
     };
 
     void encode_text(const std::string& text, Work& w, std::vector<int>& out) const;
     void bpe(const uint8_t* s, size_t n, Work& w, std::vector<int>& out) const;
 
-    std::vector<std::string> tokens_;           // (n_tokens) bytes of each id
-    std::unordered_map<std::string, int> ids_;  // bytes -> id (regular tokens win over added ones)
-    int byte_id_[256];                          // the single-byte token of each byte value
-    MergeTable merges_;
-    std::vector<std::pair<int, int>> merge_pairs_;  // (n_merges) the pair of each rank
-    std::vector<int> merge_result_;                 // (n_merges) the token each rank makes
-    std::vector<AddedToken> added_;                 // sorted by first byte, then longest first
-    uint8_t added_first_[256] = {};                 // 1 if some added token starts with this byte
+    std::vector<std::string> tokens_;           // (n_tokens) bytes of each token
+    std::unordered_map<std::string, int> ids_;  // bytes -> token id (regular tokens win over added ones)
+    int byte_id_[256];                          // (256) token id of the single-byte token of each byte value
+    MergeTable merges_;                             // (left id, right id) -> rank
+    std::vector<std::pair<int, int>> merge_pairs_;  // (n_merges) (left id, right id) of each rank
+    std::vector<int> merge_result_;                 // (n_merges) token id that each rank's merge makes
+    std::vector<AddedToken> added_;                 // (n_added) sorted by first byte, then longest first
+    uint8_t added_first_[256] = {};                 // (256) 1 if some added token starts with this byte
 };
 
+// The loader has validated a Vocab from a file, but one can also be built by hand (tests), so the facts the
+// tokenizer relies on are checked again here.
 inline Tokenizer::Tokenizer(const Vocab& v) {
     const size_t n = v.tokens.size();
     if (v.kind.size() != n) fail("tokenizer: %zu tokens but %zu kinds", n, v.kind.size());
@@ -1221,7 +1249,9 @@ inline std::vector<int> Tokenizer::encode(const std::string& text, bool parse_sp
     return encode_trusted(text, trusted);
 }
 
-// ---- Streaming decoder --------------------------------------------------------------------------
+// ----------------------------------------------------------------------------
+// Streaming decoder: ids to UTF-8-complete text
+// ----------------------------------------------------------------------------
 // Tokens end in the middle of characters (an emoji is often 2-4 byte tokens). The decoder holds back an
 // incomplete UTF-8 tail until the bytes that complete it arrive; bytes that can never become valid are
 // passed through unchanged, so the concatenation of everything returned equals decode(all ids).
@@ -1231,7 +1261,7 @@ struct StreamDecoder {
     std::string flush() { return std::exchange(pending, std::string()); }
 
     const Tokenizer& tok;
-    std::string pending;  // bytes not yet returned: at most one incomplete character
+    std::string pending;  // (<= 3) bytes not yet returned: at most one incomplete character
 };
 
 inline std::string StreamDecoder::push(int id) {
@@ -1250,12 +1280,14 @@ inline std::string StreamDecoder::push(int id) {
     return ready;
 }
 
-// ---- Chat prompts (ChatML) ----------------------------------------------------------------------
+// ----------------------------------------------------------------------------
+// Chat prompts: the ChatML templates of Qwen1.5 to Qwen3
+// ----------------------------------------------------------------------------
 // Every Qwen chat template renders turns as "<|im_start|>{role}\n{content}<|im_end|>\n" and ends with
 // the generation prompt "<|im_start|>assistant\n". Beyond that:
 //   - Qwen1.5/2/2.5 insert a default system prompt when the first message is not a system message;
 //   - Qwen2.5 and Qwen3 render role "tool" as a user turn wrapping "<tool_response>\n...\n</tool_response>"
-//     (consecutive tool messages share one turn);
+//     (consecutive tool messages share one turn); this is done here for every model;
 //   - Qwen3 (ChatInfo::thinking) drops the reasoning ("<think>...</think>") of assistant messages before
 //     the last user query, writes it in a normalised form after it, and with enable_thinking = false
 //     appends an empty "<think>\n\n</think>\n\n" to the generation prompt.
@@ -1272,8 +1304,8 @@ struct ChatOptions {
 // The rendered prompt as pieces: markup (the template's own text, where special tokens are real) and
 // text that came from the caller (roles, contents: special tokens in it stay plain text).
 struct ChatPieces {
-    std::string text;
-    std::vector<std::pair<size_t, size_t>> markup;  // [begin, end) byte ranges of template text
+    std::string text;                               // the whole prompt, UTF-8
+    std::vector<std::pair<size_t, size_t>> markup;  // (n_markup) sorted [begin, end) byte ranges of template text
     void add_markup(const std::string& s) {
         markup.push_back({text.size(), text.size() + s.size()});
         text += s;
@@ -1307,6 +1339,7 @@ inline std::pair<std::string, std::string> split_reasoning(const std::string& co
     return {strip_newlines(before, true, false), answer};
 }
 
+// Renders msgs as the checkpoint's chat template does, keeping track of which bytes are template markup.
 inline ChatPieces chat_pieces(const ChatInfo& chat, const std::vector<Message>& msgs, const ChatOptions& o) {
     ChatPieces p;
     auto turn = [&](const std::string& role, const std::string& content) {
@@ -1385,8 +1418,7 @@ inline std::vector<int> chat_tokens(const Tokenizer& tok, const ChatInfo& chat, 
 // ============================================================================
 // Sampler: penalties, temperature, top-k / top-p / min-p, and a seeded draw
 // ============================================================================
-//
-// The next token is chosen from the (vocab) fp32 logits in this order (that of Hugging Face generate()):
+// The next token is chosen from the (n_vocab) fp32 logits in this order (that of Hugging Face generate()):
 //   1. repetition penalty  (HF RepetitionPenaltyLogitsProcessor) over every distinct token of the context,
 //                          prompt included: l = l < 0 ? l * penalty : l / penalty
 //   2. presence penalty    (OpenAI / vLLM) over every distinct *generated* token: l -= presence_penalty
@@ -1453,7 +1485,7 @@ struct Rng {
     float uniform() { return float(next_u32() >> 8) * (1.0f / 16777216.0f); }
 };
 
-// The distinct ids of tokens[begin..end) that lie in [0, n_vocab), sorted.
+// The distinct ids of tokens[begin..] that lie in [0, n_vocab), sorted.
 inline std::vector<int> distinct_tokens(const std::vector<int>& tokens, size_t begin, int n_vocab) {
     std::vector<int> ids;
     for (size_t i = begin; i < tokens.size(); i++)
@@ -1489,6 +1521,7 @@ inline int argmax(const float* logits, int n) {
     return best;
 }
 
+// Owns the parameters, the random state and the scratch buffers: one Sampler per generation stream.
 struct Sampler {
     struct Candidate {
         int id;
@@ -1646,7 +1679,7 @@ struct Engine {
     // Run tokens[0..n) at positions pos..pos+n-1 (n > 1 is a batched prefill).
     // Afterwards logits() are the next-token logits after the last of them.
     virtual void forward(const int* tokens, int n, int pos) = 0;
-    virtual const float* logits() = 0;     // (vocab_size) fp32, host memory
+    virtual const float* logits() = 0;  // (vocab_size) fp32, host memory
     // Choose the next token from the current logits; the GPU engine overrides this to sample on the device.
     virtual int sample(Sampler& s, int n_vocab, const std::vector<int>& tokens, size_t n_prompt) {
         std::vector<float>& buf = scratch_logits_;
@@ -1656,16 +1689,15 @@ struct Engine {
     virtual const char* name() const = 0;  // "cpu" or "cuda"
 
   private:
-    std::vector<float> scratch_logits_;    // (n_vocab) fp32: the sampler edits logits in place
+    std::vector<float> scratch_logits_;  // (n_vocab) fp32: a copy, since the sampler edits logits in place
 };
 
 // ============================================================================
 // CPU reference: a thread pool and the fp32 forward pass over the bf16 weights
 // ============================================================================
-//
 // This is the specification the GPU engine is tested against. Weights stay bf16 in the mapped file and are
 // widened to fp32 as they are read; every activation, the KV cache and every sum are fp32, as in Hugging Face
-// transformers running a bf16 checkpoint loaded in float32 (activations are never rounded to bf16).
+// transformers running a bf16 checkpoint loaded in fp32 (activations are never rounded to bf16).
 //
 // One decoder layer (Qwen2 family: Qwen1.5, Qwen2, Qwen2.5; and Qwen3), for each token at position p:
 //   h       = rmsnorm(x) * attn_norm
@@ -1727,13 +1759,13 @@ struct ThreadPool {
 
   private:
     int n_threads_ = 1;
-    std::vector<std::thread> workers_;           // (n_threads - 1); the caller is thread 0
-    std::mutex mu_;
+    std::vector<std::thread> workers_;  // (n_threads - 1); the caller is thread 0
+    std::mutex mu_;                     // guards everything below
     std::condition_variable wake_, done_;
     const std::function<void(int, int)>* job_ = nullptr;  // the current job, valid while pending_ > 0
-    int job_n_ = 0;
-    int pending_ = 0;                            // workers still running the current job
-    uint64_t generation_ = 0;                    // counts jobs, so a worker runs each one once
+    int job_n_ = 0;                     // the current job's range [0, job_n_)
+    int pending_ = 0;                   // workers still running the current job
+    uint64_t generation_ = 0;           // counts jobs, so a worker runs each one once
     bool stop_ = false;
 
     void run_chunk_(const std::function<void(int, int)>& fn, int n, int index) {
@@ -1759,7 +1791,7 @@ struct ThreadPool {
 };
 
 // ----------------------------------------------------------------------------
-// Kernels: the fp32 building blocks (also usable as oracles by other tests)
+// Kernels: the fp32 building blocks of the forward pass
 // ----------------------------------------------------------------------------
 namespace cpu {
 
@@ -2108,7 +2140,7 @@ struct CpuEngine : Engine {
 // Finds stop strings in streamed text. Text that could still be the beginning of a stop string is held
 // back until the next piece settles it, so a client never sees half of "</answer>" and then a retraction.
 struct StopMatcher {
-    std::vector<std::string> stops;  // non-empty strings
+    std::vector<std::string> stops;  // (n_stops) non-empty stop strings
     std::string pending;             // text received but not yet released
     bool stopped = false;
 
@@ -2160,8 +2192,8 @@ struct StopMatcher {
 
 struct GenerateOptions {
     int max_new_tokens = -1;            // -1: until a stop or the context is full
-    std::vector<int> stop_ids;          // token ids that end generation (not printed)
-    std::vector<std::string> stop;      // stop strings (not printed)
+    std::vector<int> stop_ids;          // (n) token ids that end generation (not printed)
+    std::vector<std::string> stop;      // (n) stop strings (not printed)
 };
 
 struct GenerateResult {
@@ -2179,7 +2211,7 @@ struct GenerateResult {
 struct Session {
     Engine& engine;
     const Tokenizer& tok;
-    std::vector<int> cached;            // tokens whose keys/values are in the cache, positions 0..size-1
+    std::vector<int> cached;            // (<= context) token ids whose keys/values fill cache rows 0..size-1
 
     Session(Engine& e, const Tokenizer& t) : engine(e), tok(t) {}
 

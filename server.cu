@@ -383,9 +383,6 @@ struct GenerationParams {
     bool include_usage = false;  // stream_options.include_usage: a last chunk with the token counts
 };
 
-struct ServerContext;  // below
-static GenerationParams parse_generation(const json& body, const ServerContext& ctx, const char* max_key);
-
 // ============================================================================
 // The server: shared state and the handlers
 // ============================================================================
@@ -590,6 +587,20 @@ static void stream_job(httplib::Response& res, std::shared_ptr<Job> job, LogPtr 
 
 // ---- handlers ----------------------------------------------------------------------------------------
 
+// The fields every completion object and stream chunk starts with.
+static json response_head(const ServerContext& ctx, const std::string& id_prefix, const char* object) {
+    return {{"id", random_id(id_prefix)}, {"object", object}, {"created", (long long)time(nullptr)},
+            {"model", ctx.model_id}};
+}
+
+// With stream_options.include_usage, the stream's last chunk: no choices, then the usage (added at the end).
+static std::optional<json> usage_chunk(const json& head, const GenerationParams& g) {
+    if (!g.include_usage) return std::nullopt;
+    json u = head;
+    u["choices"] = json::array();
+    return u;
+}
+
 static void handle_chat_completions(const ServerContext& ctx, const httplib::Request& req, httplib::Response& res,
                                     LogPtr log) {
     json body = parse_body(req);
@@ -607,9 +618,7 @@ static void handle_chat_completions(const ServerContext& ctx, const httplib::Req
     std::vector<int> prompt = qwen::chat_tokens(ctx.tok, ctx.model.chat, msgs, opts);
     auto job = start_job(ctx, std::move(prompt), g);
 
-    std::string id = random_id("chatcmpl-");
-    long long created = (long long)time(nullptr);
-    json head = {{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", ctx.model_id}};
+    json head = response_head(ctx, "chatcmpl-", "chat.completion.chunk");
     if (g.stream) {
         auto chunk = [head](const json& delta, const json& finish) {
             json c = head;
@@ -622,26 +631,17 @@ static void handle_chat_completions(const ServerContext& ctx, const httplib::Req
             if (finish.empty()) return chunk({{"content", text}}, nullptr);
             return chunk(json::object(), finish);
         };
-        std::optional<json> usage;
-        if (g.include_usage) {
-            usage = head;
-            (*usage)["choices"] = json::array();
-        }
-        stream_job(res, job, log, first, make, usage);
+        stream_job(res, job, log, first, make, usage_chunk(head, g));
         return;
     }
     const qwen::GenerateResult& r = finish_job(*job);
     log->describe(r);
     json message = {{"role", "assistant"}, {"content", qwen::utf8_sanitize(r.text)}};
-    json out = {{"id", id},
-                {"object", "chat.completion"},
-                {"created", created},
-                {"model", ctx.model_id},
-                {"choices", json::array({{{"index", 0},
-                                          {"message", message},
-                                          {"logprobs", nullptr},
-                                          {"finish_reason", finish_reason(r)}}})},
-                {"usage", usage_json(r)}};
+    json out = head;
+    out["object"] = "chat.completion";
+    out["choices"] = json::array(
+        {{{"index", 0}, {"message", message}, {"logprobs", nullptr}, {"finish_reason", finish_reason(r)}}});
+    out["usage"] = usage_json(r);
     res.set_content(dump(out), "application/json");
 }
 
@@ -655,9 +655,7 @@ static void handle_completions(const ServerContext& ctx, const httplib::Request&
     std::vector<int> prompt = ctx.tok.encode(p.get<std::string>(), /*parse_special=*/true);
     auto job = start_job(ctx, std::move(prompt), g);
 
-    std::string id = random_id("cmpl-");
-    long long created = (long long)time(nullptr);
-    json head = {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", ctx.model_id}};
+    json head = response_head(ctx, "cmpl-", "text_completion");
     auto choice = [](const std::string& text, const json& finish) {
         return json::array({{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", finish}}});
     };
@@ -667,12 +665,7 @@ static void handle_completions(const ServerContext& ctx, const httplib::Request&
             c["choices"] = choice(text, finish.empty() ? json(nullptr) : json(finish));
             return c;
         };
-        std::optional<json> usage;
-        if (g.include_usage) {
-            usage = head;
-            (*usage)["choices"] = json::array();
-        }
-        stream_job(res, job, log, json(), make, usage);
+        stream_job(res, job, log, json(), make, usage_chunk(head, g));
         return;
     }
     const qwen::GenerateResult& r = finish_job(*job);
@@ -884,7 +877,7 @@ static std::string model_id_from_path(const std::string& path) {
 }
 
 // The sampling defaults: the model's generation config, then the command line's overrides.
-static qwen::SamplingParams default_sampling(const qwen::Model& model, const ServerArgs& args) {
+static qwen::SamplingParams sampling_defaults(const qwen::Model& model, const ServerArgs& args) {
     qwen::SamplingParams s = qwen::default_sampling(model.chat);
     if (args.temperature) s.temperature = *args.temperature;
     if (args.top_p) s.top_p = *args.top_p;
@@ -913,7 +906,7 @@ static std::string bind_error(const std::string& host, int bind_errno) {
 static int serve(const ServerArgs& args, ShutdownWatcher& watcher) {
     qwen::Model model = qwen::load_model(args.model_path);
     qwen::Tokenizer tok(model.vocab);
-    qwen::SamplingParams sampling = default_sampling(model, args);
+    qwen::SamplingParams sampling = sampling_defaults(model, args);
     if (args.context > model.config.max_seq_len)
         throw UsageError("-c " + std::to_string(args.context) + " is larger than the model's max_seq_len of " +
                          std::to_string(model.config.max_seq_len));
