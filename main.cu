@@ -57,7 +57,8 @@ static const char* USAGE =
     "  --tokenize               print the prompt's token ids (the whole chat prompt unless --raw) and exit;\n"
     "                           works on tokenizer-only files\n"
     "  --bench SHAPE            GPU benchmark of prefill and decode speed: SHAPE is qwen2.5-0.5b,\n"
-    "                           qwen2.5-1.5b or qwen2-7b (synthetic weights) or a model file\n"
+    "                           qwen2.5-1.5b or qwen2-7b (synthetic weights) or a model file;\n"
+    "                           with --cpu (and -t N) the CPU engine's speed instead\n"
     "  --json                   with --bench: one JSON object instead of a table\n"
     "\n"
     "engine:\n"
@@ -777,7 +778,8 @@ static int run_batch(qwen::Engine& engine, const qwen::Tokenizer& tok, std::vect
 }
 
 static int run(const Options& o) {
-    if (!o.bench.empty()) return qwen::run_bench(o.bench, o.json);
+    if (!o.bench.empty())
+        return o.cpu ? qwen::run_cpu_bench(o.bench, o.json, o.threads, stdout) : qwen::run_bench(o.bench, o.json);
     if (o.tokenize) return run_tokenize(o);
 
     qwen::Model model = qwen::load_model(o.model_path);

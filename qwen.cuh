@@ -1523,38 +1523,10 @@ inline std::unique_ptr<Engine> make_engine(const Model& m, int context_size, boo
 namespace qwen {
 namespace gpu {
 
-// The shapes of the published checkpoints, with random weights (no download needed).
-inline bool bench_shape(const std::string& name, Config& c) {
-    c = Config();
-    c.arch = ARCH_QWEN2;
-    c.rope_theta = 1000000.0;
-    c.norm_eps = 1e-6f;
-    c.max_seq_len = 32768;
-    c.qkv_bias = true;
-    c.vocab_size = 151936;
-    if (name == "qwen2.5-0.5b") {
-        c.dim = 896, c.ffn_dim = 4864, c.n_layers = 24, c.n_heads = 14, c.n_kv_heads = 2, c.head_dim = 64;
-        c.tied = true;
-    } else if (name == "qwen2.5-1.5b") {
-        c.dim = 1536, c.ffn_dim = 8960, c.n_layers = 28, c.n_heads = 12, c.n_kv_heads = 2, c.head_dim = 128;
-        c.tied = true;
-    } else if (name == "qwen2-7b") {
-        c.dim = 3584, c.ffn_dim = 18944, c.n_layers = 28, c.n_heads = 28, c.n_kv_heads = 4, c.head_dim = 128;
-        c.vocab_size = 152064;
-        c.tied = false;
-    } else {
-        return false;
-    }
-    return true;
-}
-
 // Bytes one decode step must read from device memory: every weight once (the embedding only as lm_head when
 // tied; one row otherwise, ignored), plus keys and values of `context` cached tokens.
 inline double decode_bytes(const Config& c, double context) {
-    double w = 0;
-    for (const TensorSpec& t : tensor_specs(c))
-        if (t.field != &Weights::token_embd || c.tied) w += double(t.bytes());
-    return w + context * c.n_layers * 2.0 * c.kv_dim() * sizeof(bf16);
+    return decode_weight_bytes(c) + context * c.n_layers * 2.0 * c.kv_dim() * sizeof(bf16);
 }
 
 // Device-to-device copy bandwidth, counting bytes read + written (the ceiling for a memory-bound step).
@@ -1703,7 +1675,8 @@ inline void print_bench_table(const BenchReport& b, const GpuEngine& e) {
 // weights file; prints a table, or one JSON object with json. Returns a process exit code.
 inline int run_bench(const std::string& shape_or_file, bool json) {
     using namespace gpu;
-    if (!device_available()) fail("--bench needs a CUDA device; none was found");
+    if (!device_available())
+        fail("--bench needs a CUDA device; none was found (add --cpu to benchmark the CPU engine)");
     const int decode_steps = 64, ctx = 4096 + decode_steps + 64;
     cudaStream_t s = nullptr;
     CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
@@ -1713,7 +1686,7 @@ inline int run_bench(const std::string& shape_or_file, bool json) {
     CUDA_CHECK(cudaStreamDestroy(s));
 
     Config shape;
-    bool synthetic = bench_shape(shape_or_file, shape);
+    bool synthetic = preset_config(shape_or_file, shape);
     Model model;
     std::unique_ptr<GpuEngine> e;
     if (synthetic) {

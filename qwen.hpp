@@ -7,6 +7,8 @@
 //   bf16, now_seconds            bf16 <-> fp32 conversions (bf16_to_f32, f32_to_bf16); a monotonic clock
 //   load_model, load_tokenizer   the memory-mapped, fully validated weights.bin (Model: Config, ChatInfo,
 //                                Vocab, Weights); tools/export.py writes it. parse_model: the same on bytes
+//   preset_config, synthetic_model   the shapes of published checkpoints (PRESET_NAMES) as a Model with
+//                                random weights in memory (benchmarks); decode_weight_bytes
 //   Tokenizer, StreamDecoder     byte-level BPE that matches Hugging Face token for token; UTF-8-safe streaming
 //   utf8_valid, utf8_sanitize    UTF-8 validation and repair (U+FFFD); nfc: Unicode NFC normalisation
 //   chat_text, chat_tokens       ChatML prompts of Qwen1.5/2/2.5/3 (Message, ChatOptions: default system
@@ -16,7 +18,8 @@
 //   Engine, CpuEngine            the model interface and the CPU reference forward pass (the GPU's spec);
 //                                ThreadPool and the cpu:: kernels it is built from
 //   Session                      the prefill + decode loop: stop ids and strings (StopMatcher), KV-cache reuse
-//                                across turns (GenerateOptions, GenerateResult)
+//                                across turns (GenerateOptions, GenerateResult); run_cpu_bench (`qwen --bench
+//                                SHAPE --cpu`)
 //
 // Sections follow the data: common helpers, the model file, the tokenizer and chat prompts, the sampler, the
 // engine interface, the CPU forward pass, generation; the generated Unicode tables close the file.
@@ -238,8 +241,9 @@ struct Weights {
     const bf16* lm_head = nullptr;     // (vocab_size, dim) bf16; == token_embd when tied
 };
 
-struct Model {  // move-only; owns the mapping the weights point into
-    MappedFile file;
+struct Model {  // move-only; owns the memory the weights point into
+    MappedFile file;          // the weights.bin mapping (empty for a synthetic_model)
+    std::vector<bf16> owned;  // synthetic_model only: every tensor, back to back, bf16 (else empty)
     Config config;
     ChatInfo chat;
     Vocab vocab;
@@ -639,6 +643,117 @@ inline Model load_model(const std::string& path) { return load_file(path, true);
 
 // The tokenizer and chat facts of any weights.bin (weights optional: tokenizer-only files are fine).
 inline Model load_tokenizer(const std::string& path) { return load_file(path, false); }
+
+// ----------------------------------------------------------------------------
+// Synthetic models: the shapes of published checkpoints with random weights (benchmarks; no download)
+// ----------------------------------------------------------------------------
+
+constexpr const char* PRESET_NAMES = "qwen2.5-0.5b, qwen2.5-1.5b, qwen2-7b";
+
+// The config of a published checkpoint by name (one of PRESET_NAMES); false for any other name.
+inline bool preset_config(const std::string& name, Config& c) {
+    c = Config();
+    c.arch = ARCH_QWEN2;
+    c.rope_theta = 1000000.0;
+    c.norm_eps = 1e-6f;
+    c.max_seq_len = 32768;
+    c.qkv_bias = true;
+    c.vocab_size = 151936;
+    if (name == "qwen2.5-0.5b") {
+        c.dim = 896, c.ffn_dim = 4864, c.n_layers = 24, c.n_heads = 14, c.n_kv_heads = 2, c.head_dim = 64;
+        c.tied = true;
+    } else if (name == "qwen2.5-1.5b") {
+        c.dim = 1536, c.ffn_dim = 8960, c.n_layers = 28, c.n_heads = 12, c.n_kv_heads = 2, c.head_dim = 128;
+        c.tied = true;
+    } else if (name == "qwen2-7b") {
+        c.dim = 3584, c.ffn_dim = 18944, c.n_layers = 28, c.n_heads = 28, c.n_kv_heads = 4, c.head_dim = 128;
+        c.vocab_size = 152064;
+        c.tied = false;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+// Bytes of weights one decode step reads: every tensor once, the embedding only as a tied lm_head (an
+// untied embedding contributes one row, ignored).
+inline double decode_weight_bytes(const Config& c) {
+    Weights w;
+    double bytes = 0;
+    for (const TensorSpec& t : expected_tensors(c, w)) {
+        if (t.dst == &w.token_embd && !c.tied) continue;
+        double n = 1;
+        for (int d = 0; d < t.ndim; d++) n *= double(t.shape[d]);
+        bytes += n * sizeof(bf16);
+    }
+    return bytes;
+}
+
+// Memory the system could give this process now: MemAvailable (free + reclaimable cache), else free pages.
+inline double available_memory_bytes() {
+    if (FILE* f = fopen("/proc/meminfo", "r")) {
+        char line[256];
+        unsigned long long kb = 0;
+        bool found = false;
+        while (!found && fgets(line, sizeof line, f)) found = sscanf(line, "MemAvailable: %llu kB", &kb) == 1;
+        fclose(f);
+        if (found) return double(kb) * 1024.0;
+    }
+    return double(sysconf(_SC_AVPHYS_PAGES)) * double(sysconf(_SC_PAGESIZE));
+}
+
+// A Model of config c whose weights live in Model::owned: bf16 values drawn uniformly with the spread of a
+// unit-variance init (matrices: variance 1 / cols; biases +-0.1; norms 1 +- 0.1), so activations stay finite.
+// The same seed gives the same weights (each value is a hash of seed, tensor and index). No vocab; of the
+// chat facts only model_name ("synthetic"). Fails if c is invalid or the weights would not fit in the available memory.
+inline Model synthetic_model(const Config& c, uint64_t seed = 1) {
+    check_config("synthetic model", c);
+    Model m;
+    m.config = c;
+    m.chat.model_name = "synthetic";
+    m.has_weights = true;
+    std::vector<TensorSpec> specs = expected_tensors(c, m.weights);
+    std::vector<size_t> begin;  // (specs + 1) element offsets into owned
+    size_t total = 0;
+    for (const TensorSpec& t : specs) {
+        begin.push_back(total);
+        size_t n = 1;
+        for (int d = 0; d < t.ndim; d++) n *= size_t(t.shape[d]);
+        total += n;
+    }
+    begin.push_back(total);
+    double need = double(total) * sizeof(bf16), avail = available_memory_bytes();
+    if (need > avail)
+        fail("synthetic model: the weights need %.1f GB of memory, only %.1f GB is available", need / 1e9,
+             avail / 1e9);
+    m.owned.resize(total);
+    auto fill = [&](size_t lo, size_t hi) {  // elements [lo, hi) of owned
+        for (size_t k = 0; k < specs.size(); k++) {
+            size_t from = std::max(lo, begin[k]), to = std::min(hi, begin[k + 1]);
+            const TensorSpec& t = specs[k];
+            const Weights& w = m.weights;
+            bool matrix = t.ndim == 3 || t.dst == &w.token_embd || t.dst == &w.lm_head;
+            float center = !matrix && t.dst != &w.bqkv ? 1.0f : 0.0f;  // norms
+            float width = matrix ? std::sqrt(3.0f / float(t.shape[t.ndim - 1])) : 0.1f;
+            for (size_t i = from; i < to; i++) {
+                uint64_t z = seed * 0x9e3779b97f4a7c15ull + (uint64_t(k) << 40) + (i - begin[k]);  // splitmix64
+                z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+                z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+                z ^= z >> 31;
+                float u = float(z >> 40) * (2.0f / float(1 << 24)) - 1.0f;  // uniform in [-1, 1)
+                m.owned[i] = f32_to_bf16(center + width * u);
+            }
+        }
+    };
+    int n_threads = std::max(1, int(std::thread::hardware_concurrency()));
+    std::vector<std::thread> workers;
+    for (int t = 0; t < n_threads; t++)
+        workers.emplace_back(fill, total * size_t(t) / size_t(n_threads), total * size_t(t + 1) / size_t(n_threads));
+    for (std::thread& w : workers) w.join();
+    for (size_t k = 0; k < specs.size(); k++) *specs[k].dst = m.owned.data() + begin[k];
+    if (c.tied) m.weights.lm_head = m.weights.token_embd;
+    return m;
+}
 
 // ============================================================================
 // Tokenizer: UTF-8, NFC, the Qwen2 pre-tokenizer, byte-level BPE, ChatML prompts
@@ -1991,6 +2106,7 @@ struct CpuEngine : Engine {
     int context_size() const override { return ctx_; }
     const char* name() const override { return "cpu"; }
     const float* logits() override { return logits_.data(); }
+    int n_threads() const { return pool_.size(); }
 
     void forward(const int* tokens, int n, int pos) override {
         if (n < 1 || !tokens) fail("forward: need at least one token, got n = %d", n);
@@ -2293,6 +2409,92 @@ struct Session {
         return int(reuse);
     }
 };
+
+// ----------------------------------------------------------------------------
+// CPU benchmark: `qwen --bench SHAPE --cpu`
+// ----------------------------------------------------------------------------
+
+// Prefill tok/s of 128- and 512-token prompts and greedy decode tok/s after them (forward + argmax per step,
+// stop tokens ignored), on a preset shape (PRESET_NAMES, synthetic weights) or a weights file, with the bytes
+// each decoded token reads (weights + fp32 KV cache) and the resulting GB/s. n_threads 0 = all cores.
+// Prints a table, or one JSON object with json, to out. Returns a process exit code.
+inline int run_cpu_bench(const std::string& shape_or_file, bool json, int n_threads, FILE* out) {
+    const int decode_steps = 16, prompts[2] = {128, 512};
+    Config shape;
+    bool synthetic = preset_config(shape_or_file, shape);
+    struct stat st;
+    if (!synthetic && stat(shape_or_file.c_str(), &st) != 0)
+        fail("--bench: '%s' is neither a shape (%s) nor a weights file", shape_or_file.c_str(), PRESET_NAMES);
+    Model model = synthetic ? synthetic_model(shape, 1) : load_model(shape_or_file);
+    const Config& c = model.config;
+    CpuEngine e(model, std::min(prompts[1] + decode_steps, c.max_seq_len), n_threads);
+    const double kv_bytes_per_token = c.n_layers * 2.0 * c.kv_dim() * sizeof(float);  // fp32 cache
+
+    struct Row {
+        std::string test;
+        double tok_s, bytes = 0;  // bytes read per token (decode rows only)
+    };
+    std::vector<Row> rows;
+    std::vector<int> toks(size_t(prompts[1]) + decode_steps);
+    for (size_t i = 0; i < toks.size(); i++) toks[i] = int((uint64_t(i) * 40503u + 7) % uint64_t(c.vocab_size));
+    SamplingParams sp;
+    sp.temperature = 0;
+    Sampler greedy(sp);
+    e.forward(toks.data(), 1, 0);  // warm-up: touches every weight page once
+    for (int n : prompts) {
+        if (n + decode_steps > e.context_size()) continue;
+        double t0 = now_seconds();
+        e.forward(toks.data(), n, 0);
+        rows.push_back({"prefill " + std::to_string(n), n / (now_seconds() - t0)});
+        int tok = toks[size_t(n) - 1];
+        t0 = now_seconds();
+        for (int i = 0; i < decode_steps; i++) {
+            tok = e.sample(greedy, c.vocab_size, toks, size_t(n));
+            e.forward(&tok, 1, n + i);
+        }
+        double bytes = decode_weight_bytes(c) + (n + decode_steps / 2.0) * kv_bytes_per_token;
+        rows.push_back({"decode @" + std::to_string(n), decode_steps / (now_seconds() - t0), bytes});
+    }
+    if (rows.empty()) fail("--bench: the model's max_seq_len %d is too short for the benchmark", c.max_seq_len);
+
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (json) {
+        std::string name;
+        for (char ch : shape_or_file) {
+            if (ch == '"' || ch == '\\') name += '\\';
+            name += (unsigned char)ch < 0x20 ? '?' : ch;
+        }
+        fprintf(out,
+                "{\"model\": \"%s\", \"synthetic\": %s, \"engine\": \"cpu\", \"threads\": %d, \"cores\": %ld, "
+                "\"weights_gb_per_token\": %.4f, \"kv_kb_per_context_token\": %.2f, \"results\": [",
+                name.c_str(), synthetic ? "true" : "false", e.n_threads(), cores, decode_weight_bytes(c) / 1e9,
+                kv_bytes_per_token / 1e3);
+        for (size_t i = 0; i < rows.size(); i++) {
+            const Row& r = rows[i];
+            fprintf(out, "%s{\"test\": \"%s\", \"tok_s\": %.2f, \"ms_per_token\": %.3f", i ? ", " : "",
+                    r.test.c_str(), r.tok_s, 1e3 / r.tok_s);
+            if (r.bytes > 0)
+                fprintf(out, ", \"bytes_per_token\": %.0f, \"gb_s\": %.2f", r.bytes, r.bytes * r.tok_s / 1e9);
+            fprintf(out, "}");
+        }
+        fprintf(out, "]}\n");
+        return 0;
+    }
+    fprintf(out, "bench %s (%s): dim %d, %d layers, %d/%d heads x %d, ffn %d, vocab %d\n", shape_or_file.c_str(),
+            synthetic ? "synthetic bf16 weights" : "weights file", c.dim, c.n_layers, c.n_heads, c.n_kv_heads,
+            c.head_dim, c.ffn_dim, c.vocab_size);
+    fprintf(out, "engine: cpu, %d thread%s (%ld cores)\n", e.n_threads(), e.n_threads() == 1 ? "" : "s", cores);
+    fprintf(out, "decode reads %.3f GB of weights per token + %.1f KB per cached token (fp32 KV cache)\n\n",
+            decode_weight_bytes(c) / 1e9, kv_bytes_per_token / 1e3);
+    fprintf(out, "%-14s %10s %10s %14s %8s\n", "test", "tok/s", "ms/token", "MB read/token", "GB/s");
+    for (const Row& r : rows) {
+        if (r.bytes > 0)
+            fprintf(out, "%-14s %10.1f %10.2f %14.1f %8.1f\n", r.test.c_str(), r.tok_s, 1e3 / r.tok_s, r.bytes / 1e6,
+                    r.bytes * r.tok_s / 1e9);
+        else fprintf(out, "%-14s %10.1f %10.2f %14s %8s\n", r.test.c_str(), r.tok_s, 1e3 / r.tok_s, "-", "-");
+    }
+    return 0;
+}
 
 // BEGIN GENERATED UNICODE TABLES
 // ============================================================================

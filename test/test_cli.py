@@ -6,6 +6,7 @@ Comparisons that must be exact (greedy text against Hugging Face) use --cpu: the
 reference, while a GPU may flip a greedy choice where two logits almost tie.
 """
 import json
+import math
 import os
 import re
 import subprocess
@@ -369,7 +370,51 @@ def test_bench_without_gpu_fails_cleanly():
         pytest.skip("a GPU is present; the benchmark itself is exercised by the GPU tests")
     p = run("--bench", "qwen2.5-0.5b", "--json")
     assert p.returncode == 1 and p.stderr.startswith(b"qwen: error: ") and b"CUDA device" in p.stderr
+    assert b"--cpu" in p.stderr
     assert p.stdout == b""
+
+
+def test_help_mentions_the_cpu_bench():
+    assert b"with --cpu" in ok("--help").stdout
+
+
+def check_cpu_bench_json(out, name, synthetic):
+    report = json.loads(out)
+    assert report["model"] == name and report["synthetic"] is synthetic and report["engine"] == "cpu"
+    assert report["threads"] >= 1 and report["cores"] >= 1 and report["weights_gb_per_token"] > 0
+    tests = [r["test"] for r in report["results"]]
+    assert tests == ["prefill 128", "decode @128", "prefill 512", "decode @512"]
+    for r in report["results"]:
+        figures = [r["tok_s"], r["ms_per_token"]] + ([r["bytes_per_token"], r["gb_s"]] if "decode" in r["test"] else [])
+        assert all(math.isfinite(x) and x > 0 for x in figures), r
+    return report
+
+
+def test_cpu_bench_on_a_shape_prints_json():
+    # The real Qwen2.5-0.5B shape with random weights: some 10 s on two cores.
+    p = ok("--bench", "qwen2.5-0.5b", "--cpu", "--json", timeout=300)
+    report = check_cpu_bench_json(p.stdout, "qwen2.5-0.5b", True)
+    assert abs(report["weights_gb_per_token"] - 0.988) < 0.001  # 494M bf16 values, the embedding tied
+    decode = report["results"][1]
+    assert decode["bytes_per_token"] == pytest.approx(0.988e9 + (128 + 8) * 24576, rel=1e-3)  # + fp32 KV cache
+
+
+def test_cpu_bench_on_a_file_prints_a_table():
+    p = ok("--bench", model("tiny-qwen2"), "--cpu", "--json", "-t", "1")
+    assert check_cpu_bench_json(p.stdout, str(model("tiny-qwen2")), False)["threads"] == 1
+    p = ok("--bench", model("tiny-qwen2"), "--cpu", "-t", "2")
+    text = p.stdout.decode()
+    assert "weights file" in text and "engine: cpu, 2 threads" in text and "cores)" in text
+    for row in ["prefill 128", "decode @128", "prefill 512", "decode @512"]:
+        assert re.search(rf"^{row} +[0-9.]+ +[0-9.]+ ", text, re.M), (row, text)
+
+
+def test_cpu_bench_of_an_unknown_shape_lists_the_shapes():
+    p = run("--bench", "qwen9-1t", "--cpu")
+    assert p.returncode == 1 and p.stdout == b""
+    err = p.stderr.decode()
+    assert err.startswith("qwen: error: ") and "qwen9-1t" in err
+    assert all(s in err for s in ["qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2-7b"]), err
 
 
 def test_usage_errors_exit_2():

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-# The same shapes as qwen.cuh's bench_shape().
+# The same shapes as qwen.hpp's preset_config().
 SHAPES = {
     "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
                          num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
