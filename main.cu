@@ -73,12 +73,11 @@ struct UsageError : std::runtime_error {
 };
 
 [[noreturn]] static void usage_error(const char* fmt, ...) {
-    char buf[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    std::string msg = qwen::vformat(fmt, ap);
     va_end(ap);
-    throw UsageError(buf);
+    throw UsageError(msg);
 }
 
 struct Options {

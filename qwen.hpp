@@ -3,7 +3,7 @@
 //
 // provides:
 //   Error, fail                  the one exception type: every failure throws it with a one-line message
-//                                (nothing here exits or prints)
+//                                (nothing here exits or prints); vformat, mix64 (splitmix64 bit mixing)
 //   bf16, now_seconds            bf16 <-> fp32 conversions (bf16_to_f32, f32_to_bf16); a monotonic clock
 //   load_model, load_tokenizer   the memory-mapped, fully validated weights.bin (Model: Config, ChatInfo,
 //                                Vocab, Weights); tools/export.py writes it. parse_model: the same on bytes
@@ -67,14 +67,28 @@ struct Error : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+// A printf-style message as a string (cut at 1023 bytes: error messages are one line).
+inline std::string vformat(const char* fmt, va_list ap) {
+    char buf[1024];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    return buf;
+}
+
 // The one fatal-error helper: printf-style message, thrown as qwen::Error.
 [[noreturn]] inline void fail(const char* fmt, ...) {
-    char buf[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    std::string msg = vformat(fmt, ap);
     va_end(ap);
-    throw Error(buf);
+    throw Error(msg);
+}
+
+// The splitmix64 finaliser (Steele, Lea, Flood 2014): a bijection of 64-bit words whose output bits all depend
+// on all input bits; it turns a seed or a counter into well-mixed random bits.
+inline uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
 }
 
 // bf16 is the top 16 bits of an IEEE fp32: same exponent range, 8-bit mantissa.
@@ -736,10 +750,7 @@ inline Model synthetic_model(const Config& c, uint64_t seed = 1) {
             float center = !matrix && t.dst != &w.bqkv ? 1.0f : 0.0f;  // norms
             float width = matrix ? std::sqrt(3.0f / float(t.shape[t.ndim - 1])) : 0.1f;
             for (size_t i = from; i < to; i++) {
-                uint64_t z = seed * 0x9e3779b97f4a7c15ull + (uint64_t(k) << 40) + (i - begin[k]);  // splitmix64
-                z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-                z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-                z ^= z >> 31;
+                uint64_t z = mix64(seed * 0x9e3779b97f4a7c15ull + (uint64_t(k) << 40) + (i - begin[k]));
                 float u = float(z >> 40) * (2.0f / float(1 << 24)) - 1.0f;  // uniform in [-1, 1)
                 m.owned[i] = f32_to_bf16(center + width * u);
             }
@@ -1584,10 +1595,7 @@ struct Rng {
     uint64_t state;
 
     explicit Rng(uint64_t seed) {
-        uint64_t z = seed + 0x9E3779B97F4A7C15ull;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        z ^= z >> 31;
+        uint64_t z = mix64(seed + 0x9E3779B97F4A7C15ull);
         state = z ? z : 0x9E3779B97F4A7C15ull;  // xorshift must not start at 0
     }
     uint32_t next_u32() {
@@ -2414,6 +2422,61 @@ struct Session {
 // CPU benchmark: `qwen --bench SHAPE --cpu`
 // ----------------------------------------------------------------------------
 
+// One measured line of the CPU benchmark.
+struct CpuBenchRow {
+    std::string test;  // "prefill 128", "decode @128", ...
+    double tok_s;
+    double bytes = 0;  // bytes read per token (decode rows only)
+};
+
+// What the benchmark ran on, for the report.
+struct CpuBenchSetup {
+    std::string name;              // the shape or the file name, as given
+    bool synthetic;                // random weights of a preset shape
+    int threads;
+    long cores;
+    double kv_bytes_per_token;     // per cached token (fp32 KV cache)
+};
+
+inline void print_cpu_bench_json(FILE* out, const Config& c, const CpuBenchSetup& s,
+                                 const std::vector<CpuBenchRow>& rows) {
+    std::string name;
+    for (char ch : s.name) {
+        if (ch == '"' || ch == '\\') name += '\\';
+        name += (unsigned char)ch < 0x20 ? '?' : ch;
+    }
+    fprintf(out,
+            "{\"model\": \"%s\", \"synthetic\": %s, \"engine\": \"cpu\", \"threads\": %d, \"cores\": %ld, "
+            "\"weights_gb_per_token\": %.4f, \"kv_kb_per_context_token\": %.2f, \"results\": [",
+            name.c_str(), s.synthetic ? "true" : "false", s.threads, s.cores, decode_weight_bytes(c) / 1e9,
+            s.kv_bytes_per_token / 1e3);
+    for (size_t i = 0; i < rows.size(); i++) {
+        const CpuBenchRow& r = rows[i];
+        fprintf(out, "%s{\"test\": \"%s\", \"tok_s\": %.2f, \"ms_per_token\": %.3f", i ? ", " : "", r.test.c_str(),
+                r.tok_s, 1e3 / r.tok_s);
+        if (r.bytes > 0) fprintf(out, ", \"bytes_per_token\": %.0f, \"gb_s\": %.2f", r.bytes, r.bytes * r.tok_s / 1e9);
+        fprintf(out, "}");
+    }
+    fprintf(out, "]}\n");
+}
+
+inline void print_cpu_bench_table(FILE* out, const Config& c, const CpuBenchSetup& s,
+                                  const std::vector<CpuBenchRow>& rows) {
+    fprintf(out, "bench %s (%s): dim %d, %d layers, %d/%d heads x %d, ffn %d, vocab %d\n", s.name.c_str(),
+            s.synthetic ? "synthetic bf16 weights" : "weights file", c.dim, c.n_layers, c.n_heads, c.n_kv_heads,
+            c.head_dim, c.ffn_dim, c.vocab_size);
+    fprintf(out, "engine: cpu, %d thread%s (%ld cores)\n", s.threads, s.threads == 1 ? "" : "s", s.cores);
+    fprintf(out, "decode reads %.3f GB of weights per token + %.1f KB per cached token (fp32 KV cache)\n\n",
+            decode_weight_bytes(c) / 1e9, s.kv_bytes_per_token / 1e3);
+    fprintf(out, "%-14s %10s %10s %14s %8s\n", "test", "tok/s", "ms/token", "MB read/token", "GB/s");
+    for (const CpuBenchRow& r : rows) {
+        if (r.bytes > 0)
+            fprintf(out, "%-14s %10.1f %10.2f %14.1f %8.1f\n", r.test.c_str(), r.tok_s, 1e3 / r.tok_s, r.bytes / 1e6,
+                    r.bytes * r.tok_s / 1e9);
+        else fprintf(out, "%-14s %10.1f %10.2f %14s %8s\n", r.test.c_str(), r.tok_s, 1e3 / r.tok_s, "-", "-");
+    }
+}
+
 // Prefill tok/s of 128- and 512-token prompts and greedy decode tok/s after them (forward + argmax per step,
 // stop tokens ignored), on a preset shape (PRESET_NAMES, synthetic weights) or a weights file, with the bytes
 // each decoded token reads (weights + fp32 KV cache) and the resulting GB/s. n_threads 0 = all cores.
@@ -2428,13 +2491,9 @@ inline int run_cpu_bench(const std::string& shape_or_file, bool json, int n_thre
     Model model = synthetic ? synthetic_model(shape, 1) : load_model(shape_or_file);
     const Config& c = model.config;
     CpuEngine e(model, std::min(prompts[1] + decode_steps, c.max_seq_len), n_threads);
-    const double kv_bytes_per_token = c.n_layers * 2.0 * c.kv_dim() * sizeof(float);  // fp32 cache
+    const double kv_bytes_per_token = c.n_layers * 2.0 * c.kv_dim() * sizeof(float);
 
-    struct Row {
-        std::string test;
-        double tok_s, bytes = 0;  // bytes read per token (decode rows only)
-    };
-    std::vector<Row> rows;
+    std::vector<CpuBenchRow> rows;
     std::vector<int> toks(size_t(prompts[1]) + decode_steps);
     for (size_t i = 0; i < toks.size(); i++) toks[i] = int((uint64_t(i) * 40503u + 7) % uint64_t(c.vocab_size));
     SamplingParams sp;
@@ -2457,42 +2516,9 @@ inline int run_cpu_bench(const std::string& shape_or_file, bool json, int n_thre
     }
     if (rows.empty()) fail("--bench: the model's max_seq_len %d is too short for the benchmark", c.max_seq_len);
 
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    if (json) {
-        std::string name;
-        for (char ch : shape_or_file) {
-            if (ch == '"' || ch == '\\') name += '\\';
-            name += (unsigned char)ch < 0x20 ? '?' : ch;
-        }
-        fprintf(out,
-                "{\"model\": \"%s\", \"synthetic\": %s, \"engine\": \"cpu\", \"threads\": %d, \"cores\": %ld, "
-                "\"weights_gb_per_token\": %.4f, \"kv_kb_per_context_token\": %.2f, \"results\": [",
-                name.c_str(), synthetic ? "true" : "false", e.n_threads(), cores, decode_weight_bytes(c) / 1e9,
-                kv_bytes_per_token / 1e3);
-        for (size_t i = 0; i < rows.size(); i++) {
-            const Row& r = rows[i];
-            fprintf(out, "%s{\"test\": \"%s\", \"tok_s\": %.2f, \"ms_per_token\": %.3f", i ? ", " : "",
-                    r.test.c_str(), r.tok_s, 1e3 / r.tok_s);
-            if (r.bytes > 0)
-                fprintf(out, ", \"bytes_per_token\": %.0f, \"gb_s\": %.2f", r.bytes, r.bytes * r.tok_s / 1e9);
-            fprintf(out, "}");
-        }
-        fprintf(out, "]}\n");
-        return 0;
-    }
-    fprintf(out, "bench %s (%s): dim %d, %d layers, %d/%d heads x %d, ffn %d, vocab %d\n", shape_or_file.c_str(),
-            synthetic ? "synthetic bf16 weights" : "weights file", c.dim, c.n_layers, c.n_heads, c.n_kv_heads,
-            c.head_dim, c.ffn_dim, c.vocab_size);
-    fprintf(out, "engine: cpu, %d thread%s (%ld cores)\n", e.n_threads(), e.n_threads() == 1 ? "" : "s", cores);
-    fprintf(out, "decode reads %.3f GB of weights per token + %.1f KB per cached token (fp32 KV cache)\n\n",
-            decode_weight_bytes(c) / 1e9, kv_bytes_per_token / 1e3);
-    fprintf(out, "%-14s %10s %10s %14s %8s\n", "test", "tok/s", "ms/token", "MB read/token", "GB/s");
-    for (const Row& r : rows) {
-        if (r.bytes > 0)
-            fprintf(out, "%-14s %10.1f %10.2f %14.1f %8.1f\n", r.test.c_str(), r.tok_s, 1e3 / r.tok_s, r.bytes / 1e6,
-                    r.bytes * r.tok_s / 1e9);
-        else fprintf(out, "%-14s %10.1f %10.2f %14s %8s\n", r.test.c_str(), r.tok_s, 1e3 / r.tok_s, "-", "-");
-    }
+    CpuBenchSetup setup{shape_or_file, synthetic, e.n_threads(), sysconf(_SC_NPROCESSORS_ONLN), kv_bytes_per_token};
+    if (json) print_cpu_bench_json(out, c, setup, rows);
+    else print_cpu_bench_table(out, c, setup, rows);
     return 0;
 }
 
