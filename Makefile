@@ -69,7 +69,25 @@ build/test_asan: test/test_main.cpp test/test_model.cpp test/test_tokenizer.cpp 
 	$(CXX) $(SAN_FLAGS) -o $@ test/test_main.cpp test/test_model.cpp test/test_tokenizer.cpp
 
 build/test_gpu: test/test_gpu.cu test/test_main.cpp test/fixtures.hpp qwen.cuh $(HEADERS) | build
-	$(NVCC) $(NVFLAGS) -o $@ test/test_gpu.cu test/test_main.cpp $(CUDA_LIBS)
+	$(NVCC) $(NVFLAGS) -I. -o $@ test/test_gpu.cu test/test_main.cpp $(CUDA_LIBS)
+
+# The same GPU tests on the CPU: qwen.cuh compiled as C++ against an emulated device (test/emu: every thread a
+# fiber, barriers and shuffles checked, the CUDA runtime and cuBLAS on host memory) under ASan + UBSan. The
+# launches `k<<<grid, block, smem, stream>>>(...)` and `extern __shared__` arrays are rewritten for it first.
+CUDA_INC  := $(dir $(shell command -v $(NVCC) 2>/dev/null))../include
+EMU_FLAGS := -O1 -g -std=c++17 -pthread -Wall -Wno-unknown-pragmas -fsanitize=address,undefined \
+             -fno-sanitize-recover=all -isystem $(CUDA_INC) -include test/emu/cuda_emu.hpp
+build/emu/qwen.cuh: qwen.cuh Makefile | build
+	@mkdir -p build/emu
+	perl -0pe 's/(\w+(?:<[^<>;()]*>)?)\s*<<<(.*?)>>>\s*\(/::qwen_emu::launch($$1, "$$1", $$2)(/gs; \
+	    s/extern __shared__ (?:__align__\(\d+\) )?(\w+) (\w+)\[\];/$$1* $$2 = ::qwen_emu::dynamic_smem<$$1>();/g; \
+	    s/#include <cub\/cub.cuh>//' qwen.cuh > $@
+# The emulator's own tests: barriers, shuffles, graph capture, and the faults it must report.
+build/test_emu: test/emu/test_emu.cpp test/test_main.cpp test/emu/cuda_emu.cpp test/emu/cuda_emu.hpp | build
+	$(CXX) $(EMU_FLAGS) -o $@ test/emu/test_emu.cpp test/test_main.cpp test/emu/cuda_emu.cpp
+build/test_gpu_emu: test/test_gpu.cu test/test_main.cpp test/fixtures.hpp test/emu/cuda_emu.cpp test/emu/cuda_emu.hpp \
+                    build/emu/qwen.cuh $(HEADERS)
+	$(CXX) $(EMU_FLAGS) -Ibuild/emu -I. -o $@ -x c++ test/test_gpu.cu -x none test/test_main.cpp test/emu/cuda_emu.cpp
 
 # Reads lines of hex-encoded UTF-8 on stdin, prints the ids of each (for the random comparison with HF).
 build/tokenize_lines: test/tokenize_lines.cpp $(HEADERS) | build
@@ -97,10 +115,20 @@ endef
 fuzz: build/fuzz_loader fixtures
 	$(run_fuzz)
 
-test: all build/test_cpu build/test_asan build/test_gpu build/tokenize_lines build/fuzz_loader fixtures
+# The emulated GPU tests need the x86-64 stack switch of test/emu; elsewhere they are skipped with a line.
+ifeq ($(shell uname -m),x86_64)
+EMU_TEST := build/test_emu build/test_gpu_emu
+run_emu = ASAN_OPTIONS=detect_leaks=1 ./build/test_emu && ASAN_OPTIONS=detect_leaks=1 ./build/test_gpu_emu
+else
+EMU_TEST :=
+run_emu = @echo "SKIPPED: the emulated GPU tests run on x86-64 only"
+endif
+
+test: all build/test_cpu build/test_asan build/test_gpu $(EMU_TEST) build/tokenize_lines build/fuzz_loader fixtures
 	./build/test_cpu
 	ASAN_OPTIONS=detect_leaks=1 ./build/test_asan
 	./build/test_gpu
+	$(run_emu)
 	$(run_fuzz)
 	$(PYTHON) -m pytest -q test
 

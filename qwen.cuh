@@ -20,6 +20,7 @@
 #include <cuda_runtime.h>
 
 #include <cub/cub.cuh>
+#include <mma.h>
 
 #include <algorithm>
 #include <cfloat>
@@ -543,6 +544,90 @@ static __global__ void __launch_bounds__(ATT_THREADS)
     }
 }
 
+constexpr int ATT_MAX_GROUP = 8;  // query heads per kv head that attention_decode_group_kernel handles
+
+// Flash-decoding part 1 over a GQA group: block (kvh, part) scores the chunk's tokens against the
+// G = n_heads / n_kv_heads queries that share kv head kvh (one token per thread, its K row read once for all G),
+// then accumulates the G outputs, so each cached K/V byte is read once per step instead of G times. Partial
+// results in the layout of attention_decode_kernel, for attention_reduce_kernel.
+// grid (n_kv_heads, n_parts), block ATT_THREADS, smem G*D floats
+static __global__ void __launch_bounds__(ATT_THREADS)
+    attention_decode_group_kernel(const float* q, const bf16* K, const bf16* V, const int* pos, float* part_o, float* part_ml,
+                           int n_heads, int n_kv_heads, int D) {
+    extern __shared__ float4 smem4[];
+    float* qs = reinterpret_cast<float*>(smem4);      // (G, D) the group's queries, pre-scaled by 1/sqrt(D)
+    __shared__ float p_tile[ATT_MAX_GROUP][ATT_THREADS];  // exp(s - m) per head for the current tile
+    int kvh = blockIdx.x, part = blockIdx.y, n_parts = gridDim.y, tid = threadIdx.x;
+    int G = n_heads / n_kv_heads, kv_dim = n_kv_heads * D;
+    int T = *pos + 1, chunk = ceil_div(T, n_parts);
+    int t_begin = part * chunk, t_end = min(T, t_begin + chunk);
+    for (int e = tid; e < G * D; e += ATT_THREADS) qs[e] = q[size_t(kvh) * G * D + e] * rsqrtf(float(D));
+    __syncthreads();
+    float m[ATT_MAX_GROUP], lsum[ATT_MAX_GROUP], acc[ATT_MAX_GROUP * ATT_MAX_D / ATT_THREADS] = {};
+#pragma unroll
+    for (int g = 0; g < ATT_MAX_GROUP; g++) m[g] = -INFINITY, lsum[g] = 0;
+    for (int t0 = t_begin; t0 < t_end; t0 += ATT_THREADS) {
+        int t = t0 + tid;
+        float s[ATT_MAX_GROUP];
+#pragma unroll
+        for (int g = 0; g < ATT_MAX_GROUP; g++) s[g] = t < t_end && g < G ? 0.0f : -INFINITY;
+        if (t < t_end) {
+            const uint4* k4 = reinterpret_cast<const uint4*>(K + size_t(t) * kv_dim + size_t(kvh) * D);
+            for (int j = 0; j < D / 8; j++) {
+                uint4 k = k4[j];
+#pragma unroll
+                for (int g = 0; g < ATT_MAX_GROUP; g++) {
+                    if (g >= G) break;
+                    const float4* q4 = reinterpret_cast<const float4*>(qs + g * D);
+                    s[g] += dot8(k, q4[2 * j], q4[2 * j + 1]);
+                }
+            }
+        }
+        float corr[ATT_MAX_GROUP];
+#pragma unroll
+        for (int g = 0; g < ATT_MAX_GROUP; g++) {
+            if (g >= G) break;  // uniform: every thread has the same G
+            float m_new = fmaxf(m[g], block_max(s[g]));
+            float e = t < t_end ? expf(s[g] - m_new) : 0.0f;
+            p_tile[g][tid] = e;
+            corr[g] = expf(m[g] - m_new);
+            lsum[g] = lsum[g] * corr[g] + block_sum(e);  // its barriers publish p_tile[g]
+            m[g] = m_new;
+        }
+        int n_t = min(ATT_THREADS, t_end - t0);
+        // outputs (g, d) are spread over the threads: output o = tid + k * ATT_THREADS
+#pragma unroll
+        for (int k = 0; k < ATT_MAX_GROUP * ATT_MAX_D / ATT_THREADS; k++) {
+            int o = tid + k * ATT_THREADS, g = o / D, d = o % D;
+            if (g >= G) break;
+            float c = 1.0f;
+#pragma unroll
+            for (int gg = 0; gg < ATT_MAX_GROUP; gg++)
+                if (gg == g) c = corr[gg];  // constant indices keep corr in registers
+            float a = acc[k] * c;
+#pragma unroll 8
+            for (int j = 0; j < n_t; j++) a += p_tile[g][j] * bf2f(V[size_t(t0 + j) * kv_dim + size_t(kvh) * D + d]);
+            acc[k] = a;
+        }
+        __syncthreads();  // p_tile is rewritten by the next tile
+    }
+#pragma unroll
+    for (int k = 0; k < ATT_MAX_GROUP * ATT_MAX_D / ATT_THREADS; k++) {
+        int o = tid + k * ATT_THREADS, g = o / D, d = o % D;
+        if (g >= G) break;
+        part_o[(size_t(kvh * G + g) * n_parts + part) * D + d] = acc[k];
+    }
+    if (tid < G) {
+        float mm = 0, ll = 0;
+#pragma unroll
+        for (int gg = 0; gg < ATT_MAX_GROUP; gg++)
+            if (gg == tid) mm = m[gg], ll = lsum[gg];
+        size_t slot = size_t(kvh * G + tid) * n_parts + part;
+        part_ml[2 * slot] = mm;
+        part_ml[2 * slot + 1] = ll;
+    }
+}
+
 // Flash-decoding, part 2: combine the partial softmaxes with their log-sum-exp weights,
 //   M = max_p m_p,  out[d] = sum_p exp(m_p - M) o_p[d] / sum_p exp(m_p - M) l_p
 // grid (n_heads), block 256 (one thread per output dimension)
@@ -563,21 +648,30 @@ static __global__ void attention_reduce_kernel(const float* part_o, const float*
     out[size_t(h) * D + d] = num / den;
 }
 
-// Chunks per head: enough blocks to cover the device about twice, at most one chunk per cached token.
-inline int attention_parts(int n_heads, int context, const Launch& l) {
-    return std::max(1, std::min(ceil_div(2 * l.sm_count, n_heads), context));
+// Chunks of the context: enough blocks to cover the device about twice when each chunk index launches
+// `heads` blocks (query heads, or kv heads when grouped), at most one chunk per cached token.
+inline int attention_parts(int heads, int context, const Launch& l) {
+    return std::max(1, std::min(ceil_div(2 * l.sm_count, heads), context));
 }
 
 // q: (n_heads, D) fp32; K, V: (context, kv_dim) bf16 of one layer; pos: device int (T = *pos + 1 tokens);
 // part_o: (n_heads, n_parts, D) fp32, part_ml: (n_heads, n_parts, 2) fp32 scratch; out: (n_heads, D) fp32.
+// grouped: one block per (kv head, chunk) for all the query heads of the group (needs G <= ATT_MAX_GROUP),
+// else one block per (query head, chunk).
 inline void attention_decode(const float* q, const bf16* K, const bf16* V, const int* pos, float* part_o,
                              float* part_ml, float* out, int n_parts, int n_heads, int n_kv_heads, int D,
-                             const Launch& l) {
+                             bool grouped, const Launch& l) {
     if (D % 8 != 0 || D > ATT_MAX_D) fail("attention: head_dim %d must be a multiple of 8 and <= %d", D, ATT_MAX_D);
     if (n_heads % n_kv_heads != 0) fail("attention: %d heads are not a multiple of %d kv heads", n_heads, n_kv_heads);
     if (n_parts < 1) fail("attention: n_parts must be >= 1, got %d", n_parts);
-    attention_decode_kernel<<<dim3(n_heads, n_parts), ATT_THREADS, D * sizeof(float), l.stream>>>(
-        q, K, V, pos, part_o, part_ml, n_heads, n_kv_heads, D);
+    int G = n_heads / n_kv_heads;
+    if (grouped && G > ATT_MAX_GROUP) fail("attention: groups of %d query heads, at most %d", G, ATT_MAX_GROUP);
+    if (grouped)
+        attention_decode_group_kernel<<<dim3(n_kv_heads, n_parts), ATT_THREADS, G * D * sizeof(float), l.stream>>>(
+            q, K, V, pos, part_o, part_ml, n_heads, n_kv_heads, D);
+    else
+        attention_decode_kernel<<<dim3(n_heads, n_parts), ATT_THREADS, D * sizeof(float), l.stream>>>(
+            q, K, V, pos, part_o, part_ml, n_heads, n_kv_heads, D);
     CUDA_CHECK(cudaGetLastError());
     attention_reduce_kernel<<<n_heads, 256, 0, l.stream>>>(part_o, part_ml, out, n_parts, D);
     CUDA_CHECK(cudaGetLastError());
@@ -696,19 +790,184 @@ void attention_prefill_launch(const float* qkv, const bf16* K, const bf16* V, co
     CUDA_CHECK(cudaGetLastError());
 }
 
+// Calls f(std::integral_constant<int, D>()) for the head sizes the prefill kernels are compiled for.
+template <typename F>
+void with_head_dim(int D, const char* what, F&& f) {
+    switch (D) {
+    case 16: return f(std::integral_constant<int, 16>());
+    case 32: return f(std::integral_constant<int, 32>());
+    case 64: return f(std::integral_constant<int, 64>());
+    case 128: return f(std::integral_constant<int, 128>());
+    case 256: return f(std::integral_constant<int, 256>());
+    default: fail("%s: head_dim %d is not one of 16, 32, 64, 128, 256", what, D);
+    }
+}
+
+inline void check_prefill_shape(int n, int n_heads, int n_kv_heads, const char* what) {
+    if (n < 1) fail("%s: n must be >= 1, got %d", what, n);
+    if (n_kv_heads < 1 || n_heads % n_kv_heads != 0)
+        fail("%s: %d heads are not a multiple of %d kv heads", what, n_heads, n_kv_heads);
+}
+
+// ---- the same attention on tensor cores (wmma, bf16 in, fp32 accumulation) ----
+
+constexpr int TC_BQ = 64;  // queries per block: 4 warps, 16 query rows each
+constexpr int TC_BK = 64;  // keys per tile
+
+// Shared-memory layout of attention_prefill_tc_kernel<D>: byte offsets of its arrays, each 32-byte aligned
+// (wmma's requirement); rows padded by 16 bytes so that a warp's row accesses spread over the banks.
+template <int D>
+struct TcSmem {
+    static constexpr int LD = D + 8;       // row stride (elements) of Q, K, V (bf16)
+    static constexpr int LS = TC_BK + 4;   // of S (fp32)
+    static constexpr int LP = TC_BK + 8;   // of P (bf16)
+    static constexpr int LO = D + 4;       // of O (fp32)
+    static constexpr size_t up32(size_t b) { return (b + 31) / 32 * 32; }
+    static constexpr size_t Q = 0;                                      // (TC_BQ, LD) bf16 queries
+    static constexpr size_t K = up32(Q + TC_BQ * LD * 2);               // (TC_BK, LD) bf16 key tile
+    static constexpr size_t V = up32(K + TC_BK * LD * 2);               // (TC_BK, LD) bf16 value tile
+    static constexpr size_t S = up32(V + TC_BK * LD * 2);               // (TC_BQ, LS) fp32 scores
+    static constexpr size_t P = up32(S + TC_BQ * LS * 4);               // (TC_BQ, LP) bf16 probabilities
+    static constexpr size_t O = up32(P + TC_BQ * LP * 2);               // (TC_BQ, LO) fp32 unnormalised output
+    static constexpr size_t BYTES = up32(O + TC_BQ * LO * 4);
+};
+
+// The causal prefill attention of attention_prefill_kernel with both products on tensor cores. Block (h, qb)
+// owns queries qb*TC_BQ .. +TC_BQ of head h; warp w owns 16 of those rows and, per key tile of TC_BK keys:
+//   S = Q K^T (wmma)  ->  per row: s = S / sqrt(D) masked causally, m' = max(m, max s), p = exp(s - m'),
+//   l = l exp(m - m') + sum p, O = O exp(m - m')  ->  O += P V (wmma, P rounded to bf16)
+// and at the end out = O / l. Q is rounded to bf16 for the tensor cores (the model's attention runs in bf16).
+// Two lanes share a row in the softmax (each half the keys and half of O); m and l stay in their registers.
+// O lives in shared memory because a wmma accumulator's element-to-row map is unspecified, so it cannot be
+// rescaled per row in registers.   grid (n_heads, ceil(n / TC_BQ)), block 128, smem TcSmem<D>::BYTES
+template <int D>
+static __global__ void __launch_bounds__(128)
+    attention_prefill_tc_kernel(const float* qkv, const bf16* K, const bf16* V, const int* pos, bf16* out, int n,
+                                int n_heads, int n_kv_heads) {
+    namespace wmma = nvcuda::wmma;
+    using L = TcSmem<D>;
+    using frag_q = wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major>;
+    using frag_kt = wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major>;
+    using frag_v = wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major>;
+    using frag_acc = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+    extern __shared__ __align__(128) float4 tc_smem4[];  // wmma needs 32-byte aligned tiles
+    unsigned char* smem = reinterpret_cast<unsigned char*>(tc_smem4);
+    bf16* Qs = reinterpret_cast<bf16*>(smem + L::Q);
+    bf16* Ks = reinterpret_cast<bf16*>(smem + L::K);
+    bf16* Vs = reinterpret_cast<bf16*>(smem + L::V);
+    float* Ss = reinterpret_cast<float*>(smem + L::S);
+    bf16* Ps = reinterpret_cast<bf16*>(smem + L::P);
+    float* Os = reinterpret_cast<float*>(smem + L::O);
+    auto tc = [](const bf16* p) { return reinterpret_cast<const __nv_bfloat16*>(p); };
+
+    int h = blockIdx.x, q0 = blockIdx.y * TC_BQ, tid = threadIdx.x, lane = tid % 32, r0 = (tid / 32) * 16;
+    int q_dim = n_heads * D, kv_dim = n_kv_heads * D, stride = q_dim + 2 * kv_dim;
+    int kv_off = (h / (n_heads / n_kv_heads)) * D, p0 = *pos;
+    int kv_end = p0 + min(n, q0 + TC_BQ);  // keys needed by the block's last query
+    for (int e = tid; e < TC_BQ * D; e += 128) {
+        int r = e / D, d = e % D;
+        Qs[r * L::LD + d] = f2bf(q0 + r < n ? qkv[size_t(q0 + r) * stride + h * D + d] : 0.0f);
+        Os[r * L::LO + d] = 0.0f;
+    }
+    __syncthreads();
+    frag_q q[D / 16];  // the warp's 16 query rows, kept in registers for every tile
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) wmma::load_matrix_sync(q[kk], tc(Qs + r0 * L::LD + kk * 16), L::LD);
+
+    int row = r0 + lane / 2, half = lane % 2;  // this lane's row, and which half of the keys / of O it handles
+    int q_pos = p0 + q0 + row;                 // rows past n are computed, not stored
+    float scale = rsqrtf(float(D)), m = -INFINITY, l = 0;
+    for (int k0 = 0; k0 < kv_end; k0 += TC_BK) {
+        for (int e = tid; e < TC_BK * D / 8; e += 128) {  // 16-byte copies of the K and V tiles, zeros past kv_end
+            int r = e / (D / 8), c = e % (D / 8);
+            bool ok = k0 + r < kv_end;
+            uint4 zero = make_uint4(0, 0, 0, 0);
+            *reinterpret_cast<uint4*>(Ks + r * L::LD + 8 * c) =
+                ok ? reinterpret_cast<const uint4*>(K + size_t(k0 + r) * kv_dim + kv_off)[c] : zero;
+            *reinterpret_cast<uint4*>(Vs + r * L::LD + 8 * c) =
+                ok ? reinterpret_cast<const uint4*>(V + size_t(k0 + r) * kv_dim + kv_off)[c] : zero;
+        }
+        __syncthreads();
+        // S (16, TC_BK) = Q K^T for the warp's rows: K's rows read as the columns of K^T
+#pragma unroll
+        for (int j = 0; j < TC_BK / 16; j++) {
+            frag_acc s;
+            wmma::fill_fragment(s, 0.0f);
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                frag_kt kt;
+                wmma::load_matrix_sync(kt, tc(Ks + j * 16 * L::LD + kk * 16), L::LD);
+                wmma::mma_sync(s, q[kk], kt, s);
+            }
+            wmma::store_matrix_sync(Ss + r0 * L::LS + j * 16, s, L::LS, wmma::mem_row_major);
+        }
+        __syncwarp();
+        // online softmax of this lane's half row; m' is finite: key 0 is in the first tile and never masked
+        const float* srow = Ss + row * L::LS;
+        int c0 = half * (TC_BK / 2);
+        float mx = -INFINITY;
+        for (int c = c0; c < c0 + TC_BK / 2; c++) mx = fmaxf(mx, k0 + c <= q_pos ? srow[c] * scale : -INFINITY);
+        float m_new = fmaxf(m, fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1)));
+        float corr = expf(m - m_new), psum = 0;  // corr = 0 on the first tile (m = -inf)
+        for (int c = c0; c < c0 + TC_BK / 2; c++) {
+            bf16 p = f2bf(k0 + c <= q_pos ? expf(srow[c] * scale - m_new) : 0.0f);
+            Ps[row * L::LP + c] = p;
+            psum += bf2f(p);  // the sum of what P V multiplies, so the normalisation matches
+        }
+        l = l * corr + psum + __shfl_xor_sync(0xffffffffu, psum, 1);
+        m = m_new;
+        for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++) Os[row * L::LO + d] *= corr;
+        __syncwarp();
+        // O (16, D) += P (16, TC_BK) V (TC_BK, D), the accumulators round-tripping through Os
+#pragma unroll
+        for (int j = 0; j < D / 16; j++) {
+            frag_acc o;
+            wmma::load_matrix_sync(o, Os + r0 * L::LO + j * 16, L::LO, wmma::mem_row_major);
+#pragma unroll
+            for (int kk = 0; kk < TC_BK / 16; kk++) {
+                frag_q p;
+                frag_v v;
+                wmma::load_matrix_sync(p, tc(Ps + r0 * L::LP + kk * 16), L::LP);
+                wmma::load_matrix_sync(v, tc(Vs + kk * 16 * L::LD + j * 16), L::LD);
+                wmma::mma_sync(o, p, v, o);
+            }
+            wmma::store_matrix_sync(Os + r0 * L::LO + j * 16, o, L::LO, wmma::mem_row_major);
+        }
+        __syncthreads();  // every warp is done with the K and V tiles (and its own Os stores are visible)
+    }
+    if (q0 + row >= n) return;
+    bf16* dst = out + size_t(q0 + row) * q_dim + h * D;
+    for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++) dst[d] = f2bf(Os[row * L::LO + d] / l);
+}
+
+template <int D>
+void attention_prefill_tc_launch(const float* qkv, const bf16* K, const bf16* V, const int* pos, bf16* out, int n,
+                                 int n_heads, int n_kv_heads, const Launch& l) {
+    allow_smem(attention_prefill_tc_kernel<D>, TcSmem<D>::BYTES, l, "attention_prefill_tc");
+    attention_prefill_tc_kernel<D><<<dim3(n_heads, ceil_div(n, TC_BQ)), 128, TcSmem<D>::BYTES, l.stream>>>(
+        qkv, K, V, pos, out, n, n_heads, n_kv_heads);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+// qkv: (n, q_dim + 2*kv_dim) fp32 with q already rotated (the q columns are read); K, V: (context, kv_dim)
+// bf16 of one layer holding rows 0 .. *pos + n - 1; out: (n, q_dim) bf16 (the input of the wo GEMM).
+// The engine's prefill attention (tensor cores); attention_prefill below is its CUDA-core oracle.
+inline void attention_prefill_tc(const float* qkv, const bf16* K, const bf16* V, const int* pos, bf16* out, int n,
+                                 int n_heads, int n_kv_heads, int D, const Launch& l) {
+    check_prefill_shape(n, n_heads, n_kv_heads, "attention_prefill_tc");
+    with_head_dim(D, "attention_prefill_tc", [&](auto d) {
+        attention_prefill_tc_launch<decltype(d)::value>(qkv, K, V, pos, out, n, n_heads, n_kv_heads, l);
+    });
+}
+
 // qkv: (n, q_dim + 2*kv_dim) fp32 with q already rotated (the q columns are read); K, V: (context, kv_dim)
 // bf16 of one layer holding rows 0 .. *pos + n - 1; out: (n, q_dim) bf16 (the input of the wo GEMM).
 inline void attention_prefill(const float* qkv, const bf16* K, const bf16* V, const int* pos, bf16* out, int n,
                               int n_heads, int n_kv_heads, int D, const Launch& l) {
-    if (n_heads % n_kv_heads != 0) fail("attention: %d heads are not a multiple of %d kv heads", n_heads, n_kv_heads);
-    switch (D) {
-    case 16: return attention_prefill_launch<16>(qkv, K, V, pos, out, n, n_heads, n_kv_heads, l);
-    case 32: return attention_prefill_launch<32>(qkv, K, V, pos, out, n, n_heads, n_kv_heads, l);
-    case 64: return attention_prefill_launch<64>(qkv, K, V, pos, out, n, n_heads, n_kv_heads, l);
-    case 128: return attention_prefill_launch<128>(qkv, K, V, pos, out, n, n_heads, n_kv_heads, l);
-    case 256: return attention_prefill_launch<256>(qkv, K, V, pos, out, n, n_heads, n_kv_heads, l);
-    default: fail("attention_prefill: head_dim %d is not one of 16, 32, 64, 128, 256", D);
-    }
+    check_prefill_shape(n, n_heads, n_kv_heads, "attention_prefill");
+    with_head_dim(D, "attention_prefill", [&](auto d) {
+        attention_prefill_launch<decltype(d)::value>(qkv, K, V, pos, out, n, n_heads, n_kv_heads, l);
+    });
 }
 
 }  // namespace gpu
@@ -770,7 +1029,7 @@ static __global__ void __launch_bounds__(SAMPLE_THREADS) argmax_kernel(const flo
     using Reduce = cub::BlockReduce<ArgMax, SAMPLE_THREADS>;
     __shared__ typename Reduce::TempStorage tmp;
     ArgMax r = Reduce(tmp).Reduce(best, Better());
-    if (threadIdx.x == 0) *out = bad ? ARGMAX_NOT_FINITE : r.i < n ? r.i : ARGMAX_ALL_NEG_INF;
+    if (threadIdx.x == 0) *out = bad ? ARGMAX_NOT_FINITE : r.v == -INFINITY ? ARGMAX_ALL_NEG_INF : r.i;
 }
 // x: (n) fp32; out: one device int.
 inline void argmax(const float* x, int n, int* out, const Launch& l) {
@@ -905,6 +1164,128 @@ static __global__ void __launch_bounds__(SAMPLE_THREADS)
 inline void select_token(const float* p, const int* ids, int n, const SampleFilter& f, int* out, const Launch& l) {
     if (n < 1) fail("select_token: n must be >= 1, got %d", n);
     select_kernel<<<1, SAMPLE_THREADS, 0, l.stream>>>(p, ids, n, f, out);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+// ---- the fast path for filtered sampling: sort only the likely tokens ----
+// As in the CPU Sampler (Sampler::keep_above_cutoff_), take the candidates p >= cutoff = p_max / 1024 (with
+// min-p: min_p * p_max). Every other token is less probable than all of them, so the top-p prefix found among
+// them is the true one when they hold at least top_p of the mass, and the top-k set is among them when there
+// are at least k. One pass over the vocabulary (many blocks) collects those few candidates and the softmax
+// normaliser; one block sorts them in shared memory and selects. No radix sort of the vocabulary, no
+// single-block pass over it. When the candidates overflow SAMPLE_CAP, are fewer than k, or hold too little
+// mass, the selection answers SAMPLE_FALLBACK and the caller takes the full path (softmax, radix sort,
+// select_token).
+
+constexpr int SAMPLE_CAP = 2048;  // candidates one block sorts in shared memory (a power of two)
+constexpr int SAMPLE_FALLBACK = -3;
+
+// What the candidate pass accumulates (zeroed before it runs).
+struct Candidates {
+    int count;     // tokens with e >= e_min (only the first SAMPLE_CAP are stored)
+    double total;  // sum over the vocabulary of e = exp((x - max) / T): the softmax normaliser
+};
+
+// e_i = exp((x_i - x_max) / T), with x_max = x[*argmax]; total += sum e_i; tokens with e_i >= e_min appended to
+// (cand_e, cand_id) in any order.   grid-stride, block 256
+static __global__ void __launch_bounds__(256)
+    candidates_kernel(const float* x, int n, const int* argmax, float temperature, float e_min, float* cand_e,
+                      int* cand_id, Candidates* c) {
+    int a = *argmax;
+    if (a < 0) return;  // unusable logits (the whole grid returns): the caller reports the argmax's verdict
+    float m = x[a];
+    double s = 0;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        float e = expf((x[i] - m) / temperature);  // the Sampler's softmax numerator, bit for bit
+        s += e;
+        if (e >= e_min) {
+            int k = atomicAdd(&c->count, 1);
+            if (k < SAMPLE_CAP) cand_e[k] = e, cand_id[k] = i;
+        }
+    }
+    using Reduce = cub::BlockReduce<double, 256>;
+    __shared__ typename Reduce::TempStorage tmp;
+    s = Reduce(tmp).Sum(s);
+    if (threadIdx.x == 0) atomicAdd(&c->total, s);
+}
+
+// Sorts the candidates by (p desc, id asc) with a bitonic sort of 64-bit keys (p's bits, then the complement of
+// the id), keeps those with p >= cutoff exactly as the Sampler computes both, then top-k -> top-p -> min-p ->
+// the draw, as select_kernel does (f.top_k: 0 when off).   grid (1), block SAMPLE_THREADS
+static __global__ void __launch_bounds__(SAMPLE_THREADS)
+    select_candidates_kernel(const float* cand_e, const int* cand_id, const Candidates* c, SampleFilter f, int* out) {
+    __shared__ unsigned long long key[SAMPLE_CAP];
+    __shared__ float p[SAMPLE_CAP];  // kept probabilities, most probable first
+    __shared__ int ids[SAMPLE_CAP];
+    __shared__ int kept_s;
+    int n = c->count, tid = threadIdx.x;
+    if (n > SAMPLE_CAP) {  // uniform
+        if (tid == 0) *out = SAMPLE_FALLBACK;
+        return;
+    }
+    float inv_sum = float(1.0 / c->total);  // p_max = 1 * inv_sum: the arg-max's e is exp(0)
+    float cutoff = f.min_p > 0.0f ? f.min_p * inv_sum : inv_sum / 1024.0f;
+    int N = 1;
+    while (N < n) N *= 2;
+    for (int i = tid; i < N; i += blockDim.x) {
+        float pi = i < n ? cand_e[i] * inv_sum : 0.0f;
+        key[i] = i < n && pi >= cutoff ? (uint64_t(__float_as_uint(pi)) << 32) | ~uint32_t(cand_id[i]) : 0;
+    }
+    __syncthreads();
+    for (int k = 2; k <= N; k *= 2)  // bitonic sort, descending
+        for (int j = k / 2; j > 0; j /= 2) {
+            for (int i = tid; i < N; i += blockDim.x) {
+                int o = i ^ j;
+                if (o <= i) continue;
+                unsigned long long a = key[i], b = key[o];
+                if ((i & k) == 0 ? a < b : a > b) key[i] = b, key[o] = a;
+            }
+            __syncthreads();
+        }
+    for (int i = tid; i < N; i += blockDim.x) {  // the kept ones (non-zero keys) come first
+        if (key[i] && (i + 1 == N || !key[i + 1])) kept_s = i + 1;
+        if (i < n) p[i] = __uint_as_float(uint32_t(key[i] >> 32)), ids[i] = int(~uint32_t(key[i]));
+    }
+    __syncthreads();
+    int keep = kept_s;  // >= 1: the arg-max itself has p = p_max >= cutoff
+    // Top-k needs k candidates (then the k-th and its ties are among them); top-p alone needs top_p of the mass.
+    bool short_of_k = f.top_k > 0 && keep < f.top_k;
+    if (short_of_k || (f.top_k == 0 && f.min_p <= 0.0f && block_sum_prefix(p, keep) < double(f.top_p))) {
+        if (tid == 0) *out = SAMPLE_FALLBACK;  // uniform
+        return;
+    }
+    if (f.top_k > 0) {
+        if (tid == 0) {
+            int k = f.top_k;
+            while (k < keep && p[k] >= p[f.top_k - 1]) k++;  // ties of the k-th stay
+            kept_s = k;
+        }
+        __syncthreads();
+        keep = kept_s;
+    }
+    if (f.top_p < 1.0f) {  // HF renormalises after top-k: top_p of the top-k mass
+        double total = f.top_k > 0 ? block_sum_prefix(p, keep) : 1.0;
+        keep = min(keep, first_prefix_over(p, keep, double(f.top_p) * total, true) + 1);
+    }
+    if (f.min_p > 0.0f) keep = max(1, first_below(p, keep, f.min_p * p[0]));
+    double mass = block_sum_prefix(p, keep);
+    int j = min(first_prefix_over(p, keep, double(f.u) * mass, false), keep - 1);
+    if (tid == 0) *out = ids[j];
+}
+
+// x: (n) fp32 logits; argmax: the device int argmax() wrote; cand_e, cand_id: (SAMPLE_CAP) scratch; c: one
+// Candidates; out: the chosen id or SAMPLE_FALLBACK. For temperature > 0 with some filter (top-k, top-p, min-p).
+inline void sample_candidates(const float* x, int n, const int* argmax, float temperature, SampleFilter f,
+                              float* cand_e, int* cand_id, Candidates* c, int* out, const Launch& l) {
+    if (n < 1 || !(temperature > 0)) fail("sample_candidates: n %d must be >= 1 and temperature %g > 0", n, temperature);
+    if (f.top_k >= n) f.top_k = 0;  // keeps every token: off
+    // a little below the Sampler's cutoff in e (p = e / total): every token it keeps is a candidate
+    float e_min = 0.999f * (f.min_p > 0.0f ? f.min_p : 1.0f / 1024.0f);
+    CUDA_CHECK(cudaMemsetAsync(c, 0, sizeof(Candidates), l.stream));
+    candidates_kernel<<<std::min(ceil_div(n, 256), 2 * l.sm_count), 256, 0, l.stream>>>(x, n, argmax, temperature,
+                                                                                       e_min, cand_e, cand_id, c);
+    CUDA_CHECK(cudaGetLastError());
+    select_candidates_kernel<<<1, SAMPLE_THREADS, 0, l.stream>>>(cand_e, cand_id, c, f, out);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -1164,8 +1545,15 @@ struct GpuEngine : Engine {
         f.top_p = p.top_p;
         f.min_p = p.min_p;
         f.u = s.rng.uniform();
-        gpu::softmax(src, n_vocab, p.temperature, prob_, launch_);
         bool filtered = (p.top_k > 0 && p.top_k < n_vocab) || p.top_p < 1.0f || p.min_p > 0.0f;
+        if (filtered && fast_sampling_) {
+            gpu::sample_candidates(src, n_vocab, choice_, p.temperature, f, cand_e_, cand_id_, cand_, choice_ + 1,
+                                   launch_);
+            int id = read_choice(1);
+            if (id != gpu::SAMPLE_FALLBACK) return id;
+            sampling_fallbacks_++;
+        }
+        gpu::softmax(src, n_vocab, p.temperature, prob_, launch_);
         if (!filtered) {
             gpu::select_token(prob_, nullptr, n_vocab, f, choice_ + 1, launch_);
             return read_choice(1);
@@ -1177,6 +1565,10 @@ struct GpuEngine : Engine {
         return read_choice(1);
     }
 
+    // Filtered sampling (top-k, top-p, min-p) sorts only the likely tokens (default on; off: the full sort always).
+    void set_fast_sampling(bool on) { fast_sampling_ = on; }
+    // How often the fast path handed over to the full one (too many candidates, or too little mass in them).
+    int sampling_fallbacks() const { return sampling_fallbacks_; }
     // Decode steps are replayed from a captured CUDA graph (default on); off runs the same kernels one by one.
     void set_graphs(bool on) { use_graph_ = on; }
     void synchronize() { CUDA_CHECK(cudaStreamSynchronize(h_.stream)); }
@@ -1209,6 +1601,7 @@ struct GpuEngine : Engine {
     float* qkv_ = nullptr;      // (q_dim + 2*kv_dim) projections; q rotated in place
     float* att_ = nullptr;      // (q_dim) attention output
     float* ffn_ = nullptr;      // (ffn_dim) silu(gate) * up
+    bool grouped_attention_ = true;  // one attention block per kv head (GQA group) rather than per query head
     int n_parts_ = 1;           // context chunks per head in split attention
     float* part_o_ = nullptr;   // (n_heads, n_parts, head_dim) partial attention outputs
     float* part_ml_ = nullptr;  // (n_heads, n_parts, 2) partial max and sum of exponentials
@@ -1232,6 +1625,11 @@ struct GpuEngine : Engine {
     int* pen_ids_ = nullptr;        // (2 * vocab_size) distinct context ids, then distinct generated ids
     void* sort_tmp_ = nullptr;      // (sort_tmp_bytes_) cub radix-sort scratch
     size_t sort_tmp_bytes_ = 0;
+    float* cand_e_ = nullptr;          // (SAMPLE_CAP) fast-path candidates: exp((x - max) / T)
+    int* cand_id_ = nullptr;           // (SAMPLE_CAP) and their ids
+    gpu::Candidates* cand_ = nullptr;  // (1) their count and the softmax normaliser
+    bool fast_sampling_ = true;
+    int sampling_fallbacks_ = 0;
     int* choice_ = nullptr;           // (2) int: the argmax (or an ARGMAX_ error code), the sampled id
     std::vector<float> host_logits_;  // (vocab_size) fp32 host copy returned by logits()
 
@@ -1296,7 +1694,8 @@ struct GpuEngine : Engine {
         qkv_ = mem_.get<float>(qkv_dim(), s);
         att_ = mem_.get<float>(c.q_dim(), s);
         ffn_ = mem_.get<float>(c.ffn_dim, s);
-        n_parts_ = gpu::attention_parts(c.n_heads, context_, launch_);
+        grouped_attention_ = c.n_heads / c.n_kv_heads <= gpu::ATT_MAX_GROUP;
+        n_parts_ = gpu::attention_parts(grouped_attention_ ? c.n_kv_heads : c.n_heads, context_, launch_);
         part_o_ = mem_.get<float>(size_t(c.n_heads) * n_parts_ * c.head_dim, s);
         part_ml_ = mem_.get<float>(size_t(c.n_heads) * n_parts_ * 2, s);
         logits_ = mem_.get<float>(V, s);
@@ -1314,6 +1713,9 @@ struct GpuEngine : Engine {
         ids_sorted_ = mem_.get<int>(V, s);
         pen_ids_ = mem_.get<int>(2 * V, s);
         choice_ = mem_.get<int>(2, s);
+        cand_e_ = mem_.get<float>(gpu::SAMPLE_CAP, s);
+        cand_id_ = mem_.get<int>(gpu::SAMPLE_CAP, s);
+        cand_ = mem_.get<gpu::Candidates>(1, s);
         std::vector<int> iota(V);
         for (size_t i = 0; i < V; i++) iota[i] = int(i);
         CUDA_CHECK(cudaMemcpyAsync(ids_, iota.data(), V * sizeof(int), cudaMemcpyHostToDevice, h_.stream));
@@ -1394,7 +1796,7 @@ struct GpuEngine : Engine {
                             qkv_dim(), c.dim, L);
         gpu::qkv_epilogue(qkv_, qkv_layer(l), inv_freq_, pos, 1, c.n_heads, c.n_kv_heads, c.head_dim, c.norm_eps, L);
         gpu::attention_decode(qkv_, k_layer(l), v_layer(l), pos, part_o_, part_ml_, att_, n_parts_, c.n_heads,
-                              c.n_kv_heads, c.head_dim, L);
+                              c.n_kv_heads, c.head_dim, grouped_attention_, L);
         gpu::matvec_residual(w_.wo + size_t(l) * dim * c.q_dim(), att_, x_, c.dim, c.q_dim(), L);
         gpu::rmsnorm_matvec_swiglu(w_.w_gate_up + size_t(l) * 2 * f * dim, x_, w_.ffn_norm + size_t(l) * dim,
                                    c.norm_eps, ffn_, c.ffn_dim, c.dim, L);
@@ -1458,7 +1860,7 @@ struct GpuEngine : Engine {
         gpu::rmsnorm<bf16>(X_, w_.attn_norm + size_t(l) * dim, Xn_, n, c.dim, c.norm_eps, L);
         gpu::gemm(h_.cublas, w_.wqkv + size_t(l) * qkv_dim() * dim, Xn_, QKV_, n, qkv_dim(), c.dim, false);
         gpu::qkv_epilogue(QKV_, qkv_layer(l), inv_freq_, pos, n, c.n_heads, c.n_kv_heads, c.head_dim, c.norm_eps, L);
-        gpu::attention_prefill(QKV_, k_layer(l), v_layer(l), pos, A_, n, c.n_heads, c.n_kv_heads, c.head_dim, L);
+        gpu::attention_prefill_tc(QKV_, k_layer(l), v_layer(l), pos, A_, n, c.n_heads, c.n_kv_heads, c.head_dim, L);
         gpu::gemm(h_.cublas, w_.wo + size_t(l) * dim * c.q_dim(), A_, X_, n, c.dim, c.q_dim(), true);
         gpu::rmsnorm<bf16>(X_, w_.ffn_norm + size_t(l) * dim, Xn_, n, c.dim, c.norm_eps, L);
         gpu::gemm(h_.cublas, w_.w_gate_up + size_t(l) * 2 * f * dim, Xn_, GU_, n, 2 * c.ffn_dim, c.dim, false);

@@ -1,109 +1,16 @@
 // Decode attention: one query per head against T cached keys/values (bf16), GQA.
 //   v1  qwen::gpu::attention_decode_ref: one block per head, scores in shared memory (few blocks: at short
 //       contexts most of the GPU idles, at long ones each block walks the whole cache alone)
-//   v2  qwen::gpu::attention_decode: the context split into chunks computed in parallel (flash-decoding),
-//       then a log-sum-exp reduce
-//   v3  as v2, but one block per (kv head, chunk) scores all the query heads of its GQA group, so each K/V
-//       row is read once instead of once per query head (7x less traffic for Qwen2-7B). Not in the engine yet.
+//   v2  qwen::gpu::attention_decode, grouped = false: the context split into chunks computed in parallel
+//       (flash-decoding), one block per (query head, chunk), then a log-sum-exp reduce
+//   v3  qwen::gpu::attention_decode, grouped = true: one block per (kv head, chunk) scores all the query heads
+//       of its GQA group, so each K/V row is read once instead of once per query head (7x less traffic for
+//       Qwen2-7B). The engine's version when the group has at most ATT_MAX_GROUP = 8 query heads.
 // usage: ./dev/bin/attention_decode [version]   (Qwen2-7B: 28 heads, 4 kv heads, head_dim 128; one layer)
 #include "common.cuh"
 
 using qwen::bf16;
 using namespace qwen::gpu;
-
-constexpr int MAX_GROUP = 8;  // query heads per kv head handled by v3
-
-// Flash-decoding over a GQA group: block (kvh, part) scores the chunk's tokens against the G = n_heads /
-// n_kv_heads queries of kv head kvh (one token per thread, its K row read once), then accumulates the G
-// outputs; partial results in the same layout as qwen::gpu::attention_decode_kernel, so
-// attention_reduce_kernel combines them.   grid (n_kv_heads, n_parts), block ATT_THREADS, smem G*D floats
-static __global__ void __launch_bounds__(ATT_THREADS)
-    attention_group_kernel(const float* q, const bf16* K, const bf16* V, const int* pos, float* part_o, float* part_ml,
-                           int n_heads, int n_kv_heads, int D) {
-    extern __shared__ float4 smem4[];
-    float* qs = reinterpret_cast<float*>(smem4);      // (G, D) the group's queries, pre-scaled by 1/sqrt(D)
-    __shared__ float p_tile[MAX_GROUP][ATT_THREADS];  // exp(s - m) per head for the current tile
-    int kvh = blockIdx.x, part = blockIdx.y, n_parts = gridDim.y, tid = threadIdx.x;
-    int G = n_heads / n_kv_heads, kv_dim = n_kv_heads * D;
-    int T = *pos + 1, chunk = ceil_div(T, n_parts);
-    int t_begin = part * chunk, t_end = min(T, t_begin + chunk);
-    for (int e = tid; e < G * D; e += ATT_THREADS) qs[e] = q[size_t(kvh) * G * D + e] * rsqrtf(float(D));
-    __syncthreads();
-    float m[MAX_GROUP], lsum[MAX_GROUP], acc[MAX_GROUP * ATT_MAX_D / ATT_THREADS] = {};
-#pragma unroll
-    for (int g = 0; g < MAX_GROUP; g++) m[g] = -INFINITY, lsum[g] = 0;
-    for (int t0 = t_begin; t0 < t_end; t0 += ATT_THREADS) {
-        int t = t0 + tid;
-        float s[MAX_GROUP];
-#pragma unroll
-        for (int g = 0; g < MAX_GROUP; g++) s[g] = t < t_end && g < G ? 0.0f : -INFINITY;
-        if (t < t_end) {
-            const uint4* k4 = reinterpret_cast<const uint4*>(K + size_t(t) * kv_dim + size_t(kvh) * D);
-            for (int j = 0; j < D / 8; j++) {
-                uint4 k = k4[j];
-#pragma unroll
-                for (int g = 0; g < MAX_GROUP; g++) {
-                    if (g >= G) break;
-                    const float4* q4 = reinterpret_cast<const float4*>(qs + g * D);
-                    s[g] += dot8(k, q4[2 * j], q4[2 * j + 1]);
-                }
-            }
-        }
-        float corr[MAX_GROUP];
-#pragma unroll
-        for (int g = 0; g < MAX_GROUP; g++) {
-            if (g >= G) break;  // uniform: every thread has the same G
-            float m_new = fmaxf(m[g], block_max(s[g]));
-            float e = t < t_end ? expf(s[g] - m_new) : 0.0f;
-            p_tile[g][tid] = e;
-            corr[g] = expf(m[g] - m_new);
-            lsum[g] = lsum[g] * corr[g] + block_sum(e);  // its barriers publish p_tile[g]
-            m[g] = m_new;
-        }
-        int n_t = min(ATT_THREADS, t_end - t0);
-        // outputs (g, d) are spread over the threads: output o = tid + k * ATT_THREADS
-#pragma unroll
-        for (int k = 0; k < MAX_GROUP * ATT_MAX_D / ATT_THREADS; k++) {
-            int o = tid + k * ATT_THREADS, g = o / D, d = o % D;
-            if (g >= G) break;
-            float c = 1.0f;
-#pragma unroll
-            for (int gg = 0; gg < MAX_GROUP; gg++)
-                if (gg == g) c = corr[gg];  // constant indices keep corr in registers
-            float a = acc[k] * c;
-#pragma unroll 8
-            for (int j = 0; j < n_t; j++) a += p_tile[g][j] * bf2f(V[size_t(t0 + j) * kv_dim + size_t(kvh) * D + d]);
-            acc[k] = a;
-        }
-        __syncthreads();  // p_tile is rewritten by the next tile
-    }
-#pragma unroll
-    for (int k = 0; k < MAX_GROUP * ATT_MAX_D / ATT_THREADS; k++) {
-        int o = tid + k * ATT_THREADS, g = o / D, d = o % D;
-        if (g >= G) break;
-        part_o[(size_t(kvh * G + g) * n_parts + part) * D + d] = acc[k];
-    }
-    if (tid < G) {
-        float mm = 0, ll = 0;
-#pragma unroll
-        for (int gg = 0; gg < MAX_GROUP; gg++)
-            if (gg == tid) mm = m[gg], ll = lsum[gg];
-        size_t slot = size_t(kvh * G + tid) * n_parts + part;
-        part_ml[2 * slot] = mm;
-        part_ml[2 * slot + 1] = ll;
-    }
-}
-
-static void attention_group(const float* q, const bf16* K, const bf16* V, const int* pos, float* part_o, float* part_ml,
-                            float* out, int n_parts, int n_heads, int n_kv_heads, int D, const Launch& l) {
-    int G = n_heads / n_kv_heads;
-    if (G > MAX_GROUP || G * D > MAX_GROUP * ATT_MAX_D || D % 8) qwen::fail("attention_group: unsupported shape");
-    attention_group_kernel<<<dim3(n_kv_heads, n_parts), ATT_THREADS, G * D * sizeof(float), l.stream>>>(
-        q, K, V, pos, part_o, part_ml, n_heads, n_kv_heads, D);
-    CUDA_CHECK(cudaGetLastError());
-    attention_reduce_kernel<<<n_heads, 256, 0, l.stream>>>(part_o, part_ml, out, n_parts, D);
-    CUDA_CHECK(cudaGetLastError());
-}
 
 static int body(int argc, char** argv) {
     int v = bench::version_arg(argc, argv, 3);
@@ -127,8 +34,8 @@ static int body(int argc, char** argv) {
         CUDA_CHECK(cudaMalloc(&pml, H * max_parts * 2 * sizeof(float)));
         auto run = [&](int) {
             if (v == 1) attention_decode_ref(q, K, V, out, T, H, KV, D, l);
-            if (v == 2) attention_decode(q, K, V, pos, po, pml, out, parts, H, KV, D, l);
-            if (v == 3) attention_group(q, K, V, pos, po, pml, out, parts_group, H, KV, D, l);
+            if (v == 2) attention_decode(q, K, V, pos, po, pml, out, parts, H, KV, D, /*grouped=*/false, l);
+            if (v == 3) attention_decode(q, K, V, pos, po, pml, out, parts_group, H, KV, D, /*grouped=*/true, l);
         };
         run(0);
         std::vector<bf16> hK = bench::to_host(K, n), hV = bench::to_host(V, n);

@@ -32,5 +32,5 @@ step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 ./build/test_
 cat "$LOG/gpu.txt"
 echo; grep -h "doctest\] test cases\|doctest\] assertions\|ERROR\|worst NMSE" "$LOG/test_gpu.log" | head -20
 for s in $SHAPES; do echo; tail -n 12 "$LOG/bench-$s.log"; done
-echo; grep -v "^nvcc\|^make\|^mkdir\|^bin/" "$LOG/dev.log" | head -60
+echo; grep -v "^nvcc\|^make\|^mkdir\|^bin/" "$LOG/dev.log" | head -80
 echo; printf '%s\n' "${summary[@]}"

@@ -6,10 +6,11 @@
 // prints one SKIPPED line; it still exits 0.
 #include <doctest/doctest.h>
 
+#include <map>
 #include <numeric>
 #include <random>
 
-#include "../qwen.cuh"
+#include "qwen.cuh"  // the emulated build finds its rewritten copy first
 #include "fixtures.hpp"
 
 using namespace qwen;
@@ -363,7 +364,9 @@ TEST_CASE("gpu: split-context decode attention and its reference match the CPU")
     struct Case {
         int n_heads, n_kv, D;
     };
-    for (Case cs : {Case{4, 4, 64}, Case{8, 4, 128}, Case{14, 2, 64}, Case{28, 4, 128}, Case{2, 1, 16}}) {
+    // GQA ratios 1, 2, 7 and 8 (the largest group the grouped kernel takes), head_dim 16 to 256
+    for (Case cs : {Case{4, 4, 64}, Case{8, 4, 128}, Case{14, 2, 64}, Case{28, 4, 128}, Case{2, 1, 16},
+                    Case{8, 1, 256}}) {
         for (int T : {1, 2, 17, 128, 1000, 4096}) {
             CAPTURE(cs.n_heads);
             CAPTURE(cs.D);
@@ -379,25 +382,29 @@ TEST_CASE("gpu: split-context decode attention and its reference match the CPU")
             gpu::attention_decode_ref(dq.ptr(), dK.ptr(), dV.ptr(), out.ptr(), T, cs.n_heads, cs.n_kv, cs.D, launch());
             CHECK(nmse(out.check(), want) <= 1e-8);  // fp32 math on exact bf16 inputs
             for (int parts : {1, 3, 64, gpu::attention_parts(cs.n_heads, context, launch())}) {
-                CAPTURE(parts);
-                Guarded<float> po(size_t(cs.n_heads) * parts * cs.D), pml(size_t(cs.n_heads) * parts * 2);
-                gpu::attention_decode(dq.ptr(), dK.ptr(), dV.ptr(), dpos.ptr(), po.ptr(), pml.ptr(), out.ptr(), parts,
-                                      cs.n_heads, cs.n_kv, cs.D, launch());
-                CHECK(nmse(out.check(), want) <= 1e-8);  // fp32 math on exact bf16 inputs
-                po.check();
-                pml.check();
+                for (bool grouped : {false, true}) {
+                    CAPTURE(parts);
+                    CAPTURE(grouped);
+                    Guarded<float> po(size_t(cs.n_heads) * parts * cs.D), pml(size_t(cs.n_heads) * parts * 2);
+                    gpu::attention_decode(dq.ptr(), dK.ptr(), dV.ptr(), dpos.ptr(), po.ptr(), pml.ptr(), out.ptr(),
+                                          parts, cs.n_heads, cs.n_kv, cs.D, grouped, launch());
+                    CHECK(nmse(out.check(), want) <= 1e-8);  // fp32 math on exact bf16 inputs
+                    po.check();
+                    pml.check();
+                }
             }
         }
     }
 }
 
-TEST_CASE("gpu: tiled causal prefill attention matches the CPU") {
+TEST_CASE("gpu: tiled causal prefill attention, on CUDA cores and on tensor cores, matches the CPU") {
     struct Case {
         int n_heads, n_kv, D;
     };
+    double worst_tc = 0;
     for (Case cs : {Case{4, 2, 16}, Case{4, 2, 32}, Case{14, 2, 64}, Case{7, 7, 128}, Case{2, 1, 256}}) {
         for (int pos0 : {0, 37}) {
-            for (int n : {1, 5, 33, 100}) {
+            for (int n : {1, 5, 33, 100, 130}) {
                 CAPTURE(cs.D);
                 CAPTURE(cs.n_heads);
                 CAPTURE(pos0);
@@ -411,6 +418,9 @@ TEST_CASE("gpu: tiled causal prefill attention matches the CPU") {
                 Guarded<int> dpos(std::vector<int>{pos0});
                 gpu::attention_prefill(dqkv.ptr(), dK.ptr(), dV.ptr(), dpos.ptr(), out.ptr(), n, cs.n_heads, cs.n_kv,
                                        cs.D, launch());
+                Guarded<bf16> out_tc(size_t(n) * q_dim);
+                gpu::attention_prefill_tc(dqkv.ptr(), dK.ptr(), dV.ptr(), dpos.ptr(), out_tc.ptr(), n, cs.n_heads,
+                                          cs.n_kv, cs.D, launch());
                 std::vector<double> want;
                 for (int i = 0; i < n; i++) {  // query i sees rows 0 .. pos0 + i
                     std::vector<float> q(qkv.begin() + size_t(i) * width, qkv.begin() + size_t(i) * width + q_dim);
@@ -422,10 +432,15 @@ TEST_CASE("gpu: tiled causal prefill attention matches the CPU") {
                 std::vector<double> rounded(want.size());
                 for (size_t i = 0; i < want.size(); i++) rounded[i] = bf16_to_f32(f32_to_bf16(float(want[i])));
                 CHECK(nmse(to_f32(out.check()), want) <= nmse(rounded, want) + 1e-6);
+                // tensor cores: q and the probabilities are rounded to bf16 as well (relative error ~2^-9 each)
+                double tc = nmse(to_f32(out_tc.check()), want);
+                CHECK(tc <= 1e-4);
+                worst_tc = std::max(worst_tc, tc);
                 dqkv.check();
             }
         }
     }
+    MESSAGE("tensor-core prefill attention: worst NMSE vs the fp64 reference ", worst_tc);
 }
 
 // ============================================================================
@@ -459,6 +474,81 @@ TEST_CASE("gpu: argmax flags NaN, +inf and an all -inf input, as the CPU Sampler
     Guarded<int> out(1);
     gpu::argmax(dx.ptr(), n, out.ptr(), launch());
     CHECK(out.check()[0] == gpu::ARGMAX_ALL_NEG_INF);
+}
+
+// The fast filtered path must draw exactly what the CPU Sampler draws (same seed, same uniform), and hand over
+// to the full path exactly when it must: more than SAMPLE_CAP candidates, fewer than top_k, or (top-p alone)
+// less than top_p of the mass in them.
+TEST_CASE("gpu: sample_candidates draws as the CPU Sampler does, or hands over to the full path") {
+    const int n = 151936;  // the Qwen vocabulary
+    struct Dist {
+        const char* name;
+        float scale;  // logits ~ N(0, scale)
+        int spikes;   // this many tokens lifted (by 12, or by 8 over a flat floor)
+    };
+    // peaked and spiky: tens to hundreds of candidates; flat: every token is one (overflow); a lone spike 8 over a
+    // flat floor: at temperature 1 a floor token has e = 3.4e-4 < 1/1024, so the spike is the only candidate and
+    // holds 2 % of the mass
+    std::map<std::string, int> outcomes;
+    for (Dist d : {Dist{"peaked", 5.0f, 0}, Dist{"spiky", 1.0f, 40}, Dist{"flat", 0.01f, 0},
+                   Dist{"spike over a floor", 0.0f, 1}}) {
+        std::string name = d.name;
+        CAPTURE(name);
+        std::vector<float> logits = randn(size_t(n), d.scale);
+        for (int i = 0; i < d.spikes; i++) logits[size_t(i) * 997] += d.scale > 0 ? 12.0f : 8.0f;
+        Guarded<float> dl(logits), cand_e(gpu::SAMPLE_CAP);
+        Guarded<int> am(1), cand_id(gpu::SAMPLE_CAP), out(1);
+        Guarded<gpu::Candidates> c(1);
+        gpu::argmax(dl.ptr(), n, am.ptr(), launch());
+        struct F {
+            float temp, top_p, min_p;
+            int top_k;
+        };
+        for (F fp : {F{1.0f, 0.9f, 0, 0}, F{0.7f, 0.8f, 0, 20}, F{1.3f, 1.0f, 0.05f, 0}, F{1.0f, 0.95f, 0.01f, 0},
+                     F{1.0f, 1.0f, 0, 1000}, F{0.5f, 0.5f, 0, 0}}) {
+            CAPTURE(fp.temp);
+            CAPTURE(fp.top_p);
+            CAPTURE(fp.min_p);
+            CAPTURE(fp.top_k);
+            // the expected verdict, from the Sampler's own arithmetic on the host
+            float m = *std::max_element(logits.begin(), logits.end()), e_min = 0.999f * (fp.min_p > 0 ? fp.min_p : 1.0f / 1024);
+            std::vector<float> e(logits.size());
+            double total = 0;
+            int n_sup = 0;
+            for (size_t i = 0; i < e.size(); i++) {
+                e[i] = std::exp((logits[i] - m) / fp.temp);
+                total += e[i];
+                n_sup += e[i] >= e_min;
+            }
+            float inv = float(1.0 / total), cutoff = fp.min_p > 0 ? fp.min_p * inv : inv / 1024.0f;
+            int kept = 0;
+            double mass = 0;
+            for (float x : e)
+                if (x * inv >= cutoff) kept++, mass += x * inv;
+            bool fallback = n_sup > gpu::SAMPLE_CAP || (fp.top_k > 0 && kept < fp.top_k) ||
+                            (fp.top_k == 0 && fp.min_p == 0 && mass < fp.top_p);
+            SamplingParams sp;
+            sp.temperature = fp.temp, sp.top_p = fp.top_p, sp.min_p = fp.min_p, sp.top_k = fp.top_k, sp.seed = 7;
+            Sampler dev(sp), cpu(sp);
+            for (int draw = 0; draw < 5; draw++) {
+                gpu::SampleFilter f;
+                f.top_k = fp.top_k, f.top_p = fp.top_p, f.min_p = fp.min_p, f.u = dev.rng.uniform();
+                gpu::sample_candidates(dl.ptr(), n, am.ptr(), fp.temp, f, cand_e.ptr(), cand_id.ptr(), c.ptr(),
+                                       out.ptr(), launch());
+                int got = out.check()[0];
+                std::vector<float> host = logits;
+                int want = cpu.sample(host.data(), n, {}, 0);
+                CHECK((got == gpu::SAMPLE_FALLBACK) == fallback);
+                if (got != gpu::SAMPLE_FALLBACK) CHECK(got == want);
+            }
+            outcomes[!fallback ? "drawn" : n_sup > gpu::SAMPLE_CAP ? "overflow" : fp.top_k ? "short of k" : "mass"]++;
+        }
+        cand_e.check(), cand_id.check(), c.check();
+    }
+    for (const char* o : {"drawn", "overflow", "short of k", "mass"}) {
+        CAPTURE(o);
+        CHECK(outcomes[o] > 0);  // every branch was taken
+    }
 }
 
 TEST_CASE("gpu: select_token keeps to the top-k / top-p / min-p sets") {
@@ -526,7 +616,11 @@ TEST_CASE("gpu engine: logits match Hugging Face; prefill, decode, graphs and th
         plain.set_graphs(false);
         CpuEngine cpu(model, 256);
         double worst_decode = 0, worst_prefill = 0, worst_cpu = 0, worst_graph = 0;
-        for (const json& cs : ref.cases) {
+        for (size_t ci = 0; ci < ref.cases.size(); ci++) {
+#ifdef QWEN_CUDA_EMU
+            if (ci != 1 && ci != 5) continue;  // emulated: a short and a long case (all of them take minutes)
+#endif
+            const json& cs = ref.cases[ci];
             std::vector<int> input = cs["input_ids"], greedy = cs["greedy_ids"];
             std::vector<float> margins = cs["greedy_margins"];
             std::vector<int> ids = input;
@@ -594,6 +688,7 @@ TEST_CASE("gpu engine: on-device sampling matches the CPU Sampler draw for draw"
     const int V = model.config.vocab_size;
     std::vector<int> tokens = {5, 17, 17, 300, 42};
     e.forward(tokens.data(), int(tokens.size()), 0);
+    int fast_draws = 0;
     struct P {
         float temp, top_p, min_p, rep, pres;
         int top_k;
@@ -609,17 +704,27 @@ TEST_CASE("gpu engine: on-device sampling matches the CPU Sampler draw for draw"
         sp.repetition_penalty = p.rep;
         sp.presence_penalty = p.pres;
         sp.seed = 99;
-        Sampler on_gpu(sp), on_cpu(sp);
-        for (int i = 0; i < 50; i++) {
-            CAPTURE(p.temp);
-            CAPTURE(p.top_k);
-            CAPTURE(p.top_p);
-            CAPTURE(i);
-            int a = e.sample(on_gpu, V, tokens, 3);
-            int b = e.Engine::sample(on_cpu, V, tokens, 3);  // the base class: the CPU Sampler on host logits
-            CHECK(a == b);
+        bool filtered = p.temp > 0 && (p.top_k > 0 || p.top_p < 1 || p.min_p > 0);
+        for (bool fast : {true, false}) {  // the fast filtered path, and the full sort
+            e.set_fast_sampling(fast);
+            fast_draws += fast && filtered ? 50 : 0;
+            Sampler on_gpu(sp), on_cpu(sp);
+            for (int i = 0; i < 50; i++) {
+                CAPTURE(p.temp);
+                CAPTURE(p.top_k);
+                CAPTURE(p.top_p);
+                CAPTURE(fast);
+                CAPTURE(i);
+                int a = e.sample(on_gpu, V, tokens, 3);
+                int b = e.Engine::sample(on_cpu, V, tokens, 3);  // the base class: the CPU Sampler on host logits
+                CHECK(a == b);
+            }
         }
     }
+    // both paths served: the fast one most draws, the full one where the candidates were fewer than top_k
+    MESSAGE("fast sampling path: ", e.sampling_fallbacks(), " of ", fast_draws, " filtered draws handed over");
+    CHECK(e.sampling_fallbacks() > 0);
+    CHECK(e.sampling_fallbacks() < fast_draws / 2);
 }
 
 TEST_CASE("gpu engine: synthetic weights give finite logits, the same with and without the graph") {
