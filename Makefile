@@ -77,14 +77,18 @@ build/test_gpu: test/test_gpu.cu test/test_main.cpp test/fixtures.hpp qwen.cuh $
 CUDA_INC  := $(dir $(shell command -v $(NVCC) 2>/dev/null))../include
 EMU_FLAGS := -O1 -g -std=c++17 -pthread -Wall -Wno-unknown-pragmas -fsanitize=address,undefined \
              -fno-sanitize-recover=all -isystem $(CUDA_INC) -include test/emu/cuda_emu.hpp
-build/emu/qwen.cuh: qwen.cuh Makefile | build
+EMU_REWRITE := perl -0pe 's/(\w+(?:<[^<>;()]*>)?)\s*<<<(.*?)>>>\s*\(/::qwen_emu::launch($$1, "$$1", $$2)(/gs; \
+    s/extern __shared__ (?:__align__\(\d+\) )?(\w+) (\w+)\[\];/$$1* $$2 = ::qwen_emu::dynamic_smem<$$1>();/g; \
+    s/\#include <cub\/cub.cuh>//'
+build/emu/%: % Makefile | build
 	@mkdir -p build/emu
-	perl -0pe 's/(\w+(?:<[^<>;()]*>)?)\s*<<<(.*?)>>>\s*\(/::qwen_emu::launch($$1, "$$1", $$2)(/gs; \
-	    s/extern __shared__ (?:__align__\(\d+\) )?(\w+) (\w+)\[\];/$$1* $$2 = ::qwen_emu::dynamic_smem<$$1>();/g; \
-	    s/#include <cub\/cub.cuh>//' qwen.cuh > $@
+	$(EMU_REWRITE) $< > $@
 # The emulator's own tests: barriers, shuffles, graph capture, and the faults it must report.
 build/test_emu: test/emu/test_emu.cpp test/test_main.cpp test/emu/cuda_emu.cpp test/emu/cuda_emu.hpp | build
 	$(CXX) $(EMU_FLAGS) -o $@ test/emu/test_emu.cpp test/test_main.cpp test/emu/cuda_emu.cpp
+# ./qwen on the emulated device (its GPU path end to end: test/test_cli_gpu.py).
+build/qwen_emu: build/emu/main.cu build/emu/qwen.cuh test/emu/cuda_emu.cpp test/emu/cuda_emu.hpp $(HEADERS)
+	$(CXX) $(EMU_FLAGS) -Ibuild/emu -I. -o $@ -x c++ build/emu/main.cu -x none test/emu/cuda_emu.cpp
 build/test_gpu_emu: test/test_gpu.cu test/test_main.cpp test/fixtures.hpp test/emu/cuda_emu.cpp test/emu/cuda_emu.hpp \
                     build/emu/qwen.cuh $(HEADERS)
 	$(CXX) $(EMU_FLAGS) -Ibuild/emu -I. -o $@ -x c++ test/test_gpu.cu -x none test/test_main.cpp test/emu/cuda_emu.cpp
@@ -117,7 +121,7 @@ fuzz: build/fuzz_loader fixtures
 
 # The emulated GPU tests need the x86-64 stack switch of test/emu; elsewhere they are skipped with a line.
 ifeq ($(shell uname -m),x86_64)
-EMU_TEST := build/test_emu build/test_gpu_emu
+EMU_TEST := build/test_emu build/test_gpu_emu build/qwen_emu
 run_emu = ASAN_OPTIONS=detect_leaks=1 ./build/test_emu && ASAN_OPTIONS=detect_leaks=1 ./build/test_gpu_emu
 else
 EMU_TEST :=

@@ -1,0 +1,93 @@
+"""The ./qwen command line on its GPU engine, end to end.
+
+It runs build/qwen_emu, the same main.cu built against the emulated device of test/emu (so the GPU path runs on
+every x86-64 machine), or ./qwen itself on a machine with a GPU. Greedy text is compared with Hugging Face's
+where the recorded margins are clear (the GPU engine's logits differ from the fp32 reference by ~1e-5, which
+can flip a near tie), and with the CPU engine's output.
+"""
+import platform
+import re
+from pathlib import Path
+
+import pytest
+
+import test_cli
+from test_cli import ROOT, TINY, expected_bytes, model, reference
+
+EMU = ROOT / "build" / "qwen_emu"
+HAS_GPU = Path("/dev/nvidia0").exists()
+
+
+def gpu_binary():
+    if HAS_GPU:
+        return ROOT / "qwen"
+    if EMU.exists():
+        return EMU
+    reason = "x86-64 only" if platform.machine() != "x86_64" else "run make build/qwen_emu"
+    pytest.skip(f"no GPU and no emulated build ({reason})")
+
+
+def run_gpu(*args, **kw):
+    """test_cli.run with the GPU binary (ASan is on in the emulated one: any finding fails the run)."""
+    saved = test_cli.QWEN
+    test_cli.QWEN = gpu_binary()
+    try:
+        return test_cli.ok(*args, **kw)
+    finally:
+        test_cli.QWEN = saved
+
+
+def clear_prefix(case, n):
+    """The leading greedy tokens (at most n) whose recorded margin over the runner-up exceeds 0.05."""
+    k = 0
+    while k < min(n, len(case["greedy_ids"])) and case["greedy_margins"][k] > 0.05:
+        k += 1
+    return k
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_gpu_raw_greedy_matches_hf(name):
+    checked = 0
+    for case in [c for c in reference(name) if c["mode"] == "raw"]:
+        k = clear_prefix(case, 12)
+        if k == 0:
+            continue
+        p = run_gpu("-m", model(name), "--raw", "--temp", "0", "-n", k, "-p", case["prompt"])
+        want = expected_bytes(name, case["greedy_ids"][:k])
+        # generation ends early at a stop id, which is not printed
+        assert want.startswith(p.stdout) and (p.stdout == want or b"(stop)" in p.stderr), case["prompt"]
+        checked += 1
+    assert checked >= 2
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_gpu_engine_is_used_and_reports_its_memory(name):
+    p = run_gpu("-m", model(name), "--temp", "0", "-n", "4", "--verbose", "-p", "hi")
+    err = p.stderr.decode()
+    assert "engine cuda" in err, err
+    assert "cuda: weights" in err and "KV cache" in err and "scratch" in err, err
+    assert "running on the CPU" not in err
+
+
+def test_gpu_and_cpu_engines_agree_on_a_chat_answer():
+    args = ["-m", model("tiny-qwen3"), "--temp", "0", "-n", "12", "-p", "Write a haiku about the sea"]
+    assert run_gpu(*args).stdout == test_cli.ok(*args, "--cpu").stdout
+
+
+def test_gpu_sampling_is_reproducible_with_a_seed():
+    # the default filters (top-k 20, top-p 0.8) and plain temperature: both device sampling paths
+    for extra in ([], ["--top-k", "0", "--top-p", "1"], ["--top-k", "0", "--top-p", "0.9", "--min-p", "0.05"]):
+        args = ["-m", model("tiny-qwen2"), "--temp", "1.0", "-n", "12", "-p", "hi", *extra]
+        a = run_gpu(*args, "-s", "7").stdout
+        assert a == run_gpu(*args, "-s", "7").stdout, extra
+        assert len({run_gpu(*args, "-s", str(s)).stdout for s in range(4)}) > 1, extra
+
+
+def test_gpu_interactive_session_reuses_the_cache():
+    # turn 2's prompt is the whole conversation; the rows of turn 1 come from the KV cache (a prefill at pos > 0)
+    stdin = "Once upon a time\nhi\n".encode()
+    args = ["-m", model("tiny-qwen2"), "-i", "--temp", "0", "-n", "6", "--verbose"]
+    p = run_gpu(*args, stdin=stdin)
+    err = p.stderr.decode()
+    assert re.search(r"turn 2: prompt \d+ tokens \([1-9]\d* from the cache\)", err), err
+    assert p.stdout == test_cli.ok(*args, "--cpu", stdin=stdin).stdout
