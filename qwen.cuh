@@ -823,13 +823,15 @@ struct TcSmem {
     static constexpr int LP = TC_BK + 8;   // of P (bf16)
     static constexpr int LO = D + 4;       // of O (fp32)
     static constexpr size_t up32(size_t b) { return (b + 31) / 32 * 32; }
-    static constexpr size_t Q = 0;                                      // (TC_BQ, LD) bf16 queries
-    static constexpr size_t K = up32(Q + TC_BQ * LD * 2);               // (TC_BK, LD) bf16 key tile
-    static constexpr size_t V = up32(K + TC_BK * LD * 2);               // (TC_BK, LD) bf16 value tile
-    static constexpr size_t S = up32(V + TC_BK * LD * 2);               // (TC_BQ, LS) fp32 scores
-    static constexpr size_t P = up32(S + TC_BQ * LS * 4);               // (TC_BQ, LP) bf16 probabilities
-    static constexpr size_t O = up32(P + TC_BQ * LP * 2);               // (TC_BQ, LO) fp32 unnormalised output
-    static constexpr size_t BYTES = up32(O + TC_BQ * LO * 4);
+    static constexpr size_t max(size_t a, size_t b) { return a > b ? a : b; }
+    // Q is only read into registers before the first tile, so the scores S reuse its space.
+    static constexpr size_t Q = 0;                                               // (TC_BQ, LD) bf16 queries
+    static constexpr size_t S = 0;                                               // (TC_BQ, LS) fp32 scores
+    static constexpr size_t K = up32(max(TC_BQ * LD * 2, TC_BQ * LS * 4));       // (TC_BK, LD) bf16 key tile
+    static constexpr size_t V = up32(K + TC_BK * LD * 2);                        // (TC_BK, LD) bf16 value tile
+    static constexpr size_t P = up32(V + TC_BK * LD * 2);                        // (TC_BQ, LP) bf16 probabilities
+    static constexpr size_t O = up32(P + TC_BQ * LP * 2);                        // (TC_BQ, LO) fp32 output
+    static constexpr size_t BYTES = up32(O + TC_BQ * LO * 4);  // D = 128: 93 KB, D = 256: 173 KB
 };
 
 // The causal prefill attention of attention_prefill_kernel with both products on tensor cores. Block (h, qb)
@@ -870,7 +872,8 @@ static __global__ void __launch_bounds__(128)
         Os[r * L::LO + d] = 0.0f;
     }
     __syncthreads();
-    frag_q q[D / 16];  // the warp's 16 query rows, kept in registers for every tile
+    frag_q q[D / 16];  // the warp's 16 query rows, kept in registers for every tile (Qs is S from here on;
+                       // the barrier after the first K/V tile orders every warp's loads before any S store)
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) wmma::load_matrix_sync(q[kk], tc(Qs + r0 * L::LD + kk * 16), L::LD);
 
@@ -940,9 +943,13 @@ static __global__ void __launch_bounds__(128)
     for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++) dst[d] = f2bf(Os[row * L::LO + d] / l);
 }
 
+// Falls back to the CUDA-core kernel where a block cannot have TcSmem<D>::BYTES of shared memory (the opt-in
+// is 227 KB on Hopper, 163 KB on the A100, 99 KB on sm_86 / sm_89 GPUs).
 template <int D>
 void attention_prefill_tc_launch(const float* qkv, const bf16* K, const bf16* V, const int* pos, bf16* out, int n,
                                  int n_heads, int n_kv_heads, const Launch& l) {
+    if (TcSmem<D>::BYTES > l.smem_optin)
+        return attention_prefill_launch<D>(qkv, K, V, pos, out, n, n_heads, n_kv_heads, l);
     allow_smem(attention_prefill_tc_kernel<D>, TcSmem<D>::BYTES, l, "attention_prefill_tc");
     attention_prefill_tc_kernel<D><<<dim3(n_heads, ceil_div(n, TC_BQ)), 128, TcSmem<D>::BYTES, l.stream>>>(
         qkv, K, V, pos, out, n, n_heads, n_kv_heads);
@@ -1180,14 +1187,17 @@ inline void select_token(const float* p, const int* ids, int n, const SampleFilt
 constexpr int SAMPLE_CAP = 2048;  // candidates one block sorts in shared memory (a power of two)
 constexpr int SAMPLE_FALLBACK = -3;
 
-// What the candidate pass accumulates (zeroed before it runs).
+constexpr int SAMPLE_MAX_BLOCKS = 1024;  // blocks of the candidate pass
+
+// What the candidate pass accumulates (count zeroed before it runs).
 struct Candidates {
-    int count;     // tokens with e >= e_min (only the first SAMPLE_CAP are stored)
-    double total;  // sum over the vocabulary of e = exp((x - max) / T): the softmax normaliser
+    int count;                         // tokens with e >= e_min (only the first SAMPLE_CAP are stored)
+    double part[SAMPLE_MAX_BLOCKS];    // per block: sum of e = exp((x - max) / T) over its tokens
 };
 
-// e_i = exp((x_i - x_max) / T), with x_max = x[*argmax]; total += sum e_i; tokens with e_i >= e_min appended to
-// (cand_e, cand_id) in any order.   grid-stride, block 256
+// e_i = exp((x_i - x_max) / T), with x_max = x[*argmax]; part[block] = its sum of e_i (added up in a fixed order
+// later, so that a seed draws the same token every run); tokens with e_i >= e_min appended to (cand_e, cand_id)
+// in any order.   grid-stride, grid <= SAMPLE_MAX_BLOCKS, block 256
 static __global__ void __launch_bounds__(256)
     candidates_kernel(const float* x, int n, const int* argmax, float temperature, float e_min, float* cand_e,
                       int* cand_id, Candidates* c) {
@@ -1206,24 +1216,33 @@ static __global__ void __launch_bounds__(256)
     using Reduce = cub::BlockReduce<double, 256>;
     __shared__ typename Reduce::TempStorage tmp;
     s = Reduce(tmp).Sum(s);
-    if (threadIdx.x == 0) atomicAdd(&c->total, s);
+    if (threadIdx.x == 0) c->part[blockIdx.x] = s;
 }
 
 // Sorts the candidates by (p desc, id asc) with a bitonic sort of 64-bit keys (p's bits, then the complement of
 // the id), keeps those with p >= cutoff exactly as the Sampler computes both, then top-k -> top-p -> min-p ->
 // the draw, as select_kernel does (f.top_k: 0 when off).   grid (1), block SAMPLE_THREADS
-static __global__ void __launch_bounds__(SAMPLE_THREADS)
-    select_candidates_kernel(const float* cand_e, const int* cand_id, const Candidates* c, SampleFilter f, int* out) {
+static __global__ void __launch_bounds__(SAMPLE_THREADS, 1)
+    select_candidates_kernel(const float* cand_e, const int* cand_id, const Candidates* c, int n_parts,
+                             SampleFilter f, int* out) {
     __shared__ unsigned long long key[SAMPLE_CAP];
     __shared__ float p[SAMPLE_CAP];  // kept probabilities, most probable first
     __shared__ int ids[SAMPLE_CAP];
-    __shared__ int kept_s;
+    __shared__ int kept_s, top_k_s;
+    __shared__ double total_s;
     int n = c->count, tid = threadIdx.x;
-    if (n > SAMPLE_CAP) {  // uniform
+    if (n < 1 || n > SAMPLE_CAP) {  // uniform; none: unusable logits, which the argmax's verdict reports
         if (tid == 0) *out = SAMPLE_FALLBACK;
         return;
     }
-    float inv_sum = float(1.0 / c->total);  // p_max = 1 * inv_sum: the arg-max's e is exp(0)
+    if (tid == 0) {
+        double t = 0;
+        for (int b = 0; b < n_parts; b++) t += c->part[b];
+        total_s = t;
+        kept_s = 0;
+    }
+    __syncthreads();
+    float inv_sum = float(1.0 / total_s);  // p_max = 1 * inv_sum: the arg-max's e is exp(0)
     float cutoff = f.min_p > 0.0f ? f.min_p * inv_sum : inv_sum / 1024.0f;
     int N = 1;
     while (N < n) N *= 2;
@@ -1258,10 +1277,10 @@ static __global__ void __launch_bounds__(SAMPLE_THREADS)
         if (tid == 0) {
             int k = f.top_k;
             while (k < keep && p[k] >= p[f.top_k - 1]) k++;  // ties of the k-th stay
-            kept_s = k;
+            top_k_s = k;
         }
         __syncthreads();
-        keep = kept_s;
+        keep = top_k_s;
     }
     if (f.top_p < 1.0f) {  // HF renormalises after top-k: top_p of the top-k mass
         double total = f.top_k > 0 ? block_sum_prefix(p, keep) : 1.0;
@@ -1281,11 +1300,11 @@ inline void sample_candidates(const float* x, int n, const int* argmax, float te
     if (f.top_k >= n) f.top_k = 0;  // keeps every token: off
     // a little below the Sampler's cutoff in e (p = e / total): every token it keeps is a candidate
     float e_min = 0.999f * (f.min_p > 0.0f ? f.min_p : 1.0f / 1024.0f);
-    CUDA_CHECK(cudaMemsetAsync(c, 0, sizeof(Candidates), l.stream));
-    candidates_kernel<<<std::min(ceil_div(n, 256), 2 * l.sm_count), 256, 0, l.stream>>>(x, n, argmax, temperature,
-                                                                                       e_min, cand_e, cand_id, c);
+    int blocks = std::min({ceil_div(n, 256), 2 * l.sm_count, SAMPLE_MAX_BLOCKS});
+    CUDA_CHECK(cudaMemsetAsync(&c->count, 0, sizeof(int), l.stream));
+    candidates_kernel<<<blocks, 256, 0, l.stream>>>(x, n, argmax, temperature, e_min, cand_e, cand_id, c);
     CUDA_CHECK(cudaGetLastError());
-    select_candidates_kernel<<<1, SAMPLE_THREADS, 0, l.stream>>>(cand_e, cand_id, c, f, out);
+    select_candidates_kernel<<<1, SAMPLE_THREADS, 0, l.stream>>>(cand_e, cand_id, c, blocks, f, out);
     CUDA_CHECK(cudaGetLastError());
 }
 

@@ -17,9 +17,14 @@
 // one after another. A thread runs until it reaches a barrier; a barrier opens when every live thread of the
 // block (for a warp operation: every lane of the warp) has arrived. What the hardware leaves undefined is made
 // loud: a barrier that can never open (a __syncthreads in divergent code, threads meeting at different
-// __syncthreads, a thread exiting while others wait, a shuffle after some lanes exited) aborts with the kernel's name, bad launch shapes and shared memory past the opt-in fail the launch, dynamic
-// shared memory starts as NaN bytes, and CUB's block results are poisoned outside thread 0. Every operation is
-// synchronous; streams only matter for graph capture, which records launches and copies for replay.
+// __syncthreads, a thread exiting while others wait, a shuffle after some lanes exited) aborts with the
+// kernel's name; bad launch shapes and shared memory past the opt-in fail the launch; dynamic shared memory
+// starts as NaN bytes; CUB's block results are poisoned outside thread 0. Every operation is synchronous;
+// streams only matter for graph capture, which records launches and copies for replay.
+// What it cannot show: races between blocks (they never overlap), memory ordering, the hardware's fragment
+// layouts and speed; static __shared__ variables start at zero once and keep their values between blocks,
+// where the hardware leaves them undefined. The emulated device is an sm_90 with 8 SMs; tests that matter for
+// smaller GPUs lower Launch::smem_optin themselves.
 #pragma once
 #define QWEN_CUDA_EMU 1  // tests may shorten what takes long on the emulator
 
