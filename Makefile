@@ -89,6 +89,11 @@ build/test_emu: test/emu/test_emu.cpp test/test_main.cpp test/emu/cuda_emu.cpp t
 # ./qwen on the emulated device (its GPU path end to end: test/test_cli_gpu.py).
 build/qwen_emu: build/emu/main.cu build/emu/qwen.cuh test/emu/cuda_emu.cpp test/emu/cuda_emu.hpp $(HEADERS)
 	$(CXX) $(EMU_FLAGS) -Ibuild/emu -I. -o $@ -x c++ build/emu/main.cu -x none test/emu/cuda_emu.cpp
+# qwen-server on the emulated device (test/test_server_gpu.py); only where its libraries are installed.
+build/qwen-server_emu: build/emu/server.cu build/emu/qwen.cuh build/chat_html.h test/emu/cuda_emu.cpp \
+                       test/emu/cuda_emu.hpp $(HEADERS)
+	$(CXX) $(EMU_FLAGS) -Ibuild/emu -Ibuild -I. -o $@ -x c++ build/emu/server.cu -x none test/emu/cuda_emu.cpp \
+	    $(SERVER_FLAGS)
 build/test_gpu_emu: test/test_gpu.cu test/test_main.cpp test/fixtures.hpp test/emu/cuda_emu.cpp test/emu/cuda_emu.hpp \
                     build/emu/qwen.cuh $(HEADERS)
 	$(CXX) $(EMU_FLAGS) -Ibuild/emu -I. -o $@ -x c++ test/test_gpu.cu -x none test/test_main.cpp test/emu/cuda_emu.cpp
@@ -121,7 +126,7 @@ fuzz: build/fuzz_loader fixtures
 
 # The emulated GPU tests need the x86-64 stack switch of test/emu; elsewhere they are skipped with a line.
 ifeq ($(shell uname -m),x86_64)
-EMU_TEST := build/test_emu build/test_gpu_emu build/qwen_emu
+EMU_TEST := build/test_emu build/test_gpu_emu build/qwen_emu $(if $(filter yes,$(SERVER_OK)),build/qwen-server_emu)
 run_emu = ASAN_OPTIONS=detect_leaks=1 ./build/test_emu && ASAN_OPTIONS=detect_leaks=1 ./build/test_gpu_emu
 else
 EMU_TEST :=

@@ -44,15 +44,16 @@ def free_port():
 class Server:
     """./qwen-server on a free loopback port; stderr (the request log) goes to a file."""
 
-    def __init__(self, name, *extra):
+    def __init__(self, name, *extra, binary=None, cpu=True):
         os.makedirs(ARTIFACTS, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = os.path.join(ARTIFACTS, f"{name}.log")
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([SERVER, "-m", MODEL, "--cpu", "--port", str(self.port), "-n", "32", *extra],
-                                     stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.time() + 30
+        engine = ["--cpu"] if cpu else []
+        self.proc = subprocess.Popen([binary or SERVER, "-m", MODEL, *engine, "--port", str(self.port), "-n", "32",
+                                      *extra], stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.time() + 60
         while True:
             try:
                 if get_json(self.url + "/health") == {"status": "ok"}:
