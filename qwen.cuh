@@ -552,10 +552,10 @@ constexpr int ATT_MAX_GROUP = 8;  // query heads per kv head that attention_deco
 // results in the layout of attention_decode_kernel, for attention_reduce_kernel.
 // grid (n_kv_heads, n_parts), block ATT_THREADS, smem G*D floats
 static __global__ void __launch_bounds__(ATT_THREADS)
-    attention_decode_group_kernel(const float* q, const bf16* K, const bf16* V, const int* pos, float* part_o, float* part_ml,
-                           int n_heads, int n_kv_heads, int D) {
+    attention_decode_group_kernel(const float* q, const bf16* K, const bf16* V, const int* pos, float* part_o,
+                                  float* part_ml, int n_heads, int n_kv_heads, int D) {
     extern __shared__ float4 smem4[];
-    float* qs = reinterpret_cast<float*>(smem4);      // (G, D) the group's queries, pre-scaled by 1/sqrt(D)
+    float* qs = reinterpret_cast<float*>(smem4);          // (G, D) the group's queries, pre-scaled by 1/sqrt(D)
     __shared__ float p_tile[ATT_MAX_GROUP][ATT_THREADS];  // exp(s - m) per head for the current tile
     int kvh = blockIdx.x, part = blockIdx.y, n_parts = gridDim.y, tid = threadIdx.x;
     int G = n_heads / n_kv_heads, kv_dim = n_kv_heads * D;
@@ -1139,16 +1139,15 @@ struct SampleFilter {
     float u = 0.0f;      // the uniform draw in [0, 1)
 };
 
-// Chooses the token from probabilities p (n). With filters, p and ids are sorted most probable first (ties by
-// id) and the kept set is a prefix: top-k (with the ties of the k-th) -> top-p over the top-k mass -> min-p.
-// Without filters p is in id order (ids == nullptr) and every token is kept, as the Sampler does. Then the
-// first kept token whose running mass exceeds u * (kept mass) is chosen.   grid (1), block SAMPLE_THREADS
-static __global__ void __launch_bounds__(SAMPLE_THREADS)
-    select_kernel(const float* p, const int* ids, int n, SampleFilter f, int* out) {
+// The Sampler's filters and draw over p (n) sorted most probable first (ties by id); the kept set is a
+// prefix: top-k (with the ties of the k-th, when top_k_on) -> top-p over the top-k mass -> min-p. Returns, in
+// every thread, the index of the first kept token whose running mass exceeds u * (kept mass).
+// For one block of SAMPLE_THREADS threads.
+__device__ inline int filter_and_draw(const float* p, int n, const SampleFilter& f, bool top_k_on) {
     __shared__ int keep_s;
     if (threadIdx.x == 0) {
         int keep = n;
-        if (ids && f.top_k > 0 && f.top_k < n) {
+        if (top_k_on) {
             keep = f.top_k;
             while (keep < n && p[keep] >= p[f.top_k - 1]) keep++;  // ties of the k-th stay (rare, short)
         }
@@ -1156,14 +1155,23 @@ static __global__ void __launch_bounds__(SAMPLE_THREADS)
     }
     __syncthreads();
     int keep = keep_s;
-    if (ids && f.top_p < 1.0f) {  // token j stays while the mass before it is < top_p * (top-k mass)
-        double total = keep < n ? block_sum_prefix(p, keep) : 1.0;
-        int j = first_prefix_over(p, keep, double(f.top_p) * total, true);
-        keep = min(keep, j + 1);
+    if (f.top_p < 1.0f) {  // token j stays while the mass before it is < top_p * (top-k mass, else 1)
+        double total = top_k_on ? block_sum_prefix(p, keep) : 1.0;
+        keep = min(keep, first_prefix_over(p, keep, double(f.top_p) * total, true) + 1);
     }
-    if (ids && f.min_p > 0.0f) keep = max(1, first_below(p, keep, f.min_p * p[0]));
+    if (f.min_p > 0.0f) keep = max(1, first_below(p, keep, f.min_p * p[0]));
     double mass = block_sum_prefix(p, keep);
-    int j = min(first_prefix_over(p, keep, double(f.u) * mass, false), keep - 1);
+    return min(first_prefix_over(p, keep, double(f.u) * mass, false), keep - 1);
+}
+
+// Chooses the token from probabilities p (n). With filters, p and ids are sorted most probable first and
+// filter_and_draw applies them. Without filters p is in id order (ids == nullptr) and every token is kept, as
+// the Sampler does.   grid (1), block SAMPLE_THREADS
+static __global__ void __launch_bounds__(SAMPLE_THREADS)
+    select_kernel(const float* p, const int* ids, int n, SampleFilter f, int* out) {
+    SampleFilter none;
+    none.u = f.u;
+    int j = filter_and_draw(p, n, ids ? f : none, ids && f.top_k > 0 && f.top_k < n);
     if (threadIdx.x == 0) *out = ids ? ids[j] : j;
 }
 
@@ -1184,10 +1192,9 @@ inline void select_token(const float* p, const int* ids, int n, const SampleFilt
 // mass, the selection answers SAMPLE_FALLBACK and the caller takes the full path (softmax, radix sort,
 // select_token).
 
-constexpr int SAMPLE_CAP = 2048;  // candidates one block sorts in shared memory (a power of two)
-constexpr int SAMPLE_FALLBACK = -3;
-
+constexpr int SAMPLE_CAP = 2048;         // candidates one block sorts in shared memory (a power of two)
 constexpr int SAMPLE_MAX_BLOCKS = 1024;  // blocks of the candidate pass
+constexpr int SAMPLE_FALLBACK = -3;
 
 // What the candidate pass accumulates (count zeroed before it runs).
 struct Candidates {
@@ -1220,15 +1227,15 @@ static __global__ void __launch_bounds__(256)
 }
 
 // Sorts the candidates by (p desc, id asc) with a bitonic sort of 64-bit keys (p's bits, then the complement of
-// the id), keeps those with p >= cutoff exactly as the Sampler computes both, then top-k -> top-p -> min-p ->
-// the draw, as select_kernel does (f.top_k: 0 when off).   grid (1), block SAMPLE_THREADS
+// the id), keeps those with p >= cutoff exactly as the Sampler computes both, then filter_and_draw over them
+// (f.top_k: 0 when off).   grid (1), block SAMPLE_THREADS
 static __global__ void __launch_bounds__(SAMPLE_THREADS, 1)
     select_candidates_kernel(const float* cand_e, const int* cand_id, const Candidates* c, int n_parts,
                              SampleFilter f, int* out) {
     __shared__ unsigned long long key[SAMPLE_CAP];
     __shared__ float p[SAMPLE_CAP];  // kept probabilities, most probable first
     __shared__ int ids[SAMPLE_CAP];
-    __shared__ int kept_s, top_k_s;
+    __shared__ int kept_s;
     __shared__ double total_s;
     int n = c->count, tid = threadIdx.x;
     if (n < 1 || n > SAMPLE_CAP) {  // uniform; none: unusable logits, which the argmax's verdict reports
@@ -1273,22 +1280,7 @@ static __global__ void __launch_bounds__(SAMPLE_THREADS, 1)
         if (tid == 0) *out = SAMPLE_FALLBACK;  // uniform
         return;
     }
-    if (f.top_k > 0) {
-        if (tid == 0) {
-            int k = f.top_k;
-            while (k < keep && p[k] >= p[f.top_k - 1]) k++;  // ties of the k-th stay
-            top_k_s = k;
-        }
-        __syncthreads();
-        keep = top_k_s;
-    }
-    if (f.top_p < 1.0f) {  // HF renormalises after top-k: top_p of the top-k mass
-        double total = f.top_k > 0 ? block_sum_prefix(p, keep) : 1.0;
-        keep = min(keep, first_prefix_over(p, keep, double(f.top_p) * total, true) + 1);
-    }
-    if (f.min_p > 0.0f) keep = max(1, first_below(p, keep, f.min_p * p[0]));
-    double mass = block_sum_prefix(p, keep);
-    int j = min(first_prefix_over(p, keep, double(f.u) * mass, false), keep - 1);
+    int j = filter_and_draw(p, keep, f, f.top_k > 0);
     if (tid == 0) *out = ids[j];
 }
 
@@ -1586,7 +1578,8 @@ struct GpuEngine : Engine {
 
     // Filtered sampling (top-k, top-p, min-p) sorts only the likely tokens (default on; off: the full sort always).
     void set_fast_sampling(bool on) { fast_sampling_ = on; }
-    // How often the fast path handed over to the full one (too many candidates, or too little mass in them).
+    // How often the fast path handed over to the full one (too many candidates, fewer than top-k, or too little
+    // top-p mass in them).
     int sampling_fallbacks() const { return sampling_fallbacks_; }
     // Decode steps are replayed from a captured CUDA graph (default on); off runs the same kernels one by one.
     void set_graphs(bool on) { use_graph_ = on; }

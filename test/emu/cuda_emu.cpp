@@ -107,7 +107,6 @@ const Coords* g_coords = nullptr;
 
 int lane_id() { return g_fiber->lane; }
 void* dynamic_smem_base() { return g_block->smem; }
-int warp_width() { return g_block->warps[size_t(g_fiber->warp)].size; }
 
 void fault(const char* fmt, ...) {
     char msg[512];

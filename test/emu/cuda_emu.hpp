@@ -70,7 +70,6 @@ int sync_block_or(int v, const char* where);
 void sync_warp();                 // __syncwarp
 // A shuffle: every lane of the running warp offers `bytes` (<= 16) at `value`; returns lane src's offer.
 const void* warp_exchange(const void* value, size_t bytes, int src);
-int warp_width();                 // lanes in the running warp (32, or fewer in a block's last partial warp)
 void* dynamic_smem_base();        // this block's dynamic shared memory
 [[noreturn]] void fault(const char* fmt, ...);  // prints the kernel and thread, then aborts
 
