@@ -452,6 +452,25 @@ TEST_CASE("gpu: tiled causal prefill attention, on CUDA cores and on tensor core
     MESSAGE("tensor-core prefill attention: worst NMSE vs the fp64 reference ", worst_tc);
 }
 
+TEST_CASE("gpu: attention launchers refuse shapes their kernels cannot take") {
+    Guarded<float> f(64);
+    Guarded<bf16> b(64);
+    Guarded<int> pos(std::vector<int>{0});
+    // a GQA group of 16 query heads is past the grouped kernel's 8 (the per-head kernel takes it)
+    CHECK_THROWS_WITH_AS(gpu::attention_decode(f.ptr(), b.ptr(), b.ptr(), pos.ptr(), f.ptr(), f.ptr(), f.ptr(), 1, 16,
+                                               1, 16, true, launch()),
+                         doctest::Contains("at most 8"), Error);
+    for (auto prefill : {gpu::attention_prefill, gpu::attention_prefill_tc}) {
+        CHECK_THROWS_WITH_AS(prefill(f.ptr(), b.ptr(), b.ptr(), pos.ptr(), b.ptr(), 0, 4, 2, 16, launch()),
+                             doctest::Contains("n must be >= 1"), Error);
+        CHECK_THROWS_WITH_AS(prefill(f.ptr(), b.ptr(), b.ptr(), pos.ptr(), b.ptr(), 1, 4, 3, 16, launch()),
+                             doctest::Contains("not a multiple"), Error);
+        CHECK_THROWS_WITH_AS(prefill(f.ptr(), b.ptr(), b.ptr(), pos.ptr(), b.ptr(), 1, 4, 2, 48, launch()),
+                             doctest::Contains("head_dim 48"), Error);
+    }
+    f.check(), b.check();
+}
+
 // ============================================================================
 // Sampling kernels
 // ============================================================================
