@@ -1,5 +1,7 @@
 # qwen: `make` builds ./qwen (and ./qwen-server when cpp-httplib and nlohmann-json are installed);
-# `make test` builds and runs every test. Works with or without a GPU at build and run time.
+# `make test` builds and runs every test; `make deps` installs what the tests need (Debian/Ubuntu, as root).
+# Works with or without a GPU at build and run time, and without the CUDA toolkit (then the C++ compiler builds
+# the front ends with the CPU engine only).
 
 # Build in parallel on every core unless the caller chose -j.
 ifeq ($(filter -j%,$(MAKEFLAGS)),)
@@ -23,6 +25,10 @@ SAN_FLAGS := -O1 -g -std=c++17 -pthread -fsanitize=address,undefined -fno-saniti
 FUZZ_SECONDS ?= 60
 
 HEADERS   := qwen.hpp
+FRONT     := cli.hpp bench.hpp qwen.cuh $(HEADERS)   # what main.cu and server.cu include
+HAVE_NVCC := $(shell command -v $(NVCC) 2>/dev/null)
+# The front ends without CUDA: main.cu / server.cu compiled as C++ (they include qwen.hpp alone then).
+CPU_FLAGS := -O3 -march=native -ffp-contract=off -std=c++17 -Wall -pthread -x c++
 SERVER_OK := $(shell pkg-config --exists cpp-httplib nlohmann_json 2>/dev/null && echo yes)
 SERVER_FLAGS = $(shell pkg-config --cflags --libs cpp-httplib nlohmann_json 2>/dev/null)
 
@@ -33,14 +39,28 @@ endif
 
 all: $(BINS)
 
-qwen: main.cu qwen.cuh $(HEADERS)
+ifneq ($(HAVE_NVCC),)
+qwen: main.cu $(FRONT)
 	$(NVCC) $(NVFLAGS) -o $@ main.cu $(CUDA_LIBS)
+qwen-server: server.cu $(FRONT) build/chat_html.h
+	$(NVCC) $(NVFLAGS) -Ibuild -o $@ server.cu $(CUDA_LIBS) $(SERVER_FLAGS)
+else
+qwen: build/cpu/qwen
+	cp $< $@
+qwen-server: build/cpu/qwen-server
+	cp $< $@
+endif
+
+# The CPU-only front ends (what `make` builds where there is no nvcc; `make test` tests ./qwen both ways).
+build/cpu/qwen: main.cu $(FRONT) | build
+	@mkdir -p build/cpu
+	$(CXX) $(CPU_FLAGS) -o $@ main.cu
+build/cpu/qwen-server: server.cu $(FRONT) build/chat_html.h | build
+	@mkdir -p build/cpu
+	$(CXX) $(CPU_FLAGS) -Ibuild -o $@ server.cu $(SERVER_FLAGS)
 
 build/chat_html.h: web/chat.html | build
 	cd web && xxd -i chat.html > ../$@
-
-qwen-server: server.cu qwen.cuh $(HEADERS) build/chat_html.h
-	$(NVCC) $(NVFLAGS) -Ibuild -o $@ server.cu $(CUDA_LIBS) $(SERVER_FLAGS)
 
 build:
 	mkdir -p build
@@ -68,7 +88,8 @@ build/test_cpu: build/obj/test_main.o $(patsubst test/%.cpp,build/obj/%.o,$(CPU_
 build/test_asan: test/test_main.cpp test/test_model.cpp test/test_tokenizer.cpp $(HEADERS) | build
 	$(CXX) $(SAN_FLAGS) -o $@ test/test_main.cpp test/test_model.cpp test/test_tokenizer.cpp
 
-build/test_gpu: test/test_gpu.cu test/test_main.cpp test/fixtures.hpp qwen.cuh $(HEADERS) | build
+DEV_CANDIDATES := dev/attention_prefill_tc.cuh dev/sample_candidates.cuh   # tested here until promoted
+build/test_gpu: test/test_gpu.cu test/test_main.cpp test/fixtures.hpp $(DEV_CANDIDATES) $(FRONT) | build
 	$(NVCC) $(NVFLAGS) -I. -o $@ test/test_gpu.cu test/test_main.cpp $(CUDA_LIBS)
 
 # The same GPU tests on the CPU: qwen.cuh compiled as C++ against an emulated device (test/emu: every thread a
@@ -81,21 +102,22 @@ EMU_REWRITE := perl -0pe 's/(\w+(?:<[^<>;()]*>)?)\s*<<<(.*?)>>>\s*\(/::qwen_emu:
     s/extern __shared__ (?:__align__\(\d+\) )?(\w+) (\w+)\[\];/$$1* $$2 = ::qwen_emu::dynamic_smem<$$1>();/g; \
     s/\#include <cub\/cub.cuh>//'
 build/emu/%: % Makefile | build
-	@mkdir -p build/emu
+	@mkdir -p $(dir $@)
 	$(EMU_REWRITE) $< > $@
+EMU_HEADERS := build/emu/qwen.cuh build/emu/cli.hpp build/emu/bench.hpp test/emu/cuda_emu.cpp test/emu/cuda_emu.hpp \
+               $(HEADERS)
 # The emulator's own tests: barriers, shuffles, graph capture, and the faults it must report.
 build/test_emu: test/emu/test_emu.cpp test/test_main.cpp test/emu/cuda_emu.cpp test/emu/cuda_emu.hpp | build
 	$(CXX) $(EMU_FLAGS) -o $@ test/emu/test_emu.cpp test/test_main.cpp test/emu/cuda_emu.cpp
 # ./qwen on the emulated device (its GPU path end to end: test/test_cli_gpu.py).
-build/qwen_emu: build/emu/main.cu build/emu/qwen.cuh test/emu/cuda_emu.cpp test/emu/cuda_emu.hpp $(HEADERS)
+build/qwen_emu: build/emu/main.cu $(EMU_HEADERS)
 	$(CXX) $(EMU_FLAGS) -Ibuild/emu -I. -o $@ -x c++ build/emu/main.cu -x none test/emu/cuda_emu.cpp
 # qwen-server on the emulated device (test/test_server_gpu.py); only where its libraries are installed.
-build/qwen-server_emu: build/emu/server.cu build/emu/qwen.cuh build/chat_html.h test/emu/cuda_emu.cpp \
-                       test/emu/cuda_emu.hpp $(HEADERS)
+build/qwen-server_emu: build/emu/server.cu build/chat_html.h $(EMU_HEADERS)
 	$(CXX) $(EMU_FLAGS) -Ibuild/emu -Ibuild -I. -o $@ -x c++ build/emu/server.cu -x none test/emu/cuda_emu.cpp \
 	    $(SERVER_FLAGS)
-build/test_gpu_emu: test/test_gpu.cu test/test_main.cpp test/fixtures.hpp test/emu/cuda_emu.cpp test/emu/cuda_emu.hpp \
-                    build/emu/qwen.cuh $(HEADERS)
+build/test_gpu_emu: test/test_gpu.cu test/test_main.cpp test/fixtures.hpp $(EMU_HEADERS) \
+                    $(addprefix build/emu/,$(DEV_CANDIDATES))
 	$(CXX) $(EMU_FLAGS) -Ibuild/emu -I. -o $@ -x c++ test/test_gpu.cu -x none test/test_main.cpp test/emu/cuda_emu.cpp
 
 # Reads lines of hex-encoded UTF-8 on stdin, prints the ids of each (for the random comparison with HF).
@@ -124,22 +146,45 @@ endef
 fuzz: build/fuzz_loader fixtures
 	$(run_fuzz)
 
-# The emulated GPU tests need the x86-64 stack switch of test/emu; elsewhere they are skipped with a line.
-ifeq ($(shell uname -m),x86_64)
-EMU_TEST := build/test_emu build/test_gpu_emu build/qwen_emu $(if $(filter yes,$(SERVER_OK)),build/qwen-server_emu)
-run_emu = ASAN_OPTIONS=detect_leaks=1 ./build/test_emu && ASAN_OPTIONS=detect_leaks=1 ./build/test_gpu_emu
+# The GPU tests: on a GPU when there is one (build/test_gpu says so and skips otherwise), and on the emulated
+# device, which needs the CUDA toolkit's headers and the x86-64 stack switch of test/emu.
+ifeq ($(HAVE_NVCC),)
+GPU_TEST :=
+run_gpu = @echo "SKIPPED: the GPU tests need the CUDA toolkit (nvcc)"
+else ifneq ($(shell uname -m),x86_64)
+GPU_TEST := build/test_gpu
+run_gpu = ./build/test_gpu && echo "SKIPPED: the emulated GPU tests run on x86-64 only"
 else
-EMU_TEST :=
-run_emu = @echo "SKIPPED: the emulated GPU tests run on x86-64 only"
+GPU_TEST := build/test_gpu build/test_emu build/test_gpu_emu build/qwen_emu \
+            $(if $(filter yes,$(SERVER_OK)),build/qwen-server_emu)
+run_gpu = ./build/test_gpu && ASAN_OPTIONS=detect_leaks=1 ./build/test_emu && \
+          ASAN_OPTIONS=detect_leaks=1 ./build/test_gpu_emu
 endif
 
-test: all build/test_cpu build/test_asan build/test_gpu $(EMU_TEST) build/tokenize_lines build/fuzz_loader fixtures
+# Every pytest test must run (a skip fails, see test/conftest.py) where everything can be built: with nvcc on x86-64.
+PYTEST_STRICT := $(if $(filter build/test_gpu_emu,$(GPU_TEST)),1,0)
+
+test: all build/cpu/qwen build/test_cpu build/test_asan $(GPU_TEST) build/tokenize_lines build/fuzz_loader fixtures
 	./build/test_cpu
 	ASAN_OPTIONS=detect_leaks=1 ./build/test_asan
-	./build/test_gpu
-	$(run_emu)
+	$(run_gpu)
 	$(run_fuzz)
-	$(PYTHON) -m pytest -q test
+	QWEN_TEST_STRICT=$(PYTEST_STRICT) $(PYTHON) -m pytest -q test
+	QWEN_TEST_STRICT=1 QWEN_BIN=build/cpu/qwen QWEN_NO_CUDA=1 $(PYTHON) -m pytest -q test/test_cli.py  # no CUDA
+
+# What the build and the tests need on Debian/Ubuntu (the CUDA toolkit aside), and the Python test packages.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEB_PACKAGES := build-essential pkg-config python3 python3-pip clang xxd curl ca-certificates doctest-dev \
+                libcpp-httplib-dev nlohmann-json3-dev chromium fonts-wqy-microhei
+PY_PACKAGES := numpy tokenizers pytest openai playwright jinja2
+deps:
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES) >/dev/null
+	$(PYTHON) -m pip install -q --disable-pip-version-check --break-system-packages $(PY_PACKAGES)
+
+# The kernel workbench (dev/), built for CUDA_ARCH's first architecture (dev/gpu_check.sh uses this).
+dev-all:
+	$(MAKE) -C dev CUDA_ARCH=$(firstword $(CUDA_ARCH)) all
 
 # compute-sanitizer over the GPU tests (needs a GPU).
 memcheck: build/test_gpu
@@ -152,4 +197,4 @@ demo: qwen build/tiny-qwen2.bin
 clean:
 	rm -rf build qwen qwen-server
 
-.PHONY: all fixtures test fuzz memcheck demo clean bench-tokenizer
+.PHONY: all fixtures test deps fuzz memcheck demo clean bench-tokenizer dev-all

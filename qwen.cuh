@@ -3,16 +3,15 @@
 // provides (namespace qwen):
 //   CUDA_CHECK, CUBLAS_CHECK             error checks that call qwen::fail with file:line and the error string
 //   gpu::*                               kernels and their launchers, in data-flow order:
-//     reference kernels                  embed, rmsnorm, matvec_ref, swiglu, attention_decode_ref (test oracles;
-//                                        embed / rmsnorm / swiglu also serve the prefill path)
+//     row kernels                        embed, rmsnorm, swiglu (the prefill path)
 //     decode kernels                     matvec (+ RMSNorm, + residual, + SwiGLU fusions), qkv_epilogue
-//                                        (bias, q/k norm, RoPE, KV-cache write), split-context attention + reduce
-//     prefill kernels                    gemm (cuBLAS), tiled causal attention with online softmax
+//                                        (bias, q/k norm, RoPE, KV-cache write), split-context GQA attention
+//     prefill kernels                    gemm (cuBLAS), causal attention on tensor cores with online softmax
 //     sampling kernels                   penalties, argmax, softmax, top-k / top-p / min-p selection and draw
 //     device_available, device_unsupported   whether (and why not) the engine can run on this machine
+//     test oracles (end of file)         matvec_ref, attention_decode_ref, attention_prefill (CUDA cores)
 //   GpuEngine                            qwen::Engine on one GPU: weights upload, KV cache, forward, sample
 //   make_engine(model, ctx, ...)         the GPU engine when a usable device is present, else the CPU reference
-//   run_bench(shape_or_file, json)       the `qwen --bench` measurement
 #pragma once
 #include "qwen.hpp"
 
@@ -20,7 +19,6 @@
 #include <cuda_runtime.h>
 
 #include <cub/cub.cuh>
-#include <mma.h>
 
 #include <algorithm>
 #include <cfloat>
@@ -46,18 +44,12 @@ inline void check_cuda(cudaError_t e, const char* call, const char* file, int li
 inline void check_cublas(cublasStatus_t s, const char* call, const char* file, int line) {
     if (s != CUBLAS_STATUS_SUCCESS) fail("%s:%d: %s failed: %s", file, line, call, cublasGetStatusString(s));
 }
-
-}  // namespace gpu
-}  // namespace qwen
-
 #define CUDA_CHECK(call) ::qwen::gpu::check_cuda((call), #call, __FILE__, __LINE__)
 #define CUBLAS_CHECK(call) ::qwen::gpu::check_cublas((call), #call, __FILE__, __LINE__)
 
 // ============================================================================
 // Device helpers: bf16 unpacking, warp and block reductions
 // ============================================================================
-namespace qwen {
-namespace gpu {
 
 // What every launcher needs to know: the stream to run on and the size of the device.
 struct Launch {
@@ -147,15 +139,9 @@ void allow_smem(K* kernel, size_t bytes, const Launch& l, const char* what) {
         CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
 }
 
-}  // namespace gpu
-}  // namespace qwen
-
 // ============================================================================
-// Reference kernels: one op each, simple enough to check by eye (test oracles; the prefill path uses
-// embed, rmsnorm and swiglu as they are)
+// Row kernels: embedding, RMSNorm, SwiGLU over (n tokens, width) activations (prefill; decode fuses them)
 // ============================================================================
-namespace qwen {
-namespace gpu {
 
 // x[t, c] = E[tokens[t], c]   grid (n), block 256
 static __global__ void embed_kernel(const bf16* E, const int* tokens, float* x, int dim) {
@@ -190,21 +176,6 @@ void rmsnorm(const float* x, const bf16* g, Out* out, int n, int dim, float eps,
     CUDA_CHECK(cudaGetLastError());
 }
 
-// y[r] = sum_c W[r, c] * x[c], one thread per row, no tricks   grid (rows / 128), block 128
-static __global__ void matvec_ref_kernel(const bf16* W, const float* x, float* y, int rows, int cols) {
-    int r = blockIdx.x * blockDim.x + threadIdx.x;
-    if (r >= rows) return;
-    float s = 0;
-    for (int c = 0; c < cols; c++) s += bf2f(W[size_t(r) * cols + c]) * x[c];
-    y[r] = s;
-}
-// W: (rows, cols) bf16, x: (cols) fp32, y: (rows) fp32.
-inline void matvec_ref(const bf16* W, const float* x, float* y, int rows, int cols, const Launch& l) {
-    if (rows < 1 || cols < 1) fail("matvec_ref: bad shape %d x %d", rows, cols);
-    matvec_ref_kernel<<<ceil_div(rows, 128), 128, 0, l.stream>>>(W, x, y, rows, cols);
-    CUDA_CHECK(cudaGetLastError());
-}
-
 __device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
 
 // out[t, i] = silu(gu[t, i]) * gu[t, ffn + i]   grid (n, ceil(ffn / 256)), block 256
@@ -225,53 +196,10 @@ void swiglu(const float* gu, Out* out, int n, int ffn, const Launch& l) {
     CUDA_CHECK(cudaGetLastError());
 }
 
-// One query head against the whole cache, scores kept in shared memory:
-// out[h] = sum_t softmax_t(q[h] . K[t, kvh] / sqrt(D)) V[t, kvh]   grid (n_heads), block 128, smem T floats
-static __global__ void attention_decode_ref_kernel(const float* q, const bf16* K, const bf16* V, float* out, int T,
-                                                   int n_heads, int n_kv_heads, int D) {
-    extern __shared__ float score[];  // (T)
-    int h = blockIdx.x, kvh = h / (n_heads / n_kv_heads), kv_dim = n_kv_heads * D;
-    const float* qh = q + size_t(h) * D;
-    float scale = rsqrtf(float(D));
-    for (int t = threadIdx.x; t < T; t += blockDim.x) {
-        const bf16* k = K + size_t(t) * kv_dim + size_t(kvh) * D;
-        float s = 0;
-        for (int d = 0; d < D; d++) s += qh[d] * bf2f(k[d]);
-        score[t] = s * scale;
-    }
-    __syncthreads();
-    float m = -INFINITY;
-    for (int t = threadIdx.x; t < T; t += blockDim.x) m = fmaxf(m, score[t]);
-    m = block_max(m);
-    float z = 0;
-    for (int t = threadIdx.x; t < T; t += blockDim.x) z += expf(score[t] - m);
-    z = block_sum(z);
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float o = 0;
-        for (int t = 0; t < T; t++) o += expf(score[t] - m) * bf2f(V[size_t(t) * kv_dim + size_t(kvh) * D + d]);
-        out[size_t(h) * D + d] = o / z;
-    }
-}
-// q: (n_heads, D) fp32; K, V: (>= T, n_kv_heads * D) bf16, one layer of the cache; out: (n_heads, D) fp32.
-inline void attention_decode_ref(const float* q, const bf16* K, const bf16* V, float* out, int T, int n_heads,
-                                 int n_kv_heads, int D, const Launch& l) {
-    if (T < 1) fail("attention_decode_ref: no cached tokens");
-    if (n_heads % n_kv_heads != 0) fail("attention: %d heads are not a multiple of %d kv heads", n_heads, n_kv_heads);
-    size_t smem = size_t(T) * sizeof(float);
-    allow_smem(attention_decode_ref_kernel, smem, l, "attention_decode_ref");
-    attention_decode_ref_kernel<<<n_heads, 128, smem, l.stream>>>(q, K, V, out, T, n_heads, n_kv_heads, D);
-    CUDA_CHECK(cudaGetLastError());
-}
-
-}  // namespace gpu
-}  // namespace qwen
-
 // ============================================================================
 // Decode kernels: one token per step, so every weight byte is read once and the step is bound by memory
 // bandwidth. Fusions keep activations out of device memory between ops.
 // ============================================================================
-namespace qwen {
-namespace gpu {
 
 constexpr int MV_WARPS = 8;   // warps per matvec block; each warp owns whole rows
 constexpr int MV_UNROLL = 4;  // independent 16-byte weight loads in flight per lane before the first use
@@ -484,84 +412,30 @@ inline void qkv_epilogue(float* qkv, const QkvLayer& L, const float* inv_freq, c
 constexpr int ATT_THREADS = 128;  // attention blocks: one token per thread when scoring
 constexpr int ATT_MAX_D = 256;
 
-// Flash-decoding, part 1. The T = *pos + 1 cached tokens are cut into n_parts equal chunks; block (h, part)
-// runs an online softmax over its chunk for query head h and writes the unnormalised partial result:
+constexpr int ATT_MAX_GROUP = 8;  // query heads one attention block serves (registers per thread grow with it)
+
+// Flash-decoding, part 1. The T = *pos + 1 cached tokens are cut into n_parts equal chunks. The query heads
+// that share a kv head (GQA: G = n_heads / n_kv_heads of them) are served by one block, or by ceil(G / 8)
+// blocks of up to 8 heads each, so each cached K/V row is read once per block rather than once per head.
+// Block (b, part) scores its chunk's tokens against its heads' queries (one token per thread, 16-byte K loads),
+// then accumulates the outputs over the tile's V rows, keeping an online softmax per head:
 //   m = max_t s_t,  l = sum_t exp(s_t - m),  o[d] = sum_t exp(s_t - m) V[t, d],   s_t = q . K[t] / sqrt(D)
-// Tiles of ATT_THREADS tokens: each thread scores one token (16-byte K loads), then each thread accumulates
-// its output dimensions over the tile (coalesced V rows). The chunk length comes from device memory, so the
-// launch shape is the same at every position (a CUDA graph can replay it).
-// grid (n_heads, n_parts), block ATT_THREADS, smem D floats
+// and writes these unnormalised partial results per (head, part) for attention_reduce_kernel. The chunk length
+// comes from device memory, so the launch shape is the same at every position (a CUDA graph can replay it).
+// grid (n_kv_heads * ceil(G / ATT_MAX_GROUP), n_parts), block ATT_THREADS, smem min(G, ATT_MAX_GROUP) * D floats
 static __global__ void __launch_bounds__(ATT_THREADS)
-    attention_decode_kernel(const float* q, const bf16* K, const bf16* V, const int* pos, float* part_o, float* part_ml,
-                            int n_heads, int n_kv_heads, int D) {
-    extern __shared__ float4 att_smem4[];
-    float* qs = reinterpret_cast<float*>(att_smem4);  // (D) the query, pre-scaled by 1/sqrt(D)
-    __shared__ float p_tile[ATT_THREADS];             // exp(s_t - m) for the current tile
-    int h = blockIdx.x, part = blockIdx.y, n_parts = gridDim.y, tid = threadIdx.x;
-    int kv_dim = n_kv_heads * D, kv_off = (h / (n_heads / n_kv_heads)) * D;
-    int T = *pos + 1, chunk = ceil_div(T, n_parts);
-    int t_begin = part * chunk, t_end = min(T, t_begin + chunk);
-    float scale = rsqrtf(float(D));
-    for (int d = tid; d < D; d += ATT_THREADS) qs[d] = q[size_t(h) * D + d] * scale;
-    __syncthreads();
-    float m = -INFINITY, lsum = 0, acc[ATT_MAX_D / ATT_THREADS] = {};
-    for (int t0 = t_begin; t0 < t_end; t0 += ATT_THREADS) {
-        int t = t0 + tid;
-        float s = -INFINITY;
-        if (t < t_end) {
-            const uint4* k4 = reinterpret_cast<const uint4*>(K + size_t(t) * kv_dim + kv_off);
-            const float4* q4 = reinterpret_cast<const float4*>(qs);
-            s = 0;
-            for (int j = 0; j < D / 8; j++) s += dot8(k4[j], q4[2 * j], q4[2 * j + 1]);
-        }
-        float m_new = fmaxf(m, block_max(s));  // finite: the tile holds at least one token
-        float e = t < t_end ? expf(s - m_new) : 0.0f;
-        p_tile[tid] = e;
-        float corr = expf(m - m_new);       // rescales what was summed against the old max (0 on the first tile)
-        lsum = lsum * corr + block_sum(e);  // block_sum's barriers also publish p_tile
-        m = m_new;
-        int n_t = min(ATT_THREADS, t_end - t0);
-#pragma unroll
-        for (int k = 0; k < ATT_MAX_D / ATT_THREADS; k++) {
-            int d = tid + k * ATT_THREADS;
-            if (d >= D) continue;
-            float o = acc[k] * corr;
-#pragma unroll 8
-            for (int j = 0; j < n_t; j++) o += p_tile[j] * bf2f(V[size_t(t0 + j) * kv_dim + kv_off + d]);
-            acc[k] = o;
-        }
-        __syncthreads();  // p_tile is rewritten by the next tile
-    }
-    size_t slot = size_t(h) * n_parts + part;
-#pragma unroll
-    for (int k = 0; k < ATT_MAX_D / ATT_THREADS; k++) {
-        int d = tid + k * ATT_THREADS;
-        if (d < D) part_o[slot * D + d] = acc[k];
-    }
-    if (tid == 0) {
-        part_ml[2 * slot] = m;  // -inf for an empty chunk
-        part_ml[2 * slot + 1] = lsum;
-    }
-}
-
-constexpr int ATT_MAX_GROUP = 8;  // query heads per kv head that attention_decode_group_kernel handles
-
-// Flash-decoding part 1 over a GQA group: block (kvh, part) scores the chunk's tokens against the
-// G = n_heads / n_kv_heads queries that share kv head kvh (one token per thread, its K row read once for all G),
-// then accumulates the G outputs, so each cached K/V byte is read once per step instead of G times. Partial
-// results in the layout of attention_decode_kernel, for attention_reduce_kernel.
-// grid (n_kv_heads, n_parts), block ATT_THREADS, smem G*D floats
-static __global__ void __launch_bounds__(ATT_THREADS)
-    attention_decode_group_kernel(const float* q, const bf16* K, const bf16* V, const int* pos, float* part_o,
-                                  float* part_ml, int n_heads, int n_kv_heads, int D) {
+    attention_decode_kernel(const float* q, const bf16* K, const bf16* V, const int* pos, float* part_o,
+                            float* part_ml, int n_heads, int n_kv_heads, int D) {
     extern __shared__ float4 smem4[];
-    float* qs = reinterpret_cast<float*>(smem4);          // (G, D) the group's queries, pre-scaled by 1/sqrt(D)
+    float* qs = reinterpret_cast<float*>(smem4);          // (Gb, D) the block's queries, pre-scaled by 1/sqrt(D)
     __shared__ float p_tile[ATT_MAX_GROUP][ATT_THREADS];  // exp(s - m) per head for the current tile
-    int kvh = blockIdx.x, part = blockIdx.y, n_parts = gridDim.y, tid = threadIdx.x;
-    int G = n_heads / n_kv_heads, kv_dim = n_kv_heads * D;
+    int part = blockIdx.y, n_parts = gridDim.y, tid = threadIdx.x;
+    int G = n_heads / n_kv_heads, n_sub = ceil_div(G, ATT_MAX_GROUP), kv_dim = n_kv_heads * D;
+    int kvh = blockIdx.x / n_sub, h0 = kvh * G + (blockIdx.x % n_sub) * ATT_MAX_GROUP;  // kv head, first q head
+    int Gb = min(ATT_MAX_GROUP, (kvh + 1) * G - h0);                                    // q heads of this block
     int T = *pos + 1, chunk = ceil_div(T, n_parts);
     int t_begin = part * chunk, t_end = min(T, t_begin + chunk);
-    for (int e = tid; e < G * D; e += ATT_THREADS) qs[e] = q[size_t(kvh) * G * D + e] * rsqrtf(float(D));
+    for (int e = tid; e < Gb * D; e += ATT_THREADS) qs[e] = q[size_t(h0) * D + e] * rsqrtf(float(D));
     __syncthreads();
     float m[ATT_MAX_GROUP], lsum[ATT_MAX_GROUP], acc[ATT_MAX_GROUP * ATT_MAX_D / ATT_THREADS] = {};
 #pragma unroll
@@ -570,14 +444,14 @@ static __global__ void __launch_bounds__(ATT_THREADS)
         int t = t0 + tid;
         float s[ATT_MAX_GROUP];
 #pragma unroll
-        for (int g = 0; g < ATT_MAX_GROUP; g++) s[g] = t < t_end && g < G ? 0.0f : -INFINITY;
+        for (int g = 0; g < ATT_MAX_GROUP; g++) s[g] = t < t_end && g < Gb ? 0.0f : -INFINITY;
         if (t < t_end) {
             const uint4* k4 = reinterpret_cast<const uint4*>(K + size_t(t) * kv_dim + size_t(kvh) * D);
             for (int j = 0; j < D / 8; j++) {
                 uint4 k = k4[j];
 #pragma unroll
                 for (int g = 0; g < ATT_MAX_GROUP; g++) {
-                    if (g >= G) break;
+                    if (g >= Gb) break;
                     const float4* q4 = reinterpret_cast<const float4*>(qs + g * D);
                     s[g] += dot8(k, q4[2 * j], q4[2 * j + 1]);
                 }
@@ -586,11 +460,11 @@ static __global__ void __launch_bounds__(ATT_THREADS)
         float corr[ATT_MAX_GROUP];
 #pragma unroll
         for (int g = 0; g < ATT_MAX_GROUP; g++) {
-            if (g >= G) break;  // uniform: every thread has the same G
-            float m_new = fmaxf(m[g], block_max(s[g]));
+            if (g >= Gb) break;  // uniform: every thread of the block has the same Gb
+            float m_new = fmaxf(m[g], block_max(s[g]));  // finite: the tile holds at least one token
             float e = t < t_end ? expf(s[g] - m_new) : 0.0f;
             p_tile[g][tid] = e;
-            corr[g] = expf(m[g] - m_new);
+            corr[g] = expf(m[g] - m_new);                // rescales the sums so far (0 on the first tile)
             lsum[g] = lsum[g] * corr[g] + block_sum(e);  // its barriers publish p_tile[g]
             m[g] = m_new;
         }
@@ -599,7 +473,7 @@ static __global__ void __launch_bounds__(ATT_THREADS)
 #pragma unroll
         for (int k = 0; k < ATT_MAX_GROUP * ATT_MAX_D / ATT_THREADS; k++) {
             int o = tid + k * ATT_THREADS, g = o / D, d = o % D;
-            if (g >= G) break;
+            if (g >= Gb) break;
             float c = 1.0f;
 #pragma unroll
             for (int gg = 0; gg < ATT_MAX_GROUP; gg++)
@@ -614,16 +488,16 @@ static __global__ void __launch_bounds__(ATT_THREADS)
 #pragma unroll
     for (int k = 0; k < ATT_MAX_GROUP * ATT_MAX_D / ATT_THREADS; k++) {
         int o = tid + k * ATT_THREADS, g = o / D, d = o % D;
-        if (g >= G) break;
-        part_o[(size_t(kvh * G + g) * n_parts + part) * D + d] = acc[k];
+        if (g >= Gb) break;
+        part_o[(size_t(h0 + g) * n_parts + part) * D + d] = acc[k];
     }
-    if (tid < G) {
+    if (tid < Gb) {
         float mm = 0, ll = 0;
 #pragma unroll
         for (int gg = 0; gg < ATT_MAX_GROUP; gg++)
             if (gg == tid) mm = m[gg], ll = lsum[gg];
-        size_t slot = size_t(kvh * G + tid) * n_parts + part;
-        part_ml[2 * slot] = mm;
+        size_t slot = size_t(h0 + tid) * n_parts + part;
+        part_ml[2 * slot] = mm;  // -inf for an empty chunk
         part_ml[2 * slot + 1] = ll;
     }
 }
@@ -648,44 +522,37 @@ static __global__ void attention_reduce_kernel(const float* part_o, const float*
     out[size_t(h) * D + d] = num / den;
 }
 
-// Chunks of the context: enough blocks to cover the device about twice when each chunk index launches
-// `heads` blocks (query heads, or kv heads when grouped), at most one chunk per cached token.
-inline int attention_parts(int heads, int context, const Launch& l) {
-    return std::max(1, std::min(ceil_div(2 * l.sm_count, heads), context));
+// Blocks per context chunk: one per kv head, or more when the GQA group exceeds ATT_MAX_GROUP query heads.
+inline int attention_blocks_per_part(int n_heads, int n_kv_heads) {
+    return n_kv_heads * ceil_div(n_heads / n_kv_heads, ATT_MAX_GROUP);
+}
+
+// Chunks of the context: enough blocks to cover the device about twice, at most one chunk per cached token.
+inline int attention_parts(int n_heads, int n_kv_heads, int context, const Launch& l) {
+    return std::max(1, std::min(ceil_div(2 * l.sm_count, attention_blocks_per_part(n_heads, n_kv_heads)), context));
 }
 
 // q: (n_heads, D) fp32; K, V: (context, kv_dim) bf16 of one layer; pos: device int (T = *pos + 1 tokens);
 // part_o: (n_heads, n_parts, D) fp32, part_ml: (n_heads, n_parts, 2) fp32 scratch; out: (n_heads, D) fp32.
-// grouped: one block per (kv head, chunk) for all the query heads of the group (needs G <= ATT_MAX_GROUP),
-// else one block per (query head, chunk).
 inline void attention_decode(const float* q, const bf16* K, const bf16* V, const int* pos, float* part_o,
                              float* part_ml, float* out, int n_parts, int n_heads, int n_kv_heads, int D,
-                             bool grouped, const Launch& l) {
+                             const Launch& l) {
     if (D % 8 != 0 || D > ATT_MAX_D) fail("attention: head_dim %d must be a multiple of 8 and <= %d", D, ATT_MAX_D);
-    if (n_heads % n_kv_heads != 0) fail("attention: %d heads are not a multiple of %d kv heads", n_heads, n_kv_heads);
+    if (n_kv_heads < 1 || n_heads % n_kv_heads != 0)
+        fail("attention: %d heads are not a multiple of %d kv heads", n_heads, n_kv_heads);
     if (n_parts < 1) fail("attention: n_parts must be >= 1, got %d", n_parts);
-    int G = n_heads / n_kv_heads;
-    if (grouped && G > ATT_MAX_GROUP) fail("attention: groups of %d query heads, at most %d", G, ATT_MAX_GROUP);
-    if (grouped)
-        attention_decode_group_kernel<<<dim3(n_kv_heads, n_parts), ATT_THREADS, G * D * sizeof(float), l.stream>>>(
-            q, K, V, pos, part_o, part_ml, n_heads, n_kv_heads, D);
-    else
-        attention_decode_kernel<<<dim3(n_heads, n_parts), ATT_THREADS, D * sizeof(float), l.stream>>>(
-            q, K, V, pos, part_o, part_ml, n_heads, n_kv_heads, D);
+    size_t smem = size_t(std::min(n_heads / n_kv_heads, ATT_MAX_GROUP)) * D * sizeof(float);
+    attention_decode_kernel<<<dim3(attention_blocks_per_part(n_heads, n_kv_heads), n_parts), ATT_THREADS, smem,
+                              l.stream>>>(q, K, V, pos, part_o, part_ml, n_heads, n_kv_heads, D);
     CUDA_CHECK(cudaGetLastError());
     attention_reduce_kernel<<<n_heads, 256, 0, l.stream>>>(part_o, part_ml, out, n_parts, D);
     CUDA_CHECK(cudaGetLastError());
 }
 
-}  // namespace gpu
-}  // namespace qwen
-
 // ============================================================================
 // Prefill kernels: a chunk of prompt tokens at once; projections are cuBLAS GEMMs (tensor cores, fp32
 // accumulation), attention is a tiled causal kernel with online softmax
 // ============================================================================
-namespace qwen {
-namespace gpu {
 
 // Y (n, rows) = X (n, cols) W^T (+ Y when accumulate), W (rows, cols) bf16 row-major, X bf16, Y fp32.
 // cuBLAS is column-major: a row-major (rows, cols) W is a column-major (cols, rows) matrix, so
@@ -809,164 +676,6 @@ inline void check_prefill_shape(int n, int n_heads, int n_kv_heads, const char* 
         fail("%s: %d heads are not a multiple of %d kv heads", what, n_heads, n_kv_heads);
 }
 
-// ---- the same attention on tensor cores (wmma, bf16 in, fp32 accumulation) ----
-
-constexpr int TC_BQ = 64;  // queries per block: 4 warps, 16 query rows each
-constexpr int TC_BK = 64;  // keys per tile
-
-// Shared-memory layout of attention_prefill_tc_kernel<D>: byte offsets of its arrays, each 32-byte aligned
-// (wmma's requirement); rows padded by 16 bytes so that a warp's row accesses spread over the banks.
-template <int D>
-struct TcSmem {
-    static constexpr int LD = D + 8;       // row stride (elements) of Q, K, V (bf16)
-    static constexpr int LS = TC_BK + 4;   // of S (fp32)
-    static constexpr int LP = TC_BK + 8;   // of P (bf16)
-    static constexpr int LO = D + 4;       // of O (fp32)
-    static constexpr size_t up32(size_t b) { return (b + 31) / 32 * 32; }
-    static constexpr size_t max(size_t a, size_t b) { return a > b ? a : b; }
-    // Q is only read into registers before the first tile, so the scores S reuse its space.
-    static constexpr size_t Q = 0;                                               // (TC_BQ, LD) bf16 queries
-    static constexpr size_t S = 0;                                               // (TC_BQ, LS) fp32 scores
-    static constexpr size_t K = up32(max(TC_BQ * LD * 2, TC_BQ * LS * 4));       // (TC_BK, LD) bf16 key tile
-    static constexpr size_t V = up32(K + TC_BK * LD * 2);                        // (TC_BK, LD) bf16 value tile
-    static constexpr size_t P = up32(V + TC_BK * LD * 2);                        // (TC_BQ, LP) bf16 probabilities
-    static constexpr size_t O = up32(P + TC_BQ * LP * 2);                        // (TC_BQ, LO) fp32 output
-    static constexpr size_t BYTES = up32(O + TC_BQ * LO * 4);  // D = 128: 93 KB, D = 256: 173 KB
-};
-
-// The causal prefill attention of attention_prefill_kernel with both products on tensor cores. Block (h, qb)
-// owns queries qb*TC_BQ .. +TC_BQ of head h; warp w owns 16 of those rows and, per key tile of TC_BK keys:
-//   S = Q K^T (wmma)  ->  per row: s = S / sqrt(D) masked causally, m' = max(m, max s), p = exp(s - m'),
-//   l = l exp(m - m') + sum p, O = O exp(m - m')  ->  O += P V (wmma, P rounded to bf16)
-// and at the end out = O / l. Q is rounded to bf16 for the tensor cores (the model's attention runs in bf16).
-// Two lanes share a row in the softmax (each half the keys and half of O); m and l stay in their registers.
-// O lives in shared memory because a wmma accumulator's element-to-row map is unspecified, so it cannot be
-// rescaled per row in registers.   grid (n_heads, ceil(n / TC_BQ)), block 128, smem TcSmem<D>::BYTES
-template <int D>
-static __global__ void __launch_bounds__(128)
-    attention_prefill_tc_kernel(const float* qkv, const bf16* K, const bf16* V, const int* pos, bf16* out, int n,
-                                int n_heads, int n_kv_heads) {
-    namespace wmma = nvcuda::wmma;
-    using L = TcSmem<D>;
-    using frag_q = wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major>;
-    using frag_kt = wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major>;
-    using frag_v = wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major>;
-    using frag_acc = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
-    extern __shared__ __align__(128) float4 tc_smem4[];  // wmma needs 32-byte aligned tiles
-    unsigned char* smem = reinterpret_cast<unsigned char*>(tc_smem4);
-    bf16* Qs = reinterpret_cast<bf16*>(smem + L::Q);
-    bf16* Ks = reinterpret_cast<bf16*>(smem + L::K);
-    bf16* Vs = reinterpret_cast<bf16*>(smem + L::V);
-    float* Ss = reinterpret_cast<float*>(smem + L::S);
-    bf16* Ps = reinterpret_cast<bf16*>(smem + L::P);
-    float* Os = reinterpret_cast<float*>(smem + L::O);
-    auto tc = [](const bf16* p) { return reinterpret_cast<const __nv_bfloat16*>(p); };
-
-    int h = blockIdx.x, q0 = blockIdx.y * TC_BQ, tid = threadIdx.x, lane = tid % 32, r0 = (tid / 32) * 16;
-    int q_dim = n_heads * D, kv_dim = n_kv_heads * D, stride = q_dim + 2 * kv_dim;
-    int kv_off = (h / (n_heads / n_kv_heads)) * D, p0 = *pos;
-    int kv_end = p0 + min(n, q0 + TC_BQ);  // keys needed by the block's last query
-    for (int e = tid; e < TC_BQ * D; e += 128) {
-        int r = e / D, d = e % D;
-        Qs[r * L::LD + d] = f2bf(q0 + r < n ? qkv[size_t(q0 + r) * stride + h * D + d] : 0.0f);
-        Os[r * L::LO + d] = 0.0f;
-    }
-    __syncthreads();
-    frag_q q[D / 16];  // the warp's 16 query rows, kept in registers for every tile (Qs is S from here on;
-                       // the barrier after the first K/V tile orders every warp's loads before any S store)
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) wmma::load_matrix_sync(q[kk], tc(Qs + r0 * L::LD + kk * 16), L::LD);
-
-    int row = r0 + lane / 2, half = lane % 2;  // this lane's row, and which half of the keys / of O it handles
-    int q_pos = p0 + q0 + row;                 // rows past n are computed, not stored
-    float scale = rsqrtf(float(D)), m = -INFINITY, l = 0;
-    for (int k0 = 0; k0 < kv_end; k0 += TC_BK) {
-        for (int e = tid; e < TC_BK * D / 8; e += 128) {  // 16-byte copies of the K and V tiles, zeros past kv_end
-            int r = e / (D / 8), c = e % (D / 8);
-            bool ok = k0 + r < kv_end;
-            uint4 zero = make_uint4(0, 0, 0, 0);
-            *reinterpret_cast<uint4*>(Ks + r * L::LD + 8 * c) =
-                ok ? reinterpret_cast<const uint4*>(K + size_t(k0 + r) * kv_dim + kv_off)[c] : zero;
-            *reinterpret_cast<uint4*>(Vs + r * L::LD + 8 * c) =
-                ok ? reinterpret_cast<const uint4*>(V + size_t(k0 + r) * kv_dim + kv_off)[c] : zero;
-        }
-        __syncthreads();
-        // S (16, TC_BK) = Q K^T for the warp's rows: K's rows read as the columns of K^T
-#pragma unroll
-        for (int j = 0; j < TC_BK / 16; j++) {
-            frag_acc s;
-            wmma::fill_fragment(s, 0.0f);
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) {
-                frag_kt kt;
-                wmma::load_matrix_sync(kt, tc(Ks + j * 16 * L::LD + kk * 16), L::LD);
-                wmma::mma_sync(s, q[kk], kt, s);
-            }
-            wmma::store_matrix_sync(Ss + r0 * L::LS + j * 16, s, L::LS, wmma::mem_row_major);
-        }
-        __syncwarp();
-        // online softmax of this lane's half row; m' is finite: key 0 is in the first tile and never masked
-        const float* srow = Ss + row * L::LS;
-        int c0 = half * (TC_BK / 2);
-        float mx = -INFINITY;
-        for (int c = c0; c < c0 + TC_BK / 2; c++) mx = fmaxf(mx, k0 + c <= q_pos ? srow[c] * scale : -INFINITY);
-        float m_new = fmaxf(m, fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1)));
-        float corr = expf(m - m_new), psum = 0;  // corr = 0 on the first tile (m = -inf)
-        for (int c = c0; c < c0 + TC_BK / 2; c++) {
-            bf16 p = f2bf(k0 + c <= q_pos ? expf(srow[c] * scale - m_new) : 0.0f);
-            Ps[row * L::LP + c] = p;
-            psum += bf2f(p);  // the sum of what P V multiplies, so the normalisation matches
-        }
-        l = l * corr + psum + __shfl_xor_sync(0xffffffffu, psum, 1);
-        m = m_new;
-        for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++) Os[row * L::LO + d] *= corr;
-        __syncwarp();
-        // O (16, D) += P (16, TC_BK) V (TC_BK, D), the accumulators round-tripping through Os
-#pragma unroll
-        for (int j = 0; j < D / 16; j++) {
-            frag_acc o;
-            wmma::load_matrix_sync(o, Os + r0 * L::LO + j * 16, L::LO, wmma::mem_row_major);
-#pragma unroll
-            for (int kk = 0; kk < TC_BK / 16; kk++) {
-                frag_q p;
-                frag_v v;
-                wmma::load_matrix_sync(p, tc(Ps + r0 * L::LP + kk * 16), L::LP);
-                wmma::load_matrix_sync(v, tc(Vs + kk * 16 * L::LD + j * 16), L::LD);
-                wmma::mma_sync(o, p, v, o);
-            }
-            wmma::store_matrix_sync(Os + r0 * L::LO + j * 16, o, L::LO, wmma::mem_row_major);
-        }
-        __syncthreads();  // every warp is done with the K and V tiles (and its own Os stores are visible)
-    }
-    if (q0 + row >= n) return;
-    bf16* dst = out + size_t(q0 + row) * q_dim + h * D;
-    for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++) dst[d] = f2bf(Os[row * L::LO + d] / l);
-}
-
-// Falls back to the CUDA-core kernel where a block cannot have TcSmem<D>::BYTES of shared memory (the opt-in
-// is 227 KB on Hopper, 163 KB on the A100, 99 KB on sm_86 / sm_89 GPUs).
-template <int D>
-void attention_prefill_tc_launch(const float* qkv, const bf16* K, const bf16* V, const int* pos, bf16* out, int n,
-                                 int n_heads, int n_kv_heads, const Launch& l) {
-    if (TcSmem<D>::BYTES > l.smem_optin)
-        return attention_prefill_launch<D>(qkv, K, V, pos, out, n, n_heads, n_kv_heads, l);
-    allow_smem(attention_prefill_tc_kernel<D>, TcSmem<D>::BYTES, l, "attention_prefill_tc");
-    attention_prefill_tc_kernel<D><<<dim3(n_heads, ceil_div(n, TC_BQ)), 128, TcSmem<D>::BYTES, l.stream>>>(
-        qkv, K, V, pos, out, n, n_heads, n_kv_heads);
-    CUDA_CHECK(cudaGetLastError());
-}
-
-// qkv: (n, q_dim + 2*kv_dim) fp32 with q already rotated (the q columns are read); K, V: (context, kv_dim)
-// bf16 of one layer holding rows 0 .. *pos + n - 1; out: (n, q_dim) bf16 (the input of the wo GEMM).
-// The engine's prefill attention (tensor cores); attention_prefill below is its CUDA-core oracle.
-inline void attention_prefill_tc(const float* qkv, const bf16* K, const bf16* V, const int* pos, bf16* out, int n,
-                                 int n_heads, int n_kv_heads, int D, const Launch& l) {
-    check_prefill_shape(n, n_heads, n_kv_heads, "attention_prefill_tc");
-    with_head_dim(D, "attention_prefill_tc", [&](auto d) {
-        attention_prefill_tc_launch<decltype(d)::value>(qkv, K, V, pos, out, n, n_heads, n_kv_heads, l);
-    });
-}
-
 // qkv: (n, q_dim + 2*kv_dim) fp32 with q already rotated (the q columns are read); K, V: (context, kv_dim)
 // bf16 of one layer holding rows 0 .. *pos + n - 1; out: (n, q_dim) bf16 (the input of the wo GEMM).
 inline void attention_prefill(const float* qkv, const bf16* K, const bf16* V, const int* pos, bf16* out, int n,
@@ -977,15 +686,11 @@ inline void attention_prefill(const float* qkv, const bf16* K, const bf16* V, co
     });
 }
 
-}  // namespace gpu
-}  // namespace qwen
 
 // ============================================================================
 // Sampling kernels: the Sampler's rules (the sampler section of qwen.hpp) on the device, so that only the chosen id
 // crosses to the host. The uniform draw comes from the host Sampler's Rng, so a seed behaves the same.
 // ============================================================================
-namespace qwen {
-namespace gpu {
 
 constexpr int SAMPLE_THREADS = 1024;  // the selection kernels run as one block
 
@@ -1182,132 +887,9 @@ inline void select_token(const float* p, const int* ids, int n, const SampleFilt
     CUDA_CHECK(cudaGetLastError());
 }
 
-// ---- the fast path for filtered sampling: sort only the likely tokens ----
-// As in the CPU Sampler (Sampler::keep_above_cutoff_), take the candidates p >= cutoff = p_max / 1024 (with
-// min-p: min_p * p_max). Every other token is less probable than all of them, so the top-p prefix found among
-// them is the true one when they hold at least top_p of the mass, and the top-k set is among them when there
-// are at least k. One pass over the vocabulary (many blocks) collects those few candidates and the softmax
-// normaliser; one block sorts them in shared memory and selects. No radix sort of the vocabulary, no
-// single-block pass over it. When the candidates overflow SAMPLE_CAP, are fewer than k, or hold too little
-// mass, the selection answers SAMPLE_FALLBACK and the caller takes the full path (softmax, radix sort,
-// select_token).
-
-constexpr int SAMPLE_CAP = 2048;         // candidates one block sorts in shared memory (a power of two)
-constexpr int SAMPLE_MAX_BLOCKS = 1024;  // blocks of the candidate pass
-constexpr int SAMPLE_FALLBACK = -3;
-
-// What the candidate pass accumulates (count zeroed before it runs).
-struct Candidates {
-    int count;                         // tokens with e >= e_min (only the first SAMPLE_CAP are stored)
-    double part[SAMPLE_MAX_BLOCKS];    // per block: sum of e = exp((x - max) / T) over its tokens
-};
-
-// e_i = exp((x_i - x_max) / T), with x_max = x[*argmax]; part[block] = its sum of e_i (added up in a fixed order
-// later, so that a seed draws the same token every run); tokens with e_i >= e_min appended to (cand_e, cand_id)
-// in any order.   grid-stride, grid <= SAMPLE_MAX_BLOCKS, block 256
-static __global__ void __launch_bounds__(256)
-    candidates_kernel(const float* x, int n, const int* argmax, float temperature, float e_min, float* cand_e,
-                      int* cand_id, Candidates* c) {
-    int a = *argmax;
-    if (a < 0) return;  // unusable logits (the whole grid returns): the caller reports the argmax's verdict
-    float m = x[a];
-    double s = 0;
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-        float e = expf((x[i] - m) / temperature);  // the Sampler's softmax numerator, bit for bit
-        s += e;
-        if (e >= e_min) {
-            int k = atomicAdd(&c->count, 1);
-            if (k < SAMPLE_CAP) cand_e[k] = e, cand_id[k] = i;
-        }
-    }
-    using Reduce = cub::BlockReduce<double, 256>;
-    __shared__ typename Reduce::TempStorage tmp;
-    s = Reduce(tmp).Sum(s);
-    if (threadIdx.x == 0) c->part[blockIdx.x] = s;
-}
-
-// Sorts the candidates by (p desc, id asc) with a bitonic sort of 64-bit keys (p's bits, then the complement of
-// the id), keeps those with p >= cutoff exactly as the Sampler computes both, then filter_and_draw over them
-// (f.top_k: 0 when off).   grid (1), block SAMPLE_THREADS
-static __global__ void __launch_bounds__(SAMPLE_THREADS, 1)
-    select_candidates_kernel(const float* cand_e, const int* cand_id, const Candidates* c, int n_parts,
-                             SampleFilter f, int* out) {
-    __shared__ unsigned long long key[SAMPLE_CAP];
-    __shared__ float p[SAMPLE_CAP];  // kept probabilities, most probable first
-    __shared__ int ids[SAMPLE_CAP];
-    __shared__ int kept_s;
-    __shared__ double total_s;
-    int n = c->count, tid = threadIdx.x;
-    if (n < 1 || n > SAMPLE_CAP) {  // uniform; none: unusable logits, which the argmax's verdict reports
-        if (tid == 0) *out = SAMPLE_FALLBACK;
-        return;
-    }
-    if (tid == 0) {
-        double t = 0;
-        for (int b = 0; b < n_parts; b++) t += c->part[b];
-        total_s = t;
-        kept_s = 0;
-    }
-    __syncthreads();
-    float inv_sum = float(1.0 / total_s);  // p_max = 1 * inv_sum: the arg-max's e is exp(0)
-    float cutoff = f.min_p > 0.0f ? f.min_p * inv_sum : inv_sum / 1024.0f;
-    int N = 1;
-    while (N < n) N *= 2;
-    for (int i = tid; i < N; i += blockDim.x) {
-        float pi = i < n ? cand_e[i] * inv_sum : 0.0f;
-        key[i] = i < n && pi >= cutoff ? (uint64_t(__float_as_uint(pi)) << 32) | ~uint32_t(cand_id[i]) : 0;
-    }
-    __syncthreads();
-    for (int k = 2; k <= N; k *= 2)  // bitonic sort, descending
-        for (int j = k / 2; j > 0; j /= 2) {
-            for (int i = tid; i < N; i += blockDim.x) {
-                int o = i ^ j;
-                if (o <= i) continue;
-                unsigned long long a = key[i], b = key[o];
-                if ((i & k) == 0 ? a < b : a > b) key[i] = b, key[o] = a;
-            }
-            __syncthreads();
-        }
-    for (int i = tid; i < N; i += blockDim.x) {  // the kept ones (non-zero keys) come first
-        if (key[i] && (i + 1 == N || !key[i + 1])) kept_s = i + 1;
-        if (i < n) p[i] = __uint_as_float(uint32_t(key[i] >> 32)), ids[i] = int(~uint32_t(key[i]));
-    }
-    __syncthreads();
-    int keep = kept_s;  // >= 1: the arg-max itself has p = p_max >= cutoff
-    // Top-k needs k candidates (then the k-th and its ties are among them); top-p alone needs top_p of the mass.
-    bool short_of_k = f.top_k > 0 && keep < f.top_k;
-    if (short_of_k || (f.top_k == 0 && f.min_p <= 0.0f && block_sum_prefix(p, keep) < double(f.top_p))) {
-        if (tid == 0) *out = SAMPLE_FALLBACK;  // uniform
-        return;
-    }
-    int j = filter_and_draw(p, keep, f, f.top_k > 0);
-    if (tid == 0) *out = ids[j];
-}
-
-// x: (n) fp32 logits; argmax: the device int argmax() wrote; cand_e, cand_id: (SAMPLE_CAP) scratch; c: one
-// Candidates; out: the chosen id or SAMPLE_FALLBACK. For temperature > 0 with some filter (top-k, top-p, min-p).
-inline void sample_candidates(const float* x, int n, const int* argmax, float temperature, SampleFilter f,
-                              float* cand_e, int* cand_id, Candidates* c, int* out, const Launch& l) {
-    if (n < 1 || !(temperature > 0)) fail("sample_candidates: n %d must be >= 1 and temperature %g > 0", n, temperature);
-    if (f.top_k >= n) f.top_k = 0;  // keeps every token: off
-    // a little below the Sampler's cutoff in e (p = e / total): every token it keeps is a candidate
-    float e_min = 0.999f * (f.min_p > 0.0f ? f.min_p : 1.0f / 1024.0f);
-    int blocks = std::min({ceil_div(n, 256), 2 * l.sm_count, SAMPLE_MAX_BLOCKS});
-    CUDA_CHECK(cudaMemsetAsync(&c->count, 0, sizeof(int), l.stream));
-    candidates_kernel<<<blocks, 256, 0, l.stream>>>(x, n, argmax, temperature, e_min, cand_e, cand_id, c);
-    CUDA_CHECK(cudaGetLastError());
-    select_candidates_kernel<<<1, SAMPLE_THREADS, 0, l.stream>>>(cand_e, cand_id, c, blocks, f, out);
-    CUDA_CHECK(cudaGetLastError());
-}
-
-}  // namespace gpu
-}  // namespace qwen
-
 // ============================================================================
-// Device memory: allocations, the weights upload through pinned staging buffers, synthetic weights
+// Device memory: allocations, the weights upload through pinned staging buffers, the decode step
 // ============================================================================
-namespace qwen {
-namespace gpu {
 
 // True when a CUDA device can be used (no failure: a machine without a GPU just says no).
 inline bool device_available() {
@@ -1361,37 +943,6 @@ struct DeviceAllocs {
     }
 };
 
-// One weight tensor: its field in Weights and its shape (rows, cols), stacked over layers in rows.
-struct TensorSpec {
-    using Field = const bf16* Weights::*;  // e.g. &Weights::wqkv
-    Field field;
-    size_t rows, cols;
-    enum Kind { MATRIX, NORM, BIAS } kind;
-    size_t bytes() const { return rows * cols * sizeof(bf16); }
-};
-
-// The tensors of a model, in file order (lm_head only when not tied: then it aliases token_embd).
-inline std::vector<TensorSpec> tensor_specs(const Config& c) {
-    size_t L = size_t(c.n_layers), dim = size_t(c.dim), f = size_t(c.ffn_dim), V = size_t(c.vocab_size);
-    size_t qkv = size_t(c.q_dim() + 2 * c.kv_dim()), D = size_t(c.head_dim);
-    using T = TensorSpec;
-    std::vector<TensorSpec> t = {{&Weights::token_embd, V, dim, T::MATRIX},
-                                 {&Weights::attn_norm, L, dim, T::NORM},
-                                 {&Weights::wqkv, L * qkv, dim, T::MATRIX}};
-    if (c.qkv_bias) t.push_back({&Weights::bqkv, L, qkv, T::BIAS});
-    if (c.qk_norm) {
-        t.push_back({&Weights::q_norm, L, D, T::NORM});
-        t.push_back({&Weights::k_norm, L, D, T::NORM});
-    }
-    t.push_back({&Weights::wo, L * dim, size_t(c.q_dim()), T::MATRIX});
-    t.push_back({&Weights::ffn_norm, L, dim, T::NORM});
-    t.push_back({&Weights::w_gate_up, L * 2 * f, dim, T::MATRIX});
-    t.push_back({&Weights::w_down, L * dim, f, T::MATRIX});
-    t.push_back({&Weights::out_norm, 1, dim, T::NORM});
-    if (!c.tied) t.push_back({&Weights::lm_head, V, dim, T::MATRIX});
-    return t;
-}
-
 // Host -> device copy of a large read-only mapping: the file is copied chunk by chunk into two pinned
 // buffers, alternately, so reading the next chunk from disk overlaps the DMA of the previous one.
 struct PinnedStaging {
@@ -1420,8 +971,7 @@ struct PinnedStaging {
             buf[i] = nullptr;
         }
     }
-    void copy(void* dst, const uint8_t* src, size_t bytes, cudaStream_t stream, const char* label) {
-        bool bar = isatty(2) && bytes > (size_t(256) << 20);
+    void copy(void* dst, const uint8_t* src, size_t bytes, cudaStream_t stream) {
         for (size_t off = 0, i = 0; off < bytes; off += CHUNK, i++) {
             int b = int(i % 2);
             size_t len = std::min(CHUNK, bytes - off);
@@ -1429,28 +979,10 @@ struct PinnedStaging {
             memcpy(buf[b], src + off, len);
             CUDA_CHECK(cudaMemcpyAsync(static_cast<uint8_t*>(dst) + off, buf[b], len, cudaMemcpyHostToDevice, stream));
             CUDA_CHECK(cudaEventRecord(done[b], stream));
-            if (bar) fprintf(stderr, "\r%s: %3d%% of %.2f GB", label, int(100.0 * (off + len) / bytes), bytes / 1e9);
         }
         CUDA_CHECK(cudaStreamSynchronize(stream));
-        if (bar) fprintf(stderr, "\n");
     }
 };
-
-// p[i] = center + half_width * (2u - 1), u uniform in [0, 1) from a hash of (seed, i)   grid-stride, block 256
-static __global__ void fill_uniform_kernel(bf16* p, size_t n, uint64_t seed, float center, float half_width) {
-    for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-        uint64_t z = seed * 0x9E3779B97F4A7C15ull + i;  // splitmix64 of the index
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        z ^= z >> 31;
-        float u = float(z >> 40) * (1.0f / 16777216.0f);
-        p[i] = f2bf(center + half_width * (2.0f * u - 1.0f));
-    }
-}
-inline void fill_uniform(bf16* p, size_t n, uint64_t seed, float center, float half_width, const Launch& l) {
-    fill_uniform_kernel<<<4 * l.sm_count, 256, 0, l.stream>>>(p, n, seed, center, half_width);
-    CUDA_CHECK(cudaGetLastError());
-}
 
 // An engine's stream (non-blocking: graph capture needs a stream of its own) and cuBLAS handle,
 // released on destruction, also when the engine's constructor fails half-way.
@@ -1493,21 +1025,10 @@ namespace qwen {
 
 struct GpuEngine : Engine {
     // Copies the weights of a loaded model to the GPU and allocates a KV cache of context_size tokens.
-    GpuEngine(const Model& m, int context_size, bool verbose = false) : cfg_(m.config) {
-        if (!m.has_weights) fail("%s: the file has no weights (tokenizer only)", m.file.path.c_str());
+    GpuEngine(const Model& m, int context_size) : cfg_(m.config) {
+        check_engine_model(m, context_size);
         init(context_size);
         upload_weights(m);
-        report(verbose);
-    }
-
-    // An engine with random bf16 weights of the given shape, generated on the GPU (for benchmarks: no file).
-    static std::unique_ptr<GpuEngine> synthetic(const Config& c, int context_size, uint64_t seed = 1,
-                                                bool verbose = false) {
-        std::unique_ptr<GpuEngine> e(new GpuEngine(c));
-        e->init(context_size);
-        e->random_weights(seed);
-        e->report(verbose);
-        return e;
     }
 
     ~GpuEngine() override {
@@ -1521,19 +1042,6 @@ struct GpuEngine : Engine {
     int context_size() const override { return context_; }
     const char* name() const override { return "cuda"; }
 
-    void forward(const int* tokens, int n, int pos) override {
-        if (n < 1 || !tokens) fail("forward: n must be >= 1, got %d", n);
-        if (pos < 0 || pos + n > context_)
-            fail("forward: positions %d..%d are outside the context of %d tokens", pos, pos + n - 1, context_);
-        for (int i = 0; i < n; i++)
-            if (tokens[i] < 0 || tokens[i] >= cfg_.vocab_size)
-                fail("forward: token id %d (at %d) is outside the vocabulary of %d", tokens[i], i, cfg_.vocab_size);
-        if (n == 1) return decode(tokens[0], pos);
-        for (int done = 0; done < n; done += chunk_) {
-            int len = std::min(chunk_, n - done);
-            prefill(tokens + done, len, pos + done, done + len == n);
-        }
-    }
 
     const float* logits() override {
         host_logits_.resize(size_t(cfg_.vocab_size));
@@ -1557,13 +1065,6 @@ struct GpuEngine : Engine {
         f.min_p = p.min_p;
         f.u = s.rng.uniform();
         bool filtered = (p.top_k > 0 && p.top_k < n_vocab) || p.top_p < 1.0f || p.min_p > 0.0f;
-        if (filtered && fast_sampling_) {
-            gpu::sample_candidates(src, n_vocab, choice_, p.temperature, f, cand_e_, cand_id_, cand_, choice_ + 1,
-                                   launch_);
-            int id = read_choice(1);
-            if (id != gpu::SAMPLE_FALLBACK) return id;
-            sampling_fallbacks_++;
-        }
         gpu::softmax(src, n_vocab, p.temperature, prob_, launch_);
         if (!filtered) {
             gpu::select_token(prob_, nullptr, n_vocab, f, choice_ + 1, launch_);
@@ -1576,11 +1077,6 @@ struct GpuEngine : Engine {
         return read_choice(1);
     }
 
-    // Filtered sampling (top-k, top-p, min-p) sorts only the likely tokens (default on; off: the full sort always).
-    void set_fast_sampling(bool on) { fast_sampling_ = on; }
-    // How often the fast path handed over to the full one (too many candidates, fewer than top-k, or too little
-    // top-p mass in them).
-    int sampling_fallbacks() const { return sampling_fallbacks_; }
     // Decode steps are replayed from a captured CUDA graph (default on); off runs the same kernels one by one.
     void set_graphs(bool on) { use_graph_ = on; }
     void synchronize() { CUDA_CHECK(cudaStreamSynchronize(h_.stream)); }
@@ -1592,6 +1088,15 @@ struct GpuEngine : Engine {
     size_t kv_bytes() const { return bytes_kv_; }
     size_t scratch_bytes() const { return bytes_scratch_; }
     const Weights& device_weights() const { return w_; }
+
+  protected:
+    void forward_checked(const int* tokens, int n, int pos) override {
+        if (n == 1) return decode(tokens[0], pos);
+        for (int done = 0; done < n; done += chunk_) {
+            int len = std::min(chunk_, n - done);
+            prefill(tokens + done, len, pos + done, done + len == n);
+        }
+    }
 
   private:
     Config cfg_;
@@ -1613,7 +1118,6 @@ struct GpuEngine : Engine {
     float* qkv_ = nullptr;      // (q_dim + 2*kv_dim) projections; q rotated in place
     float* att_ = nullptr;      // (q_dim) attention output
     float* ffn_ = nullptr;      // (ffn_dim) silu(gate) * up
-    bool grouped_attention_ = true;  // one attention block per kv head (GQA group) rather than per query head
     int n_parts_ = 1;           // context chunks per head in split attention
     float* part_o_ = nullptr;   // (n_heads, n_parts, head_dim) partial attention outputs
     float* part_ml_ = nullptr;  // (n_heads, n_parts, 2) partial max and sum of exponentials
@@ -1637,11 +1141,6 @@ struct GpuEngine : Engine {
     int* pen_ids_ = nullptr;        // (2 * vocab_size) distinct context ids, then distinct generated ids
     void* sort_tmp_ = nullptr;      // (sort_tmp_bytes_) cub radix-sort scratch
     size_t sort_tmp_bytes_ = 0;
-    float* cand_e_ = nullptr;          // (SAMPLE_CAP) fast-path candidates: exp((x - max) / T)
-    int* cand_id_ = nullptr;           // (SAMPLE_CAP) and their ids
-    gpu::Candidates* cand_ = nullptr;  // (1) their count and the softmax normaliser
-    bool fast_sampling_ = true;
-    int sampling_fallbacks_ = 0;
     int* choice_ = nullptr;           // (2) int: the argmax (or an ARGMAX_ error code), the sampled id
     std::vector<float> host_logits_;  // (vocab_size) fp32 host copy returned by logits()
 
@@ -1649,29 +1148,16 @@ struct GpuEngine : Engine {
     bool use_graph_ = true;
     int decode_calls_ = 0;             // decode steps so far: the first runs uncaptured
 
-    explicit GpuEngine(const Config& c) : cfg_(c) {}
-
     int qkv_dim() const { return cfg_.q_dim() + 2 * cfg_.kv_dim(); }
     bf16* k_layer(int l) const { return k_cache_ + size_t(l) * context_ * cfg_.kv_dim(); }
     bf16* v_layer(int l) const { return v_cache_ + size_t(l) * context_ * cfg_.kv_dim(); }
 
     // ---- setup ----
 
-    void check_shapes() const {
-        const Config& c = cfg_;
-        if (c.dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.vocab_size <= 0)
-            fail("cuda: the model has no dimensions");
-        if (c.n_heads % c.n_kv_heads) fail("cuda: %d heads are not a multiple of %d kv heads", c.n_heads, c.n_kv_heads);
-        int D = c.head_dim;
+    void init(int context_size) {
+        int D = cfg_.head_dim;
         if (D != 16 && D != 32 && D != 64 && D != 128 && D != 256)
             fail("cuda: head_dim %d is not one of 16, 32, 64, 128, 256", D);
-    }
-
-    void init(int context_size) {
-        check_shapes();
-        if (cfg_.arch != ARCH_QWEN2 && cfg_.arch != ARCH_QWEN3) fail("cuda engine: unsupported arch %d", cfg_.arch);
-        if (context_size < 1 || context_size > cfg_.max_seq_len)
-            fail("context size must be in [1, %d] (the model's max_seq_len), got %d", cfg_.max_seq_len, context_size);
         if (!gpu::device_available()) fail("cuda: no CUDA device available");
         std::string why = gpu::device_unsupported();
         if (!why.empty()) fail("cuda: %s", why.c_str());
@@ -1690,9 +1176,7 @@ struct GpuEngine : Engine {
         v_cache_ = mem_.get<bf16>(n, bytes_kv_);
         CUDA_CHECK(cudaMemsetAsync(k_cache_, 0, n * sizeof(bf16), h_.stream));
         CUDA_CHECK(cudaMemsetAsync(v_cache_, 0, n * sizeof(bf16), h_.stream));
-        // HF computes 1 / theta^(2i/D) in fp32 from an fp32 exponent; in double and rounded once here.
-        std::vector<float> f(size_t(c.head_dim / 2));
-        for (size_t i = 0; i < f.size(); i++) f[i] = float(1.0 / std::pow(c.rope_theta, 2.0 * i / c.head_dim));
+        std::vector<float> f = rope_inv_freq(c);
         inv_freq_ = mem_.get<float>(f.size(), bytes_scratch_);
         CUDA_CHECK(cudaMemcpyAsync(inv_freq_, f.data(), f.size() * sizeof(float), cudaMemcpyHostToDevice, h_.stream));
         synchronize();  // f is a local
@@ -1706,8 +1190,7 @@ struct GpuEngine : Engine {
         qkv_ = mem_.get<float>(qkv_dim(), s);
         att_ = mem_.get<float>(c.q_dim(), s);
         ffn_ = mem_.get<float>(c.ffn_dim, s);
-        grouped_attention_ = c.n_heads / c.n_kv_heads <= gpu::ATT_MAX_GROUP;
-        n_parts_ = gpu::attention_parts(grouped_attention_ ? c.n_kv_heads : c.n_heads, context_, launch_);
+        n_parts_ = gpu::attention_parts(c.n_heads, c.n_kv_heads, context_, launch_);
         part_o_ = mem_.get<float>(size_t(c.n_heads) * n_parts_ * c.head_dim, s);
         part_ml_ = mem_.get<float>(size_t(c.n_heads) * n_parts_ * 2, s);
         logits_ = mem_.get<float>(V, s);
@@ -1725,9 +1208,6 @@ struct GpuEngine : Engine {
         ids_sorted_ = mem_.get<int>(V, s);
         pen_ids_ = mem_.get<int>(2 * V, s);
         choice_ = mem_.get<int>(2, s);
-        cand_e_ = mem_.get<float>(gpu::SAMPLE_CAP, s);
-        cand_id_ = mem_.get<int>(gpu::SAMPLE_CAP, s);
-        cand_ = mem_.get<gpu::Candidates>(1, s);
         std::vector<int> iota(V);
         for (size_t i = 0; i < V; i++) iota[i] = int(i);
         CUDA_CHECK(cudaMemcpyAsync(ids_, iota.data(), V * sizeof(int), cudaMemcpyHostToDevice, h_.stream));
@@ -1738,51 +1218,22 @@ struct GpuEngine : Engine {
         synchronize();  // iota is a local
     }
 
-    // The file's tensors lie in one span of the mapping: copy that span once and point into it.
+    // The file's tensors lie in one span of the mapping (or of Model::owned): copy that span once, point into it.
     void upload_weights(const Model& m) {
-        std::vector<gpu::TensorSpec> specs = gpu::tensor_specs(cfg_);
-        const uint8_t* lo = nullptr;
-        const uint8_t* hi = nullptr;
-        const uint8_t* file_end = m.file.data + m.file.size;
-        for (const gpu::TensorSpec& t : specs) {
+        std::vector<TensorSpec> specs = tensor_table(cfg_);
+        const uint8_t *lo = nullptr, *hi = nullptr;
+        for (const TensorSpec& t : specs) {
             const uint8_t* p = reinterpret_cast<const uint8_t*>(m.weights.*t.field);
-            if (!p || p < m.file.data || p + t.bytes() > file_end)
-                fail("%s: a weight tensor lies outside the file", m.file.path.c_str());
+            if (!p) fail("%s: the weight tensor '%s' is missing", m.file.path.c_str(), t.name);
             lo = lo ? std::min(lo, p) : p;
-            hi = std::max(hi, p + t.bytes());
+            hi = std::max(hi, p + t.count() * sizeof(bf16));
         }
         uint8_t* dev = mem_.get<uint8_t>(size_t(hi - lo), bytes_weights_);
         gpu::PinnedStaging staging;
-        staging.copy(dev, lo, size_t(hi - lo), h_.stream, "loading weights to the GPU");
-        for (const gpu::TensorSpec& t : specs)
-            w_.*t.field =
-                reinterpret_cast<const bf16*>(dev + (reinterpret_cast<const uint8_t*>(m.weights.*t.field) - lo));
+        staging.copy(dev, lo, size_t(hi - lo), h_.stream);
+        for (const TensorSpec& t : specs)
+            w_.*t.field = reinterpret_cast<const bf16*>(dev + (reinterpret_cast<const uint8_t*>(m.weights.*t.field) - lo));
         if (cfg_.tied) w_.lm_head = w_.token_embd;
-    }
-
-    // Uniform weights with the spread of a unit-variance init (matrices: variance 1 / cols), norms near 1.
-    void random_weights(uint64_t seed) {
-        std::vector<gpu::TensorSpec> specs = gpu::tensor_specs(cfg_);
-        for (size_t i = 0; i < specs.size(); i++) {
-            const gpu::TensorSpec& t = specs[i];
-            size_t n = t.rows * t.cols;
-            bf16* p = mem_.get<bf16>(n, bytes_weights_);
-            float center = t.kind == gpu::TensorSpec::NORM ? 1.0f : 0.0f;
-            float width = t.kind == gpu::TensorSpec::MATRIX ? std::sqrt(3.0f / float(t.cols)) : 0.1f;
-            gpu::fill_uniform(p, n, seed * 1000 + i, center, width, launch_);
-            w_.*t.field = p;
-        }
-        if (cfg_.tied) w_.lm_head = w_.token_embd;
-        synchronize();
-    }
-
-    void report(bool verbose) const {
-        if (!verbose) return;
-        size_t free_b = 0, total_b = 0;
-        CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-        fprintf(stderr,
-                "cuda: weights %.2f GB, KV cache %.2f GB (%d tokens), scratch %.2f GB; GPU %.1f of %.1f GB free\n",
-                bytes_weights_ / 1e9, bytes_kv_ / 1e9, context_, bytes_scratch_ / 1e9, free_b / 1e9, total_b / 1e9);
     }
 
     // ---- decode: one token ----
@@ -1808,7 +1259,7 @@ struct GpuEngine : Engine {
                             qkv_dim(), c.dim, L);
         gpu::qkv_epilogue(qkv_, qkv_layer(l), inv_freq_, pos, 1, c.n_heads, c.n_kv_heads, c.head_dim, c.norm_eps, L);
         gpu::attention_decode(qkv_, k_layer(l), v_layer(l), pos, part_o_, part_ml_, att_, n_parts_, c.n_heads,
-                              c.n_kv_heads, c.head_dim, grouped_attention_, L);
+                              c.n_kv_heads, c.head_dim, L);
         gpu::matvec_residual(w_.wo + size_t(l) * dim * c.q_dim(), att_, x_, c.dim, c.q_dim(), L);
         gpu::rmsnorm_matvec_swiglu(w_.w_gate_up + size_t(l) * 2 * f * dim, x_, w_.ffn_norm + size_t(l) * dim,
                                    c.norm_eps, ffn_, c.ffn_dim, c.dim, L);
@@ -1872,7 +1323,7 @@ struct GpuEngine : Engine {
         gpu::rmsnorm<bf16>(X_, w_.attn_norm + size_t(l) * dim, Xn_, n, c.dim, c.norm_eps, L);
         gpu::gemm(h_.cublas, w_.wqkv + size_t(l) * qkv_dim() * dim, Xn_, QKV_, n, qkv_dim(), c.dim, false);
         gpu::qkv_epilogue(QKV_, qkv_layer(l), inv_freq_, pos, n, c.n_heads, c.n_kv_heads, c.head_dim, c.norm_eps, L);
-        gpu::attention_prefill_tc(QKV_, k_layer(l), v_layer(l), pos, A_, n, c.n_heads, c.n_kv_heads, c.head_dim, L);
+        gpu::attention_prefill(QKV_, k_layer(l), v_layer(l), pos, A_, n, c.n_heads, c.n_kv_heads, c.head_dim, L);
         gpu::gemm(h_.cublas, w_.wo + size_t(l) * dim * c.q_dim(), A_, X_, n, c.dim, c.q_dim(), true);
         gpu::rmsnorm<bf16>(X_, w_.ffn_norm + size_t(l) * dim, Xn_, n, c.dim, c.norm_eps, L);
         gpu::gemm(h_.cublas, w_.w_gate_up + size_t(l) * 2 * f * dim, Xn_, GU_, n, 2 * c.ffn_dim, c.dim, false);
@@ -1916,212 +1367,73 @@ struct GpuEngine : Engine {
 // Engine choice: the GPU when there is one, else the CPU reference (the front ends' one call)
 // ============================================================================
 
-// A GpuEngine when a usable CUDA device is present and force_cpu is false, else a CpuEngine (n_threads:
-// 0 = all cores). A fallback the user did not ask for is said in one line on stderr; --cpu says nothing.
-inline std::unique_ptr<Engine> make_engine(const Model& m, int context_size, bool force_cpu, int n_threads,
-                                           bool verbose) {
-    std::string why;  // why the GPU is not used, when the user did not ask for the CPU
-    if (!force_cpu) why = gpu::device_available() ? gpu::device_unsupported() : "no CUDA device found";
-    if (!force_cpu && why.empty()) return std::make_unique<GpuEngine>(m, context_size, verbose);
-    if (!force_cpu) fprintf(stderr, "qwen: %s, running on the CPU\n", why.c_str());
+// Why the GPU engine cannot run here, or "" when it can: no device, or one it cannot use (see device_unsupported).
+inline std::string gpu_unavailable() { return gpu::device_available() ? gpu::device_unsupported() : "no CUDA device found"; }
+
+// The GPU engine when it can run here and force_cpu is false, else the CPU engine (n_threads: 0 = all cores).
+inline std::unique_ptr<Engine> make_engine(const Model& m, int context_size, bool force_cpu = false, int n_threads = 0) {
+    if (!force_cpu && gpu_unavailable().empty()) return std::make_unique<GpuEngine>(m, context_size);
     return std::make_unique<CpuEngine>(m, context_size, n_threads);
 }
 
-}  // namespace qwen
-
 // ============================================================================
-// Benchmark: `qwen --bench SHAPE [--json]`. Prefill and decode speed on synthetic weights of a real shape
-// (or a weights file), with the bytes each decoded token must read and the device's measured copy bandwidth
-// as the yardstick.
+// Test oracles: the simplest correct kernel of an op, to check the engine's kernels against (test/test_gpu.cu)
+// and to start a faster version from (dev/).
 // ============================================================================
-namespace qwen {
 namespace gpu {
 
-// Bytes one decode step must read from device memory: every weight once (the embedding only as lm_head when
-// tied; one row otherwise, ignored), plus keys and values of `context` cached tokens.
-inline double decode_bytes(const Config& c, double context) {
-    return decode_weight_bytes(c) + context * c.n_layers * 2.0 * c.kv_dim() * sizeof(bf16);
+// y[r] = sum_c W[r, c] * x[c], one thread per row, no tricks   grid (rows / 128), block 128
+static __global__ void matvec_ref_kernel(const bf16* W, const float* x, float* y, int rows, int cols) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    float s = 0;
+    for (int c = 0; c < cols; c++) s += bf2f(W[size_t(r) * cols + c]) * x[c];
+    y[r] = s;
+}
+// W: (rows, cols) bf16, x: (cols) fp32, y: (rows) fp32.
+inline void matvec_ref(const bf16* W, const float* x, float* y, int rows, int cols, const Launch& l) {
+    if (rows < 1 || cols < 1) fail("matvec_ref: bad shape %d x %d", rows, cols);
+    matvec_ref_kernel<<<ceil_div(rows, 128), 128, 0, l.stream>>>(W, x, y, rows, cols);
+    CUDA_CHECK(cudaGetLastError());
 }
 
-// Device-to-device copy bandwidth, counting bytes read + written (the ceiling for a memory-bound step).
-inline double copy_bandwidth(cudaStream_t s) {
-    size_t free_b = 0, total_b = 0;
-    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-    size_t bytes = std::min(size_t(1) << 30, free_b / 8);
-    void *a = nullptr, *b = nullptr;
-    CUDA_CHECK(cudaMalloc(&a, bytes));
-    CUDA_CHECK(cudaMalloc(&b, bytes));
-    CUDA_CHECK(cudaMemsetAsync(a, 1, bytes, s));
-    cudaEvent_t e0, e1;
-    CUDA_CHECK(cudaEventCreate(&e0));
-    CUDA_CHECK(cudaEventCreate(&e1));
-    std::vector<float> ms;
-    for (int i = 0; i < 12; i++) {
-        CUDA_CHECK(cudaEventRecord(e0, s));
-        CUDA_CHECK(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice, s));
-        CUDA_CHECK(cudaEventRecord(e1, s));
-        CUDA_CHECK(cudaEventSynchronize(e1));
-        float t = 0;
-        CUDA_CHECK(cudaEventElapsedTime(&t, e0, e1));
-        if (i >= 2) ms.push_back(t);  // the first two warm up
+// One query head against the whole cache, scores kept in shared memory:
+// out[h] = sum_t softmax_t(q[h] . K[t, kvh] / sqrt(D)) V[t, kvh]   grid (n_heads), block 128, smem T floats
+static __global__ void attention_decode_ref_kernel(const float* q, const bf16* K, const bf16* V, float* out, int T,
+                                                   int n_heads, int n_kv_heads, int D) {
+    extern __shared__ float score[];  // (T)
+    int h = blockIdx.x, kvh = h / (n_heads / n_kv_heads), kv_dim = n_kv_heads * D;
+    const float* qh = q + size_t(h) * D;
+    float scale = rsqrtf(float(D));
+    for (int t = threadIdx.x; t < T; t += blockDim.x) {
+        const bf16* k = K + size_t(t) * kv_dim + size_t(kvh) * D;
+        float s = 0;
+        for (int d = 0; d < D; d++) s += qh[d] * bf2f(k[d]);
+        score[t] = s * scale;
     }
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    cudaFree(a);
-    cudaFree(b);
-    std::sort(ms.begin(), ms.end());
-    return 2.0 * bytes / (ms[ms.size() / 2] * 1e-3);
-}
-
-struct BenchRow {
-    std::string name;
-    double tok_s = 0, ms_tok = 0, gb_s = 0;  // gb_s = 0: not a bandwidth-bound test
-};
-
-// Median time of `reps` prefills of n random tokens at position 0.
-inline BenchRow bench_prefill(GpuEngine& e, int n, int reps) {
-    std::vector<int> toks(static_cast<size_t>(n));
-    for (int i = 0; i < n; i++) toks[size_t(i)] = int((uint64_t(i) * 2654435761u) % uint64_t(e.config().vocab_size));
-    e.forward(toks.data(), n, 0);  // warm-up
-    e.synchronize();
-    std::vector<double> t;
-    for (int r = 0; r < reps; r++) {
-        double t0 = now_seconds();
-        e.forward(toks.data(), n, 0);
-        e.synchronize();
-        t.push_back(now_seconds() - t0);
+    __syncthreads();
+    float m = -INFINITY;
+    for (int t = threadIdx.x; t < T; t += blockDim.x) m = fmaxf(m, score[t]);
+    m = block_max(m);
+    float z = 0;
+    for (int t = threadIdx.x; t < T; t += blockDim.x) z += expf(score[t] - m);
+    z = block_sum(z);
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float o = 0;
+        for (int t = 0; t < T; t++) o += expf(score[t] - m) * bf2f(V[size_t(t) * kv_dim + size_t(kvh) * D + d]);
+        out[size_t(h) * D + d] = o / z;
     }
-    std::sort(t.begin(), t.end());
-    BenchRow row;
-    row.name = "prefill " + std::to_string(n);
-    row.tok_s = n / t[t.size() / 2];
-    row.ms_tok = 1e3 * t[t.size() / 2] / n;
-    return row;
 }
-
-// Greedy decode of `steps` tokens after `context` cached ones (stop tokens ignored), each step a forward
-// plus the on-device argmax whose id comes back to the host, as in generation.
-inline BenchRow bench_decode(GpuEngine& e, int context, int steps) {
-    const Config& c = e.config();
-    std::vector<int> toks(static_cast<size_t>(context));
-    for (int i = 0; i < context; i++) toks[size_t(i)] = int((uint64_t(i) * 40503u + 7) % uint64_t(c.vocab_size));
-    e.forward(toks.data(), context, 0);
-    SamplingParams sp;
-    sp.temperature = 0;
-    Sampler s(sp);
-    auto run = [&](int n) {
-        int tok = toks.back();
-        for (int i = 0; i < n; i++) {
-            e.forward(&tok, 1, context + i);
-            tok = e.sample(s, c.vocab_size, toks, toks.size());
-        }
-    };
-    run(4);  // warm-up (the first steps set up and capture the graph); later steps overwrite the same rows
-    double t0 = now_seconds();
-    run(steps);
-    double dt = (now_seconds() - t0) / steps;
-    BenchRow row;
-    row.name = "decode @" + std::to_string(context);
-    row.tok_s = 1.0 / dt;
-    row.ms_tok = 1e3 * dt;
-    row.gb_s = decode_bytes(c, context + steps / 2.0) / dt / 1e9;
-    return row;
-}
-
-// What run_bench measured, for printing.
-struct BenchReport {
-    std::string model;  // the shape name or the weights file
-    bool synthetic = false;
-    std::string device;
-    double copy_bw = 0;  // bytes / s, read + write
-    double used_gb = 0;  // device memory the engine took
-    std::vector<BenchRow> rows;
-};
-
-inline std::string device_name() {
-    cudaDeviceProp prop;
-    int dev = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
-    return prop.name;
-}
-
-inline double kv_kb_per_token(const Config& c) { return c.n_layers * 2.0 * c.kv_dim() * sizeof(bf16) / 1e3; }
-
-inline void print_bench_json(const BenchReport& b, const GpuEngine& e) {
-    printf(
-        "{\"model\": \"%s\", \"synthetic\": %s, \"device\": \"%s\", \"copy_gb_s\": %.1f, "
-        "\"weights_gb_per_token\": %.4f, \"kv_kb_per_context_token\": %.2f, \"gpu_memory_gb\": %.3f, "
-        "\"results\": [",
-        b.model.c_str(), b.synthetic ? "true" : "false", b.device.c_str(), b.copy_bw / 1e9,
-        decode_bytes(e.config(), 0) / 1e9, kv_kb_per_token(e.config()), b.used_gb);
-    for (size_t i = 0; i < b.rows.size(); i++)
-        printf(
-            "%s{\"test\": \"%s\", \"tok_s\": %.2f, \"ms_per_token\": %.4f, \"gb_s\": %.1f, "
-            "\"pct_of_copy\": %.1f}",
-            i ? ", " : "", b.rows[i].name.c_str(), b.rows[i].tok_s, b.rows[i].ms_tok, b.rows[i].gb_s,
-            100.0 * b.rows[i].gb_s * 1e9 / b.copy_bw);
-    printf("]}\n");
-}
-
-inline void print_bench_table(const BenchReport& b, const GpuEngine& e) {
-    const Config& c = e.config();
-    printf("bench %s (%s): dim %d, %d layers, %d/%d heads x %d, ffn %d, vocab %d\n", b.model.c_str(),
-           b.synthetic ? "synthetic bf16 weights" : "weights file", c.dim, c.n_layers, c.n_heads, c.n_kv_heads,
-           c.head_dim, c.ffn_dim, c.vocab_size);
-    printf("device: %s; copy bandwidth %.0f GB/s (read + write)\n", b.device.c_str(), b.copy_bw / 1e9);
-    printf("decode reads %.3f GB of weights per token + %.1f KB per cached token\n\n", decode_bytes(c, 0) / 1e9,
-           kv_kb_per_token(c));
-    printf("%-14s %12s %10s %9s %10s\n", "test", "tok/s", "ms/token", "GB/s", "% of copy");
-    for (const BenchRow& r : b.rows) {
-        if (r.gb_s > 0)
-            printf("%-14s %12.1f %10.3f %9.0f %9.1f%%\n", r.name.c_str(), r.tok_s, r.ms_tok, r.gb_s,
-                   100.0 * r.gb_s * 1e9 / b.copy_bw);
-        else printf("%-14s %12.1f %10.4f %9s %10s\n", r.name.c_str(), r.tok_s, r.ms_tok, "-", "-");
-    }
-    printf("\nGPU memory: %.2f GB in use (weights %.2f, KV cache %.2f, scratch %.2f)\n", b.used_gb,
-           e.weight_bytes() / 1e9, e.kv_bytes() / 1e9, e.scratch_bytes() / 1e9);
+// q: (n_heads, D) fp32; K, V: (>= T, n_kv_heads * D) bf16, one layer of the cache; out: (n_heads, D) fp32.
+inline void attention_decode_ref(const float* q, const bf16* K, const bf16* V, float* out, int T, int n_heads,
+                                 int n_kv_heads, int D, const Launch& l) {
+    if (T < 1) fail("attention_decode_ref: no cached tokens");
+    if (n_heads % n_kv_heads != 0) fail("attention: %d heads are not a multiple of %d kv heads", n_heads, n_kv_heads);
+    size_t smem = size_t(T) * sizeof(float);
+    allow_smem(attention_decode_ref_kernel, smem, l, "attention_decode_ref");
+    attention_decode_ref_kernel<<<n_heads, 128, smem, l.stream>>>(q, K, V, out, T, n_heads, n_kv_heads, D);
+    CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace gpu
-
-// Runs the benchmark on a named shape (qwen2.5-0.5b, qwen2.5-1.5b, qwen2-7b: synthetic weights) or on a
-// weights file; prints a table, or one JSON object with json. Returns a process exit code.
-inline int run_bench(const std::string& shape_or_file, bool json) {
-    using namespace gpu;
-    if (!device_available())
-        fail("--bench needs a CUDA device; none was found (add --cpu to benchmark the CPU engine)");
-    const int decode_steps = 64, ctx = 4096 + decode_steps + 64;
-    cudaStream_t s = nullptr;
-    CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    size_t free0 = 0, total = 0;
-    CUDA_CHECK(cudaMemGetInfo(&free0, &total));
-    double copy_bw = copy_bandwidth(s);
-    CUDA_CHECK(cudaStreamDestroy(s));
-
-    Config shape;
-    bool synthetic = preset_config(shape_or_file, shape);
-    Model model;
-    std::unique_ptr<GpuEngine> e;
-    if (synthetic) {
-        e = GpuEngine::synthetic(shape, ctx);
-    } else {
-        model = load_model(shape_or_file);
-        e.reset(new GpuEngine(model, std::min(ctx, std::max(model.config.max_seq_len, 1))));
-    }
-    std::vector<BenchRow> rows;
-    for (int n : {512, 2048})
-        if (n <= e->context_size()) rows.push_back(bench_prefill(*e, n, 3));
-    for (int n : {128, 4096})
-        if (n + decode_steps + 4 <= e->context_size()) rows.push_back(bench_decode(*e, n, decode_steps));
-    size_t free1 = 0;
-    CUDA_CHECK(cudaMemGetInfo(&free1, &total));
-    double used_gb = double(free0 - std::min(free0, free1)) / 1e9;
-
-    BenchReport report{shape_or_file, synthetic, device_name(), copy_bw, used_gb, std::move(rows)};
-    if (json) print_bench_json(report, *e);
-    else print_bench_table(report, *e);
-    return 0;
-}
-
 }  // namespace qwen

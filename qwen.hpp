@@ -6,20 +6,17 @@
 //                                (nothing here exits or prints); vformat, mix64 (splitmix64 bit mixing)
 //   bf16, now_seconds            bf16 <-> fp32 conversions (bf16_to_f32, f32_to_bf16); a monotonic clock
 //   load_model, load_tokenizer   the memory-mapped, fully validated weights.bin (Model: Config, ChatInfo,
-//                                Vocab, Weights); tools/export.py writes it. parse_model: the same on bytes
-//   preset_config, synthetic_model   the shapes of published checkpoints (PRESET_NAMES) as a Model with
-//                                random weights in memory (benchmarks); decode_weight_bytes
+//                                Vocab, Weights; tensor_table lists the weights); parse_model: the same on bytes
 //   Tokenizer, StreamDecoder     byte-level BPE that matches Hugging Face token for token; UTF-8-safe streaming
 //   utf8_valid, utf8_sanitize    UTF-8 validation and repair (U+FFFD); nfc: Unicode NFC normalisation
 //   chat_text, chat_tokens       ChatML prompts of Qwen1.5/2/2.5/3 (Message, ChatOptions: default system
 //                                prompt, Qwen3 thinking)
 //   SamplingParams, Sampler      temperature, top-k, top-p, min-p, repetition and presence penalties, seeded;
 //                                default_sampling (the checkpoint's defaults), validate
-//   Engine, CpuEngine            the model interface and the CPU reference forward pass (the GPU's spec);
-//                                ThreadPool and the cpu:: kernels it is built from
+//   Engine, CpuEngine            the model interface (forward checks its arguments once for every engine) and
+//                                the CPU reference forward pass (the GPU's spec); ThreadPool, the cpu:: kernels
 //   Session                      the prefill + decode loop: stop ids and strings (StopMatcher), KV-cache reuse
-//                                across turns (GenerateOptions, GenerateResult); run_cpu_bench (`qwen --bench
-//                                SHAPE --cpu`)
+//                                across turns (GenerateOptions, GenerateResult)
 //
 // Sections follow the data: common helpers, the model file, the tokenizer and chat prompts, the sampler, the
 // engine interface, the CPU forward pass, generation; the generated Unicode tables close the file.
@@ -83,9 +80,16 @@ inline std::string vformat(const char* fmt, va_list ap) {
     throw Error(msg);
 }
 
+// Host code that nvcc also compiles for the device (the one definition serves both).
+#if defined(__CUDACC__)
+#define QWEN_HOST_DEVICE __host__ __device__
+#else
+#define QWEN_HOST_DEVICE
+#endif
+
 // The splitmix64 finaliser (Steele, Lea, Flood 2014): a bijection of 64-bit words whose output bits all depend
 // on all input bits; it turns a seed or a counter into well-mixed random bits.
-inline uint64_t mix64(uint64_t z) {
+QWEN_HOST_DEVICE inline uint64_t mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
@@ -168,23 +172,13 @@ struct MappedFile {
 // ============================================================================
 // Model file: the weights.bin format and its validating, memory-mapped reader
 // ============================================================================
-// weights.bin (written by tools/export.py) holds everything the engine needs: the model dims, the chat facts,
-// the tokenizer and the bf16 weights. Version 1, little-endian, offsets absolute from the start of the file:
-//
-//   header       256 bytes: magic "QWENBIN\0", version, flags, dims, sampling defaults, stop ids,
-//                offset and size of each section below (field table in read_header)
-//   strings      u32 count (= 2), count x (u32 len, len bytes): model name, default system prompt
-//   tokenizer    u32 n_tokens, u32 n_merges, n_tokens x (u32 len, u8 kind, len bytes),
-//                n_merges x (u32 left id, u32 right id), rank 0 first
-//   tensors      n_tensors x 64-byte entries: char name[32], u32 dtype (0 = bf16), u32 ndim,
-//                u32 shape[3], u64 data offset (multiple of 256), u32 reserved
-//   data         each tensor's bf16 values, row-major, 256-byte aligned
-//
-// The file is mapped read-only and the weights are used in place (no copy). Because the file comes from
-// outside, every field is checked before it is used: each count and length against the bytes that remain,
-// each offset with overflow-safe arithmetic, each tensor's shape against the one the config implies. A bad
-// file fails with one message naming the file and the field; it never reads out of bounds or allocates
-// more than the file could describe. Assumes a little-endian host (x86-64, ARM64).
+// weights.bin (written by tools/export.py, specified in docs/format.md) holds everything the engine needs: the
+// model dims, the chat facts, the tokenizer and the bf16 weights. The file is mapped read-only and the weights
+// are used in place (no copy). Because the file comes from outside, every field is checked before it is used:
+// each count and length against the bytes that remain, each offset with overflow-safe arithmetic, each
+// tensor's shape against the one the config implies. A bad file fails with one message naming the file and the
+// field; it never reads out of bounds or allocates more than the file could describe. Assumes a little-endian
+// host (x86-64, ARM64).
 
 constexpr char FILE_MAGIC[8] = {'Q', 'W', 'E', 'N', 'B', 'I', 'N', '\0'};
 constexpr uint32_t FILE_VERSION = 1;
@@ -256,14 +250,52 @@ struct Weights {
 };
 
 struct Model {  // move-only; owns the memory the weights point into
-    MappedFile file;          // the weights.bin mapping (empty for a synthetic_model)
-    std::vector<bf16> owned;  // synthetic_model only: every tensor, back to back, bf16 (else empty)
+    MappedFile file;          // the weights.bin mapping (empty for weights made in memory)
+    std::vector<bf16> owned;  // weights made in memory (synthetic models): every tensor back to back, else empty
     Config config;
     ChatInfo chat;
     Vocab vocab;
     Weights weights;
     bool has_weights = false;  // false for a tokenizer-only file (Weights all nullptr)
 };
+
+// ----------------------------------------------------------------------------
+// Tensor table: the one list of the model's weights (loader, GPU upload and synthetic weights use it)
+// ----------------------------------------------------------------------------
+
+struct TensorSpec {
+    enum Kind { MATRIX, NORM, BIAS };  // a projection, an RMSNorm gain, a bias
+    const char* name;                  // its name in weights.bin
+    using Field = const bf16* Weights::*;
+    Field field;                       // where it lives, e.g. &Weights::wqkv
+    int ndim;
+    uint64_t shape[3];                 // (ndim) dims, layers first; unused ones are 0
+    Kind kind;
+    uint64_t count() const { return shape[0] * (ndim > 1 ? shape[1] : 1) * (ndim > 2 ? shape[2] : 1); }
+};
+
+// The tensors config c calls for, in file order; lm_head only when not tied (tied: it is token_embd).
+inline std::vector<TensorSpec> tensor_table(const Config& c) {
+    using W = Weights;
+    using T = TensorSpec;
+    uint64_t L = c.n_layers, dim = c.dim, ffn = c.ffn_dim, hd = c.head_dim, V = c.vocab_size;
+    uint64_t q = uint64_t(c.q_dim()), qkv = q + 2 * uint64_t(c.kv_dim());
+    std::vector<T> t = {{"token_embd", &W::token_embd, 2, {V, dim}, T::MATRIX},
+                        {"attn_norm", &W::attn_norm, 2, {L, dim}, T::NORM},
+                        {"wqkv", &W::wqkv, 3, {L, qkv, dim}, T::MATRIX}};
+    if (c.qkv_bias) t.push_back({"bqkv", &W::bqkv, 2, {L, qkv}, T::BIAS});
+    if (c.qk_norm) {
+        t.push_back({"q_norm", &W::q_norm, 2, {L, hd}, T::NORM});
+        t.push_back({"k_norm", &W::k_norm, 2, {L, hd}, T::NORM});
+    }
+    t.push_back({"wo", &W::wo, 3, {L, dim, q}, T::MATRIX});
+    t.push_back({"ffn_norm", &W::ffn_norm, 2, {L, dim}, T::NORM});
+    t.push_back({"w_gate_up", &W::w_gate_up, 3, {L, 2 * ffn, dim}, T::MATRIX});
+    t.push_back({"w_down", &W::w_down, 3, {L, dim, ffn}, T::MATRIX});
+    t.push_back({"out_norm", &W::out_norm, 1, {dim}, T::NORM});
+    if (!c.tied) t.push_back({"lm_head", &W::lm_head, 2, {V, dim}, T::MATRIX});
+    return t;
+}
 
 // ----------------------------------------------------------------------------
 // Reader: a bounds-checked cursor over one section of the file
@@ -497,49 +529,20 @@ inline void read_vocab(Reader r, Vocab& v) {
 // Tensor table: each tensor's name, shape and place, checked against the config
 // ----------------------------------------------------------------------------
 
-struct TensorSpec {  // a tensor the config calls for
-    const char* name;
-    const bf16** dst;   // the Weights field to point at its data
-    int ndim;
-    uint64_t shape[3];  // (ndim) dims; unused ones are 0
-    bool found;         // seen in the table already
-};
-
-inline std::vector<TensorSpec> expected_tensors(const Config& c, Weights& w) {
-    uint64_t L = c.n_layers, dim = c.dim, ffn = c.ffn_dim, hd = c.head_dim, V = c.vocab_size;
-    uint64_t qkv = uint64_t(c.q_dim()) + 2 * uint64_t(c.kv_dim());
-    std::vector<TensorSpec> t = {
-        {"token_embd", &w.token_embd, 2, {V, dim}, false},
-        {"attn_norm", &w.attn_norm, 2, {L, dim}, false},
-        {"wqkv", &w.wqkv, 3, {L, qkv, dim}, false},
-        {"wo", &w.wo, 3, {L, dim, uint64_t(c.q_dim())}, false},
-        {"ffn_norm", &w.ffn_norm, 2, {L, dim}, false},
-        {"w_gate_up", &w.w_gate_up, 3, {L, 2 * ffn, dim}, false},
-        {"w_down", &w.w_down, 3, {L, dim, ffn}, false},
-        {"out_norm", &w.out_norm, 1, {dim}, false},
-    };
-    if (c.qkv_bias) t.push_back({"bqkv", &w.bqkv, 2, {L, qkv}, false});
-    if (c.qk_norm) {
-        t.push_back({"q_norm", &w.q_norm, 2, {L, hd}, false});
-        t.push_back({"k_norm", &w.k_norm, 2, {L, hd}, false});
-    }
-    if (!c.tied) t.push_back({"lm_head", &w.lm_head, 2, {V, dim}, false});
-    return t;
-}
-
-// The name of table entry i: NUL-padded, one of the expected tensors, not seen before.
-inline TensorSpec* read_tensor_name(Reader& r, size_t i, std::vector<TensorSpec>& specs) {
+// The name of table entry i: NUL-padded, one of the expected tensors, not seen before (found[k]: spec k seen).
+inline const TensorSpec& read_tensor_name(Reader& r, size_t i, const std::vector<TensorSpec>& specs,
+                                          std::vector<bool>& found) {
     const char* raw = reinterpret_cast<const char*>(r.take(TENSOR_NAME_SIZE));
     size_t len = strnlen(raw, TENSOR_NAME_SIZE);
     if (len == TENSOR_NAME_SIZE) fail("%s: tensor entry %zu has no NUL-terminated name", r.file, i);
     for (size_t k = len; k < TENSOR_NAME_SIZE; k++)
         if (raw[k]) fail("%s: tensor entry %zu has bytes after its name's NUL", r.file, i);
     std::string name(raw, len);
-    for (TensorSpec& s : specs) {
-        if (name != s.name) continue;
-        if (s.found) fail("%s: tensor '%s' appears twice", r.file, s.name);
-        s.found = true;
-        return &s;
+    for (size_t k = 0; k < specs.size(); k++) {
+        if (name != specs[k].name) continue;
+        if (found[k]) fail("%s: tensor '%s' appears twice", r.file, specs[k].name);
+        found[k] = true;
+        return specs[k];
     }
     fail("%s: unexpected tensor '%s' (not in the format, or not for these flags)", r.file, name.c_str());
 }
@@ -558,7 +561,8 @@ struct ByteRange {  // a part of the file something occupies, for the overlap ch
 // Reads the table, points the weights into the mapping, and returns the byte ranges the tensors occupy.
 inline std::vector<ByteRange> read_tensors(const uint8_t* data, size_t size, const char* file, const Header& h,
                                            const Config& c, Weights& w) {
-    std::vector<TensorSpec> specs = expected_tensors(c, w);
+    std::vector<TensorSpec> specs = tensor_table(c);
+    std::vector<bool> found(specs.size());
     if (h.n_tensors != specs.size())
         fail("%s: n_tensors = %llu, the config and flags imply %zu", file, (unsigned long long)h.n_tensors,
              specs.size());
@@ -566,8 +570,8 @@ inline std::vector<ByteRange> read_tensors(const uint8_t* data, size_t size, con
     Reader r = section_reader(data, size, file, "tensor table", h.tensors_offset, table_size);
     std::vector<ByteRange> ranges = {{h.tensors_offset, h.tensors_offset + table_size, "the tensor table"}};
     for (size_t i = 0; i < specs.size(); i++) {
-        TensorSpec* spec = read_tensor_name(r, i, specs);
-        const char* name = spec->name;
+        const TensorSpec& spec = read_tensor_name(r, i, specs, found);
+        const char* name = spec.name;
         uint32_t dtype = r.u32(), ndim = r.u32();
         uint64_t shape[3] = {r.u32(), r.u32(), r.u32()};
         uint64_t offset = r.u64();
@@ -575,22 +579,20 @@ inline std::vector<ByteRange> read_tensors(const uint8_t* data, size_t size, con
         if (dtype != DTYPE_BF16)
             fail("%s: tensor '%s' has dtype %u, expected 0 (bf16)", file, name, dtype);
         if (ndim < 1 || ndim > 3) fail("%s: tensor '%s' has ndim %u, expected 1..3", file, name, ndim);
-        bool same = int(ndim) == spec->ndim;
-        for (int k = 0; k < 3; k++) same = same && shape[k] == spec->shape[k];  // unused dims are 0 in both
+        bool same = int(ndim) == spec.ndim;
+        for (int k = 0; k < 3; k++) same = same && shape[k] == spec.shape[k];  // unused dims are 0 in both
         if (!same)
             fail("%s: tensor '%s' has shape %s, config implies %s", file, name,
-                 shape_str(ndim, shape).c_str(), shape_str(spec->ndim, spec->shape).c_str());
+                 shape_str(ndim, shape).c_str(), shape_str(spec.ndim, spec.shape).c_str());
         if (reserved != 0) fail("%s: tensor '%s' has a nonzero reserved field", file, name);
-        // The config bounds keep this product below 2^50, so it cannot overflow.
-        uint64_t bytes = 2;
-        for (int k = 0; k < spec->ndim; k++) bytes *= spec->shape[k];
+        uint64_t bytes = spec.count() * sizeof(bf16);  // the config bounds keep this below 2^51
         if (offset % TENSOR_ALIGN != 0)
             fail("%s: tensor '%s' offset %llu is not a multiple of %llu", file, name,
                  (unsigned long long)offset, (unsigned long long)TENSOR_ALIGN);
         if (offset > size || bytes > size - offset)
             fail("%s: tensor '%s' (%llu bytes at offset %llu) lies outside the file (%zu bytes)", file,
                  name, (unsigned long long)bytes, (unsigned long long)offset, size);
-        *spec->dst = reinterpret_cast<const bf16*>(data + offset);
+        w.*spec.field = reinterpret_cast<const bf16*>(data + offset);
         ranges.push_back({offset, offset + bytes, "tensor '" + std::string(name) + "'"});
     }
     if (c.tied) w.lm_head = w.token_embd;
@@ -657,114 +659,6 @@ inline Model load_model(const std::string& path) { return load_file(path, true);
 
 // The tokenizer and chat facts of any weights.bin (weights optional: tokenizer-only files are fine).
 inline Model load_tokenizer(const std::string& path) { return load_file(path, false); }
-
-// ----------------------------------------------------------------------------
-// Synthetic models: the shapes of published checkpoints with random weights (benchmarks; no download)
-// ----------------------------------------------------------------------------
-
-constexpr const char* PRESET_NAMES = "qwen2.5-0.5b, qwen2.5-1.5b, qwen2-7b";
-
-// The config of a published checkpoint by name (one of PRESET_NAMES); false for any other name.
-inline bool preset_config(const std::string& name, Config& c) {
-    c = Config();
-    c.arch = ARCH_QWEN2;
-    c.rope_theta = 1000000.0;
-    c.norm_eps = 1e-6f;
-    c.max_seq_len = 32768;
-    c.qkv_bias = true;
-    c.vocab_size = 151936;
-    if (name == "qwen2.5-0.5b") {
-        c.dim = 896, c.ffn_dim = 4864, c.n_layers = 24, c.n_heads = 14, c.n_kv_heads = 2, c.head_dim = 64;
-        c.tied = true;
-    } else if (name == "qwen2.5-1.5b") {
-        c.dim = 1536, c.ffn_dim = 8960, c.n_layers = 28, c.n_heads = 12, c.n_kv_heads = 2, c.head_dim = 128;
-        c.tied = true;
-    } else if (name == "qwen2-7b") {
-        c.dim = 3584, c.ffn_dim = 18944, c.n_layers = 28, c.n_heads = 28, c.n_kv_heads = 4, c.head_dim = 128;
-        c.vocab_size = 152064;
-        c.tied = false;
-    } else {
-        return false;
-    }
-    return true;
-}
-
-// Bytes of weights one decode step reads: every tensor once, the embedding only as a tied lm_head (an
-// untied embedding contributes one row, ignored).
-inline double decode_weight_bytes(const Config& c) {
-    Weights w;
-    double bytes = 0;
-    for (const TensorSpec& t : expected_tensors(c, w)) {
-        if (t.dst == &w.token_embd && !c.tied) continue;
-        double n = 1;
-        for (int d = 0; d < t.ndim; d++) n *= double(t.shape[d]);
-        bytes += n * sizeof(bf16);
-    }
-    return bytes;
-}
-
-// Memory the system could give this process now: MemAvailable (free + reclaimable cache), else free pages.
-inline double available_memory_bytes() {
-    if (FILE* f = fopen("/proc/meminfo", "r")) {
-        char line[256];
-        unsigned long long kb = 0;
-        bool found = false;
-        while (!found && fgets(line, sizeof line, f)) found = sscanf(line, "MemAvailable: %llu kB", &kb) == 1;
-        fclose(f);
-        if (found) return double(kb) * 1024.0;
-    }
-    return double(sysconf(_SC_AVPHYS_PAGES)) * double(sysconf(_SC_PAGESIZE));
-}
-
-// A Model of config c whose weights live in Model::owned: bf16 values drawn uniformly with the spread of a
-// unit-variance init (matrices: variance 1 / cols; biases +-0.1; norms 1 +- 0.1), so activations stay finite.
-// The same seed gives the same weights (each value is a hash of seed, tensor and index). No vocab; of the
-// chat facts only model_name ("synthetic"). Fails if c is invalid or the weights would not fit in the available memory.
-inline Model synthetic_model(const Config& c, uint64_t seed = 1) {
-    check_config("synthetic model", c);
-    Model m;
-    m.config = c;
-    m.chat.model_name = "synthetic";
-    m.has_weights = true;
-    std::vector<TensorSpec> specs = expected_tensors(c, m.weights);
-    std::vector<size_t> begin;  // (specs + 1) element offsets into owned
-    size_t total = 0;
-    for (const TensorSpec& t : specs) {
-        begin.push_back(total);
-        size_t n = 1;
-        for (int d = 0; d < t.ndim; d++) n *= size_t(t.shape[d]);
-        total += n;
-    }
-    begin.push_back(total);
-    double need = double(total) * sizeof(bf16), avail = available_memory_bytes();
-    if (need > avail)
-        fail("synthetic model: the weights need %.1f GB of memory, only %.1f GB is available", need / 1e9,
-             avail / 1e9);
-    m.owned.resize(total);
-    auto fill = [&](size_t lo, size_t hi) {  // elements [lo, hi) of owned
-        for (size_t k = 0; k < specs.size(); k++) {
-            size_t from = std::max(lo, begin[k]), to = std::min(hi, begin[k + 1]);
-            const TensorSpec& t = specs[k];
-            const Weights& w = m.weights;
-            bool matrix = t.ndim == 3 || t.dst == &w.token_embd || t.dst == &w.lm_head;
-            float center = !matrix && t.dst != &w.bqkv ? 1.0f : 0.0f;  // norms
-            float width = matrix ? std::sqrt(3.0f / float(t.shape[t.ndim - 1])) : 0.1f;
-            for (size_t i = from; i < to; i++) {
-                uint64_t z = mix64(seed * 0x9e3779b97f4a7c15ull + (uint64_t(k) << 40) + (i - begin[k]));
-                float u = float(z >> 40) * (2.0f / float(1 << 24)) - 1.0f;  // uniform in [-1, 1)
-                m.owned[i] = f32_to_bf16(center + width * u);
-            }
-        }
-    };
-    int n_threads = std::max(1, int(std::thread::hardware_concurrency()));
-    std::vector<std::thread> workers;
-    for (int t = 0; t < n_threads; t++)
-        workers.emplace_back(fill, total * size_t(t) / size_t(n_threads), total * size_t(t + 1) / size_t(n_threads));
-    for (std::thread& w : workers) w.join();
-    for (size_t k = 0; k < specs.size(); k++) *specs[k].dst = m.owned.data() + begin[k];
-    if (c.tied) m.weights.lm_head = m.weights.token_embd;
-    return m;
-}
 
 // ============================================================================
 // Tokenizer: UTF-8, NFC, the Qwen2 pre-tokenizer, byte-level BPE, ChatML prompts
@@ -1799,21 +1693,52 @@ struct Engine {
     virtual ~Engine() = default;
     virtual const Config& config() const = 0;
     virtual int context_size() const = 0;  // KV-cache capacity in tokens
-    // Run tokens[0..n) at positions pos..pos+n-1 (n > 1 is a batched prefill).
-    // Afterwards logits() are the next-token logits after the last of them.
-    virtual void forward(const int* tokens, int n, int pos) = 0;
+    virtual const char* name() const = 0;  // "cpu" or "cuda"
+
+    // Runs tokens[0..n) at positions pos..pos+n-1 (n > 1 is a batched prefill); afterwards logits() are the
+    // next-token logits after the last of them. The one place where a call's arguments are checked.
+    void forward(const int* tokens, int n, int pos) {
+        const int ctx = context_size(), vocab = config().vocab_size;
+        if (n < 1 || !tokens) fail("forward: need at least one token, got n = %d", n);
+        if (pos < 0) fail("forward: position must be >= 0, got %d", pos);
+        if (n > ctx || pos > ctx - n) fail("forward: positions %d..%d exceed the context size %d", pos, pos + n - 1, ctx);
+        for (int i = 0; i < n; i++)
+            if (tokens[i] < 0 || tokens[i] >= vocab)
+                fail("forward: token id %d at index %d is outside the vocabulary [0, %d)", tokens[i], i, vocab);
+        forward_checked(tokens, n, pos);
+    }
     virtual const float* logits() = 0;  // (vocab_size) fp32, host memory
-    // Choose the next token from the current logits; the GPU engine overrides this to sample on the device.
+    // Chooses the next token from the current logits; the GPU engine overrides this to sample on the device.
     virtual int sample(Sampler& s, int n_vocab, const std::vector<int>& tokens, size_t n_prompt) {
         std::vector<float>& buf = scratch_logits_;
         buf.assign(logits(), logits() + n_vocab);
         return s.sample(buf.data(), n_vocab, tokens, n_prompt);
     }
-    virtual const char* name() const = 0;  // "cpu" or "cuda"
+
+  protected:
+    virtual void forward_checked(const int* tokens, int n, int pos) = 0;  // forward() after its checks
 
   private:
     std::vector<float> scratch_logits_;  // (n_vocab) fp32: a copy, since the sampler edits logits in place
 };
+
+// What every engine's constructor checks: weights present, a known architecture, a context the model allows.
+inline void check_engine_model(const Model& m, int context_size) {
+    const Config& c = m.config;
+    if (!m.has_weights) fail("%s: the file has no weights (tokenizer only)", m.file.path.c_str());
+    if (c.arch != ARCH_QWEN2 && c.arch != ARCH_QWEN3) fail("unsupported arch %d", c.arch);
+    if (context_size < 1 || context_size > c.max_seq_len)
+        fail("context size must be in [1, %d] (the model's max_seq_len), got %d", c.max_seq_len, context_size);
+}
+
+// RoPE's inverse frequencies inv_freq_i = theta^(-2i / head_dim), i < head_dim / 2: computed in double and
+// rounded once to fp32, as HF computes them in fp32 from an fp32 exponent (never through bf16, which would
+// move every angle). Both engines take them from here.
+inline std::vector<float> rope_inv_freq(const Config& c) {
+    std::vector<float> f(size_t(c.head_dim / 2));
+    for (size_t i = 0; i < f.size(); i++) f[i] = float(1.0 / std::pow(c.rope_theta, 2.0 * double(i) / c.head_dim));
+    return f;
+}
 
 // ============================================================================
 // CPU reference: a thread pool and the fp32 forward pass over the bf16 weights
@@ -1956,13 +1881,9 @@ inline float to_f32(float v) { return v; }
 inline float to_f32(bf16 v) { return bf16_to_f32(v); }
 
 // A tile of dot products: R rows of a (fp32 or bf16) against T fp32 vectors b, each of length n,
-//   out[t * out_stride + r] = sum_i a[r * a_stride + i] * b[t * b_stride + i].
-// Each loaded row vector serves T products and each b vector R, so a tile does R*T multiply-adds per R + T
-// vector loads. Every sum is formed in one fixed order, whatever R, T or the thread: lane j of the partial sums adds
-// the products with i = j (mod 8) in order of i, the lanes are then added in a fixed tree, then the tail
-// i >= n - n % 8 in order. So any tile shape gives the bits of dot() below, and the forward pass does not
-// depend on the batch size or the thread count. (A build that lets the compiler fuse a * b + c into one
-// rounding would break this, since it may fuse in one tile shape and not another: see -ffp-contract=off.)
+//   out[t * out_stride + r] = sum_i a[r * a_stride + i] * b[t * b_stride + i],
+// each loaded row vector serving T products and each b vector R. The order of the additions is fixed (see
+// matmul): lanes, then a fixed tree over the lanes, then the tail.
 template <int R, int T, class A>
 inline void dot_tile(float* out, size_t out_stride, const A* a, size_t a_stride, const float* b, size_t b_stride,
                      int n) {
@@ -2004,36 +1925,32 @@ inline void bf16_to_f32_row(float* out, const bf16* in, int n) {
     for (; i < n; i++) out[i] = bf16_to_f32(in[i]);
 }
 
-// Rows r..r+kTileRows of out (n, rows) = x @ W^T for the tokens t..n-1: tiles of T tokens while they fit, then
-// of T/2, .., 2 (the count left over, in binary). A last single token (every token when decoding) goes row by
-// row through dot(): one stream of weights at a time is what the memory serves fastest.
-template <int T>
-inline void matmul_tiles(float* out, const float* x, const bf16* w, int n, int rows, int cols, int r, int t) {
-    if constexpr (T == 1) {
-        for (; t < n; t++)
-            for (int q = r; q < r + kTileRows; q++)
-                out[size_t(t) * rows + q] = dot(w + size_t(q) * cols, x + size_t(t) * cols, cols);
-    } else {
-        for (; t + T <= n; t += T)
-            dot_tile<kTileRows, T>(out + size_t(t) * rows + r, size_t(rows), w + size_t(r) * cols, size_t(cols),
-                                   x + size_t(t) * cols, size_t(cols), cols);
-        matmul_tiles<T / 2>(out, x, w, n, rows, cols, r, t);
-    }
-}
-
 // out (n, rows) = x (n, cols) @ W^T (+ bias), W (rows, cols) bf16, bias (rows) bf16 or null.
-// Threads split the rows, in groups of kTileRows. Each group runs tiles of kTileRows weight rows x kTileTokens
-// tokens, so a block of tokens (prefill) reads each weight row from memory once per block rather than once per
-// token, and the arithmetic, not the memory, sets the pace. A decode step reads the weights once anyway: there
-// memory bandwidth is the limit. Every tile shape gives the same bits (see dot_tile).
+//
+// Speed: threads split the rows in groups of kTileRows, and a group runs tiles of kTileRows weight rows x
+// kTileTokens tokens, so a block of tokens (prefill) reads each weight row once per kTileTokens tokens and the
+// arithmetic, not the memory, sets the pace. The tokens past the last full tile (every token when decoding)
+// and the rows past the last full group go one dot product at a time: one stream of weights at a time is what
+// the memory serves fastest, and a decode step is bound by memory anyway.
+//
+// Determinism: every output is one dot product summed in one fixed order, whatever the tile, the group or the
+// thread: lane j of kLanes partial sums adds the products i = j (mod 8) in order of i, the lanes are added in
+// a fixed tree, then the tail i >= cols - cols % 8 in order (dot_tile). So the logits are bit-identical for any
+// thread count, any prefill block size, and prefill vs decode, which the tests check. It relies on every product
+// and sum being rounded on its own: a compiler allowed to fuse a * b + c into one FMA may fuse in one tile shape
+// and not in another, hence -ffp-contract=off in the Makefile.
 inline void matmul(ThreadPool& pool, float* out, const float* x, const bf16* w, const bf16* bias, int n, int rows,
                    int cols) {
-    pool.parallel_for((rows + kTileRows - 1) / kTileRows, [&](int g0, int g1) {
-        int r0 = g0 * kTileRows, r1 = std::min(rows, g1 * kTileRows);
-        int full = r1 - (r1 - r0) % kTileRows;  // rows r0..full come in whole groups
-        for (int r = r0; r < full; r += kTileRows) matmul_tiles<kTileTokens>(out, x, w, n, rows, cols, r, 0);
-        for (int q = full; q < r1; q++)
-            for (int t = 0; t < n; t++)
+    constexpr int R = kTileRows, T = kTileTokens;
+    pool.parallel_for((rows + R - 1) / R, [&](int g0, int g1) {
+        int r0 = g0 * R, r1 = std::min(rows, g1 * R), full = r1 - (r1 - r0) % R;  // rows r0..full: whole groups
+        int tiled = n - n % T;                                                     // tokens 0..tiled: whole tiles
+        for (int r = r0; r < full; r += R)
+            for (int t = 0; t < tiled; t += T)
+                dot_tile<R, T>(out + size_t(t) * rows + r, size_t(rows), w + size_t(r) * cols, size_t(cols),
+                               x + size_t(t) * cols, size_t(cols), cols);
+        for (int q = r0; q < r1; q++)
+            for (int t = q < full ? tiled : 0; t < n; t++)
                 out[size_t(t) * rows + q] = dot(w + size_t(q) * cols, x + size_t(t) * cols, cols);
         if (bias)
             for (int t = 0; t < n; t++)
@@ -2088,10 +2005,7 @@ struct CpuEngine : Engine {
     CpuEngine(const Model& m, int context_size, int n_threads = 0)
         : cfg_(m.config), w_(m.weights), ctx_(context_size), pool_(n_threads) {
         const Config& c = cfg_;
-        if (!m.has_weights) fail("%s: the file has no weights (tokenizer only)", m.file.path.c_str());
-        if (c.arch != ARCH_QWEN2 && c.arch != ARCH_QWEN3) fail("cpu engine: unsupported arch %d", c.arch);
-        if (context_size < 1 || context_size > c.max_seq_len)
-            fail("context size must be in [1, %d] (the model's max_seq_len), got %d", c.max_seq_len, context_size);
+        check_engine_model(m, context_size);
         int qkv = c.q_dim() + 2 * c.kv_dim();
         x_.resize(size_t(kBatch) * c.dim);
         xb_.resize(size_t(kBatch) * c.dim);
@@ -2105,9 +2019,7 @@ struct CpuEngine : Engine {
         logits_.assign(size_t(c.vocab_size), 0.0f);
         key_cache_.assign(size_t(c.n_layers) * ctx_ * c.kv_dim(), 0.0f);
         value_cache_.assign(size_t(c.n_layers) * ctx_ * c.kv_dim(), 0.0f);
-        // inv_freq_i = theta^(-2i / head_dim), in double then rounded once: never through bf16
-        for (int i = 0; i < c.head_dim / 2; i++)
-            inv_freq_.push_back(float(1.0 / std::pow(c.rope_theta, 2.0 * i / c.head_dim)));
+        inv_freq_ = rope_inv_freq(c);
     }
 
     const Config& config() const override { return cfg_; }
@@ -2116,15 +2028,8 @@ struct CpuEngine : Engine {
     const float* logits() override { return logits_.data(); }
     int n_threads() const { return pool_.size(); }
 
-    void forward(const int* tokens, int n, int pos) override {
-        if (n < 1 || !tokens) fail("forward: need at least one token, got n = %d", n);
-        if (pos < 0) fail("forward: position must be >= 0, got %d", pos);
-        if (n > ctx_ || pos > ctx_ - n)
-            fail("forward: positions %d..%d exceed the context size %d", pos, pos + n - 1, ctx_);
-        for (int i = 0; i < n; i++)
-            if (tokens[i] < 0 || tokens[i] >= cfg_.vocab_size)
-                fail("forward: token id %d at index %d is outside the vocabulary [0, %d)", tokens[i], i,
-                     cfg_.vocab_size);
+  protected:
+    void forward_checked(const int* tokens, int n, int pos) override {
         for (int done = 0; done < n; done += kBatch)
             forward_block_(tokens + done, std::min(kBatch, n - done), pos + done);
         output_((n - 1) % kBatch);  // the last token's row in the last block
@@ -2417,110 +2322,6 @@ struct Session {
         return int(reuse);
     }
 };
-
-// ----------------------------------------------------------------------------
-// CPU benchmark: `qwen --bench SHAPE --cpu`
-// ----------------------------------------------------------------------------
-
-// One measured line of the CPU benchmark.
-struct CpuBenchRow {
-    std::string test;  // "prefill 128", "decode @128", ...
-    double tok_s;
-    double bytes = 0;  // bytes read per token (decode rows only)
-};
-
-// What the benchmark ran on, for the report.
-struct CpuBenchSetup {
-    std::string name;              // the shape or the file name, as given
-    bool synthetic;                // random weights of a preset shape
-    int threads;
-    long cores;
-    double kv_bytes_per_token;     // per cached token (fp32 KV cache)
-};
-
-inline void print_cpu_bench_json(FILE* out, const Config& c, const CpuBenchSetup& s,
-                                 const std::vector<CpuBenchRow>& rows) {
-    std::string name;
-    for (char ch : s.name) {
-        if (ch == '"' || ch == '\\') name += '\\';
-        name += (unsigned char)ch < 0x20 ? '?' : ch;
-    }
-    fprintf(out,
-            "{\"model\": \"%s\", \"synthetic\": %s, \"engine\": \"cpu\", \"threads\": %d, \"cores\": %ld, "
-            "\"weights_gb_per_token\": %.4f, \"kv_kb_per_context_token\": %.2f, \"results\": [",
-            name.c_str(), s.synthetic ? "true" : "false", s.threads, s.cores, decode_weight_bytes(c) / 1e9,
-            s.kv_bytes_per_token / 1e3);
-    for (size_t i = 0; i < rows.size(); i++) {
-        const CpuBenchRow& r = rows[i];
-        fprintf(out, "%s{\"test\": \"%s\", \"tok_s\": %.2f, \"ms_per_token\": %.3f", i ? ", " : "", r.test.c_str(),
-                r.tok_s, 1e3 / r.tok_s);
-        if (r.bytes > 0) fprintf(out, ", \"bytes_per_token\": %.0f, \"gb_s\": %.2f", r.bytes, r.bytes * r.tok_s / 1e9);
-        fprintf(out, "}");
-    }
-    fprintf(out, "]}\n");
-}
-
-inline void print_cpu_bench_table(FILE* out, const Config& c, const CpuBenchSetup& s,
-                                  const std::vector<CpuBenchRow>& rows) {
-    fprintf(out, "bench %s (%s): dim %d, %d layers, %d/%d heads x %d, ffn %d, vocab %d\n", s.name.c_str(),
-            s.synthetic ? "synthetic bf16 weights" : "weights file", c.dim, c.n_layers, c.n_heads, c.n_kv_heads,
-            c.head_dim, c.ffn_dim, c.vocab_size);
-    fprintf(out, "engine: cpu, %d thread%s (%ld cores)\n", s.threads, s.threads == 1 ? "" : "s", s.cores);
-    fprintf(out, "decode reads %.3f GB of weights per token + %.1f KB per cached token (fp32 KV cache)\n\n",
-            decode_weight_bytes(c) / 1e9, s.kv_bytes_per_token / 1e3);
-    fprintf(out, "%-14s %10s %10s %14s %8s\n", "test", "tok/s", "ms/token", "MB read/token", "GB/s");
-    for (const CpuBenchRow& r : rows) {
-        if (r.bytes > 0)
-            fprintf(out, "%-14s %10.1f %10.2f %14.1f %8.1f\n", r.test.c_str(), r.tok_s, 1e3 / r.tok_s, r.bytes / 1e6,
-                    r.bytes * r.tok_s / 1e9);
-        else fprintf(out, "%-14s %10.1f %10.2f %14s %8s\n", r.test.c_str(), r.tok_s, 1e3 / r.tok_s, "-", "-");
-    }
-}
-
-// Prefill tok/s of 128- and 512-token prompts and greedy decode tok/s after them (forward + argmax per step,
-// stop tokens ignored), on a preset shape (PRESET_NAMES, synthetic weights) or a weights file, with the bytes
-// each decoded token reads (weights + fp32 KV cache) and the resulting GB/s. n_threads 0 = all cores.
-// Prints a table, or one JSON object with json, to out. Returns a process exit code.
-inline int run_cpu_bench(const std::string& shape_or_file, bool json, int n_threads, FILE* out) {
-    const int decode_steps = 16, prompts[2] = {128, 512};
-    Config shape;
-    bool synthetic = preset_config(shape_or_file, shape);
-    struct stat st;
-    if (!synthetic && stat(shape_or_file.c_str(), &st) != 0)
-        fail("--bench: '%s' is neither a shape (%s) nor a weights file", shape_or_file.c_str(), PRESET_NAMES);
-    Model model = synthetic ? synthetic_model(shape, 1) : load_model(shape_or_file);
-    const Config& c = model.config;
-    CpuEngine e(model, std::min(prompts[1] + decode_steps, c.max_seq_len), n_threads);
-    const double kv_bytes_per_token = c.n_layers * 2.0 * c.kv_dim() * sizeof(float);
-
-    std::vector<CpuBenchRow> rows;
-    std::vector<int> toks(size_t(prompts[1]) + decode_steps);
-    for (size_t i = 0; i < toks.size(); i++) toks[i] = int((uint64_t(i) * 40503u + 7) % uint64_t(c.vocab_size));
-    SamplingParams sp;
-    sp.temperature = 0;
-    Sampler greedy(sp);
-    e.forward(toks.data(), 1, 0);  // warm-up: touches every weight page once
-    for (int n : prompts) {
-        if (n + decode_steps > e.context_size()) continue;
-        double t0 = now_seconds();
-        e.forward(toks.data(), n, 0);
-        rows.push_back({"prefill " + std::to_string(n), n / (now_seconds() - t0)});
-        int tok = toks[size_t(n) - 1];
-        t0 = now_seconds();
-        for (int i = 0; i < decode_steps; i++) {
-            tok = e.sample(greedy, c.vocab_size, toks, size_t(n));
-            e.forward(&tok, 1, n + i);
-        }
-        double bytes = decode_weight_bytes(c) + (n + decode_steps / 2.0) * kv_bytes_per_token;
-        rows.push_back({"decode @" + std::to_string(n), decode_steps / (now_seconds() - t0), bytes});
-    }
-    if (rows.empty()) fail("--bench: the model's max_seq_len %d is too short for the benchmark", c.max_seq_len);
-
-    CpuBenchSetup setup{shape_or_file, synthetic, e.n_threads(), sysconf(_SC_NPROCESSORS_ONLN), kv_bytes_per_token};
-    if (json) print_cpu_bench_json(out, c, setup, rows);
-    else print_cpu_bench_table(out, c, setup, rows);
-    return 0;
-}
 
 // BEGIN GENERATED UNICODE TABLES
 // ============================================================================

@@ -13,7 +13,7 @@
 //
 // Usage: ./qwen-server -m weights.bin [--port 6006] ... (./qwen-server -h lists the options). Exit status:
 // 0 after SIGINT/SIGTERM, 1 when the model does not load or the port is taken, 2 for a command-line mistake.
-#include "qwen.cuh"
+#include "cli.hpp"
 
 #include <httplib.h>
 #include <nlohmann/json.hpp>
@@ -911,7 +911,7 @@ static int serve(const ServerArgs& args, ShutdownWatcher& watcher) {
         throw UsageError("-c " + std::to_string(args.context) + " is larger than the model's max_seq_len of " +
                          std::to_string(model.config.max_seq_len));
     int context = args.context > 0 ? args.context : std::min(model.config.max_seq_len, 4096);
-    std::unique_ptr<qwen::Engine> engine = qwen::make_engine(model, context, args.cpu, args.threads, false);
+    std::unique_ptr<qwen::Engine> engine = cli::open_engine(model, context, args.cpu, args.threads, false, "qwen-server");
     fprintf(stderr, "qwen-server: %s engine, context %d tokens\n", engine->name(), context);
     EngineWorker worker(*engine, tok, size_t(args.max_queue));
     ServerContext ctx{model, tok, worker, model_id_from_path(args.model_path), context, sampling, args.max_tokens,

@@ -1,12 +1,13 @@
 // Causal prefill attention: n prompt queries per head against the chunk's own n cached keys/values (bf16), GQA.
 // Query i (at position i) sees keys 0 .. i: 2 * 2 * n_heads * D * n(n+1)/2 flops (Q K^T and P V, causal half),
 // hundreds of flops per byte of q, K, V and output, so the ceiling is the multiply-add rate, not the bandwidth.
-//   v1  qwen::gpu::attention_prefill: 32 queries per block, 4 threads per query row, fp32 on CUDA cores
-//       (two shared-memory loads per multiply-add); the oracle of v2
-//   v2  qwen::gpu::attention_prefill_tc: 64 queries per block, Q K^T and P V as bf16 wmma tiles with fp32
-//       accumulation (tensor cores do many times the fp32 multiply-adds per cycle); q and P are rounded to bf16,
-//       hence the looser tolerance. The engine's version.
+//   v1  qwen::gpu::attention_prefill, the engine's: 32 queries per block, 4 threads per query row, fp32 on CUDA
+//       cores (two shared-memory loads per multiply-add)
+//   v2  attention_prefill_tc (dev/attention_prefill_tc.cuh, a candidate): 64 queries per block, Q K^T and P V as
+//       bf16 wmma tiles with fp32 accumulation (tensor cores do many times the fp32 multiply-adds per cycle); q and
+//       P are rounded to bf16, hence the looser tolerance. Promote it when it measures faster.
 // usage: ./dev/bin/attention_prefill [version]   (Qwen2-7B and Qwen2.5-0.5B heads; one layer, prompt at pos 0)
+#include "attention_prefill_tc.cuh"
 #include "common.cuh"
 
 using qwen::bf16;

@@ -1,7 +1,8 @@
 // Shared pieces of the kernel workbench: device buffers of random data, event timing, error measures.
 // Each dev/<op>.cu includes this, defines its versions, checks them against a CPU reference and times them.
+// (namespace bench: the same as bench.hpp's, whose copy_bandwidth it uses.)
 #pragma once
-#include "../qwen.cuh"
+#include "../bench.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -14,11 +15,20 @@ namespace bench {
 
 using qwen::bf16;
 
+// p[i] = scale * (2u - 1), u uniform in [0, 1) from a hash of (seed, i)   grid-stride, block 256
+static __global__ void fill_uniform_kernel(bf16* p, size_t n, uint64_t seed, float scale) {
+    for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+        float u = float(qwen::mix64(seed * 0x9E3779B97F4A7C15ull + i) >> 40) * (1.0f / 16777216.0f);
+        p[i] = qwen::gpu::f2bf(scale * (2.0f * u - 1.0f));
+    }
+}
+
 // Random bf16 values in [-scale, scale), made on the device (fast for gigabyte-sized buffers).
 inline bf16* random_bf16(size_t n, uint64_t seed, float scale, const qwen::gpu::Launch& l) {
     bf16* p = nullptr;
     CUDA_CHECK(cudaMalloc(&p, n * sizeof(bf16)));
-    qwen::gpu::fill_uniform(p, n, seed, 0.0f, scale, l);
+    fill_uniform_kernel<<<4 * l.sm_count, 256, 0, l.stream>>>(p, n, seed, scale);
+    CUDA_CHECK(cudaGetLastError());
     return p;
 }
 
@@ -88,7 +98,7 @@ inline int copies_to_beat_l2(size_t bytes) {
 }
 
 // Device-to-device copy bandwidth (bytes read + written), the ceiling quoted next to each result.
-inline double copy_gb_s() { return qwen::gpu::copy_bandwidth(nullptr) / 1e9; }
+inline double copy_gb_s() { return copy_bandwidth() / 1e9; }
 
 inline int version_arg(int argc, char** argv, int n_versions) {
     int v = argc > 1 ? atoi(argv[1]) : n_versions;

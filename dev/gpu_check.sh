@@ -1,36 +1,64 @@
 #!/usr/bin/env bash
-# Everything to run on a machine with a GPU, in one call: build, correctness (tests, compute-sanitizer),
-# the end-to-end benchmark, per-kernel timings. Full logs go to $OUT (or build/gpu-check); the summary last.
-# Each step has a time limit (STEP_SECONDS, default 240) so that one hang cannot eat the whole run.
-#   dev/gpu_check.sh            # all shapes
-#   SHAPES=qwen2.5-0.5b dev/gpu_check.sh
+# The first thing to run on a machine with a GPU: the figures that matter most come first, each echoed as soon
+# as it exists, and the whole run ends within 8 minutes (TOTAL_SECONDS) whatever a step does.
+#   1. driver, GPU and nvcc versions
+#   2. the builds, for the GPU found only (one architecture), all at once
+#   3. ./qwen --bench --json per shape, 7B first      (STEP_SECONDS each, default 120)
+#   4. build/test_gpu: the GPU tests (doctest summary and the NMSE lines)
+#   5. the workbench: the engine's kernel versions and the candidates waiting to be promoted (make -C dev run-engine)
+#   6. compute-sanitizer on a subset of the GPU tests
+# Full logs go to $OUT (or build/gpu-check); the summary ends the output.
+#   dev/gpu_check.sh                      SHAPES="qwen2.5-0.5b" dev/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=${OUT:-build/gpu-check}
-SHAPES=${SHAPES:-"qwen2.5-0.5b qwen2.5-1.5b qwen2-7b"}
-STEP_SECONDS=${STEP_SECONDS:-240}
+SHAPES=${SHAPES:-"qwen2-7b qwen2.5-1.5b qwen2.5-0.5b"}
+STEP_SECONDS=${STEP_SECONDS:-120}
+TOTAL_SECONDS=${TOTAL_SECONDS:-470}
 mkdir -p "$LOG"
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,compute_cap --format=csv > "$LOG/gpu.txt" 2>&1
-# Build for this GPU only (compute capability 9.0 -> 90): a third of the compile time of the default list.
-ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d '. ')
-ARCH=${ARCH:-90}
 summary=()
-step() {  # step NAME COMMAND...: runs it under the time limit, keeps its output, records pass/fail
-    local name=$1; shift
-    local t0=$SECONDS
-    if timeout "$STEP_SECONDS" "$@" > "$LOG/$name.log" 2>&1; then
+
+# Runs a step under min(its limit, the time left before the deadline); keeps its output in $LOG/NAME.log.
+step() {  # step NAME LIMIT COMMAND...
+    local name=$1 limit=$2; shift 2
+    local left=$((TOTAL_SECONDS - SECONDS - 5)) t0=$SECONDS
+    if [ "$left" -lt "$limit" ]; then limit=$left; fi
+    if [ "$limit" -le 0 ]; then summary+=("SKIP  $name (no time left)"); return 1; fi
+    if timeout -k 5 "$limit" "$@" > "$LOG/$name.log" 2>&1; then
         summary+=("ok    $name ($((SECONDS - t0)) s)")
     else
-        summary+=("FAIL  $name ($((SECONDS - t0)) s, see $LOG/$name.log)")
+        summary+=("FAIL  $name ($((SECONDS - t0)) s of $limit, see $LOG/$name.log)")
+        return 1
     fi
 }
-step build make -j"$(nproc)" CUDA_ARCH="$ARCH" qwen build/test_gpu fixtures
-step test_gpu ./build/test_gpu
-for s in $SHAPES; do step "bench-$s" ./qwen --bench "$s"; done
-step dev make -C dev -j"$(nproc)" CUDA_ARCH="$ARCH" run
-step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 ./build/test_gpu
-cat "$LOG/gpu.txt"
-echo; grep -h "doctest\] test cases\|doctest\] assertions\|ERROR\|worst NMSE" "$LOG/test_gpu.log" | head -20
-for s in $SHAPES; do echo; tail -n 12 "$LOG/bench-$s.log"; done
-echo; grep -v "^nvcc\|^make\|^mkdir\|^bin/" "$LOG/dev.log" | head -80
+
+echo "== versions"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,compute_cap --format=csv 2>&1 | tee "$LOG/gpu.txt"
+nvcc --version | tail -n 2 | tee -a "$LOG/gpu.txt"
+ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d '. ')
+ARCH=${ARCH:-90}
+
+echo "== build (CUDA_ARCH=$ARCH)"
+step build 240 make -j"$(nproc)" CUDA_ARCH="$ARCH" qwen build/test_gpu fixtures dev-all
+tail -n 3 "$LOG/build.log"
+
+for s in $SHAPES; do
+    echo "== bench $s"
+    step "bench-$s" "$STEP_SECONDS" ./qwen --bench "$s" --json && cat "$LOG/bench-$s.log"
+done
+
+echo "== build/test_gpu"
+step test_gpu "$STEP_SECONDS" ./build/test_gpu
+grep -h "test cases\|assertions\|ERROR\|NMSE\|SKIPPED" "$LOG/test_gpu.log" | head -n 30
+
+echo "== workbench: the engine's versions and the candidates"
+step dev "$STEP_SECONDS" make -C dev CUDA_ARCH="$ARCH" run-engine
+grep -v "^nvcc\|^make\|^mkdir\|^bin/" "$LOG/dev.log" | head -n 80
+
+echo "== compute-sanitizer (kernels, no end-to-end engine cases)"
+step memcheck "$STEP_SECONDS" compute-sanitizer --tool memcheck --error-exitcode 1 ./build/test_gpu \
+    --test-case-exclude="gpu engine*"
+tail -n 5 "$LOG/memcheck.log"
+
 echo; printf '%s\n' "${summary[@]}"
+echo "total $SECONDS s"

@@ -8,16 +8,8 @@ HF_DIR holds config.json, generation_config.json (optional), tokenizer.json, tok
 model.safetensors (or model-0000k-of-0000n.safetensors shards with model.safetensors.index.json).
 Supported: Qwen2ForCausalLM (Qwen1.5, Qwen2, Qwen2.5) and Qwen3ForCausalLM, dense, full attention.
 
-The output format (version 1, little-endian, offsets absolute from the file start):
-  header (256 bytes)  fixed fields: magic, version, flags, model dims, sampling defaults, stop ids,
-                      and the offset/size of each section below
-  strings             u32 count (= 2), then count x (u32 len, bytes): model name, default system prompt
-  tokenizer           u32 n_tokens, u32 n_merges, n_tokens x (u32 len, u8 kind, bytes),
-                      n_merges x (u32 left id, u32 right id) in rank order
-  tensor table        n_tensors x 64-byte entries (name, dtype, ndim, shape, data offset)
-  tensor data         bf16, row-major, each tensor at a multiple of 256 bytes
-The weights are stacked over layers (wqkv holds every layer's q, k and v rows), so the engine finds each
-tensor with one pointer. bf16 weights are copied byte for byte in chunks, so memory use stays small
+The output format is specified in docs/format.md. The weights are stacked over layers (wqkv holds every
+layer's q, k and v rows), so the engine finds each tensor with one pointer. bf16 weights are copied byte for byte in chunks, so memory use stays small
 whatever the model size; F16/F32 weights are rounded to bf16 (needs numpy).
 
 Only the Python standard library is needed (numpy only for F16/F32 checkpoints).

@@ -1,0 +1,320 @@
+// bench.hpp: `qwen --bench SHAPE [--json] [--cpu]`, the speed measurement, outside the library. Included by
+// main.cu (and by the tests, for the synthetic weights).
+//
+// provides (namespace bench):
+//   PRESET_NAMES, preset_config   the shapes of published checkpoints (qwen2.5-0.5b, qwen2.5-1.5b, qwen2-7b)
+//   synthetic_model               a Model of any config with random bf16 weights in memory (no file, no download)
+//   decode_weight_bytes           bytes of weights one decode step reads
+//   run_bench                     prefill and decode tok/s of an engine on a shape or a weights file, with the
+//                                 bytes each decoded token reads and, on a GPU, the share of the copy bandwidth;
+//                                 printed as a table or one JSON object
+#pragma once
+#include "cli.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace bench {
+
+using namespace qwen;
+
+constexpr const char* PRESET_NAMES = "qwen2.5-0.5b, qwen2.5-1.5b, qwen2-7b";
+
+// The config of a published checkpoint by name (one of PRESET_NAMES); false for any other name.
+inline bool preset_config(const std::string& name, Config& c) {
+    c = Config();
+    c.arch = ARCH_QWEN2;
+    c.rope_theta = 1000000.0;
+    c.norm_eps = 1e-6f;
+    c.max_seq_len = 32768;
+    c.qkv_bias = true;
+    c.vocab_size = 151936;
+    if (name == "qwen2.5-0.5b") {
+        c.dim = 896, c.ffn_dim = 4864, c.n_layers = 24, c.n_heads = 14, c.n_kv_heads = 2, c.head_dim = 64;
+        c.tied = true;
+    } else if (name == "qwen2.5-1.5b") {
+        c.dim = 1536, c.ffn_dim = 8960, c.n_layers = 28, c.n_heads = 12, c.n_kv_heads = 2, c.head_dim = 128;
+        c.tied = true;
+    } else if (name == "qwen2-7b") {
+        c.dim = 3584, c.ffn_dim = 18944, c.n_layers = 28, c.n_heads = 28, c.n_kv_heads = 4, c.head_dim = 128;
+        c.vocab_size = 152064;
+        c.tied = false;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+// Bytes of weights one decode step reads: every tensor once, the embedding only as a tied lm_head (an untied
+// embedding contributes one row, ignored).
+inline double decode_weight_bytes(const Config& c) {
+    double bytes = 0;
+    for (const TensorSpec& t : tensor_table(c))
+        if (t.field != &Weights::token_embd || c.tied) bytes += double(t.count()) * sizeof(bf16);
+    return bytes;
+}
+
+// Memory the system could give this process now: MemAvailable (free + reclaimable cache), else free pages.
+inline double available_memory_bytes() {
+    if (FILE* f = fopen("/proc/meminfo", "r")) {
+        char line[256];
+        unsigned long long kb = 0;
+        bool found = false;
+        while (!found && fgets(line, sizeof line, f)) found = sscanf(line, "MemAvailable: %llu kB", &kb) == 1;
+        fclose(f);
+        if (found) return double(kb) * 1024.0;
+    }
+    return double(sysconf(_SC_AVPHYS_PAGES)) * double(sysconf(_SC_PAGESIZE));
+}
+
+// A Model of config c whose weights live in Model::owned, laid out as tensor_table(c) lists them: bf16 values
+// drawn uniformly with the spread of a unit-variance init (matrices: variance 1 / cols; biases +-0.1; norms
+// 1 +- 0.1), so activations stay finite. Each value is a hash of (seed, tensor, index): the same seed gives the
+// same weights. No vocab; of the chat facts only model_name ("synthetic"). Fails if c is invalid or the weights
+// would not fit in the available memory.
+inline Model synthetic_model(const Config& c, uint64_t seed = 1) {
+    check_config("synthetic model", c);
+    Model m;
+    m.config = c;
+    m.chat.model_name = "synthetic";
+    m.has_weights = true;
+    const std::vector<TensorSpec> specs = tensor_table(c);
+    std::vector<size_t> begin;  // (specs + 1) element offsets into owned
+    size_t total = 0;
+    for (const TensorSpec& t : specs) begin.push_back(total), total += size_t(t.count());
+    begin.push_back(total);
+    double need = double(total) * sizeof(bf16), avail = available_memory_bytes();
+    if (need > avail)
+        fail("synthetic model: the weights need %.1f GB of memory, only %.1f GB is available", need / 1e9, avail / 1e9);
+    m.owned.resize(total);
+    auto fill = [&](size_t lo, size_t hi) {  // elements [lo, hi) of owned
+        for (size_t k = 0; k < specs.size(); k++) {
+            const TensorSpec& t = specs[k];
+            float center = t.kind == TensorSpec::NORM ? 1.0f : 0.0f;
+            float width = t.kind == TensorSpec::MATRIX ? std::sqrt(3.0f / float(t.shape[t.ndim - 1])) : 0.1f;
+            for (size_t i = std::max(lo, begin[k]); i < std::min(hi, begin[k + 1]); i++) {
+                uint64_t z = mix64(seed * 0x9e3779b97f4a7c15ull + (uint64_t(k) << 40) + (i - begin[k]));
+                float u = float(z >> 40) * (2.0f / float(1 << 24)) - 1.0f;  // uniform in [-1, 1)
+                m.owned[i] = f32_to_bf16(center + width * u);
+            }
+        }
+    };
+    size_t n_threads = std::max(1u, std::thread::hardware_concurrency());
+    std::vector<std::thread> workers;
+    for (size_t t = 0; t < n_threads; t++) workers.emplace_back(fill, total * t / n_threads, total * (t + 1) / n_threads);
+    for (std::thread& w : workers) w.join();
+    for (size_t k = 0; k < specs.size(); k++) m.weights.*specs[k].field = m.owned.data() + begin[k];
+    if (c.tied) m.weights.lm_head = m.weights.token_embd;
+    return m;
+}
+
+// ----------------------------------------------------------------------------
+// The measurement: the same steps on either engine, through the Engine interface
+// ----------------------------------------------------------------------------
+
+struct Row {
+    std::string test;  // "prefill 512", "decode @4096"
+    double tok_s;
+    double bytes = 0;  // bytes read per token (decode rows only)
+};
+
+// What the report says about the run besides its rows.
+struct Setup {
+    std::string name;        // the shape or the file, as given
+    bool synthetic;          // random weights of a preset shape
+    std::string engine;      // "cpu, 2 threads (16 cores)" or "cuda, NVIDIA H100 80GB HBM3"
+    std::string device;      // GPU: its name
+    double kv_bytes = 0;     // KV-cache bytes per cached token
+    double copy_bw = 0;      // GPU: measured device copy bandwidth, bytes/s (read + write); 0 on the CPU
+    double gpu_memory = 0;   // GPU: device memory the engine took, bytes
+    int threads = 0;         // CPU threads (0 on the GPU)
+};
+
+// Deterministic token ids of the benchmark prompts.
+inline std::vector<int> bench_tokens(int n, int vocab) {
+    std::vector<int> t(static_cast<size_t>(n));
+    for (int i = 0; i < n; i++) t[size_t(i)] = int((uint64_t(i) * 40503u + 7) % uint64_t(vocab));
+    return t;
+}
+
+// Prefill tok/s of an n-token prompt at position 0: the median of `reps` runs (after one warm-up when reps > 1).
+// Fetching the logits waits for the engine (a GPU runs asynchronously).
+inline Row time_prefill(Engine& e, const std::vector<int>& toks, int n, int reps) {
+    std::vector<double> t;
+    for (int r = reps > 1 ? -1 : 0; r < reps; r++) {
+        double t0 = now_seconds();
+        e.forward(toks.data(), n, 0);
+        e.logits();
+        if (r >= 0) t.push_back(now_seconds() - t0);
+    }
+    std::sort(t.begin(), t.end());
+    return {"prefill " + std::to_string(n), n / t[t.size() / 2]};
+}
+
+// Greedy decode tok/s after n cached tokens (stop tokens ignored): forward + sample per step, as generation
+// does. Two warm-up steps first (a GPU captures its decode graph there); the timed steps then rewrite their rows.
+inline Row time_decode(Engine& e, const std::vector<int>& toks, int n, int steps, bool cached, const Setup& s) {
+    if (!cached) e.forward(toks.data(), n, 0);
+    SamplingParams sp;
+    sp.temperature = 0;
+    Sampler greedy(sp);
+    auto run = [&](int k) {
+        int tok = toks[size_t(n) - 1];
+        for (int i = 0; i < k; i++) {
+            tok = e.sample(greedy, e.config().vocab_size, toks, size_t(n));
+            e.forward(&tok, 1, n + i);
+        }
+    };
+    run(2);
+    e.forward(toks.data() + n - 1, 1, n - 1);  // the logits after the prompt again
+    double t0 = now_seconds();
+    run(steps);
+    double dt = (now_seconds() - t0) / steps;
+    return {"decode @" + std::to_string(n), 1.0 / dt, decode_weight_bytes(e.config()) + (n + steps / 2.0) * s.kv_bytes};
+}
+
+inline void print_json(FILE* out, const Config& c, const Setup& s, const std::vector<Row>& rows) {
+    std::string name;
+    for (char ch : s.name) {
+        if (ch == '"' || ch == '\\') name += '\\';
+        name += (unsigned char)ch < 0x20 ? '?' : ch;
+    }
+    fprintf(out, "{\"model\": \"%s\", \"synthetic\": %s, \"engine\": \"%s\", ", name.c_str(),
+            s.synthetic ? "true" : "false", s.threads ? "cpu" : "cuda");
+    if (s.threads) fprintf(out, "\"threads\": %d, \"cores\": %ld, ", s.threads, sysconf(_SC_NPROCESSORS_ONLN));
+    else fprintf(out, "\"device\": \"%s\", \"copy_gb_s\": %.1f, \"gpu_memory_gb\": %.3f, ", s.device.c_str(),
+                 s.copy_bw / 1e9, s.gpu_memory / 1e9);
+    fprintf(out, "\"weights_gb_per_token\": %.4f, \"kv_kb_per_context_token\": %.2f, \"results\": [",
+            decode_weight_bytes(c) / 1e9, s.kv_bytes / 1e3);
+    for (size_t i = 0; i < rows.size(); i++) {
+        const Row& r = rows[i];
+        fprintf(out, "%s{\"test\": \"%s\", \"tok_s\": %.2f, \"ms_per_token\": %.4f", i ? ", " : "", r.test.c_str(),
+                r.tok_s, 1e3 / r.tok_s);
+        if (r.bytes > 0) fprintf(out, ", \"bytes_per_token\": %.0f, \"gb_s\": %.2f", r.bytes, r.bytes * r.tok_s / 1e9);
+        if (r.bytes > 0 && s.copy_bw > 0) fprintf(out, ", \"pct_of_copy\": %.1f", 100.0 * r.bytes * r.tok_s / s.copy_bw);
+        fprintf(out, "}");
+    }
+    fprintf(out, "]}\n");
+}
+
+inline void print_table(FILE* out, const Config& c, const Setup& s, const std::vector<Row>& rows) {
+    fprintf(out, "bench %s (%s): dim %d, %d layers, %d/%d heads x %d, ffn %d, vocab %d\n", s.name.c_str(),
+            s.synthetic ? "synthetic bf16 weights" : "weights file", c.dim, c.n_layers, c.n_heads, c.n_kv_heads,
+            c.head_dim, c.ffn_dim, c.vocab_size);
+    fprintf(out, "engine: %s", s.engine.c_str());
+    if (s.copy_bw > 0)
+        fprintf(out, "; copy bandwidth %.0f GB/s (read + write); GPU memory %.2f GB", s.copy_bw / 1e9, s.gpu_memory / 1e9);
+    fprintf(out, "\ndecode reads %.3f GB of weights per token + %.1f KB per cached token\n\n", decode_weight_bytes(c) / 1e9,
+            s.kv_bytes / 1e3);
+    fprintf(out, "%-14s %10s %10s %14s %8s %10s\n", "test", "tok/s", "ms/token", "MB read/token", "GB/s", "% of copy");
+    for (const Row& r : rows) {
+        fprintf(out, "%-14s %10.1f %10.3f", r.test.c_str(), r.tok_s, 1e3 / r.tok_s);
+        if (r.bytes > 0) fprintf(out, " %14.1f %8.1f", r.bytes / 1e6, r.bytes * r.tok_s / 1e9);
+        else fprintf(out, " %14s %8s", "-", "-");
+        if (r.bytes > 0 && s.copy_bw > 0) fprintf(out, " %9.1f%%\n", 100.0 * r.bytes * r.tok_s / s.copy_bw);
+        else fprintf(out, " %10s\n", "-");
+    }
+}
+
+#if QWEN_HAS_CUDA
+// Device-to-device copy bandwidth, counting bytes read + written: the ceiling of a memory-bound step.
+inline double copy_bandwidth() {
+    size_t free_b = 0, total_b = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    size_t bytes = std::min(size_t(1) << 30, free_b / 8);
+    void *a = nullptr, *b = nullptr;
+    CUDA_CHECK(cudaMalloc(&a, bytes));
+    CUDA_CHECK(cudaMalloc(&b, bytes));
+    CUDA_CHECK(cudaMemsetAsync(a, 1, bytes, nullptr));
+    std::vector<double> t;
+    for (int i = 0; i < 12; i++) {
+        CUDA_CHECK(cudaDeviceSynchronize());
+        double t0 = now_seconds();
+        CUDA_CHECK(cudaMemcpy(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice));
+        CUDA_CHECK(cudaDeviceSynchronize());
+        if (i >= 2) t.push_back(now_seconds() - t0);  // the first two warm up
+    }
+    cudaFree(a);
+    cudaFree(b);
+    std::sort(t.begin(), t.end());
+    return 2.0 * bytes / t[t.size() / 2];
+}
+#endif
+
+// The engine, and what the report says about it: the GPU engine unless `cpu`.
+inline std::unique_ptr<Engine> bench_engine(const Model& m, int ctx, bool cpu, int threads, Setup& s) {
+    if (cpu) {
+        auto e = std::make_unique<CpuEngine>(m, ctx, threads);
+        s.threads = e->n_threads();
+        s.engine = "cpu, " + std::to_string(s.threads) + (s.threads == 1 ? " thread (" : " threads (") +
+                   std::to_string(sysconf(_SC_NPROCESSORS_ONLN)) + " cores)";
+        s.kv_bytes = m.config.n_layers * 2.0 * m.config.kv_dim() * sizeof(float);
+        return e;
+    }
+#if QWEN_HAS_CUDA
+    std::string why = gpu_unavailable();
+    if (!why.empty()) fail("--bench needs a usable CUDA device (%s); add --cpu to benchmark the CPU engine", why.c_str());
+    int dev = 0;
+    cudaDeviceProp prop;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+    s.device = prop.name;
+    s.engine = "cuda, " + s.device;
+    s.copy_bw = copy_bandwidth();
+    size_t free0 = 0, free1 = 0, total = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free0, &total));
+    auto e = std::make_unique<GpuEngine>(m, ctx);
+    CUDA_CHECK(cudaMemGetInfo(&free1, &total));
+    s.gpu_memory = double(free0 - std::min(free0, free1));
+    s.kv_bytes = m.config.n_layers * 2.0 * m.config.kv_dim() * sizeof(bf16);
+    return e;
+#else
+    fail("--bench needs a CUDA device, and this build has no CUDA (built without nvcc); add --cpu to benchmark the "
+         "CPU engine");
+#endif
+}
+
+// Runs the benchmark on a preset shape (synthetic weights) or a weights file and prints a table, or one JSON
+// object with json. The CPU: prefill 128 and 512 tokens, 16 decode steps after each. The GPU: prefill 512 and
+// 2048 (median of 3), 64 decode steps after 128 and 4096 cached tokens.
+inline int run_bench(const std::string& shape_or_file, bool json, bool cpu, int threads, FILE* out) {
+    struct Step {
+        bool prefill;
+        int n;
+    };
+    const std::vector<Step> plan = cpu ? std::vector<Step>{{true, 128}, {false, 128}, {true, 512}, {false, 512}}
+                                       : std::vector<Step>{{true, 512}, {true, 2048}, {false, 128}, {false, 4096}};
+    const int steps = cpu ? 16 : 64, reps = cpu ? 1 : 3, need = cpu ? 512 + steps + 2 : 4096 + steps + 2;
+    Config shape;
+    bool synthetic = preset_config(shape_or_file, shape);
+    struct stat st;
+    if (!synthetic && stat(shape_or_file.c_str(), &st) != 0)
+        fail("--bench: '%s' is neither a shape (%s) nor a weights file", shape_or_file.c_str(), PRESET_NAMES);
+    Model model = synthetic ? synthetic_model(shape, 1) : load_model(shape_or_file);
+    Setup s;
+    s.name = shape_or_file;
+    s.synthetic = synthetic;
+    std::unique_ptr<Engine> e = bench_engine(model, std::min(need, model.config.max_seq_len), cpu, threads, s);
+    std::vector<int> toks = bench_tokens(e->context_size(), model.config.vocab_size);
+    e->forward(toks.data(), 1, 0);  // warm-up: touches every weight once
+    std::vector<Row> rows;
+    int cached = 0;  // the prompt length whose cache a decode step may continue from
+    for (const Step& p : plan) {
+        if (p.n + steps + 2 > e->context_size()) continue;
+        if (p.prefill) rows.push_back(time_prefill(*e, toks, p.n, reps));
+        else rows.push_back(time_decode(*e, toks, p.n, steps, cached == p.n, s));
+        cached = p.prefill ? p.n : 0;
+    }
+    if (rows.empty()) fail("--bench: the model's max_seq_len %d is too short for the benchmark", model.config.max_seq_len);
+    if (json) print_json(out, model.config, s, rows);
+    else print_table(out, model.config, s, rows);
+    return 0;
+}
+
+}  // namespace bench

@@ -1,0 +1,160 @@
+// cli.hpp: what the two front ends (main.cu: ./qwen, server.cu: ./qwen-server) share, so they parse and
+// report the same way. Not part of the library: a program that includes qwen.hpp / qwen.cuh does not need it.
+//
+// provides (namespace cli):
+//   the engine headers         qwen.cuh when compiled by nvcc (or for the emulated device), else qwen.hpp alone
+//                              (a build without CUDA: the CPU engine only); QWEN_HAS_CUDA says which
+//   UsageError, usage_error    a command-line mistake (exit status 2), as opposed to qwen::Error (exit status 1)
+//   parse_float, parse_int,    whole-string number parsing: "12x", "", "nan", "inf" and out-of-range values are
+//   parse_seed                 usage errors, never 12, 0 or a clamped value
+//   SamplingFlags              --temp --top-p --top-k --min-p --repeat-penalty --presence-penalty: parsing, help
+//                              text, and the parameters they give over the model's own defaults
+//   context_for                -c: the model's max_seq_len at most, min(max_seq_len, 4096) by default
+//   open_engine                the GPU engine when there is a usable GPU, else the CPU engine (said on stderr)
+#pragma once
+
+#if defined(__CUDACC__) || defined(QWEN_CUDA_EMU)
+#include "qwen.cuh"
+#define QWEN_HAS_CUDA 1
+#else
+#include "qwen.hpp"
+#define QWEN_HAS_CUDA 0
+#endif
+
+#include <cerrno>
+#include <cfloat>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+namespace cli {
+
+// A mistake on the command line (exit status 2), as opposed to qwen::Error at run time (exit status 1).
+struct UsageError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+[[noreturn]] inline void usage_error(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    std::string msg = qwen::vformat(fmt, ap);
+    va_end(ap);
+    throw UsageError(msg);
+}
+
+// A float flag. A number beyond float range (1e300, or 1e999 which strtod makes inf) is out of range here
+// rather than becoming inf.
+inline float parse_float(const std::string& flag, const std::string& s) {
+    char* end = nullptr;
+    errno = 0;
+    double v = strtod(s.c_str(), &end);
+    bool overflow = errno == ERANGE && std::isinf(v);
+    if (s.empty() || *end != '\0' || std::isnan(v) || (std::isinf(v) && !overflow))
+        usage_error("%s expects a number, got '%s'", flag.c_str(), s.c_str());
+    if (std::fabs(v) > FLT_MAX) usage_error("%s is out of range, got '%s'", flag.c_str(), s.c_str());
+    return float(v);
+}
+
+// An integer flag in [lo, hi].
+inline long long parse_int(const std::string& flag, const std::string& s, long long lo, long long hi) {
+    char* end = nullptr;
+    errno = 0;
+    long long v = strtoll(s.c_str(), &end, 10);
+    if (s.empty() || *end != '\0') usage_error("%s expects an integer, got '%s'", flag.c_str(), s.c_str());
+    if (errno == ERANGE) usage_error("%s is out of range, got '%s'", flag.c_str(), s.c_str());
+    if (v < lo || v > hi) usage_error("%s must be in [%lld, %lld], got %lld", flag.c_str(), lo, hi, v);
+    return v;
+}
+
+// A seed is any unsigned 64-bit integer; -1 (llama.cpp's convention) means "from the clock" (nullopt).
+inline std::optional<uint64_t> parse_seed(const std::string& flag, const std::string& s) {
+    if (s == "-1") return std::nullopt;
+    char* end = nullptr;
+    errno = 0;
+    unsigned long long v = strtoull(s.c_str(), &end, 10);
+    if (s.empty() || s[0] == '-' || *end != '\0' || errno == ERANGE)
+        usage_error("%s expects an integer in [0, 2^64) or -1, got '%s'", flag.c_str(), s.c_str());
+    return uint64_t(v);
+}
+
+// The sampling flags both programs take. Unset ones keep qwen::default_sampling(model.chat): the checkpoint's
+// generation config, else the Sampler's defaults.
+struct SamplingFlags {
+    std::optional<float> temperature, top_p, min_p, repeat_penalty, presence_penalty;
+    std::optional<int> top_k;
+
+    static constexpr const char* HELP =
+        "  --temp X                 temperature, 0 = greedy (default: the model's generation config, else 0.7)\n"
+        "  --top-p X                nucleus sampling threshold in (0, 1] (default: the model's, else 0.8)\n"
+        "  --top-k N                keep the N most likely tokens, 0 = off (default: the model's, else 20)\n"
+        "  --min-p X                drop tokens below X times the top probability, in [0, 1] (default 0)\n"
+        "  --repeat-penalty X       penalty for tokens already in the context, 1 = off (default: the model's, else 1)\n"
+        "  --presence-penalty X     penalty for tokens already generated, in [-2, 2] (default 0)\n";
+
+    // Takes `flag` if it is a sampling flag, reading its value with value(); false if it is not one.
+    template <typename Value>
+    bool take(const std::string& flag, Value&& value) {
+        if (flag == "--temp") temperature = parse_float(flag, value());
+        else if (flag == "--top-p") top_p = parse_float(flag, value());
+        else if (flag == "--top-k") top_k = int(parse_int(flag, value(), INT32_MIN, INT32_MAX));
+        else if (flag == "--min-p") min_p = parse_float(flag, value());
+        else if (flag == "--repeat-penalty") repeat_penalty = parse_float(flag, value());
+        else if (flag == "--presence-penalty") presence_penalty = parse_float(flag, value());
+        else return false;
+        return true;
+    }
+
+    // The model's defaults with these flags on top; a value out of range is a usage error.
+    qwen::SamplingParams resolve(const qwen::ChatInfo& chat) const {
+        qwen::SamplingParams p = qwen::default_sampling(chat);
+        if (temperature) p.temperature = *temperature;
+        if (top_p) p.top_p = *top_p;
+        if (top_k) p.top_k = *top_k;
+        if (min_p) p.min_p = *min_p;
+        if (repeat_penalty) p.repetition_penalty = *repeat_penalty;
+        if (presence_penalty) p.presence_penalty = *presence_penalty;
+        try {
+            qwen::validate(p);
+        } catch (const qwen::Error& e) {
+            throw UsageError(e.what());
+        }
+        return p;
+    }
+};
+
+// The KV-cache size for -c N (0 = not given): at most the model's max_seq_len, by default at most 4096.
+inline int context_for(const qwen::Model& model, int requested) {
+    int model_max = model.config.max_seq_len;
+    if (requested > model_max) usage_error("-c %d is larger than the model's max_seq_len of %d", requested, model_max);
+    return requested > 0 ? requested : std::min(model_max, 4096);
+}
+
+// The GPU engine when a usable CUDA device is present and force_cpu is false, else the CPU engine (n_threads:
+// 0 = all cores). A fallback the user did not ask for is said in one line on stderr (`prog: <why>, running on
+// the CPU`); --cpu says nothing. verbose adds the GPU memory the engine took.
+inline std::unique_ptr<qwen::Engine> open_engine(const qwen::Model& m, int context, bool force_cpu, int n_threads,
+                                                 bool verbose, const char* prog) {
+#if QWEN_HAS_CUDA
+    std::string why = force_cpu ? "" : qwen::gpu_unavailable();
+    if (!force_cpu && why.empty()) {
+        auto e = std::make_unique<qwen::GpuEngine>(m, context);
+        size_t free_b = 0, total_b = 0;
+        if (verbose && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
+            fprintf(stderr, "%s: cuda: weights %.2f GB, KV cache %.2f GB (%d tokens), scratch %.2f GB; GPU %.1f of %.1f "
+                    "GB free\n", prog, e->weight_bytes() / 1e9, e->kv_bytes() / 1e9, context, e->scratch_bytes() / 1e9,
+                    free_b / 1e9, total_b / 1e9);
+        return e;
+    }
+#else
+    std::string why = force_cpu ? "" : "this build has no CUDA (built without nvcc)";
+#endif
+    if (!why.empty()) fprintf(stderr, "%s: %s, running on the CPU\n", prog, why.c_str());
+    return std::make_unique<qwen::CpuEngine>(m, context, n_threads);
+}
+
+}  // namespace cli
