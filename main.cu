@@ -553,6 +553,19 @@ static qwen::ChatOptions chat_options(const Options& o) {
     return c;
 }
 
+// Refuses, before tokenizing it, a text that cannot fit: every token covers at most `longest` bytes of the
+// NFC-normalised text, and NFC shrinks text less than 4-fold (at most 3.5: U+1FBE U+0308 U+0301, 7 bytes,
+// becomes U+0390, 2 bytes), so the text has more than size / (4 * longest) tokens. Tokenizing tens of MB to
+// find out would cost seconds and GBs.
+static void check_not_far_too_long(const std::string& text, const qwen::Model& m, int context) {
+    size_t longest = 1;
+    for (const std::string& t : m.vocab.tokens) longest = std::max(longest, t.size());
+    size_t at_least = text.size() / (4 * longest);
+    if (at_least > size_t(context))
+        qwen::fail("prompt is at least %zu tokens (%zu bytes), more than the context of %d", at_least, text.size(),
+                   context);
+}
+
 // Ids of a prompt: raw text (special tokens written in it recognised) or a one-turn chat.
 static std::vector<int> prompt_ids(const qwen::Tokenizer& tok, const qwen::Model& m, const Options& o,
                                    const std::string& text) {
@@ -615,7 +628,9 @@ static bool next_message(std::optional<std::string>& pending, bool tty, std::str
         return true;
     }
     if (tty) fputs("> ", stderr);
-    return bool(std::getline(std::cin, line));
+    if (!std::getline(std::cin, line)) return false;
+    if (!line.empty() && line.back() == '\r') line.pop_back();  // CRLF input: "/exit\r" is /exit
+    return true;
 }
 
 // -i: a chat that keeps its history. Each turn's prompt extends the previous one, so the Session only
@@ -796,7 +811,9 @@ static int run(const Options& o) {
     } else if (o.interactive) {
         if (o.prompt || o.prompt_file) first_message = prompt_text(o);
     } else {
-        prompt = prompt_ids(tok, model, o, prompt_text(o));
+        std::string text = prompt_text(o);
+        check_not_far_too_long(text, model, context);
+        prompt = prompt_ids(tok, model, o, text);
         check_fits(prompt.size(), context);
     }
 
