@@ -1,4 +1,4 @@
-# qwen: `make` builds ./qwen (and ./qwen-server when cpp-httplib and nlohmann-json are installed);
+# qwen: `make` builds ./qwen (and ./qwen-server when libmicrohttpd and nlohmann-json are installed);
 # `make test` builds and runs every test. Works with or without a GPU at build and run time.
 
 # Build in parallel on every core unless the caller chose -j.
@@ -23,8 +23,8 @@ SAN_FLAGS := -O1 -g -std=c++17 -pthread -fsanitize=address,undefined -fno-saniti
 FUZZ_SECONDS ?= 60
 
 HEADERS   := qwen.hpp
-SERVER_OK := $(shell pkg-config --exists cpp-httplib nlohmann_json 2>/dev/null && echo yes)
-SERVER_FLAGS = $(shell pkg-config --cflags --libs cpp-httplib nlohmann_json 2>/dev/null)
+SERVER_OK := $(shell pkg-config --exists libmicrohttpd nlohmann_json 2>/dev/null && echo yes)
+SERVER_FLAGS = $(shell pkg-config --cflags --libs libmicrohttpd nlohmann_json 2>/dev/null)
 
 BINS := qwen
 ifeq ($(SERVER_OK),yes)
