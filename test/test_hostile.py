@@ -115,11 +115,11 @@ def server():
 
 # ---- raw HTTP ------------------------------------------------------------------------------------------------
 
-def raw(server, data, timeout=30, send_all=True):
+def raw(server, data, timeout=30):
     """Sends bytes on a fresh connection and returns everything the server sends back until it closes."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as s:
         try:
-            s.sendall(data) if send_all else s.send(data)
+            s.sendall(data)
         except OSError:  # the server may answer and close before taking it all
             pass
         reply = b""
@@ -160,28 +160,29 @@ def chunked(data, piece=65536):
 
 # ---- 1. deep JSON ----------------------------------------------------------------------------------------------
 
-def nested(n, inner="[]"):
-    return "[" * n + inner + "]" * n
+def nested(n):
+    """n arrays, one inside the other."""
+    return "[" * n + "]" * n
 
 
 def test_deeply_nested_json_is_refused_for_every_field(server):
     n = 200000
-    bodies = {
-        "/v1/completions": '{"prompt":' + nested(n) + "}",
-        "/v1/chat/completions": '{"messages":[{"role":"user","content":"hi"}],"stop":' + nested(n) + "}",
-        "/v1/chat/completions ": '{"messages":[{"role":"user","content":' + nested(n) + "}]}",
-        "/": '{"prompt":"hi","history":[{"role":"user","content":"x","extra":' + nested(100000) + "}]}",
-        "/v1/completions  ": '{"prompt":"hi","ignored":' + "{\"a\":" * 150000 + "1" + "}" * 150000 + "}",
-    }
+    bodies = [  # each about 400-750 KB, under the 1 MB body limit
+        ("/v1/completions", '{"prompt":' + nested(n) + "}"),
+        ("/v1/chat/completions", '{"messages":[{"role":"user","content":"hi"}],"stop":' + nested(n) + "}"),
+        ("/v1/chat/completions", '{"messages":[{"role":"user","content":' + nested(n) + "}]}"),
+        ("/", '{"prompt":"hi","history":[{"role":"user","content":"x","extra":' + nested(100000) + "}]}"),
+        ("/v1/completions", '{"prompt":"hi","ignored":' + '{"a":' * 150000 + "1" + "}" * 150000 + "}"),
+    ]
     with attack(server):
-        for path, body in bodies.items():
-            msg = error_of(post(server.url + path.strip(), body.encode()), 400)
+        for path, body in bodies:
+            msg = error_of(post(server.url + path, body.encode()), 400)
             assert "deeper than 64 levels" in msg, msg
     # The limit is 64 levels in all: the body object and 63 inside it pass, 64 inside it do not.
-    ok = {"prompt": "hi", "max_tokens": 2, "ignored": json.loads(nested(62))}
+    ok = {"prompt": "hi", "max_tokens": 2, "ignored": json.loads(nested(63))}
     status, _, out = post(server.url + "/v1/completions", ok)
     assert status == 200, out
-    ok["ignored"] = json.loads(nested(63))
+    ok["ignored"] = json.loads(nested(64))
     assert "deeper than 64" in error_of(post(server.url + "/v1/completions", ok), 400)
     # Brackets inside strings are text, not nesting.
     status, _, out = post(server.url + "/v1/completions", {"prompt": "[" * 1000 + '\\"{', "max_tokens": 2})
@@ -345,6 +346,22 @@ def test_slow_clients_do_not_block_health_and_are_cut_at_the_deadline():
             sock.close()
     finally:
         stop.set()
+        assert s.stop() == 0, s.log_text()[-3000:]
+
+
+def test_connections_beyond_the_limit_are_refused():
+    s = Server("hostile-connections", "--max-connections", "4")
+    try:
+        held = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(4)]
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        reply = raw(s, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", timeout=5)
+        assert reply == b"" and time.monotonic() - t0 < 1, reply  # closed at once, not left waiting
+        for sock in held:
+            sock.close()
+        time.sleep(0.3)
+        assert status_of(raw(s, request("/health", method="GET", body=None))) == 200
+    finally:
         assert s.stop() == 0, s.log_text()[-3000:]
 
 
