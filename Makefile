@@ -1,4 +1,4 @@
-# qwen: `make` builds ./qwen (and ./qwen-server when cpp-httplib and nlohmann-json are installed);
+# qwen: `make` builds ./qwen (and ./qwen-server when libmicrohttpd and nlohmann-json are installed);
 # `make test` builds and runs every test; `make deps` installs what the tests need (Debian/Ubuntu, as root).
 # Works with or without a GPU at build and run time, and without the CUDA toolkit (then the C++ compiler builds
 # the front ends with the CPU engine only).
@@ -29,8 +29,8 @@ FRONT     := cli.hpp bench.hpp qwen.cuh $(HEADERS)   # what main.cu and server.c
 HAVE_NVCC := $(shell command -v $(NVCC) 2>/dev/null)
 # The front ends without CUDA: main.cu / server.cu compiled as C++ (they include qwen.hpp alone then).
 CPU_FLAGS := -O3 -march=native -ffp-contract=off -std=c++17 -Wall -pthread -x c++
-SERVER_OK := $(shell pkg-config --exists cpp-httplib nlohmann_json 2>/dev/null && echo yes)
-SERVER_FLAGS = $(shell pkg-config --cflags --libs cpp-httplib nlohmann_json 2>/dev/null)
+SERVER_OK := $(shell pkg-config --exists libmicrohttpd nlohmann_json 2>/dev/null && echo yes)
+SERVER_FLAGS = $(shell pkg-config --cflags --libs libmicrohttpd nlohmann_json 2>/dev/null)
 
 BINS := qwen
 ifeq ($(SERVER_OK),yes)
@@ -175,7 +175,7 @@ test: all build/cpu/qwen build/test_cpu build/test_asan $(GPU_TEST) build/tokeni
 # What the build and the tests need on Debian/Ubuntu (the CUDA toolkit aside), and the Python test packages.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := build-essential pkg-config python3 python3-pip clang xxd curl ca-certificates doctest-dev \
-                libcpp-httplib-dev nlohmann-json3-dev chromium fonts-wqy-microhei
+                libmicrohttpd-dev nlohmann-json3-dev chromium fonts-wqy-microhei
 PY_PACKAGES := numpy tokenizers pytest openai playwright jinja2
 deps:
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -175,6 +175,19 @@ static void check_utf8(const std::string& text, const char* what) {
     if (bad != text.size()) qwen::fail("%s is not valid UTF-8 (byte %zu)", what, bad);
 }
 
+// Refuses, before tokenizing it, a text that cannot fit: every token covers at most `longest` bytes of the
+// NFC-normalised text, and NFC shrinks text less than 4-fold (at most 3.5: U+1FBE U+0308 U+0301, 7 bytes,
+// becomes U+0390, 2 bytes), so the text has more than size / (4 * longest) tokens. Tokenizing tens of MB to
+// find out would cost seconds and GBs.
+static void check_not_far_too_long(const std::string& text, const qwen::Model& m, int context) {
+    size_t longest = 1;
+    for (const std::string& t : m.vocab.tokens) longest = std::max(longest, t.size());
+    size_t at_least = text.size() / (4 * longest);
+    if (at_least > size_t(context))
+        qwen::fail("prompt is at least %zu tokens (%zu bytes), more than the context of %d", at_least, text.size(),
+                   context);
+}
+
 // The checks Session::generate makes, done early: before loading a batch, and per turn in -i.
 static void check_fits(size_t n_prompt, int context) {
     if (n_prompt == 0) qwen::fail("the prompt is empty");
@@ -461,6 +474,7 @@ static std::vector<Request> read_batch(const Options& o, const qwen::Model& m, c
         Request req = defaults;
         try {
             check_utf8(line, "the line");
+            check_not_far_too_long(line, m, context);
             if (line[first] != '{') req.text = line;
 #if QWEN_HAS_JSON
             else apply_fields(parse_flat_object(line), req);
@@ -530,6 +544,7 @@ static int run(const Options& o) {
         batch = read_batch(o, model, tok, req, context);
     } else if (!o.interactive) {
         req.text = *prompt;
+        check_not_far_too_long(req.text, model, context);
         req.ids = prompt_ids(tok, model, o, req.text);
         check_fits(req.ids.size(), context);
     }

@@ -120,7 +120,9 @@ inline double now_seconds() {
     return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
 }
 
-// A read-only memory map of a whole file; unmapped when destroyed.
+// A read-only memory map of a whole file; unmapped when destroyed. The file must not be rewritten in place
+// while mapped (cp onto it, truncate): its pages show the new bytes, and a read past a truncation faults
+// with SIGBUS, private mapping or not. Replacing it with rename (mv) is safe: the mapping keeps the old file.
 struct MappedFile {
     std::string path;
     const uint8_t* data = nullptr;  // (size) bytes, read-only
@@ -128,9 +130,13 @@ struct MappedFile {
 
     MappedFile() = default;
     explicit MappedFile(const std::string& p) : path(p) {
-        int fd = ::open(p.c_str(), O_RDONLY);
-        if (fd < 0) fail("%s: cannot open: %s", p.c_str(), strerror(errno));
+        // Checked before opening: opening a FIFO for reading waits for a writer, and opening a device can
+        // have effects. O_NONBLOCK covers a path swapped for a FIFO in between (fstat then refuses it).
         struct stat st;
+        if (::stat(p.c_str(), &st) != 0) fail("%s: cannot open: %s", p.c_str(), strerror(errno));
+        if (!S_ISREG(st.st_mode)) fail("%s: not a regular file", p.c_str());
+        int fd = ::open(p.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+        if (fd < 0) fail("%s: cannot open: %s", p.c_str(), strerror(errno));
         if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
             ::close(fd);
             fail("%s: not a regular file", p.c_str());
@@ -642,8 +648,15 @@ inline Model parse_model(const uint8_t* data, size_t size, const std::string& fi
         ranges.insert(ranges.end(), t.begin(), t.end());
     } else {
         section_reader(data, size, name, "tensor table", h.tensors_offset, 0);  // empty, but inside the file
+        ranges.push_back({h.tensors_offset, h.tensors_offset, "the tensor table"});
     }
     check_no_overlap(name, ranges);
+    // The file ends with its last part: the last tensor's data (the empty tensor table without weights).
+    const ByteRange* last = &ranges[0];
+    for (const ByteRange& r : ranges) last = r.end > last->end ? &r : last;
+    if (size != last->end)
+        fail("%s: %llu unexpected bytes after %s, which must end the file", name,
+             (unsigned long long)(size - last->end), last->what.c_str());
     return m;
 }
 
@@ -890,13 +903,18 @@ inline std::string nfc(const std::string& s) {
     for (uint32_t cp : utf8_to_code_points(s)) nfc_decompose(cp, d);
 
     // Canonical ordering: a stable sort by combining class within each run of non-starters (class != 0).
+    // O(n log n) per run: text can hold a run of any length (an insertion sort is quadratic on alternating
+    // classes, e.g. U+0301 U+0316 repeated).
     std::vector<int> ccc(d.size());
     for (size_t i = 0; i < d.size(); i++) ccc[i] = combining_class(d[i]);
-    for (size_t i = 1; i < d.size(); i++) {  // insertion sort: runs are short
-        for (size_t j = i; j > 0 && ccc[j] != 0 && ccc[j - 1] > ccc[j]; j--) {
-            std::swap(d[j], d[j - 1]);
-            std::swap(ccc[j], ccc[j - 1]);
-        }
+    std::vector<std::pair<int, uint32_t>> run;  // (class, code point) of one run
+    for (size_t i = 0, j; i < d.size(); i = j + 1) {
+        for (j = i; j < d.size() && ccc[j] != 0; j++) {}
+        if (j - i < 2) continue;
+        run.clear();
+        for (size_t k = i; k < j; k++) run.emplace_back(ccc[k], d[k]);
+        std::stable_sort(run.begin(), run.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+        for (size_t k = i; k < j; k++) ccc[k] = run[k - i].first, d[k] = run[k - i].second;
     }
 
     // Composition: a character combines with the last starter unless a character between them is a
