@@ -396,13 +396,12 @@ static std::string json_string(const std::string& s) {
 #if QWEN_HAS_JSON
 using json = nlohmann::json;
 
-// A flat JSON object: strings, numbers, booleans, null, and arrays of those (the "stop" list); duplicate keys
-// and anything nested deeper are refused, so no setting is silently overridden or ignored.
+// A flat JSON object: strings, numbers, booleans, null, and lists of those (the "stop" list). Duplicate keys
+// are refused (no setting is silently overridden), and so is deeper nesting, as soon as the parser meets it.
 static json parse_flat_object(const std::string& line) {
     std::set<std::string> keys;
     json::parser_callback_t check = [&](int depth, json::parse_event_t event, json& parsed) {
-        if (depth > 2 || (depth == 2 && event == json::parse_event_t::object_start))
-            qwen::fail("nested values are not supported");
+        if (depth > 2) qwen::fail("values nested deeper than a list are not supported");
         if (event == json::parse_event_t::key && depth == 1 && !keys.insert(parsed.get<std::string>()).second)
             qwen::fail("duplicate key \"%s\"", parsed.get<std::string>().c_str());
         return true;

@@ -298,12 +298,29 @@ def test_batch_stop_string_spanning_two_tokens(tmp_path, name):
     pytest.fail(f"{name}: no raw case has a token boundary to put a stop string across")
 
 
+def test_batch_crlf_lines_are_the_same_prompts(tmp_path):
+    crlf, lf = tmp_path / "crlf.txt", tmp_path / "lf.txt"
+    crlf.write_bytes(b'{"prompt": "Once upon a time", "max_tokens": 3}\r\nhi\r\n\r\n')
+    lf.write_bytes(b'{"prompt": "Once upon a time", "max_tokens": 3}\nhi\n')
+    args = ["-m", model("tiny-qwen2"), "--temp", "0", "-n", "4", "--cpu", "--batch"]
+    out = [json.loads(l) for l in ok(*args, crlf).stdout.decode().splitlines()]
+    assert [o["prompt"] for o in out] == ["Once upon a time", "hi"], "the CR is not part of the prompt"
+    assert ok(*args, crlf).stdout == ok(*args, lf).stdout
+
+
 def test_batch_errors_name_the_line(tmp_path):
     bad = [
         ('{"prompt": "a"}\n{"prompt": "b", }\n', "line 2"),                      # trailing comma
         ('hello\n{"prompt": "b", "temprature": 1}\n', 'line 2: unknown field "temprature"'),
         ('{"prompt": "a", "temperature": -1}\n', "line 1: temperature"),
-        ('{"prompt": "a", "temperature": 1e300}\n', 'line 1: "temperature" is out of range, got 1e300'),
+        ('{"prompt": "a", "temperature": 1e300}\n', 'line 1: "temperature" is out of range, got 1e+300'),
+        ('{"prompt": "a", "seed": 1, "seed": 2}\n', 'line 1: duplicate key "seed"'),     # no silent override
+        ('{"prompt": "a", "seed": -1}\n', 'line 1: "seed" must be an integer in [0, 2^64)'),
+        ('{"prompt": "a", "seed": 18446744073709551616}\n', 'line 1: "seed" must be an integer'),
+        ('{"prompt": "a", "seed": 1.5}\n', 'line 1: "seed" must be an integer'),
+        ('{"prompt": "a\x01b"}\n', "line 1"),                                        # a raw control character
+        ('{"prompt": "a", "stop": {"x": 1}}\n', 'line 1: "stop" must be a string or an array of strings'),
+        ('{"prompt": "a", "stop": [[[[[["x"]]]]]]}\n', "line 1: values nested deeper than a list"),
         ('{"prompt": 5}\n', "line 1"),
         ('{"prompt": "\\ud800"}\n', "line 1"),                                    # lone surrogate
         ('{"prompt": "a"} x\n', "line 1"),
