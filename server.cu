@@ -59,6 +59,7 @@ struct ServerArgs {
     int timeout = 30;                // seconds for a request to arrive whole; idle connections closed after it
     int max_connections = 128;       // open connections, each with its own thread
     std::vector<std::string> allow_hosts;  // Host header names accepted besides the loopback ones ("*": any)
+    double shutdown_grace = 5;       // seconds generations get to finish after SIGTERM
     cli::SamplingFlags sampling;     // defaults for requests that do not say; unset: the model's generation config
 };
 
@@ -84,6 +85,8 @@ static const std::string kUsage = std::string(
     "  --allow-host NAME         also answer requests whose Host header names NAME (repeatable; '*' = any).\n"
     "                            On a loopback address only localhost, 127.x.x.x and [::1] are answered\n"
     "                            otherwise (DNS rebinding); on other addresses any Host unless this is given\n"
+    "  --shutdown-grace SECONDS  after SIGINT/SIGTERM, how long generations may still run (default 5); then\n"
+    "                            the running one ends and queued ones get 503\n"
     "  -h, --help                show this help\n";
 
 // A mistake on the command line (cli::UsageError): one line on stderr with a pointer to -h, and exit status 2.
@@ -121,6 +124,7 @@ static std::optional<ServerArgs> parse_args(int argc, char** argv) {
         else if (flag == "--timeout") a.timeout = int(parse_int(flag, value(), 1, 86400));
         else if (flag == "--max-connections") a.max_connections = int(parse_int(flag, value(), 4, 65536));
         else if (flag == "--allow-host") a.allow_hosts.push_back(value());
+        else if (flag == "--shutdown-grace") a.shutdown_grace = double(parse_int(flag, value(), 0, 3600));
         else if (flag[0] == '-') usage_error("unknown option %s", flag.c_str());
         else usage_error("unexpected argument '%s'", flag.c_str());
     }
@@ -1459,7 +1463,7 @@ static int serve(const ServerArgs& args, ShutdownWatcher& watcher) {
     // connection. Only a prefill in progress can hold this up, and not past the last 2 s.
     fprintf(stderr, "qwen-server: %s, shutting down\n", sig);
     http.stop_accepting();
-    worker.drain(/*grace=*/5.0);
+    worker.drain(args.shutdown_grace);
     if (!http.wait_idle(2.0)) {
         fprintf(stderr, "qwen-server: answers still unfinished 2 s after the grace period; exiting\n");
         fflush(stderr);

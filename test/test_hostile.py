@@ -493,7 +493,8 @@ def test_max_queue_0_means_one_running_and_none_waiting():
 def test_requests_queued_at_shutdown_get_503():
     """Jobs still waiting when the grace period ends are answered 503 "shutting down" (a stream: an error
     event, then [DONE]), never 200 with an empty answer; the running one ends with what it has."""
-    s = Server("hostile-queued", "-t", "1", "--max-queue", "64")
+    # a short grace (1 s, the default is 5) so that jobs are still queued when it ends however fast the machine
+    s = Server("hostile-queued", "-t", "1", "--max-queue", "64", "--shutdown-grace", "1")
     try:
         body = {"prompt": "Once upon a time", "max_tokens": 1000, "temperature": 0}
         results = []
