@@ -14,15 +14,21 @@
 //   chat_text, chat_tokens       ChatML prompts of Qwen1.5/2/2.5/3 (Message, ChatOptions: default system
 //                                prompt, Qwen3 thinking)
 //   SamplingParams, Sampler      temperature, top-k, top-p, min-p, repetition and presence penalties, seeded;
-//                                default_sampling (the checkpoint's defaults), validate
+//                                default_sampling (the checkpoint's defaults), validate; an optional bit mask of
+//                                the tokens allowed
+//   Grammar, GrammarMatcher      structured output: GBNF grammars (grammar_from_gbnf) and the converters from JSON
+//                                Schema, json_object, regex and choice lists, run as a pushdown automaton over bytes;
+//                                TokenTrie, bind_grammar (TokenGrammar) and GrammarMatcher::allowed give the bit mask
+//                                of the tokens allowed next; parse_json (strict, for schemas)
 //   Engine, CpuEngine            the model interface and the CPU reference forward pass (the GPU's spec);
 //                                ThreadPool and the cpu:: kernels it is built from
 //   Session                      the prefill + decode loop: stop ids and strings (StopMatcher), KV-cache reuse
-//                                across turns (GenerateOptions, GenerateResult); run_cpu_bench (`qwen --bench
-//                                SHAPE --cpu`)
+//                                across turns, grammar-constrained output (GenerateOptions, GenerateResult);
+//                                run_cpu_bench (`qwen --bench SHAPE --cpu`)
 //
-// Sections follow the data: common helpers, the model file, the tokenizer and chat prompts, the sampler, the
-// engine interface, the CPU forward pass, generation; the generated Unicode tables close the file.
+// Sections follow the data: common helpers, the model file, the tokenizer and chat prompts, the sampler, structured
+// output (grammars and token masks), the engine interface, the CPU forward pass, generation; the generated Unicode
+// tables close the file.
 // "id" always means a token id: an index into the vocabulary.
 #pragma once
 
@@ -1551,6 +1557,8 @@ inline std::vector<int> chat_tokens(const Tokenizer& tok, const ChatInfo& chat, 
 //   1. repetition penalty  (HF RepetitionPenaltyLogitsProcessor) over every distinct token of the context,
 //                          prompt included: l = l < 0 ? l * penalty : l / penalty
 //   2. presence penalty    (OpenAI / vLLM) over every distinct *generated* token: l -= presence_penalty
+//   2b. mask (optional)    l = -inf for every token outside the `allowed` bit set (structured output: the grammar's
+//                          choice). After the penalties, whose clamp to the finite floats must not revive a token
 //   3. temperature         0 => argmax (lowest id on ties), done. Otherwise p = softmax(l / temperature)
 //   4. top-k               keep the k most probable tokens (and any tied with the k-th)
 //   5. top-p               of those, keep the smallest most-probable set whose mass >= top_p of theirs
@@ -1639,6 +1647,12 @@ inline void apply_presence_penalty(float* logits, int n_vocab, const std::vector
     for (int id : distinct_tokens(tokens, n_prompt, n_vocab)) logits[id] -= penalty;
 }
 
+// l[i] = -inf for each token i whose bit in `allowed` (bit i % 32 of word i / 32) is clear.
+inline void apply_token_mask(float* logits, int n_vocab, const uint32_t* allowed) {
+    for (int i = 0; i < n_vocab; i++)
+        if (!((allowed[i >> 5] >> (i & 31)) & 1u)) logits[i] = -std::numeric_limits<float>::infinity();
+}
+
 // Index of the largest logit; the lowest such index on ties.
 inline int argmax(const float* logits, int n) {
     int best = 0;
@@ -1659,12 +1673,15 @@ struct Sampler {
 
     explicit Sampler(const SamplingParams& p) : params(p), rng(p.seed) { validate(p); }
 
-    // logits: (n_vocab) fp32, modified in place (penalties). tokens: the whole context so far (prompt, then
-    // generated); tokens[n_prompt..] are the generated ones. Returns the chosen id.
-    int sample(float* logits, int n_vocab, const std::vector<int>& tokens, size_t n_prompt) {
+    // logits: (n_vocab) fp32, modified in place (penalties, mask). tokens: the whole context so far (prompt, then
+    // generated); tokens[n_prompt..] are the generated ones. allowed: null, or a bit set of (n_vocab + 31) / 32
+    // words: only the tokens whose bit is set may be chosen. Returns the chosen id.
+    int sample(float* logits, int n_vocab, const std::vector<int>& tokens, size_t n_prompt,
+               const uint32_t* allowed = nullptr) {
         if (n_vocab <= 0) fail("sampler: vocabulary size must be positive, got %d", n_vocab);
         apply_repetition_penalty(logits, n_vocab, tokens, params.repetition_penalty);
         apply_presence_penalty(logits, n_vocab, tokens, n_prompt, params.presence_penalty);
+        if (allowed) apply_token_mask(logits, n_vocab, allowed);
         check_finite_(logits, n_vocab);
         if (params.temperature == 0.0f) return argmax(logits, n_vocab);
         const std::vector<Candidate>& kept = keep(logits, n_vocab);
@@ -2350,17 +2367,23 @@ inline std::vector<char> check_grammar(const GrammarAst& g) {
     }
     std::vector<char> productive = rule_fixed_point(g, callers, false);
     std::vector<char> nullable = rule_fixed_point(g, callers, true);
-    for (size_t r = 0; r < n; r++)
-        if (use[r] && !productive[r])
-            g.fail_at(g.rules[r].at, sformat("rule '%s' can never end: each alternative needs a rule that never ends",
-                                             g.rules[r].name.c_str()));
+    int n_comp = 0;
+    std::vector<int> comp = graph_components(refs, n_comp);
+    std::vector<int> comp_size(static_cast<size_t>(n_comp), 0);
+    for (size_t r = 0; r < n; r++) comp_size[size_t(comp[r])]++;
+    for (int pass = 0; pass < 2; pass++)  // name a rule of the recursion first, not one that merely uses it
+        for (size_t r = 0; r < n; r++) {
+            bool cyclic = std::binary_search(refs[r].begin(), refs[r].end(), int(r)) || comp_size[size_t(comp[r])] > 1;
+            if (use[r] && !productive[r] && (pass == 1 || cyclic))
+                g.fail_at(g.rules[r].at, sformat("rule '%s' can never end: each alternative needs itself again",
+                                                 g.rules[r].name.c_str()));
+        }
     // Left recursion: a cycle among "may call before consuming a character" edges.
     std::vector<std::vector<int>> first(n);
     for (size_t r = 0; r < n; r++)
         if (use[r]) expr_refs(g, g.rules[r].body, &nullable, first[r]);
-    int n_comp = 0;
-    std::vector<int> comp = graph_components(first, n_comp);
-    std::vector<int> comp_size(size_t(n_comp), 0);
+    comp = graph_components(first, n_comp);
+    comp_size.assign(static_cast<size_t>(n_comp), 0);
     for (size_t r = 0; r < n; r++) comp_size[size_t(comp[r])]++;
     for (size_t r = 0; r < n; r++) {
         bool self = std::find(first[r].begin(), first[r].end(), int(r)) != first[r].end();
@@ -3053,6 +3076,7 @@ struct GrammarMatcher {
     bool accepts_end() const { return std::find(set_.begin(), set_.end(), GrammarStacks::DONE) != set_.end(); }
     // Complete, and no byte can follow: generation is over.
     bool finished() const { return set_.size() == 1 && set_[0] == GrammarStacks::DONE; }
+    size_t frames() const { return st_.pool.size(); }  // stack frames held (memory use)
 
     // mask: mask_words(n_vocab()) words; bit id is set when token id may come next. Stop ids are not set (see
     // accepts_end). Cost: a copy or a list per stack, plus the walk of its state's (small) suffix trie.
@@ -3086,20 +3110,23 @@ struct GrammarMatcher {
         if (id < 0 || id >= v.n_vocab || !mask_test(v.usable.data(), id)) return false;
         return advance_bytes(v.bytes[size_t(id)]);
     }
+    // Consumes bytes (of one token or several); false (and no change) when the grammar refuses them.
     bool advance_bytes(const std::string& s) {
         size_t mark = st_.pool.size();
-        tmp_ = set_;
-        for (char c : s) {
-            st_.step(tmp_, tg_->grammar.byte_class[uint8_t(c)], tmp2_);
-            if (tmp2_.empty()) {
-                st_.pool.resize(mark);
-                return false;
-            }
-            tmp_.swap(tmp2_);
+        if (!step_bytes_(s)) {
+            st_.pool.resize(mark);
+            return false;
         }
         set_.swap(tmp_);
         if (st_.pool.size() > compact_at_) compact_();
         return true;
+    }
+    // Whether advance_bytes(s) would succeed, without moving (the tests' oracle: one token at a time).
+    bool would_accept(const std::string& s) {
+        size_t mark = st_.pool.size();
+        bool ok = step_bytes_(s);
+        st_.pool.resize(mark);
+        return ok;
     }
 
   private:
@@ -3111,6 +3138,15 @@ struct GrammarMatcher {
     std::vector<size_t> marks_;
     size_t compact_at_ = 4096;
 
+    bool step_bytes_(const std::string& s) {  // tmp_ = the stacks after s (frames added to the pool)
+        tmp_ = set_;
+        for (char c : s) {
+            st_.step(tmp_, tg_->grammar.byte_class[uint8_t(c)], tmp2_);
+            if (tmp2_.empty()) return false;
+            tmp_.swap(tmp2_);
+        }
+        return true;
+    }
     // Adds the tokens of a suffix trie whose suffix the stack below frame f accepts.
     void allow_suffixes_(int32_t f, const ByteTrie& t, uint32_t* mask) {
         size_t D = size_t(t.max_depth) + 1;
@@ -3996,10 +4032,12 @@ struct Engine {
     virtual void forward(const int* tokens, int n, int pos) = 0;
     virtual const float* logits() = 0;  // (vocab_size) fp32, host memory
     // Choose the next token from the current logits; the GPU engine overrides this to sample on the device.
-    virtual int sample(Sampler& s, int n_vocab, const std::vector<int>& tokens, size_t n_prompt) {
+    // allowed: null, or the bit set of the tokens that may be chosen (see Sampler::sample).
+    virtual int sample(Sampler& s, int n_vocab, const std::vector<int>& tokens, size_t n_prompt,
+                       const uint32_t* allowed = nullptr) {
         std::vector<float>& buf = scratch_logits_;
         buf.assign(logits(), logits() + n_vocab);
-        return s.sample(buf.data(), n_vocab, tokens, n_prompt);
+        return s.sample(buf.data(), n_vocab, tokens, n_prompt, allowed);
     }
     virtual const char* name() const = 0;  // "cpu" or "cuda"
 
@@ -4510,6 +4548,9 @@ struct GenerateOptions {
     int max_new_tokens = -1;            // -1: until a stop or the context is full
     std::vector<int> stop_ids;          // (n) token ids that end generation (not printed)
     std::vector<std::string> stop;      // (n) stop strings (not printed)
+    // Structured output: every token keeps the text inside this grammar's language (bind_grammar); the stop ids
+    // are allowed only where the text is complete, and generation stops ("stop") once nothing else can follow.
+    std::shared_ptr<const TokenGrammar> grammar;
 };
 
 struct GenerateResult {
@@ -4562,9 +4603,21 @@ struct Session {
             r.text += out;
             return out.empty() || !on_text || on_text(out);
         };
+        std::unique_ptr<GrammarMatcher> grammar;
+        std::vector<uint32_t> mask;  // (mask words) the tokens the grammar allows next
+        if (opt.grammar) {
+            grammar = std::make_unique<GrammarMatcher>(opt.grammar);
+            mask.resize(size_t(mask_words(std::max(n_vocab, grammar->n_vocab()))));
+            if (grammar->finished()) {  // the grammar's only sentence is empty
+                r.finish_reason = "stop";
+                r.prefill_seconds = now_seconds() - t0;
+                return r;
+            }
+            next_mask(*grammar, opt.stop_ids, n_vocab, mask);
+        }
 
         for (;;) {
-            int next = engine.sample(sampler, n_vocab, tokens, size_t(n_prompt));
+            int next = engine.sample(sampler, n_vocab, tokens, size_t(n_prompt), grammar ? mask.data() : nullptr);
             if (r.completion_tokens == 0) r.prefill_seconds = now_seconds() - t0;
             r.completion_tokens++;
             if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), next) != opt.stop_ids.end()) {
@@ -4572,11 +4625,12 @@ struct Session {
                 break;
             }
             tokens.push_back(next);
+            if (grammar && !grammar->advance(next)) fail("grammar: token %d was sampled outside the mask", next);
             if (!emit(decoder.push(next))) {
                 r.finish_reason = "cancelled";
                 break;
             }
-            if (stops.stopped) {
+            if (stops.stopped || (grammar && grammar->finished())) {
                 r.finish_reason = "stop";
                 break;
             }
@@ -4586,6 +4640,8 @@ struct Session {
             }
             engine.forward(&next, 1, int(tokens.size()) - 1);
             cached.push_back(next);
+            // The GPU engine's forward() returns once the step is queued: the mask is made while the GPU runs it.
+            if (grammar) next_mask(*grammar, opt.stop_ids, n_vocab, mask);
         }
         if (r.finish_reason != "cancelled" && !stops.stopped) emit(decoder.flush());
         if (r.finish_reason != "cancelled") {
@@ -4598,6 +4654,19 @@ struct Session {
     }
 
   private:
+    // The grammar's mask for the next token, plus the stop ids where the text may end. A grammar always leaves
+    // some token (every byte is a token) unless the vocabulary lacks the bytes it needs: that is an error.
+    static void next_mask(GrammarMatcher& g, const std::vector<int>& stop_ids, int n_vocab, std::vector<uint32_t>& mask) {
+        std::fill(mask.begin(), mask.end(), 0u);
+        g.allowed(mask.data());
+        if (g.accepts_end())
+            for (int id : stop_ids)
+                if (id >= 0 && id < n_vocab) mask_set(mask.data(), id);
+        bool any = false;
+        for (int i = 0; i < n_vocab && !any; i += 32) any = mask[size_t(i >> 5)] != 0;
+        if (!any) fail("grammar: no token of the vocabulary can continue the text here");
+    }
+
     // Runs the part of `prompt` that is not in the cache yet; returns how many tokens were reused.
     // The last prompt token always runs, since its logits are what the first sample needs.
     int prefill(const std::vector<int>& prompt) {
