@@ -3661,13 +3661,14 @@ inline std::string regex_to_gbnf(const std::string& regex, bool json = false) {
 
 // The JSON text the schema grammars are built from: whitespace as models write it (nothing, one space or tab,
 // or a line break and an indent of up to 24), strings without unpaired surrogate escapes (so each escape is one
-// character and lengths count right), numbers as RFC 8259 writes them.
+// character and lengths count right), numbers as RFC 8259 writes them with at most 16 integer digits, 16
+// fraction digits and 3 exponent digits (a double holds 17 significant digits; longer runs are a model stuck).
 inline const char* json_base_gbnf() {
     return R"GBNF(ws ::= [ \t]? | "\n" [ \t]{0,24}
 json-char ::= [^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" ([0-9a-cA-CefEF] [0-9a-fA-F]{3} | [dD] [0-7] [0-9a-fA-F]{2}))
 json-string ::= "\"" json-char* "\""
-json-int ::= "-"? ("0" | [1-9] [0-9]*)
-json-number ::= json-int ("." [0-9]+)? ([eE] [-+]? [0-9]+)?
+json-int ::= "-"? ("0" | [1-9] [0-9]{0,15})
+json-number ::= json-int ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})?
 json-value ::= json-object | json-array | json-string | json-number | "true" | "false" | "null"
 json-object ::= "{" ws (json-string ":" ws json-value ("," ws json-string ":" ws json-value)* ws)? "}"
 json-array ::= "[" ws (json-value ("," ws json-value)* ws)? "]"
@@ -3705,7 +3706,7 @@ inline std::string int_range_gbnf(int64_t lo, int64_t hi, bool lo_open, bool hi_
             uint64_t l = len == da ? a : pow10(len - 1), h = len == db && !b_open ? b : pow10(len) - 1;
             alts.push_back(same_len(std::to_string(l), std::to_string(h)));
         }
-        if (b_open) alts.push_back(sformat("[1-9] [0-9]{%zu,}", da));
+        if (b_open && da < 16) alts.push_back(sformat("[1-9] [0-9]{%zu,15}", da));  // 16 digits at most
         std::string out;
         for (size_t i = 0; i < alts.size(); i++) out += (i ? " | " : "") + alts[i];
         return "(" + out + ")";
@@ -3882,7 +3883,12 @@ struct SchemaToGbnf {
             return "\"\\\"\" " + std::string(head ? "" : any + " ") + body + (tail ? "" : " " + any) + " \"\\\"\"";
         }
         if (format) {
-            static const char* kDate = "[0-9]{4} \"-\" (\"0\" [1-9] | \"1\" [0-2]) \"-\" (\"0\" [1-9] | [12] [0-9] | \"3\" [01])";
+            // a real calendar date: 30-day months, February 29 only in leap years
+            static const char* kDate =
+                "([0-9]{4} \"-\" ((\"0\" [13578] | \"1\" [02]) \"-\" (\"0\" [1-9] | [12] [0-9] | \"3\" [01]) | "
+                "(\"0\" [469] | \"11\") \"-\" (\"0\" [1-9] | [12] [0-9] | \"30\") | "
+                "\"02-\" (\"0\" [1-9] | \"1\" [0-9] | \"2\" [0-8])) | "
+                "([0-9]{2} (\"0\" [48] | [2468] [048] | [13579] [26]) | ([02468] [048] | [13579] [26]) \"00\") \"-02-29\")";
             static const char* kTime = "([01] [0-9] | \"2\" [0-3]) \":\" [0-5] [0-9] \":\" [0-5] [0-9] (\".\" [0-9]{1,6})? "
                                        "(\"Z\" | [+-] ([01] [0-9] | \"2\" [0-3]) \":\" [0-5] [0-9])";
             std::string f = format->type == JsonValue::STRING ? format->text : "";
@@ -3928,8 +3934,9 @@ struct SchemaToGbnf {
         const JsonValue* b = min ? min : xmin;
         if (!b) return "json-number";
         if (number_of(*b, path) != 0) error(path + (min ? "/minimum" : "/exclusiveMinimum"), "a number's lower bound must be 0 (an integer's may be any)");
-        if (min) return "(\"0\" | [1-9] [0-9]*) (\".\" [0-9]+)? ([eE] [-+]? [0-9]+)?";
-        return "([1-9] [0-9]* (\".\" [0-9]+)? | \"0.\" [0-9]* [1-9] [0-9]*)";  // > 0; no exponent (it could underflow)
+        if (min) return "(\"0\" | [1-9] [0-9]{0,15}) (\".\" [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})?";
+        // > 0; no exponent (it could underflow to 0)
+        return "([1-9] [0-9]{0,15} (\".\" [0-9]{1,16})? | \"0.\" \"0\"{0,15} [1-9] [0-9]{0,15})";
     }
     std::string array(const JsonValue& s, const std::string& path) {
         const JsonValue* items = s.get("items");

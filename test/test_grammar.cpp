@@ -297,10 +297,17 @@ TEST_CASE("json schema: strings, numbers, integers with bounds, enums, const") {
                    {R"("abc1")"}, {R"("abc")", R"("Abc1")", R"("abc12")"});
     check_language(grammar_from_json_schema(R"({"type": "string", "pattern": "b\"c"})"),  // unanchored: contains
                    {R"("b\"c")", R"("xxb\"cyy")"}, {R"("bc")", R"("b"c")"});
-    check_language(grammar_from_json_schema(R"({"type": "string", "format": "date"})"), {R"("2024-02-29")"},
-                   {R"("2024-13-01")", R"("24-01-01")"});
-    check_language(grammar_from_json_schema(R"({"type": "number"})"), {"0", "-1.5", "3e10", "2.50E-3"},
-                   {"01", "1.", ".5", "+1", "-", "1e"});
+    check_language(grammar_from_json_schema(R"({"type": "string", "format": "date"})"),
+                   {R"("2024-02-29")", R"("2000-02-29")", R"("1999-12-31")", R"("2023-04-30")", R"("0001-01-01")"},
+                   {R"("2024-13-01")", R"("24-01-01")", R"("2023-02-29")", R"("1900-02-29")", R"("2023-04-31")",
+                    R"("2023-02-30")", R"("2023-00-10")", R"("2023-01-00")"});
+    check_language(grammar_from_json_schema(R"({"type": "string", "format": "date-time"})"),
+                   {R"("2024-01-02T03:04:05Z")", R"("2024-01-02T23:59:59.123+05:30")"}, {R"("2024-01-02T24:00:00Z")"});
+    check_language(grammar_from_json_schema(R"({"type": "string", "format": "uuid"})"),
+                   {R"("123e4567-e89b-12d3-a456-426614174000")"}, {R"("123e4567e89b12d3a456426614174000")"});
+    check_language(grammar_from_json_schema(R"({"type": "number"})"), {"0", "-1.5", "3e10", "2.50E-3", "1234567890123456"},
+                   {"01", "1.", ".5", "+1", "-", "1e", "12345678901234567", "1e1234"});
+    check_language(grammar_from_json_schema(R"({"type": "number", "minimum": 0})"), {"0", "0.5", "7e-3"}, {"-1", "-0.5"});
     check_language(grammar_from_json_schema(R"({"type": "number", "exclusiveMinimum": 0})"), {"1", "0.001", "12.5"},
                    {"0", "0.000", "-1"});
     check_language(grammar_from_json_schema(R"({"enum": ["red", 1, null, {"a": [true]}]})"),
