@@ -1854,8 +1854,12 @@ constexpr int GRAMMAR_MAX_COUNT = 100000;       // m and n in {m,n}
 constexpr size_t GRAMMAR_MAX_NFA = 1u << 19;    // NFA states of all rules together
 constexpr size_t GRAMMAR_MAX_STATES = 1u << 16; // DFA states of all rules together
 constexpr size_t GRAMMAR_MAX_STACKS = 1024;     // stacks in one parse state (only a very ambiguous grammar gets near)
-constexpr int GRAMMAR_INLINE_SIZE = 4000;       // a rule of at most this many expression nodes is inlined...
-constexpr int GRAMMAR_INLINE_DEPTH = 256;       // ...when its expression is at most this deep
+// Inlining: a rule is inlined when its expression nodes times its copies in the callers (repetitions {m,n} copy)
+// are at most GRAMMAR_INLINE_SIZE, or it has at most GRAMMAR_INLINE_ALWAYS nodes (whitespace, a JSON string:
+// a token ending such a rule and going on would depend on the stack below), and it is at most this deep.
+constexpr int GRAMMAR_INLINE_SIZE = 4000;
+constexpr int GRAMMAR_INLINE_ALWAYS = 100;
+constexpr int GRAMMAR_INLINE_DEPTH = 256;
 
 // printf into a std::string (one line of an error message, or a piece of generated grammar).
 inline std::string sformat(const char* fmt, ...) {
@@ -2267,6 +2271,14 @@ inline void expr_refs(const GrammarAst& g, int e, const std::vector<char>* nulla
     }
 }
 
+// Adds to copies[r] how many copies of rule r the NFA of expression e holds (repetitions {m,n} copy their part).
+inline void count_copies(const GrammarAst& g, int e, long mult, std::vector<long>& copies) {
+    const GrammarExpr& x = g.exprs[size_t(e)];
+    if (x.kind == GrammarExpr::REF) copies[size_t(x.rule)] = std::min(copies[size_t(x.rule)] + mult, 1L << 30);
+    if (x.kind == GrammarExpr::REPEAT) mult = std::min(mult * std::max(1, x.max < 0 ? x.min + 1 : x.max), 1L << 30);
+    for (int p : x.parts) count_copies(g, p, mult, copies);
+}
+
 // Fixed point of a rule property that can only turn true (matches "", or can end): a rule is looked at again
 // when a rule it refers to turns true.
 inline std::vector<char> rule_fixed_point(const GrammarAst& g, const std::vector<std::vector<int>>& callers, bool want_empty) {
@@ -2326,31 +2338,36 @@ inline std::vector<int> graph_components(const std::vector<std::vector<int>>& ed
     return comp;
 }
 
-// Size (nodes) and depth of an expression with the inlined rules' bodies in place of their references.
+// Size (nodes, counting each copy that a repetition {m,n} makes) and depth of an expression with the inlined
+// rules' bodies in place of their references.
 inline std::pair<int, int> expanded_size(const GrammarAst& g, int e, const std::vector<char>& inlined,
                                          const std::vector<std::pair<int, int>>& rule_size) {
     const GrammarExpr& x = g.exprs[size_t(e)];
     if (x.kind == GrammarExpr::REF) return inlined[size_t(x.rule)] ? rule_size[size_t(x.rule)] : std::make_pair(1, 1);
+    long copies = x.kind == GrammarExpr::REPEAT ? std::max(1, x.max < 0 ? x.min + 1 : x.max) : 1;
     long size = 1;
     int depth = 0;
     for (int p : x.parts) {
         auto [s, d] = expanded_size(g, p, inlined, rule_size);
-        size = std::min<long>(size + s, 1 << 30);
+        size = std::min<long>(size + copies * s, 1 << 30);
         depth = std::max(depth, d);
     }
     return {int(size), depth + 1};
 }
 
 // Checks what the parser cannot (rules that never end, left recursion) on the rules reachable from root, and
-// picks the rules to inline: non-recursive ones up to GRAMMAR_INLINE_SIZE, and in a cycle of rules, most used
-// first, those that refer neither to themselves nor to another inlined member (a cycle keeps at least one rule). Returns, per rule,
+// picks the rules to inline: non-recursive ones whose copies stay small (see GRAMMAR_INLINE_SIZE), and in a
+// cycle of rules, most used first, those that refer neither to themselves nor to another inlined member (a cycle
+// keeps at least one rule). Returns, per rule,
 // 1 if it is compiled as its own automaton, 2 if inlined, 0 if unreachable.
 inline std::vector<char> check_grammar(const GrammarAst& g) {
     size_t n = g.rules.size();
     std::vector<std::vector<int>> refs(n), callers(n);
     std::vector<int> sites(n, 0);  // how often each rule is referred to
+    std::vector<long> copies(n, 0);  // how many copies inlining it would make (in its callers' automata)
     for (size_t r = 0; r < n; r++) {
         expr_refs(g, g.rules[r].body, nullptr, refs[r]);
+        count_copies(g, g.rules[r].body, 1, copies);
         for (int c : refs[r]) sites[size_t(c)]++;
         std::sort(refs[r].begin(), refs[r].end());
         refs[r].erase(std::unique(refs[r].begin(), refs[r].end()), refs[r].end());
@@ -2405,8 +2422,9 @@ inline std::vector<char> check_grammar(const GrammarAst& g) {
             return sites[size_t(a)] != sites[size_t(b)] ? sites[size_t(a)] > sites[size_t(b)] : size[size_t(a)] < size[size_t(b)];
         });
         for (int r : order) {
-            if (r == g.root || size[size_t(r)].first > GRAMMAR_INLINE_SIZE || size[size_t(r)].second > GRAMMAR_INLINE_DEPTH)
-                continue;
+            long s = size[size_t(r)].first;
+            bool small = s <= GRAMMAR_INLINE_ALWAYS || s * copies[size_t(r)] <= GRAMMAR_INLINE_SIZE;
+            if (r == g.root || !small || size[size_t(r)].second > GRAMMAR_INLINE_DEPTH) continue;
             bool ok = true;  // no edge between r and an inlined member of its cycle, r included
             for (int c : refs[size_t(r)]) ok &= !(comp[size_t(c)] == comp[size_t(r)] && (c == r || inlined[size_t(c)]));
             for (int o : m) ok &= !(inlined[size_t(o)] && std::binary_search(refs[size_t(o)].begin(), refs[size_t(o)].end(), r));
@@ -2615,78 +2633,97 @@ inline int32_t determinize(GrammarNfa& nfa, int32_t rule_index, Grammar& out) {
     return base;
 }
 
-// Merges equivalent states (Moore's partition refinement over all rules at once): states split while their
-// finality, their next state's block for some byte class, or their calls (callee start, return) differ. Copies
-// of an inlined rule in different places often share their future; each state left costs a trie walk when the
-// grammar is bound to a vocabulary. Refinement that has not settled within GRAMMAR_MAX_ROUNDS rounds (only a
-// very long chain of distinct states) is dropped: the unminimised DFA is just as correct.
-constexpr int GRAMMAR_MAX_ROUNDS = 300;
-
+// Merges equivalent states: Hopcroft's partition refinement in the form for partial transition functions
+// (Valmari and Lehtinen, 2008), O(m log n) for m transitions. The alphabet is the byte classes and one symbol
+// per callee (a call edge moves to its return state); states start split by finality. Copies of an inlined rule
+// often share their future, and each state left costs a trie walk when the grammar is bound to a vocabulary.
 inline void minimize(Grammar& g) {
-    size_t n = g.states.size(), k = size_t(g.n_classes);
-    std::vector<int32_t> block(n), next_block(n);
-    for (size_t s = 0; s < n; s++) block[s] = g.states[s].final;
-    size_t n_blocks = 0;
-    struct Hash {
-        size_t operator()(const std::vector<int32_t>& v) const {
-            uint64_t h = v.size();
-            for (int32_t x : v) h = mix64(h ^ uint32_t(x));
-            return size_t(h);
-        }
+    const size_t n = g.states.size(), k = size_t(g.n_classes);
+    struct Edge {
+        int32_t symbol, from;
     };
-    for (int round = 0;; round++) {
-        if (round == GRAMMAR_MAX_ROUNDS) return;
-        std::unordered_map<std::vector<int32_t>, int32_t, Hash> ids;
-        std::vector<int32_t> sig;
-        for (size_t s = 0; s < n; s++) {
-            const Grammar::State& st = g.states[s];
-            sig.assign(1, block[s]);
-            for (size_t c = 0; c < k; c++) {
-                int32_t t = g.next[s * k + c];
-                sig.push_back(t < 0 ? -1 : block[size_t(t)]);
-            }
-            std::vector<std::pair<int32_t, int32_t>> calls;
-            for (uint32_t c = st.calls_begin; c < st.calls_end; c++)
-                calls.push_back({block[size_t(g.calls[c].start)], block[size_t(g.calls[c].ret)]});
-            std::sort(calls.begin(), calls.end());
-            calls.erase(std::unique(calls.begin(), calls.end()), calls.end());
-            for (auto [a, b] : calls) sig.push_back(a), sig.push_back(b);
-            next_block[s] = ids.emplace(sig, int32_t(ids.size())).first->second;
+    std::vector<std::vector<Edge>> in(n);  // incoming transitions of each state
+    std::unordered_map<int32_t, int32_t> callee_symbol;
+    for (size_t s = 0; s < n; s++) {
+        for (size_t c = 0; c < k; c++)
+            if (g.next[s * k + c] >= 0) in[size_t(g.next[s * k + c])].push_back({int32_t(c), int32_t(s)});
+        for (uint32_t c = g.states[s].calls_begin; c < g.states[s].calls_end; c++) {
+            auto it = callee_symbol.emplace(g.calls[c].start, int32_t(k + callee_symbol.size())).first;
+            in[size_t(g.calls[c].ret)].push_back({it->second, int32_t(s)});
         }
-        block.swap(next_block);
-        if (ids.size() == n_blocks) break;
-        n_blocks = ids.size();
     }
+    // The partition: block b holds elems[first[b] .. end[b]); marked states are moved to the front (up to mid).
+    std::vector<int32_t> elems(n), loc(n), blk(n), first, end, mid;
+    std::vector<char> in_work;
+    std::vector<int32_t> work;
+    for (int fin = 1; fin >= 0; fin--) {
+        int32_t b = int32_t(first.size()), start = int32_t(b == 0 ? 0 : end.back());
+        int32_t e = start;
+        for (size_t s = 0; s < n; s++)
+            if (g.states[s].final == bool(fin)) elems[size_t(e)] = int32_t(s), loc[s] = e++, blk[s] = b;
+        if (e == start) continue;
+        first.push_back(start), end.push_back(e), mid.push_back(start), in_work.push_back(1), work.push_back(b);
+    }
+    std::vector<int32_t> touched, splitter;
+    std::vector<Edge> edges;
+    while (!work.empty()) {
+        int32_t B = work.back();
+        work.pop_back();
+        in_work[size_t(B)] = 0;
+        splitter.assign(elems.begin() + first[size_t(B)], elems.begin() + end[size_t(B)]);
+        edges.clear();
+        for (int32_t t : splitter) edges.insert(edges.end(), in[size_t(t)].begin(), in[size_t(t)].end());
+        std::sort(edges.begin(), edges.end(), [](const Edge& x, const Edge& y) { return x.symbol < y.symbol; });
+        for (size_t i = 0; i < edges.size();) {  // one symbol at a time: mark its preimage of B, then split
+            size_t j = i;
+            for (; j < edges.size() && edges[j].symbol == edges[i].symbol; j++) {
+                int32_t s = edges[j].from, Y = blk[size_t(s)];
+                if (loc[size_t(s)] < mid[size_t(Y)]) continue;  // marked already
+                if (mid[size_t(Y)] == first[size_t(Y)]) touched.push_back(Y);
+                int32_t other = elems[size_t(mid[size_t(Y)])];
+                std::swap(elems[size_t(loc[size_t(s)])], elems[size_t(mid[size_t(Y)])]);
+                std::swap(loc[size_t(s)], loc[size_t(other)]);
+                mid[size_t(Y)]++;
+            }
+            i = j;
+            for (int32_t Y : touched) {
+                if (mid[size_t(Y)] == end[size_t(Y)]) {  // all of Y: no split
+                    mid[size_t(Y)] = first[size_t(Y)];
+                    continue;
+                }
+                int32_t Z = int32_t(first.size());  // the marked part becomes block Z
+                first.push_back(first[size_t(Y)]), end.push_back(mid[size_t(Y)]), mid.push_back(first[size_t(Y)]);
+                in_work.push_back(0);
+                first[size_t(Y)] = mid[size_t(Y)];
+                for (int32_t p = first[size_t(Z)]; p < end[size_t(Z)]; p++) blk[size_t(elems[size_t(p)])] = Z;
+                bool z_smaller = end[size_t(Z)] - first[size_t(Z)] <= end[size_t(Y)] - first[size_t(Y)];
+                int32_t add = in_work[size_t(Y)] || z_smaller ? Z : Y;
+                in_work[size_t(add)] = 1;
+                work.push_back(add);
+            }
+            touched.clear();
+        }
+    }
+    size_t n_blocks = first.size();
     if (n_blocks == n) return;
     Grammar m;
     m.n_classes = g.n_classes;
     std::copy(std::begin(g.byte_class), std::end(g.byte_class), m.byte_class);
     m.rule_names = g.rule_names;
     m.text = g.text;
-    m.start = block[size_t(g.start)];
+    m.start = blk[size_t(g.start)];
     m.states.resize(n_blocks);
     m.next.assign(n_blocks * k, -1);
-    std::vector<size_t> rep(n_blocks, n);  // a state of each block
-    for (size_t s = 0; s < n; s++) {
-        int32_t b = block[s];
-        if (rep[size_t(b)] < n) continue;
-        rep[size_t(b)] = s;
+    for (size_t b = 0; b < n_blocks; b++) {
+        size_t s = size_t(elems[size_t(first[b])]);  // any state of the block
         const Grammar::State& st = g.states[s];
         for (size_t c = 0; c < k; c++) {
             int32_t t = g.next[s * k + c];
-            m.next[size_t(b) * k + c] = t < 0 ? -1 : block[size_t(t)];
+            m.next[b * k + c] = t < 0 ? -1 : blk[size_t(t)];
         }
-        m.states[size_t(b)] = {st.rule, 0, 0, st.final, st.bytes};
-    }
-    for (size_t b = 0; b < n_blocks; b++) {  // calls, in block order so that each state's are contiguous
-        size_t s = rep[b];
-        std::vector<std::pair<int32_t, int32_t>> calls;
-        for (uint32_t c = g.states[s].calls_begin; c < g.states[s].calls_end; c++)
-            calls.push_back({block[size_t(g.calls[c].start)], block[size_t(g.calls[c].ret)]});
-        std::sort(calls.begin(), calls.end());
-        calls.erase(std::unique(calls.begin(), calls.end()), calls.end());
-        m.states[b].calls_begin = uint32_t(m.calls.size());
-        for (auto [a, r] : calls) m.calls.push_back({a, r});
+        m.states[b] = {st.rule, uint32_t(m.calls.size()), 0, st.final, st.bytes};
+        for (uint32_t c = st.calls_begin; c < st.calls_end; c++)
+            m.calls.push_back({blk[size_t(g.calls[c].start)], blk[size_t(g.calls[c].ret)]});
         m.states[b].calls_end = uint32_t(m.calls.size());
     }
     g = std::move(m);
