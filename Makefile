@@ -21,6 +21,7 @@ CXXFLAGS  ?= -O3 -march=native -ffp-contract=off -g -std=c++17 -Wall -Wextra -pt
 CUDA_LIBS := -lcublas
 SAN_FLAGS := -O1 -g -std=c++17 -pthread -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_SECONDS ?= 60
+GRAMMAR_FUZZ_SECONDS ?= 30
 
 HEADERS   := qwen.hpp
 SERVER_OK := $(shell pkg-config --exists cpp-httplib nlohmann_json 2>/dev/null && echo yes)
@@ -121,6 +122,8 @@ bench-tokenizer: build/tokenizer_bench build/qwen-tokenizer.bin
 
 build/fuzz_loader: test/fuzz_loader.cpp $(HEADERS) | build
 	$(CLANGXX) -O1 -g -std=c++17 -fsanitize=fuzzer,address,undefined -o $@ test/fuzz_loader.cpp
+build/fuzz_grammar: test/fuzz_grammar.cpp $(HEADERS) | build
+	$(CLANGXX) -O1 -g -std=c++17 -fsanitize=fuzzer,address,undefined -o $@ test/fuzz_grammar.cpp
 
 # A bounded fuzzing run of the loader, seeded with the exported fixtures and the saved regressions.
 define run_fuzz
@@ -132,8 +135,19 @@ define run_fuzz
 	@tail -n 1 build/fuzz.log
 endef
 
-fuzz: build/fuzz_loader fixtures
+# The same for the grammar front ends (GBNF, JSON Schema, regex), seeded with test/fuzz-grammar/.
+define run_fuzz_grammar
+	@mkdir -p build/fuzz-grammar-corpus
+	@echo "fuzzing the grammars for $(GRAMMAR_FUZZ_SECONDS) s (log: build/fuzz-grammar.log)"
+	@./build/fuzz_grammar -max_total_time=$(GRAMMAR_FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=4096 -timeout=20 \
+	    -artifact_prefix=build/ build/fuzz-grammar-corpus test/fuzz-grammar > build/fuzz-grammar.log 2>&1 \
+	    || { tail -n 60 build/fuzz-grammar.log; exit 1; }
+	@tail -n 1 build/fuzz-grammar.log
+endef
+
+fuzz: build/fuzz_loader build/fuzz_grammar fixtures
 	$(run_fuzz)
+	$(run_fuzz_grammar)
 
 # The emulated GPU tests need the x86-64 stack switch of test/emu; elsewhere they are skipped with a line.
 ifeq ($(shell uname -m),x86_64)
@@ -145,12 +159,13 @@ run_emu = @echo "SKIPPED: the emulated GPU tests run on x86-64 only"
 endif
 
 test: all build/test_cpu build/test_asan build/test_gpu $(EMU_TEST) build/tokenize_lines build/grammar_sample \
-      build/fuzz_loader fixtures
+      build/fuzz_loader build/fuzz_grammar fixtures
 	./build/test_cpu
 	ASAN_OPTIONS=detect_leaks=1 ./build/test_asan
 	./build/test_gpu
 	$(run_emu)
 	$(run_fuzz)
+	$(run_fuzz_grammar)
 	$(PYTHON) -m pytest -q test
 
 # compute-sanitizer over the GPU tests (needs a GPU).
