@@ -1847,13 +1847,13 @@ struct Sampler {
 // one walk of that state's suffix trie from the real stack below: a few microseconds for a 151k vocabulary,
 // instead of walking every token through the automaton at each step. GrammarMatcher does this per sequence.
 
-constexpr int GRAMMAR_MAX_NESTING = 64;         // ( ) groups in a grammar or regex; arrays/objects in schema JSON
-constexpr size_t GRAMMAR_MAX_TEXT = 1u << 20;   // bytes of grammar text
+constexpr int GRAMMAR_MAX_NESTING = 64;        // ( ) groups in a grammar or regex; arrays/objects in schema JSON
+constexpr size_t GRAMMAR_MAX_TEXT = 1u << 20;  // bytes of grammar text
 constexpr size_t GRAMMAR_MAX_RULES = 10000;
-constexpr int GRAMMAR_MAX_COUNT = 100000;       // m and n in {m,n}
-constexpr size_t GRAMMAR_MAX_NFA = 1u << 19;    // NFA states of all rules together
-constexpr size_t GRAMMAR_MAX_STATES = 1u << 16; // DFA states of all rules together
-constexpr size_t GRAMMAR_MAX_STACKS = 1024;     // stacks in one parse state (only a very ambiguous grammar gets near)
+constexpr int GRAMMAR_MAX_COUNT = 100000;        // m and n in {m,n}
+constexpr size_t GRAMMAR_MAX_NFA = 1u << 19;     // NFA states of all rules together
+constexpr size_t GRAMMAR_MAX_STATES = 1u << 16;  // DFA states of all rules together
+constexpr size_t GRAMMAR_MAX_STACKS = 1024;      // stacks in one parse state (only a very ambiguous grammar gets near)
 // Inlining: a rule is inlined when its expression nodes times its copies in the callers (repetitions {m,n} copy)
 // are at most GRAMMAR_INLINE_SIZE, or it has at most GRAMMAR_INLINE_ALWAYS nodes (whitespace, a JSON string:
 // a token ending such a rule and going on would depend on the stack below), and it is at most this deep.
@@ -1892,8 +1892,10 @@ inline CodeRanges normalize_ranges(CodeRanges r) {
     for (auto [lo, hi] : r) {
         hi = std::min<uint32_t>(hi, 0x10FFFF);
         if (lo > hi) continue;
-        if (!merged.empty() && lo <= merged.back().second + 1) merged.back().second = std::max(merged.back().second, hi);
-        else merged.push_back({lo, hi});
+        if (!merged.empty() && lo <= merged.back().second + 1)
+            merged.back().second = std::max(merged.back().second, hi);
+        else
+            merged.push_back({lo, hi});
     }
     for (auto [lo, hi] : merged) {
         if (lo < 0xD800) out.push_back({lo, std::min<uint32_t>(hi, 0xD7FF)});
@@ -1918,8 +1920,10 @@ inline CodeRanges intersect_ranges(const CodeRanges& a, const CodeRanges& b) {  
     for (size_t i = 0, j = 0; i < a.size() && j < b.size();) {
         uint32_t lo = std::max(a[i].first, b[j].first), hi = std::min(a[i].second, b[j].second);
         if (lo <= hi) out.push_back({lo, hi});
-        if (a[i].second < b[j].second) i++;
-        else j++;
+        if (a[i].second < b[j].second)
+            i++;
+        else
+            j++;
     }
     return out;
 }
@@ -2012,9 +2016,12 @@ struct GbnfParser {
     void skip() {  // spaces, line breaks and comments
         while (!eof()) {
             char c = s()[pos];
-            if (c == ' ' || c == '\t' || c == '\n' || c == '\r') pos++;
-            else if (c == '#') while (!eof() && s()[pos] != '\n') pos++;
-            else break;
+            if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+                pos++;
+            else if (c == '#')
+                while (!eof() && s()[pos] != '\n') pos++;
+            else
+                break;
         }
     }
     bool at_rule_start() const {  // `name ::=` begins here
@@ -2054,7 +2061,10 @@ struct GbnfParser {
         uint32_t v = 0;
         for (int i = 0; i < digits; i++, pos++) {
             char c = peek();
-            int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+            int d = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                           : -1;
             if (d < 0) g.fail_at(at, sformat("expected %d hex digits after the escape", digits));
             v = v * 16 + uint32_t(d);
         }
@@ -2075,12 +2085,21 @@ struct GbnfParser {
         char c = s()[pos++];
         uint32_t cp;
         switch (c) {
-            case 'n': return '\n';
-            case 'r': return '\r';
-            case 't': return '\t';
-            case 'x': cp = hex(2, at); break;
-            case 'u': cp = hex(4, at); break;
-            case 'U': cp = hex(8, at); break;
+            case 'n':
+                return '\n';
+            case 'r':
+                return '\r';
+            case 't':
+                return '\t';
+            case 'x':
+                cp = hex(2, at);
+                break;
+            case 'u':
+                cp = hex(4, at);
+                break;
+            case 'U':
+                cp = hex(8, at);
+                break;
             default:
                 if (std::ispunct(uint8_t(c))) return uint8_t(c);
                 g.fail_at(at, std::isprint(uint8_t(c)) ? sformat("unknown escape '\\%c'", c) : "unknown escape");
@@ -2170,7 +2189,8 @@ struct GbnfParser {
             return chars({{0, 0x10FFFF}}, at);
         }
         if (c == '(') {
-            if (depth >= GRAMMAR_MAX_NESTING) g.fail_at(at, sformat("groups nested deeper than %d", GRAMMAR_MAX_NESTING));
+            if (depth >= GRAMMAR_MAX_NESTING)
+                g.fail_at(at, sformat("groups nested deeper than %d", GRAMMAR_MAX_NESTING));
             pos++;
             int e = alternatives(depth + 1);
             skip();
@@ -2185,7 +2205,8 @@ struct GbnfParser {
             x.rule = rule_id(s().substr(at, pos - at), at);
             return add(std::move(x));
         }
-        g.fail_at(at, std::isprint(uint8_t(c)) ? sformat("unexpected '%c'", c) : sformat("unexpected byte 0x%02X", uint8_t(c)));
+        g.fail_at(at, std::isprint(uint8_t(c)) ? sformat("unexpected '%c'", c)
+                                               : sformat("unexpected byte 0x%02X", uint8_t(c)));
     }
     int sequence(int depth) {
         std::vector<int> items;
@@ -2245,7 +2266,8 @@ struct GbnfParser {
 inline bool expr_holds(const GrammarAst& g, int e, const std::vector<char>& rule_val, bool want_empty) {
     const GrammarExpr& x = g.exprs[size_t(e)];
     switch (x.kind) {
-        case GrammarExpr::CHARS: return !want_empty;
+        case GrammarExpr::CHARS:
+            return !want_empty;
         case GrammarExpr::SEQ:
             for (int p : x.parts)
                 if (!expr_holds(g, p, rule_val, want_empty)) return false;
@@ -2254,8 +2276,10 @@ inline bool expr_holds(const GrammarAst& g, int e, const std::vector<char>& rule
             for (int p : x.parts)
                 if (expr_holds(g, p, rule_val, want_empty)) return true;
             return false;
-        case GrammarExpr::REPEAT: return x.min == 0 || expr_holds(g, x.parts[0], rule_val, want_empty);
-        case GrammarExpr::REF: return rule_val[size_t(x.rule)];
+        case GrammarExpr::REPEAT:
+            return x.min == 0 || expr_holds(g, x.parts[0], rule_val, want_empty);
+        case GrammarExpr::REF:
+            return rule_val[size_t(x.rule)];
     }
     return false;
 }
@@ -2281,7 +2305,8 @@ inline void count_copies(const GrammarAst& g, int e, long mult, std::vector<long
 
 // Fixed point of a rule property that can only turn true (matches "", or can end): a rule is looked at again
 // when a rule it refers to turns true.
-inline std::vector<char> rule_fixed_point(const GrammarAst& g, const std::vector<std::vector<int>>& callers, bool want_empty) {
+inline std::vector<char> rule_fixed_point(const GrammarAst& g, const std::vector<std::vector<int>>& callers,
+                                          bool want_empty) {
     std::vector<char> val(g.rules.size(), 0);
     std::vector<int> work;
     for (size_t r = 0; r < g.rules.size(); r++) work.push_back(int(r));
@@ -2324,7 +2349,8 @@ inline std::vector<int> graph_components(const std::vector<std::vector<int>>& ed
                 continue;
             }
             call.pop_back();
-            if (!call.empty()) low[size_t(call.back().first)] = std::min(low[size_t(call.back().first)], low[size_t(v)]);
+            if (!call.empty())
+                low[size_t(call.back().first)] = std::min(low[size_t(call.back().first)], low[size_t(v)]);
             if (low[size_t(v)] != index[size_t(v)]) continue;
             int w;
             do {
@@ -2363,7 +2389,7 @@ inline std::pair<int, int> expanded_size(const GrammarAst& g, int e, const std::
 inline std::vector<char> check_grammar(const GrammarAst& g) {
     size_t n = g.rules.size();
     std::vector<std::vector<int>> refs(n), callers(n);
-    std::vector<int> sites(n, 0);  // how often each rule is referred to
+    std::vector<int> sites(n, 0);    // how often each rule is referred to
     std::vector<long> copies(n, 0);  // how many copies inlining it would make (in its callers' automata)
     for (size_t r = 0; r < n; r++) {
         expr_refs(g, g.rules[r].body, nullptr, refs[r]);
@@ -2419,7 +2445,8 @@ inline std::vector<char> check_grammar(const GrammarAst& g) {
         for (int r : m) size[size_t(r)] = expanded_size(g, g.rules[size_t(r)].body, inlined, size);
         std::vector<int> order = m;
         std::sort(order.begin(), order.end(), [&](int a, int b) {  // the most used first (JSON: value, not object)
-            return sites[size_t(a)] != sites[size_t(b)] ? sites[size_t(a)] > sites[size_t(b)] : size[size_t(a)] < size[size_t(b)];
+            return sites[size_t(a)] != sites[size_t(b)] ? sites[size_t(a)] > sites[size_t(b)]
+                                                        : size[size_t(a)] < size[size_t(b)];
         });
         for (int r : order) {
             long s = size[size_t(r)].first;
@@ -2427,7 +2454,8 @@ inline std::vector<char> check_grammar(const GrammarAst& g) {
             if (r == g.root || !small || size[size_t(r)].second > GRAMMAR_INLINE_DEPTH) continue;
             bool ok = true;  // no edge between r and an inlined member of its cycle, r included
             for (int c : refs[size_t(r)]) ok &= !(comp[size_t(c)] == comp[size_t(r)] && (c == r || inlined[size_t(c)]));
-            for (int o : m) ok &= !(inlined[size_t(o)] && std::binary_search(refs[size_t(o)].begin(), refs[size_t(o)].end(), r));
+            for (int o : m)
+                ok &= !(inlined[size_t(o)] && std::binary_search(refs[size_t(o)].begin(), refs[size_t(o)].end(), r));
             if (ok) inlined[size_t(r)] = 1;
         }
         for (int r : m)
@@ -2454,14 +2482,14 @@ struct Grammar {
         int32_t start;  // the callee's start state
         int32_t ret;    // the state of the caller to continue at when the callee returns
     };
-    int n_classes = 0;                   // bytes that every edge treats alike share a class
-    uint8_t byte_class[256] = {};        // (256) class of each byte value
-    std::vector<int32_t> next;           // (n_states, n_classes) the state after a byte of each class; -1: none
-    std::vector<State> states;           // (n_states)
-    std::vector<Call> calls;             // (n_calls)
-    std::vector<std::string> rule_names; // (n_rules) of the compiled (not inlined) rules
-    int32_t start = 0;                   // the root rule's start state
-    std::string text;                    // the GBNF it was compiled from
+    int n_classes = 0;                    // bytes that every edge treats alike share a class
+    uint8_t byte_class[256] = {};         // (256) class of each byte value
+    std::vector<int32_t> next;            // (n_states, n_classes) the state after a byte of each class; -1: none
+    std::vector<State> states;            // (n_states)
+    std::vector<Call> calls;              // (n_calls)
+    std::vector<std::string> rule_names;  // (n_rules) of the compiled (not inlined) rules
+    int32_t start = 0;                    // the root rule's start state
+    std::string text;                     // the GBNF it was compiled from
 
     int32_t step(int32_t state, uint8_t byte) const { return next[size_t(state) * n_classes + byte_class[byte]]; }
     bool matches(const std::string& text) const;  // is the whole text a sentence of the grammar?
@@ -2479,7 +2507,7 @@ struct GrammarNfa {
     size_t& budget;                 // NFA states left for the whole grammar
     std::vector<Edge> edges;
     int32_t n_states = 0, end = 0;
-    uint8_t* boundary;              // (257) 1 where a byte range starts or ends: the class boundaries
+    uint8_t* boundary;  // (257) 1 where a byte range starts or ends: the class boundaries
 
     int32_t state() {
         if (budget == 0) fail("grammar: too large (more than %zu automaton states)", GRAMMAR_MAX_NFA);
@@ -2574,7 +2602,8 @@ inline int32_t determinize(GrammarNfa& nfa, int32_t rule_index, Grammar& out) {
         for (size_t i = 0; i < set.size(); i++)
             for (uint32_t k = offset[size_t(set[i])]; k < offset[size_t(set[i]) + 1]; k++) {
                 const auto& e = by_from[k];
-                if (e.lo < 0 && e.call < 0 && stamp[size_t(e.to)] != now) stamp[size_t(e.to)] = now, set.push_back(e.to);
+                if (e.lo < 0 && e.call < 0 && stamp[size_t(e.to)] != now)
+                    stamp[size_t(e.to)] = now, set.push_back(e.to);
             }
         std::sort(set.begin(), set.end());
         return set;
@@ -2587,7 +2616,8 @@ inline int32_t determinize(GrammarNfa& nfa, int32_t rule_index, Grammar& out) {
         std::vector<int32_t> set = closure(std::move(seeds));
         auto it = ids.find(set);
         if (it != ids.end()) return it->second;
-        if (out.states.size() >= GRAMMAR_MAX_STATES) fail("grammar: too large (more than %zu DFA states)", GRAMMAR_MAX_STATES);
+        if (out.states.size() >= GRAMMAR_MAX_STATES)
+            fail("grammar: too large (more than %zu DFA states)", GRAMMAR_MAX_STATES);
         int32_t id = int32_t(out.states.size());
         out.states.push_back({rule_index, 0, 0, false, false});
         out.next.resize(out.states.size() * size_t(k), -1);
@@ -2605,9 +2635,11 @@ inline int32_t determinize(GrammarNfa& nfa, int32_t rule_index, Grammar& out) {
             final |= s == nfa.end;
             for (uint32_t e = offset[size_t(s)]; e < offset[size_t(s) + 1]; e++) {
                 const auto& ed = by_from[e];
-                if (ed.call >= 0) calls.push_back({ed.call, ed.to});
+                if (ed.call >= 0)
+                    calls.push_back({ed.call, ed.to});
                 else if (ed.lo >= 0)
-                    for (int c = out.byte_class[ed.lo]; c <= out.byte_class[ed.hi]; c++) targets[size_t(c)].push_back(ed.to);
+                    for (int c = out.byte_class[ed.lo]; c <= out.byte_class[ed.hi]; c++)
+                        targets[size_t(c)].push_back(ed.to);
             }
         }
         int32_t id = base + int32_t(i);
@@ -2837,8 +2869,10 @@ struct GrammarStacks {
             if (t < 0) continue;
             int32_t nf = t == fr.state ? f : push(t, fr.parent);  // frames never change: a loop reuses its frame
             const Grammar::State& s = g->states[size_t(t)];
-            if (in.size() == 1 && s.calls_begin == s.calls_end && !s.final) out.push_back(nf);  // the common case
-            else close(nf, out);
+            if (in.size() == 1 && s.calls_begin == s.calls_end && !s.final)
+                out.push_back(nf);  // the common case
+            else
+                close(nf, out);
         }
     }
     void begin_closure() { seen_.clear(); }
@@ -2920,15 +2954,16 @@ struct ByteTrie {
 // The tokens a grammar may choose from: every regular and non-special added token with an id below n_vocab.
 // Special tokens (<|im_end|>) are never text; the stop ids are allowed by the caller where the grammar may end.
 struct TokenTrie {
-    int n_vocab = 0;                   // token ids are < n_vocab
-    ByteTrie trie;                     // the byte strings of the usable tokens
-    std::vector<std::string> bytes;    // (n_vocab) each token's bytes
-    std::vector<uint32_t> usable;      // (mask_words(n_vocab)) bit set: the ids in the trie
+    int n_vocab = 0;                 // token ids are < n_vocab
+    ByteTrie trie;                   // the byte strings of the usable tokens
+    std::vector<std::string> bytes;  // (n_vocab) each token's bytes
+    std::vector<uint32_t> usable;    // (mask_words(n_vocab)) bit set: the ids in the trie
 
     // n_vocab: how many ids the model samples from (-1: all of the vocabulary's).
     explicit TokenTrie(const Vocab& v, int n = -1) {
         n_vocab = n < 0 ? int(v.tokens.size()) : std::min(n, int(v.tokens.size()));
-        if (v.kind.size() != v.tokens.size()) fail("grammar: vocabulary has %zu tokens but %zu kinds", v.tokens.size(), v.kind.size());
+        if (v.kind.size() != v.tokens.size())
+            fail("grammar: vocabulary has %zu tokens but %zu kinds", v.tokens.size(), v.kind.size());
         bytes.assign(v.tokens.begin(), v.tokens.begin() + n_vocab);
         usable.assign(size_t(mask_words(n_vocab)), 0);
         std::vector<std::pair<std::string_view, int32_t>> items;
@@ -2945,11 +2980,13 @@ struct TokenTrie {
 // frame, and the trie of the suffixes that the stack below must accept (see the section comment). Immutable
 // once built; one TokenGrammar serves any number of GrammarMatchers, on any threads.
 struct TokenGrammar {
+    // The tokens allowed in every context: a bit set (when that is smaller), else a sorted list of them, or
+    // (complement) of the usable tokens that are not.
     struct StateMask {
-        std::vector<uint32_t> bits;  // the tokens allowed in every context as a bit set, when that is the smaller...
-        std::vector<int32_t> ids;    // ...else as a sorted list of them, or (complement) of the usable tokens that are not
+        std::vector<uint32_t> bits;  // (mask words) or empty
+        std::vector<int32_t> ids;    // sorted token ids
         bool complement = false;
-        ByteTrie suffixes;           // token bytes left after the frame returns mid-token -> the token's id
+        ByteTrie suffixes;  // token bytes left after the frame returns mid-token -> the token's id
     };
     Grammar grammar;
     std::shared_ptr<const TokenTrie> vocab;
@@ -2994,7 +3031,7 @@ struct TokenGrammar {
         GrammarStacks st;
         std::map<std::vector<int32_t>, int32_t> ids;  // content (each stack's states down to the marker) -> id
         std::vector<std::vector<int32_t>> tops;       // (n_configs) the stack tops of each, in st.pool
-        std::vector<int32_t> next;                    // (n_configs, n_classes) next id << 1 | frame returned; -1: not yet
+        std::vector<int32_t> next;  // (n_configs, n_classes) next id << 1 | frame returned; -1: not yet
         std::vector<int32_t> out;
 
         explicit Configs(const Grammar& g) : st(g) {
@@ -3005,7 +3042,8 @@ struct TokenGrammar {
             std::vector<std::vector<int32_t>> stacks;
             for (int32_t f : set) {
                 stacks.emplace_back();
-                for (int32_t x = f; x > 0; x = st.pool[size_t(x)].parent) stacks.back().push_back(st.pool[size_t(x)].state);
+                for (int32_t x = f; x > 0; x = st.pool[size_t(x)].parent)
+                    stacks.back().push_back(st.pool[size_t(x)].state);
             }
             std::sort(stacks.begin(), stacks.end());
             std::vector<int32_t> key;
@@ -3060,14 +3098,17 @@ struct TokenGrammar {
             n_esc[size_t(d)] = n_esc[size_t(d - 1)];
             if (returned) esc[size_t(n_esc[size_t(d)]++)] = d;
             for (int32_t k = t.first[i]; k < t.first[i + 1]; k++) {
-                if (live || returned) mask_set(accepted.data(), t.ids[size_t(k)]), n_accepted++;
-                else uncertain(t.ids[size_t(k)], d, n_esc[size_t(d - 1)]);
+                if (live || returned)
+                    mask_set(accepted.data(), t.ids[size_t(k)]), n_accepted++;
+                else
+                    uncertain(t.ids[size_t(k)], d, n_esc[size_t(d - 1)]);
             }
             if (!live) {  // every token below returned at one of the esc depths first, or is refused
                 if (n_esc[size_t(d)] > 0)
                     for (size_t j = i + 1; j < size_t(t.end[i]); j++) {
                         path[t.depth[j]] = t.byte[j];
-                        for (int32_t k = t.first[j]; k < t.first[j + 1]; k++) uncertain(t.ids[size_t(k)], t.depth[j], n_esc[size_t(d)]);
+                        for (int32_t k = t.first[j]; k < t.first[j + 1]; k++)
+                            uncertain(t.ids[size_t(k)], t.depth[j], n_esc[size_t(d)]);
                     }
                 i = size_t(t.end[i]);
                 continue;
@@ -3087,7 +3128,8 @@ struct TokenGrammar {
         }
         std::vector<std::pair<std::string_view, int32_t>> items;
         for (size_t k = 0; k < suffixes.size(); k++)
-            items.push_back({std::string_view(suffix_text).substr(suffixes[k].first, suffix_len[k]), suffixes[k].second});
+            items.push_back(
+                {std::string_view(suffix_text).substr(suffixes[k].first, suffix_len[k]), suffixes[k].second});
         out.suffixes = ByteTrie(std::move(items));
     }
 };
@@ -3100,9 +3142,7 @@ inline std::shared_ptr<const TokenGrammar> bind_grammar(Grammar g, std::shared_p
 
 // One sequence's position in a grammar: which tokens may come next, and the move by the chosen one.
 struct GrammarMatcher {
-    explicit GrammarMatcher(std::shared_ptr<const TokenGrammar> g) : tg_(std::move(g)), st_(tg_->grammar) {
-        reset();
-    }
+    explicit GrammarMatcher(std::shared_ptr<const TokenGrammar> g) : tg_(std::move(g)), st_(tg_->grammar) { reset(); }
     void reset() {
         st_.pool.clear();
         st_.start(set_);
@@ -3268,7 +3308,10 @@ struct JsonReader {
         uint32_t v = 0;
         for (int i = 0; i < 4; i++, pos++) {
             char c = pos < s.size() ? s[pos] : '\0';
-            int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+            int d = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                           : -1;
             if (d < 0) error("expected 4 hex digits after \\u");
             v = v * 16 + uint32_t(d);
         }
@@ -3325,8 +3368,10 @@ struct JsonReader {
             return pos - d;
         };
         if (s[pos] == '-') pos++;
-        if (pos < s.size() && s[pos] == '0') pos++;
-        else if (digits() == 0) error("invalid number");
+        if (pos < s.size() && s[pos] == '0')
+            pos++;
+        else if (digits() == 0)
+            error("invalid number");
         if (pos < s.size() && s[pos] == '.' && (pos++, digits() == 0)) error("invalid number: no digits after '.'");
         if (pos < s.size() && (s[pos] == 'e' || s[pos] == 'E')) {
             pos++;
@@ -3340,7 +3385,8 @@ struct JsonReader {
         if (pos >= s.size()) error("unexpected end of input");
         JsonValue v;
         char c = s[pos];
-        if ((c == '{' || c == '[') && depth >= GRAMMAR_MAX_NESTING) error(sformat("nested deeper than %d", GRAMMAR_MAX_NESTING));
+        if ((c == '{' || c == '[') && depth >= GRAMMAR_MAX_NESTING)
+            error(sformat("nested deeper than %d", GRAMMAR_MAX_NESTING));
         if (c == '{') {
             v.type = JsonValue::OBJECT;
             pos++;
@@ -3403,16 +3449,32 @@ inline void json_quote(std::string& out, const std::string& s) {
     out += '"';
     for (char c : s) {
         switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\b': out += "\\b"; break;
-            case '\f': out += "\\f"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
+            case '"':
+                out += "\\\"";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\b':
+                out += "\\b";
+                break;
+            case '\f':
+                out += "\\f";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\r':
+                out += "\\r";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
             default:
-                if (uint8_t(c) < 0x20) out += sformat("\\u%04x", unsigned(uint8_t(c)));
-                else out += c;
+                if (uint8_t(c) < 0x20)
+                    out += sformat("\\u%04x", unsigned(uint8_t(c)));
+                else
+                    out += c;
         }
     }
     out += '"';
@@ -3422,10 +3484,15 @@ inline void json_quote(std::string& out, const std::string& s) {
 inline std::string json_dump(const JsonValue& v) {
     std::string out;
     switch (v.type) {
-        case JsonValue::NUL: return "null";
-        case JsonValue::BOOL: return v.boolean ? "true" : "false";
-        case JsonValue::NUMBER: return v.text;
-        case JsonValue::STRING: json_quote(out, v.text); return out;
+        case JsonValue::NUL:
+            return "null";
+        case JsonValue::BOOL:
+            return v.boolean ? "true" : "false";
+        case JsonValue::NUMBER:
+            return v.text;
+        case JsonValue::STRING:
+            json_quote(out, v.text);
+            return out;
         case JsonValue::ARRAY:
             out = "[";
             for (size_t i = 0; i < v.items.size(); i++) out += (i ? "," : "") + json_dump(v.items[i]);
@@ -3512,7 +3579,10 @@ struct RegexToGbnf {
         uint32_t v = 0;
         for (size_t i = 0; i < n; i++, pos++) {
             char c = peek();
-            int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+            int d = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                           : -1;
             if (d < 0) error("bad hex escape");
             v = v * 16 + uint32_t(d);
         }
@@ -3525,19 +3595,34 @@ struct RegexToGbnf {
         static const CodeRanges kDigit = {{'0', '9'}}, kWord = {{'0', '9'}, {'A', 'Z'}, {'_', '_'}, {'a', 'z'}},
                                 kSpace = {{'\t', '\r'}, {' ', ' '}};
         switch (c) {
-            case 'd': return kDigit;
-            case 'D': return complement_ranges(kDigit);
-            case 'w': return kWord;
-            case 'W': return complement_ranges(kWord);
-            case 's': return kSpace;
-            case 'S': return complement_ranges(kSpace);
-            case 'n': return {{'\n', '\n'}};
-            case 'r': return {{'\r', '\r'}};
-            case 't': return {{'\t', '\t'}};
-            case 'f': return {{'\f', '\f'}};
-            case 'v': return {{'\v', '\v'}};
-            case '0': return {{0, 0}};
-            case 'x': { uint32_t v = hex(2); return {{v, v}}; }
+            case 'd':
+                return kDigit;
+            case 'D':
+                return complement_ranges(kDigit);
+            case 'w':
+                return kWord;
+            case 'W':
+                return complement_ranges(kWord);
+            case 's':
+                return kSpace;
+            case 'S':
+                return complement_ranges(kSpace);
+            case 'n':
+                return {{'\n', '\n'}};
+            case 'r':
+                return {{'\r', '\r'}};
+            case 't':
+                return {{'\t', '\t'}};
+            case 'f':
+                return {{'\f', '\f'}};
+            case 'v':
+                return {{'\v', '\v'}};
+            case '0':
+                return {{0, 0}};
+            case 'x': {
+                uint32_t v = hex(2);
+                return {{v, v}};
+            }
             case 'u': {
                 uint32_t v;
                 if (peek() == '{') {
@@ -3555,7 +3640,9 @@ struct RegexToGbnf {
                 if (v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) error("escape is not a Unicode scalar value");
                 return {{v, v}};
             }
-            case 'b': case 'B': error("word boundaries (\\b, \\B) are not supported");
+            case 'b':
+            case 'B':
+                error("word boundaries (\\b, \\B) are not supported");
             default:
                 if (std::isdigit(uint8_t(c))) error("back-references are not supported");
                 if (std::isalnum(uint8_t(c))) error(sformat("unknown escape '\\%c'", c));
@@ -3578,14 +3665,22 @@ struct RegexToGbnf {
             if (eof()) error("unterminated character class");
             if (re[pos] == ']') break;
             CodeRanges item;
-            if (re[pos] == '\\') pos++, item = escape();
-            else { uint32_t c = literal_char(); item = {{c, c}}; }
+            if (re[pos] == '\\')
+                pos++, item = escape();
+            else {
+                uint32_t c = literal_char();
+                item = {{c, c}};
+            }
             if (item.size() == 1 && item[0].first == item[0].second && peek() == '-' && pos + 1 < re.size() &&
                 re[pos + 1] != ']') {
                 pos++;
                 CodeRanges hi;
-                if (re[pos] == '\\') pos++, hi = escape();
-                else { uint32_t c = literal_char(); hi = {{c, c}}; }
+                if (re[pos] == '\\')
+                    pos++, hi = escape();
+                else {
+                    uint32_t c = literal_char();
+                    hi = {{c, c}};
+                }
                 if (hi.size() != 1 || hi[0].first != hi[0].second || hi[0].first < item[0].first)
                     error("bad range in a character class");
                 item[0].second = hi[0].first;
@@ -3612,8 +3707,10 @@ struct RegexToGbnf {
             pos++;
             if (peek() == '?') {
                 pos++;
-                if (peek() == ':') pos++;
-                else if ((peek() == '<' || peek() == 'P') && re.compare(pos, 2, "<=") != 0 && re.compare(pos, 2, "<!") != 0) {
+                if (peek() == ':')
+                    pos++;
+                else if ((peek() == '<' || peek() == 'P') && re.compare(pos, 2, "<=") != 0 &&
+                         re.compare(pos, 2, "<!") != 0) {
                     size_t close = re.find('>', pos);
                     if (close == std::string::npos) error("unterminated group name");
                     pos = close + 1;
@@ -3664,7 +3761,8 @@ struct RegexToGbnf {
             }
             if (q == '*' || q == '+' || q == '?' || q == '{') {
                 if (peek() == '?') pos++;  // lazy: the same language
-                if (peek() == '*' || peek() == '+' || peek() == '?' || peek() == '{') error("a repetition of a repetition");
+                if (peek() == '*' || peek() == '+' || peek() == '?' || peek() == '{')
+                    error("a repetition of a repetition");
             }
             out += (out.empty() ? "" : " ") + a;
         }
@@ -3717,7 +3815,7 @@ inline std::string int_range_gbnf(int64_t lo, int64_t hi, bool lo_open, bool hi_
     // Fixed-length digit strings x..y (same length): a common first digit, or x's first digit with the rest up
     // to 9..9, the full blocks between, and y's first digit with the rest from 0..0.
     std::function<std::string(const std::string&, const std::string&)> same_len = [&](const std::string& x,
-                                                                                       const std::string& y) {
+                                                                                      const std::string& y) {
         if (x.size() == 1) return x == y ? "\"" + x + "\"" : "[" + x + "-" + y + "]";
         std::string xr = x.substr(1), yr = y.substr(1);
         if (x[0] == y[0]) return "\"" + x.substr(0, 1) + "\" " + same_len(xr, yr);
@@ -3734,7 +3832,11 @@ inline std::string int_range_gbnf(int64_t lo, int64_t hi, bool lo_open, bool hi_
         for (size_t i = 0; i < alts.size(); i++) out += (i ? " | " : "") + alts[i];
         return alts.size() == 1 ? out : "(" + out + ")";
     };
-    auto pow10 = [](size_t n) { uint64_t p = 1; while (n--) p *= 10; return p; };
+    auto pow10 = [](size_t n) {
+        uint64_t p = 1;
+        while (n--) p *= 10;
+        return p;
+    };
     // The non-negative integers a..b (b_open: a and up), without leading zeros.
     auto non_negative = [&](uint64_t a, uint64_t b, bool b_open) {
         std::vector<std::string> alts;
@@ -3753,7 +3855,8 @@ inline std::string int_range_gbnf(int64_t lo, int64_t hi, bool lo_open, bool hi_
         uint64_t from = !hi_open && hi < 0 ? uint64_t(-(hi + 1)) + 1 : 1;
         alts.push_back("\"-\" " + non_negative(from, lo_open ? 0 : uint64_t(-(lo + 1)) + 1, lo_open));
     }
-    if (hi_open || hi >= 0) alts.push_back(non_negative(lo_open || lo < 0 ? 0 : uint64_t(lo), hi_open ? 0 : uint64_t(hi), hi_open));
+    if (hi_open || hi >= 0)
+        alts.push_back(non_negative(lo_open || lo < 0 ? 0 : uint64_t(lo), hi_open ? 0 : uint64_t(hi), hi_open));
     std::string out;
     for (size_t i = 0; i < alts.size(); i++) out += (i ? " | " : "") + alts[i];
     return "(" + out + ")";
@@ -3769,8 +3872,8 @@ inline std::string int_range_gbnf(int64_t lo, int64_t hi, bool lo_open, bool hi_
 // ignored. Anything else is refused with the keyword and its place (a JSON pointer), never ignored.
 struct SchemaToGbnf {
     const JsonValue& root;
-    std::string rules;                                    // the rules written so far
-    std::unordered_map<std::string, std::string> refs;    // JSON pointer -> its rule
+    std::string rules;                                      // the rules written so far
+    std::unordered_map<std::string, std::string> refs;      // JSON pointer -> its rule
     std::vector<std::pair<std::string, std::string>> todo;  // ($ref rule, pointer) to write
     int n_rules = 0;
 
@@ -3827,12 +3930,15 @@ struct SchemaToGbnf {
             for (size_t k = i + 1; k < j; k++) {
                 if (pointer[k] == '~' && k + 1 < j && (pointer[k + 1] == '0' || pointer[k + 1] == '1'))
                     seg += pointer[++k] == '0' ? '~' : '/';
-                else seg += pointer[k];
+                else
+                    seg += pointer[k];
             }
             const JsonValue* next = nullptr;
-            if (v->type == JsonValue::OBJECT) next = v->get(seg);
-            else if (v->type == JsonValue::ARRAY && !seg.empty() && seg.find_first_not_of("0123456789") == std::string::npos &&
-                     seg.size() < 9 && size_t(std::stoul(seg)) < v->items.size())
+            if (v->type == JsonValue::OBJECT)
+                next = v->get(seg);
+            else if (v->type == JsonValue::ARRAY && !seg.empty() &&
+                     seg.find_first_not_of("0123456789") == std::string::npos && seg.size() < 9 &&
+                     size_t(std::stoul(seg)) < v->items.size())
                 next = &v->items[std::stoul(seg)];
             if (!next) error(path, "$ref '#" + pointer + "' does not resolve");
             v = next;
@@ -3847,10 +3953,38 @@ struct SchemaToGbnf {
             return "json-value";
         }
         if (s.type != JsonValue::OBJECT) error(path, "a schema must be an object or a boolean");
-        static const char* kKnown[] = {"type", "properties", "required", "additionalProperties", "items", "minItems",
-            "maxItems", "enum", "const", "anyOf", "allOf", "$ref", "$defs", "definitions", "pattern", "minLength",
-            "maxLength", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "title",
-            "description", "$comment", "$schema", "$id", "default", "examples", "deprecated", "readOnly", "writeOnly"};
+        static const char* kKnown[] = {"type",
+                                       "properties",
+                                       "required",
+                                       "additionalProperties",
+                                       "items",
+                                       "minItems",
+                                       "maxItems",
+                                       "enum",
+                                       "const",
+                                       "anyOf",
+                                       "allOf",
+                                       "$ref",
+                                       "$defs",
+                                       "definitions",
+                                       "pattern",
+                                       "minLength",
+                                       "maxLength",
+                                       "format",
+                                       "minimum",
+                                       "maximum",
+                                       "exclusiveMinimum",
+                                       "exclusiveMaximum",
+                                       "title",
+                                       "description",
+                                       "$comment",
+                                       "$schema",
+                                       "$id",
+                                       "default",
+                                       "examples",
+                                       "deprecated",
+                                       "readOnly",
+                                       "writeOnly"};
         for (const auto& m : s.members)
             if (std::find_if(std::begin(kKnown), std::end(kKnown), [&](const char* k) { return m.first == k; }) ==
                 std::end(kKnown))
@@ -3868,8 +4002,10 @@ struct SchemaToGbnf {
         }
         for (const char* key : {"anyOf", "allOf"})
             if (const JsonValue* a = s.get(key)) {
-                if (a->type != JsonValue::ARRAY || a->items.empty()) error(path + "/" + key, "expected a non-empty array");
-                if (key[1] == 'l' && a->items.size() > 1) error(path, "allOf with more than one schema is not supported");
+                if (a->type != JsonValue::ARRAY || a->items.empty())
+                    error(path + "/" + key, "expected a non-empty array");
+                if (key[1] == 'l' && a->items.size() > 1)
+                    error(path, "allOf with more than one schema is not supported");
                 std::vector<std::string> alts;
                 for (size_t i = 0; i < a->items.size(); i++)
                     alts.push_back(visit(a->items[i], path + "/" + key + "/" + std::to_string(i)));
@@ -3877,13 +4013,17 @@ struct SchemaToGbnf {
             }
         const JsonValue* t = s.get("type");
         if (!t) {  // the type the keywords imply, else any value
-            for (const char* k : {"properties", "required", "additionalProperties"}) if (s.get(k)) return object(s, path);
-            for (const char* k : {"items", "minItems", "maxItems"}) if (s.get(k)) return array(s, path);
-            for (const char* k : {"pattern", "minLength", "maxLength", "format"}) if (s.get(k)) return string(s, path);
+            for (const char* k : {"properties", "required", "additionalProperties"})
+                if (s.get(k)) return object(s, path);
+            for (const char* k : {"items", "minItems", "maxItems"})
+                if (s.get(k)) return array(s, path);
+            for (const char* k : {"pattern", "minLength", "maxLength", "format"})
+                if (s.get(k)) return string(s, path);
             return "json-value";
         }
         if (t->type == JsonValue::STRING) return typed(t->text, s, path);
-        if (t->type != JsonValue::ARRAY || t->items.empty()) error(path + "/type", "expected a type name or a list of them");
+        if (t->type != JsonValue::ARRAY || t->items.empty())
+            error(path + "/type", "expected a type name or a list of them");
         std::vector<std::string> alts;
         for (const JsonValue& name : t->items) {
             if (name.type != JsonValue::STRING) error(path + "/type", "expected a type name");
@@ -3925,14 +4065,18 @@ struct SchemaToGbnf {
                 "([0-9]{4} \"-\" ((\"0\" [13578] | \"1\" [02]) \"-\" (\"0\" [1-9] | [12] [0-9] | \"3\" [01]) | "
                 "(\"0\" [469] | \"11\") \"-\" (\"0\" [1-9] | [12] [0-9] | \"30\") | "
                 "\"02-\" (\"0\" [1-9] | \"1\" [0-9] | \"2\" [0-8])) | "
-                "([0-9]{2} (\"0\" [48] | [2468] [048] | [13579] [26]) | ([02468] [048] | [13579] [26]) \"00\") \"-02-29\")";
-            static const char* kTime = "([01] [0-9] | \"2\" [0-3]) \":\" [0-5] [0-9] \":\" [0-5] [0-9] (\".\" [0-9]{1,6})? "
-                                       "(\"Z\" | [+-] ([01] [0-9] | \"2\" [0-3]) \":\" [0-5] [0-9])";
+                "([0-9]{2} (\"0\" [48] | [2468] [048] | [13579] [26]) | ([02468] [048] | [13579] [26]) \"00\") "
+                "\"-02-29\")";
+            static const char* kTime =
+                "([01] [0-9] | \"2\" [0-3]) \":\" [0-5] [0-9] \":\" [0-5] [0-9] (\".\" [0-9]{1,6})? "
+                "(\"Z\" | [+-] ([01] [0-9] | \"2\" [0-3]) \":\" [0-5] [0-9])";
             std::string f = format->type == JsonValue::STRING ? format->text : "";
-            std::string body = f == "date" ? kDate : f == "time" ? kTime
-                             : f == "date-time" ? std::string(kDate) + " \"T\" " + kTime
-                             : f == "uuid" ? "[0-9a-f]{8} \"-\" [0-9a-f]{4} \"-\" [0-9a-f]{4} \"-\" [0-9a-f]{4} \"-\" [0-9a-f]{12}"
-                             : "";
+            std::string body =
+                f == "date"        ? kDate
+                : f == "time"      ? kTime
+                : f == "date-time" ? std::string(kDate) + " \"T\" " + kTime
+                : f == "uuid" ? "[0-9a-f]{8} \"-\" [0-9a-f]{4} \"-\" [0-9a-f]{4} \"-\" [0-9a-f]{4} \"-\" [0-9a-f]{12}"
+                              : "";
             if (body.empty()) error(path + "/format", "unsupported format '" + f + "'");
             return "\"\\\"\" " + body + " \"\\\"\"";
         }
@@ -3966,24 +4110,31 @@ struct SchemaToGbnf {
     std::string number(const JsonValue& s, const std::string& path) {
         const JsonValue *min = s.get("minimum"), *xmin = s.get("exclusiveMinimum");
         for (const char* key : {"maximum", "exclusiveMaximum"})
-            if (s.get(key)) error(path + "/" + key, sformat("'%s' on a number is not supported (on an integer it is)", key));
+            if (s.get(key))
+                error(path + "/" + key, sformat("'%s' on a number is not supported (on an integer it is)", key));
         if (min && xmin) error(path, "both minimum and exclusiveMinimum on a number are not supported");
         const JsonValue* b = min ? min : xmin;
         if (!b) return "json-number";
-        if (number_of(*b, path) != 0) error(path + (min ? "/minimum" : "/exclusiveMinimum"), "a number's lower bound must be 0 (an integer's may be any)");
+        if (number_of(*b, path) != 0)
+            error(path + (min ? "/minimum" : "/exclusiveMinimum"),
+                  "a number's lower bound must be 0 (an integer's may be any)");
         if (min) return "(\"0\" | [1-9] [0-9]{0,15}) (\".\" [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})?";
         // > 0; no exponent (it could underflow to 0)
         return "([1-9] [0-9]{0,15} (\".\" [0-9]{1,16})? | \"0.\" \"0\"{0,15} [1-9] [0-9]{0,15})";
     }
     std::string array(const JsonValue& s, const std::string& path) {
         const JsonValue* items = s.get("items");
-        if (items && items->type == JsonValue::ARRAY) error(path + "/items", "items as a list (tuple validation) is not supported");
+        if (items && items->type == JsonValue::ARRAY)
+            error(path + "/items", "items as a list (tuple validation) is not supported");
         std::string item = items ? visit(*items, path + "/items") : "json-value";
-        int lo = count_of(s.get("minItems"), path + "/minItems", 0), hi = count_of(s.get("maxItems"), path + "/maxItems", -1);
+        int lo = count_of(s.get("minItems"), path + "/minItems", 0),
+            hi = count_of(s.get("maxItems"), path + "/maxItems", -1);
         if (hi >= 0 && hi < lo) error(path, "maxItems is below minItems");
         if (hi == 0) return "\"[\" ws \"]\"";
         if (item.size() > 40) item = rule("item", item);
-        std::string more = "(\",\" ws " + item + ")" + (hi < 0 ? sformat("{%d,}", std::max(lo - 1, 0)) : sformat("{%d,%d}", std::max(lo - 1, 0), hi - 1));
+        std::string more =
+            "(\",\" ws " + item + ")" +
+            (hi < 0 ? sformat("{%d,}", std::max(lo - 1, 0)) : sformat("{%d,%d}", std::max(lo - 1, 0), hi - 1));
         std::string list = item + " " + more + " ws";
         return "\"[\" ws " + (lo > 0 ? list : "(" + list + ")?") + " \"]\"";
     }
@@ -4014,7 +4165,8 @@ struct SchemaToGbnf {
             std::string key;
             json_quote(key, props->members[i].first);
             kv[i] = rule("kv", gbnf_literal(key) + " \":\" ws " +
-                                   visit(props->members[i].second, path + "/properties/" + pointer_escape(props->members[i].first)));
+                                   visit(props->members[i].second,
+                                         path + "/properties/" + pointer_escape(props->members[i].first)));
         }
         for (size_t i = n; i-- > 0;)
             for (int comma = 0; comma < 2; comma++) {
@@ -4056,9 +4208,13 @@ inline std::string choices_to_gbnf(const std::vector<std::string>& choices) {
     return out + "\n";
 }
 
-inline Grammar grammar_from_json_schema(const std::string& schema) { return grammar_from_gbnf(json_schema_to_gbnf(schema)); }
+inline Grammar grammar_from_json_schema(const std::string& schema) {
+    return grammar_from_gbnf(json_schema_to_gbnf(schema));
+}
 inline Grammar grammar_json_object() { return grammar_from_gbnf(json_object_gbnf()); }
-inline Grammar grammar_from_regex(const std::string& regex) { return grammar_from_gbnf("root ::= " + regex_to_gbnf(regex) + "\n"); }
+inline Grammar grammar_from_regex(const std::string& regex) {
+    return grammar_from_gbnf("root ::= " + regex_to_gbnf(regex) + "\n");
+}
 inline Grammar grammar_from_choices(const std::vector<std::string>& c) { return grammar_from_gbnf(choices_to_gbnf(c)); }
 
 // ============================================================================
@@ -4700,7 +4856,8 @@ struct Session {
   private:
     // The grammar's mask for the next token, plus the stop ids where the text may end. A grammar always leaves
     // some token (every byte is a token) unless the vocabulary lacks the bytes it needs: that is an error.
-    static void next_mask(GrammarMatcher& g, const std::vector<int>& stop_ids, int n_vocab, std::vector<uint32_t>& mask) {
+    static void next_mask(GrammarMatcher& g, const std::vector<int>& stop_ids, int n_vocab,
+                          std::vector<uint32_t>& mask) {
         std::fill(mask.begin(), mask.end(), 0u);
         g.allowed(mask.data());
         if (g.accepts_end())

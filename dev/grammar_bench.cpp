@@ -67,17 +67,26 @@ static const char* kSchema = R"({
   "additionalProperties": false
 })";
 
-static const char* kTitles[] = {"Ceramic coffee mug, 350 ml", "Wireless mouse (2.4 GHz)", "Notebook A5 - dotted",
-                                "Stainless steel water bottle", "USB-C cable 2 m", "Desk lamp with dimmer",
-                                "Organic green tea, 100 bags", "Running socks \\\"pro\\\" size M", "Linen tote bag",
-                                "Mechanical pencil 0.5 mm", "咖啡杯 (陶瓷)", "Café au lait bowl"};
+static const char* kTitles[] = {"Ceramic coffee mug, 350 ml",
+                                "Wireless mouse (2.4 GHz)",
+                                "Notebook A5 - dotted",
+                                "Stainless steel water bottle",
+                                "USB-C cable 2 m",
+                                "Desk lamp with dimmer",
+                                "Organic green tea, 100 bags",
+                                "Running socks \\\"pro\\\" size M",
+                                "Linen tote bag",
+                                "Mechanical pencil 0.5 mm",
+                                "咖啡杯 (陶瓷)",
+                                "Café au lait bowl"};
 
 // A valid document for kSchema, pretty-printed with two-space indents as models write JSON.
 static std::string document() {
-    std::string d = "{\n  \"order_id\": \"ORD-004217\",\n  \"created\": \"2024-11-27T14:05:09Z\",\n"
-                    "  \"status\": \"paid\",\n  \"customer\": {\n    \"name\": \"Ada Lovelace-Byron\",\n"
-                    "    \"email\": \"ada.lovelace@example.co.uk\",\n    \"phone\": \"+44 20 7946 0958\",\n"
-                    "    \"vip\": true\n  },\n  \"items\": [\n";
+    std::string d =
+        "{\n  \"order_id\": \"ORD-004217\",\n  \"created\": \"2024-11-27T14:05:09Z\",\n"
+        "  \"status\": \"paid\",\n  \"customer\": {\n    \"name\": \"Ada Lovelace-Byron\",\n"
+        "    \"email\": \"ada.lovelace@example.co.uk\",\n    \"phone\": \"+44 20 7946 0958\",\n"
+        "    \"vip\": true\n  },\n  \"items\": [\n";
     for (int i = 0; i < 24; i++) {
         char buf[512];
         snprintf(buf, sizeof buf,
@@ -107,9 +116,10 @@ struct Stats {
             std::sort(v.begin(), v.end());
             return v[std::min(v.size() - 1, size_t(f * double(v.size())))];
         };
-        printf("  %-34s %7zu tokens   mask: median %6.2f  p99 %7.2f  max %7.2f us   advance: median %5.2f  max %6.2f us\n",
-               name, mask_us.size(), q(mask_us, 0.5), q(mask_us, 0.99), q(mask_us, 1.0), q(advance_us, 0.5),
-               q(advance_us, 1.0));
+        printf(
+            "  %-34s %7zu tokens   mask: median %6.2f  p99 %7.2f  max %7.2f us   advance: median %5.2f  max %6.2f us\n",
+            name, mask_us.size(), q(mask_us, 0.5), q(mask_us, 0.99), q(mask_us, 1.0), q(advance_us, 0.5),
+            q(advance_us, 1.0));
     }
 };
 

@@ -53,7 +53,8 @@ bool contains(const std::string& s, const std::string& part) { return s.find(par
 
 const Model& real_vocab() {
     static Model m = [] {
-        REQUIRE_MESSAGE(std::ifstream("build/qwen-tokenizer.bin").good(), "missing build/qwen-tokenizer.bin (make fixtures)");
+        REQUIRE_MESSAGE(std::ifstream("build/qwen-tokenizer.bin").good(),
+                        "missing build/qwen-tokenizer.bin (make fixtures)");
         return load_tokenizer("build/qwen-tokenizer.bin");
     }();
     return m;
@@ -118,15 +119,16 @@ int compare_masks_on_walk(std::shared_ptr<const TokenGrammar> tg, uint64_t seed,
 // ---- GBNF: one construct at a time ----
 
 TEST_CASE("grammar: literals, escapes and UTF-8") {
-    check_language(grammar_from_gbnf(R"(root ::= "ab" "\n\t\\\"" "\x41\u00e9\U0001F600" "中")"),
-                   {"ab\n\t\\\"Aé😀中"}, {"ab", "ab\n\t\\\"Aé😀", "ab\n\t\\\"Aé😀中x", "AB\n\t\\\"Aé😀中"});
+    check_language(grammar_from_gbnf(R"(root ::= "ab" "\n\t\\\"" "\x41\u00e9\U0001F600" "中")"), {"ab\n\t\\\"Aé😀中"},
+                   {"ab", "ab\n\t\\\"Aé😀", "ab\n\t\\\"Aé😀中x", "AB\n\t\\\"Aé😀中"});
     check_language(grammar_from_gbnf("root ::= \"\""), {""}, {"a"});
     check_language(grammar_from_gbnf("root ::= \"x\" \"\" \"y\""), {"xy"}, {"x", "x y"});
 }
 
 TEST_CASE("grammar: character classes, ranges, negation, any character") {
     check_language(grammar_from_gbnf("root ::= [a-cx] [0-9]"), {"a0", "c9", "x5"}, {"d0", "a", "aa", "xa", ""});
-    check_language(grammar_from_gbnf(R"(root ::= [^a-z"\\] [\]\-\^])"), {"A]", "é-", "中^"}, {"a]", "\\]", "\"]", "A", "Aa"});
+    check_language(grammar_from_gbnf(R"(root ::= [^a-z"\\] [\]\-\^])"), {"A]", "é-", "中^"},
+                   {"a]", "\\]", "\"]", "A", "Aa"});
     check_language(grammar_from_gbnf("root ::= . ."), {"ab", "中😀", "\n\t"}, {"a", "abc", "\xff\xfe", "\xe4\xb8"});
     check_language(grammar_from_gbnf("root ::= [α-ω]+"), {"αβγ", "ω"}, {"a", "αa", ""});
     // a class of code points matches each as its whole UTF-8 sequence, never part of one
@@ -135,12 +137,15 @@ TEST_CASE("grammar: character classes, ranges, negation, any character") {
 }
 
 TEST_CASE("grammar: groups, alternatives, repetition") {
-    check_language(grammar_from_gbnf(R"(root ::= ("ab" | "c")* "d")"), {"d", "abd", "cabcd", "ccd"}, {"", "ad", "abc", "abdd"});
+    check_language(grammar_from_gbnf(R"(root ::= ("ab" | "c")* "d")"), {"d", "abd", "cabcd", "ccd"},
+                   {"", "ad", "abc", "abdd"});
     check_language(grammar_from_gbnf(R"(root ::= "a"+ "b"?)"), {"a", "aaa", "ab", "aaab"}, {"", "b", "abb"});
     check_language(grammar_from_gbnf(R"(root ::= "a"{3})"), {"aaa"}, {"aa", "aaaa"});
     check_language(grammar_from_gbnf(R"(root ::= "a"{2,})"), {"aa", "aaaaaa"}, {"a", ""});
-    check_language(grammar_from_gbnf(R"(root ::= "a"{1,3} "b"{,2})"), {"a", "aaa", "ab", "aaabb"}, {"", "aaaa", "abbb"});
-    check_language(grammar_from_gbnf(R"(root ::= ("x" "y"?){2,3})"), {"xx", "xyx", "xyxyxy", "xxx"}, {"x", "xxxx", "yy"});
+    check_language(grammar_from_gbnf(R"(root ::= "a"{1,3} "b"{,2})"), {"a", "aaa", "ab", "aaabb"},
+                   {"", "aaaa", "abbb"});
+    check_language(grammar_from_gbnf(R"(root ::= ("x" "y"?){2,3})"), {"xx", "xyx", "xyxyxy", "xxx"},
+                   {"x", "xxxx", "yy"});
     check_language(grammar_from_gbnf(R"(root ::= "a"{0} "b")"), {"b"}, {"ab"});
 }
 
@@ -221,7 +226,8 @@ TEST_CASE("grammar: hostile input is refused or handled, never a hang or a crash
 // ---- JSON reader ----
 
 TEST_CASE("json: the strict reader") {
-    JsonValue v = parse_json(R"( {"a": [1, -2.5e3, true, false, null], "b": "x\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00", "c": {}} )");
+    JsonValue v =
+        parse_json(R"( {"a": [1, -2.5e3, true, false, null], "b": "x\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00", "c": {}} )");
     REQUIRE(v.type == JsonValue::OBJECT);
     CHECK(v.get("a")->items.size() == 5);
     CHECK(v.get("a")->items[1].text == "-2.5e3");
@@ -281,11 +287,13 @@ TEST_CASE("json schema: objects, required and optional properties in order, no o
     Grammar g = grammar_from_json_schema(R"({"type": "object", "properties": {
         "a": {"type": "integer"}, "b": {"type": "string"}, "c": {"type": "boolean"}},
         "required": ["b"], "additionalProperties": false})");
-    check_language(g, {R"({"b": "x"})", R"({"a": 1, "b": "x"})", R"({"b": "x", "c": true})", R"({"a": -7, "b": "", "c": false})",
-                       "{\n  \"a\": 1,\n  \"b\": \"y\"\n}", R"({"b":"x"})"},
+    check_language(g,
+                   {R"({"b": "x"})", R"({"a": 1, "b": "x"})", R"({"b": "x", "c": true})",
+                    R"({"a": -7, "b": "", "c": false})", "{\n  \"a\": 1,\n  \"b\": \"y\"\n}", R"({"b":"x"})"},
                    {R"({})", R"({"a": 1})", R"({"b": "x", "a": 1})", R"({"b": "x", "d": 1})", R"({"b": "x",})",
                     R"({"b": 1})", R"({"b": "x"} )"});
-    Grammar all_optional = grammar_from_json_schema(R"({"properties": {"x": {"type": "null"}, "y": {"type": "null"}}})");
+    Grammar all_optional =
+        grammar_from_json_schema(R"({"properties": {"x": {"type": "null"}, "y": {"type": "null"}}})");
     check_language(all_optional, {"{}", "{ }", R"({"x": null})", R"({"y": null})", R"({"x": null, "y": null})"},
                    {R"({, "y": null})", R"({"x": null,})", R"({"y": null, "x": null})"});
 }
@@ -293,8 +301,8 @@ TEST_CASE("json schema: objects, required and optional properties in order, no o
 TEST_CASE("json schema: strings, numbers, integers with bounds, enums, const") {
     check_language(grammar_from_json_schema(R"({"type": "string", "minLength": 2, "maxLength": 3})"),
                    {R"("ab")", R"("中文字")", R"("a\n")", R"("\u00e9\"")"}, {R"("a")", R"("abcd")", R"("\ud800x")"});
-    check_language(grammar_from_json_schema(R"({"type": "string", "pattern": "^[a-z]+\\d$"})"),
-                   {R"("abc1")"}, {R"("abc")", R"("Abc1")", R"("abc12")"});
+    check_language(grammar_from_json_schema(R"({"type": "string", "pattern": "^[a-z]+\\d$"})"), {R"("abc1")"},
+                   {R"("abc")", R"("Abc1")", R"("abc12")"});
     check_language(grammar_from_json_schema(R"({"type": "string", "pattern": "b\"c"})"),  // unanchored: contains
                    {R"("b\"c")", R"("xxb\"cyy")"}, {R"("bc")", R"("b"c")"});
     check_language(grammar_from_json_schema(R"({"type": "string", "format": "date"})"),
@@ -305,9 +313,11 @@ TEST_CASE("json schema: strings, numbers, integers with bounds, enums, const") {
                    {R"("2024-01-02T03:04:05Z")", R"("2024-01-02T23:59:59.123+05:30")"}, {R"("2024-01-02T24:00:00Z")"});
     check_language(grammar_from_json_schema(R"({"type": "string", "format": "uuid"})"),
                    {R"("123e4567-e89b-12d3-a456-426614174000")"}, {R"("123e4567e89b12d3a456426614174000")"});
-    check_language(grammar_from_json_schema(R"({"type": "number"})"), {"0", "-1.5", "3e10", "2.50E-3", "1234567890123456"},
+    check_language(grammar_from_json_schema(R"({"type": "number"})"),
+                   {"0", "-1.5", "3e10", "2.50E-3", "1234567890123456"},
                    {"01", "1.", ".5", "+1", "-", "1e", "12345678901234567", "1e1234"});
-    check_language(grammar_from_json_schema(R"({"type": "number", "minimum": 0})"), {"0", "0.5", "7e-3"}, {"-1", "-0.5"});
+    check_language(grammar_from_json_schema(R"({"type": "number", "minimum": 0})"), {"0", "0.5", "7e-3"},
+                   {"-1", "-0.5"});
     check_language(grammar_from_json_schema(R"({"type": "number", "exclusiveMinimum": 0})"), {"1", "0.001", "12.5"},
                    {"0", "0.000", "-1"});
     check_language(grammar_from_json_schema(R"({"enum": ["red", 1, null, {"a": [true]}]})"),
@@ -341,12 +351,14 @@ TEST_CASE("json schema: strings, numbers, integers with bounds, enums, const") {
 }
 
 TEST_CASE("json schema: arrays, anyOf, $ref and recursion, any value") {
-    check_language(grammar_from_json_schema(R"({"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 3})"),
-                   {"[1]", "[1, 2, 3]", "[ 1,2 ]"}, {"[]", "[1, 2, 3, 4]", "[1,]", "[\"a\"]"});
+    check_language(
+        grammar_from_json_schema(R"({"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 3})"),
+        {"[1]", "[1, 2, 3]", "[ 1,2 ]"}, {"[]", "[1, 2, 3, 4]", "[1,]", "[\"a\"]"});
     check_language(grammar_from_json_schema(R"({"type": "array", "maxItems": 0})"), {"[]", "[ ]"}, {"[1]"});
-    check_language(grammar_from_json_schema(R"({"anyOf": [{"type": "string"}, {"type": "array", "items": {"$ref": "#/$defs/n"}}],
+    check_language(
+        grammar_from_json_schema(R"({"anyOf": [{"type": "string"}, {"type": "array", "items": {"$ref": "#/$defs/n"}}],
                                                 "$defs": {"n": {"type": "null"}}})"),
-                   {R"("s")", "[]", "[null, null]"}, {"[1]", "null"});
+        {R"("s")", "[]", "[null, null]"}, {"[1]", "null"});
     Grammar tree = grammar_from_json_schema(R"({"$ref": "#/definitions/node", "definitions": {"node": {"type": "object",
         "properties": {"v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": "#/definitions/node"}}},
         "required": ["v"]}}})");
@@ -363,13 +375,16 @@ TEST_CASE("json schema: unsupported and invalid schemas are refused with the key
                    "json schema: /properties/a: unsupported keyword 'minProperties'"));
     CHECK(contains(schema_error(R"({"oneOf": [{"type": "string"}]})"), "(root): unsupported keyword 'oneOf'"));
     CHECK(contains(schema_error(R"({"type": "array", "items": {"not": {}}})"), "/items: unsupported keyword 'not'"));
-    CHECK(contains(schema_error(R"({"type": "number", "maximum": 3})"), "/maximum: 'maximum' on a number is not supported"));
+    CHECK(contains(schema_error(R"({"type": "number", "maximum": 3})"),
+                   "/maximum: 'maximum' on a number is not supported"));
     CHECK(contains(schema_error(R"({"type": "string", "format": "email"})"), "/format: unsupported format 'email'"));
     CHECK(contains(schema_error(R"({"type": "strin"})"), "/type: unknown type 'strin'"));
     CHECK(contains(schema_error(R"({"$ref": "#/$defs/missing"})"), "does not resolve"));
     CHECK(contains(schema_error(R"({"$ref": "http://example.com/s.json"})"), "only local $ref"));
-    CHECK(contains(schema_error(R"({"properties": {"a": {}}, "required": ["b"]})"), "/required/0: not one of the properties"));
-    CHECK(contains(schema_error(R"({"properties": {"a": {}}, "additionalProperties": true})"), "only false is supported"));
+    CHECK(contains(schema_error(R"({"properties": {"a": {}}, "required": ["b"]})"),
+                   "/required/0: not one of the properties"));
+    CHECK(contains(schema_error(R"({"properties": {"a": {}}, "additionalProperties": true})"),
+                   "only false is supported"));
     CHECK(contains(schema_error(R"G({"type": "string", "pattern": "(?=x)"})G"), "/pattern: regex: at offset"));
     CHECK(contains(schema_error(R"({"allOf": [{}, {}]})"), "allOf with more than one schema"));
     CHECK(contains(schema_error(R"({"type": "string", "maxLength": -1})"), "/maxLength: expected an integer"));
@@ -377,8 +392,10 @@ TEST_CASE("json schema: unsupported and invalid schemas are refused with the key
     CHECK(contains(schema_error("[]"), "a schema must be an object or a boolean"));
     CHECK(contains(schema_error("{\"type\": \"object\",\n \"properties\": }"), "json schema: line 2 col 16"));
     // a recursive schema without a way out can never end
-    CHECK(contains(schema_error(R"({"$ref": "#/$defs/a", "$defs": {"a": {"type": "array", "items": {"$ref": "#/$defs/a"},
-                                   "minItems": 1}}})"), "can never end"));
+    CHECK(
+        contains(schema_error(R"({"$ref": "#/$defs/a", "$defs": {"a": {"type": "array", "items": {"$ref": "#/$defs/a"},
+                                   "minItems": 1}}})"),
+                 "can never end"));
 }
 
 // ---- token masks on the real vocabulary ----
@@ -421,7 +438,8 @@ TEST_CASE("token masks: ends of rules inside tokens, UTF-8 split across tokens, 
     const Vocab& v = real_vocab().vocab;
     Tokenizer tok(v);
     auto tg = bind_grammar(grammar_from_gbnf(R"(root ::= "{" item ("," item)* "}"
-item ::= "\"" [^"]* "\"" | [0-9]+)"), trie);
+item ::= "\"" [^"]* "\"" | [0-9]+)"),
+                           trie);
     GrammarMatcher m(tg);
     std::vector<uint32_t> mask(size_t(mask_words(trie->n_vocab)));
     m.allowed(mask.data());
@@ -526,7 +544,8 @@ TEST_CASE("generate: the grammar holds, stop ids only where the text is complete
     auto trie = std::make_shared<const TokenTrie>(model.vocab, model.config.vocab_size);
     std::vector<int> prompt = tok.encode("Answer in JSON:", false);
     const char* kSchema = R"({"type": "object", "properties": {"ok": {"type": "boolean"},
-        "n": {"type": "integer", "minimum": -5, "maximum": 5}, "tag": {"enum": ["a", "b"]}}, "required": ["ok", "n", "tag"]})";
+        "n": {"type": "integer", "minimum": -5, "maximum": 5}, "tag": {"enum": ["a", "b"]}},
+        "required": ["ok", "n", "tag"]})";
     GenerateOptions opt;
     opt.grammar = bind_grammar(grammar_from_json_schema(kSchema), trie);
     opt.stop_ids = model.chat.stop_ids;
@@ -582,7 +601,9 @@ TEST_CASE("generate: the grammar holds, stop ids only where the text is complete
         CAPTURE(r.text);
         GrammarMatcher g(loop.grammar);
         CHECK(g.advance_bytes(r.text));
-        if (r.finish_reason == "stop") CHECK(g.accepts_end());  // a stop id came where the text was complete
-        else CHECK(r.finish_reason == "length");
+        if (r.finish_reason == "stop")
+            CHECK(g.accepts_end());  // a stop id came where the text was complete
+        else
+            CHECK(r.finish_reason == "length");
     }
 }
