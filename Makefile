@@ -23,6 +23,7 @@ CXXFLAGS  ?= -O3 -march=native -ffp-contract=off -g -std=c++17 -Wall -Wextra -pt
 CUDA_LIBS := -lcublas
 SAN_FLAGS := -O1 -g -std=c++17 -pthread -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_SECONDS ?= 60
+GRAMMAR_FUZZ_SECONDS ?= 30
 
 HEADERS   := qwen.hpp
 FRONT     := cli.hpp bench.hpp qwen.cuh $(HEADERS)   # what main.cu and server.cu include
@@ -84,9 +85,10 @@ build/obj/%.o: test/%.cpp test/fixtures.hpp $(HEADERS) | build
 build/test_cpu: build/obj/test_main.o $(patsubst test/%.cpp,build/obj/%.o,$(CPU_TESTS))
 	$(CXX) $(CXXFLAGS) -o $@ $^
 
-# The loader and tokenizer under AddressSanitizer + UndefinedBehaviorSanitizer (corrupt files, odd input).
-build/test_asan: test/test_main.cpp test/test_model.cpp test/test_tokenizer.cpp $(HEADERS) | build
-	$(CXX) $(SAN_FLAGS) -o $@ test/test_main.cpp test/test_model.cpp test/test_tokenizer.cpp
+# The loader, the tokenizer and the grammars under AddressSanitizer + UndefinedBehaviorSanitizer (corrupt files,
+# odd input, hostile grammars and schemas).
+build/test_asan: test/test_main.cpp test/test_model.cpp test/test_tokenizer.cpp test/test_grammar.cpp $(HEADERS) | build
+	$(CXX) $(SAN_FLAGS) -o $@ test/test_main.cpp test/test_model.cpp test/test_tokenizer.cpp test/test_grammar.cpp
 
 DEV_CANDIDATES := dev/attention_prefill_tc.cuh dev/sample_candidates.cuh   # tested here until promoted
 build/test_gpu: test/test_gpu.cu test/test_main.cpp test/fixtures.hpp $(DEV_CANDIDATES) $(FRONT) | build
@@ -124,6 +126,16 @@ build/test_gpu_emu: test/test_gpu.cu test/test_main.cpp test/fixtures.hpp $(EMU_
 build/tokenize_lines: test/tokenize_lines.cpp $(HEADERS) | build
 	$(CXX) $(CXXFLAGS) -o $@ test/tokenize_lines.cpp
 
+# Answers under a JSON Schema from the CPU engine, one JSON line each (test_grammar_schemas.py validates them).
+build/grammar_sample: test/grammar_sample.cpp $(HEADERS) | build
+	$(CXX) $(CXXFLAGS) -o $@ test/grammar_sample.cpp
+
+# Grammar token-mask cost per token (median, p99, max µs on one core) on the real Qwen vocabulary.
+build/grammar_bench: dev/grammar_bench.cpp $(HEADERS) | build
+	$(CXX) $(CXXFLAGS) -o $@ dev/grammar_bench.cpp
+bench-grammar: build/grammar_bench build/qwen-tokenizer.bin
+	./build/grammar_bench build/qwen-tokenizer.bin
+
 # Tokenizer throughput (MB/s on one core) for English, Chinese and code on the real Qwen tokenizer.
 build/tokenizer_bench: dev/tokenizer_bench.cpp $(HEADERS) | build
 	$(CXX) $(CXXFLAGS) -o $@ dev/tokenizer_bench.cpp
@@ -132,6 +144,8 @@ bench-tokenizer: build/tokenizer_bench build/qwen-tokenizer.bin
 
 build/fuzz_loader: test/fuzz_loader.cpp $(HEADERS) | build
 	$(CLANGXX) -O1 -g -std=c++17 -fsanitize=fuzzer,address,undefined -o $@ test/fuzz_loader.cpp
+build/fuzz_grammar: test/fuzz_grammar.cpp $(HEADERS) | build
+	$(CLANGXX) -O1 -g -std=c++17 -fsanitize=fuzzer,address,undefined -o $@ test/fuzz_grammar.cpp
 
 # A bounded fuzzing run of the loader, seeded with the exported fixtures and the saved regressions.
 define run_fuzz
@@ -143,8 +157,19 @@ define run_fuzz
 	@tail -n 1 build/fuzz.log
 endef
 
-fuzz: build/fuzz_loader fixtures
+# The same for the grammar front ends (GBNF, JSON Schema, regex), seeded with test/fuzz-grammar/.
+define run_fuzz_grammar
+	@mkdir -p build/fuzz-grammar-corpus
+	@echo "fuzzing the grammars for $(GRAMMAR_FUZZ_SECONDS) s (log: build/fuzz-grammar.log)"
+	@./build/fuzz_grammar -max_total_time=$(GRAMMAR_FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=4096 -timeout=20 \
+	    -artifact_prefix=build/ build/fuzz-grammar-corpus test/fuzz-grammar > build/fuzz-grammar.log 2>&1 \
+	    || { tail -n 60 build/fuzz-grammar.log; exit 1; }
+	@tail -n 1 build/fuzz-grammar.log
+endef
+
+fuzz: build/fuzz_loader build/fuzz_grammar fixtures
 	$(run_fuzz)
+	$(run_fuzz_grammar)
 
 # The GPU tests: on a GPU when there is one (build/test_gpu says so and skips otherwise), and on the emulated
 # device, which needs the CUDA toolkit's headers and the x86-64 stack switch of test/emu.
@@ -164,11 +189,13 @@ endif
 # Every pytest test must run (a skip fails, see test/conftest.py) where everything can be built: with nvcc on x86-64.
 PYTEST_STRICT := $(if $(filter build/test_gpu_emu,$(GPU_TEST)),1,0)
 
-test: all build/cpu/qwen build/test_cpu build/test_asan $(GPU_TEST) build/tokenize_lines build/fuzz_loader fixtures
+test: all build/cpu/qwen build/test_cpu build/test_asan $(GPU_TEST) build/tokenize_lines build/grammar_sample \
+      build/fuzz_loader build/fuzz_grammar fixtures
 	./build/test_cpu
 	ASAN_OPTIONS=detect_leaks=1 ./build/test_asan
 	$(run_gpu)
 	$(run_fuzz)
+	$(run_fuzz_grammar)
 	QWEN_TEST_STRICT=$(PYTEST_STRICT) $(PYTHON) -m pytest -q test
 	QWEN_TEST_STRICT=1 QWEN_BIN=build/cpu/qwen QWEN_NO_CUDA=1 $(PYTHON) -m pytest -q test/test_cli.py  # no CUDA
 
@@ -176,7 +203,7 @@ test: all build/cpu/qwen build/test_cpu build/test_asan $(GPU_TEST) build/tokeni
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := build-essential pkg-config python3 python3-pip clang xxd curl ca-certificates doctest-dev \
                 libmicrohttpd-dev nlohmann-json3-dev chromium fonts-wqy-microhei
-PY_PACKAGES := numpy tokenizers pytest openai playwright jinja2
+PY_PACKAGES := numpy tokenizers pytest openai playwright jinja2 jsonschema
 deps:
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES) >/dev/null
@@ -197,4 +224,4 @@ demo: qwen build/tiny-qwen2.bin
 clean:
 	rm -rf build qwen qwen-server
 
-.PHONY: all fixtures test deps fuzz memcheck demo clean bench-tokenizer dev-all
+.PHONY: all fixtures test deps fuzz memcheck demo clean bench-tokenizer bench-grammar dev-all

@@ -6,10 +6,11 @@
 //     row kernels                        embed, rmsnorm, swiglu (the prefill path)
 //     decode kernels                     matvec (+ RMSNorm, + residual, + SwiGLU fusions), qkv_epilogue
 //                                        (bias, q/k norm, RoPE, KV-cache write), split-context GQA attention
-//     prefill kernels                    gemm (cuBLAS), causal attention on tensor cores with online softmax
-//     sampling kernels                   penalties, argmax, softmax, top-k / top-p / min-p selection and draw
+//     prefill kernels                    gemm (cuBLAS), tiled causal attention with online softmax
+//     sampling kernels                   penalties, the token mask, argmax, softmax, top-k / top-p / min-p
+//                                        selection and draw
 //     device_available, device_unsupported   whether (and why not) the engine can run on this machine
-//     test oracles (end of file)         matvec_ref, attention_decode_ref, attention_prefill (CUDA cores)
+//     test oracles (end of file)         matvec_ref, attention_decode_ref
 //   GpuEngine                            qwen::Engine on one GPU: weights upload, KV cache, forward, sample
 //   make_engine(model, ctx, ...)         the GPU engine when a usable device is present, else the CPU reference
 #pragma once
@@ -716,6 +717,20 @@ inline void apply_penalties(float* logits, const int* ids, int n_rep, int n_pres
     }
 }
 
+// out[i] = in[i] where bit i of the token mask is set (bit i % 32 of word i / 32), else -inf: structured output,
+// the Sampler's step 2b. in may be out.   grid (ceil(n / 256)), block 256
+static __global__ void mask_logits_kernel(const float* in, const uint32_t* mask, int n, float* out) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    out[i] = (mask[i >> 5] >> (i & 31)) & 1u ? in[i] : -INFINITY;
+}
+// in, out: (n) fp32; mask: ((n + 31) / 32) words on the device.
+inline void mask_logits(const float* in, const uint32_t* mask, int n, float* out, const Launch& l) {
+    if (n < 1) fail("mask_logits: n must be >= 1, got %d", n);
+    mask_logits_kernel<<<ceil_div(n, 256), 256, 0, l.stream>>>(in, mask, n, out);
+    CUDA_CHECK(cudaGetLastError());
+}
+
 // Index of the largest value, lowest index on ties. Pairs (value, index) compared lexicographically.
 struct ArgMax {
     float v;
@@ -1051,12 +1066,20 @@ struct GpuEngine : Engine {
         return host_logits_.data();
     }
 
-    // The Sampler's rules on the device; the Sampler supplies its parameters and its Rng's draw.
-    int sample(Sampler& s, int n_vocab, const std::vector<int>& tokens, size_t n_prompt) override {
+    // The Sampler's rules on the device; the Sampler supplies its parameters and its Rng's draw. A token mask
+    // (allowed) crosses to the device as its bit set (n_vocab / 8 bytes), never the logits to the host.
+    int sample(Sampler& s, int n_vocab, const std::vector<int>& tokens, size_t n_prompt,
+               const uint32_t* allowed = nullptr) override {
         if (n_vocab < 1 || n_vocab > cfg_.vocab_size)
             fail("sample: n_vocab %d must be in 1..%d", n_vocab, cfg_.vocab_size);
         const SamplingParams& p = s.params;
         const float* src = apply_penalties(p, n_vocab, tokens, n_prompt);
+        if (allowed) {
+            CUDA_CHECK(cudaMemcpyAsync(mask_, allowed, size_t(gpu::ceil_div(n_vocab, 32)) * sizeof(uint32_t),
+                                       cudaMemcpyHostToDevice, h_.stream));
+            gpu::mask_logits(src, mask_, n_vocab, work_, launch_);
+            src = work_;
+        }
         gpu::argmax(src, n_vocab, choice_, launch_);  // the greedy choice, and the check that the logits are usable
         if (p.temperature == 0.0f) return read_choice();
         gpu::SampleFilter f;
@@ -1139,6 +1162,7 @@ struct GpuEngine : Engine {
     int* ids_ = nullptr;            // (vocab_size) 0, 1, 2, ...
     int* ids_sorted_ = nullptr;     // (vocab_size) ids in prob_sorted_ order
     int* pen_ids_ = nullptr;        // (2 * vocab_size) distinct context ids, then distinct generated ids
+    uint32_t* mask_ = nullptr;      // (ceil(vocab_size / 32)) the tokens a grammar allows, one bit each
     void* sort_tmp_ = nullptr;      // (sort_tmp_bytes_) cub radix-sort scratch
     size_t sort_tmp_bytes_ = 0;
     int* choice_ = nullptr;           // (2) int: the argmax (or an ARGMAX_ error code), the sampled id
@@ -1207,6 +1231,7 @@ struct GpuEngine : Engine {
         ids_ = mem_.get<int>(V, s);
         ids_sorted_ = mem_.get<int>(V, s);
         pen_ids_ = mem_.get<int>(2 * V, s);
+        mask_ = mem_.get<uint32_t>((V + 31) / 32, s);
         choice_ = mem_.get<int>(2, s);
         std::vector<int> iota(V);
         for (size_t i = 0; i < V; i++) iota[i] = int(i);

@@ -12,19 +12,26 @@
 //   chat_text, chat_tokens       ChatML prompts of Qwen1.5/2/2.5/3 (Message, ChatOptions: default system
 //                                prompt, Qwen3 thinking)
 //   SamplingParams, Sampler      temperature, top-k, top-p, min-p, repetition and presence penalties, seeded;
-//                                default_sampling (the checkpoint's defaults), validate
+//                                default_sampling (the checkpoint's defaults), validate; an optional bit mask of
+//                                the tokens allowed
 //   Engine, CpuEngine            the model interface (forward checks its arguments once for every engine) and
 //                                the CPU reference forward pass (the GPU's spec); ThreadPool, the cpu:: kernels
+//   Grammar, GrammarMatcher      structured output: GBNF grammars (grammar_from_gbnf) and the converters from JSON
+//                                Schema, json_object, regex and choice lists, run as a pushdown automaton over bytes;
+//                                TokenTrie, bind_grammar (TokenGrammar) and GrammarMatcher::allowed give the bit mask
+//                                of the tokens allowed next; parse_json (strict, for schemas)
 //   Session                      the prefill + decode loop: stop ids and strings (StopMatcher), KV-cache reuse
-//                                across turns (GenerateOptions, GenerateResult)
+//                                across turns, grammar-constrained output (GenerateOptions, GenerateResult)
 //
 // Sections follow the data: common helpers, the model file, the tokenizer and chat prompts, the sampler, the
-// engine interface, the CPU forward pass, generation; the generated Unicode tables close the file.
+// engine interface, the CPU forward pass, structured output (grammars and token masks: skip it on a first reading),
+// generation; the generated Unicode tables close the file.
 // "id" always means a token id: an index into the vocabulary.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -34,8 +41,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <limits>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <queue>
@@ -1460,6 +1469,8 @@ inline std::vector<int> chat_tokens(const Tokenizer& tok, const ChatInfo& chat, 
 //   1. repetition penalty  (HF RepetitionPenaltyLogitsProcessor) over every distinct token of the context,
 //                          prompt included: l = l < 0 ? l * penalty : l / penalty
 //   2. presence penalty    (OpenAI / vLLM) over every distinct *generated* token: l -= presence_penalty
+//   2b. mask (optional)    l = -inf for every token outside the `allowed` bit set (structured output: the grammar's
+//                          choice). After the penalties, whose clamp to the finite floats must not revive a token
 //   3. temperature         0 => argmax (lowest id on ties), done. Otherwise p = softmax(l / temperature)
 //   4. top-k               keep the k most probable tokens (and any tied with the k-th)
 //   5. top-p               of those, keep the smallest most-probable set whose mass >= top_p of theirs
@@ -1548,6 +1559,12 @@ inline void apply_presence_penalty(float* logits, int n_vocab, const std::vector
     for (int id : distinct_tokens(tokens, n_prompt, n_vocab)) logits[id] -= penalty;
 }
 
+// l[i] = -inf for each token i whose bit in `allowed` (bit i % 32 of word i / 32) is clear.
+inline void apply_token_mask(float* logits, int n_vocab, const uint32_t* allowed) {
+    for (int i = 0; i < n_vocab; i++)
+        if (!((allowed[i >> 5] >> (i & 31)) & 1u)) logits[i] = -std::numeric_limits<float>::infinity();
+}
+
 // Index of the largest logit; the lowest such index on ties.
 inline int argmax(const float* logits, int n) {
     int best = 0;
@@ -1568,12 +1585,15 @@ struct Sampler {
 
     explicit Sampler(const SamplingParams& p) : params(p), rng(p.seed) { validate(p); }
 
-    // logits: (n_vocab) fp32, modified in place (penalties). tokens: the whole context so far (prompt, then
-    // generated); tokens[n_prompt..] are the generated ones. Returns the chosen id.
-    int sample(float* logits, int n_vocab, const std::vector<int>& tokens, size_t n_prompt) {
+    // logits: (n_vocab) fp32, modified in place (penalties, mask). tokens: the whole context so far (prompt, then
+    // generated); tokens[n_prompt..] are the generated ones. allowed: null, or a bit set of (n_vocab + 31) / 32
+    // words: only the tokens whose bit is set may be chosen. Returns the chosen id.
+    int sample(float* logits, int n_vocab, const std::vector<int>& tokens, size_t n_prompt,
+               const uint32_t* allowed = nullptr) {
         if (n_vocab <= 0) fail("sampler: vocabulary size must be positive, got %d", n_vocab);
         apply_repetition_penalty(logits, n_vocab, tokens, params.repetition_penalty);
         apply_presence_penalty(logits, n_vocab, tokens, n_prompt, params.presence_penalty);
+        if (allowed) apply_token_mask(logits, n_vocab, allowed);
         check_finite_(logits, n_vocab);
         if (params.temperature == 0.0f) return argmax(logits, n_vocab);
         const std::vector<Candidate>& kept = keep(logits, n_vocab);
@@ -1727,10 +1747,12 @@ struct Engine {
     }
     virtual const float* logits() = 0;  // (vocab_size) fp32, host memory
     // Chooses the next token from the current logits; the GPU engine overrides this to sample on the device.
-    virtual int sample(Sampler& s, int n_vocab, const std::vector<int>& tokens, size_t n_prompt) {
+    // allowed: null, or the bit set of the tokens that may be chosen (see Sampler::sample).
+    virtual int sample(Sampler& s, int n_vocab, const std::vector<int>& tokens, size_t n_prompt,
+                       const uint32_t* allowed = nullptr) {
         std::vector<float>& buf = scratch_logits_;
         buf.assign(logits(), logits() + n_vocab);
-        return s.sample(buf.data(), n_vocab, tokens, n_prompt);
+        return s.sample(buf.data(), n_vocab, tokens, n_prompt, allowed);
     }
 
   protected:
@@ -2181,6 +2203,2420 @@ struct CpuEngine : Engine {
 };
 
 // ============================================================================
+// Structured output: grammars (GBNF, JSON Schema, regex, choices) and the token masks that enforce them
+// ============================================================================
+// A Grammar is a context-free grammar over UTF-8 text, in the syntax of llama.cpp's GBNF:
+//
+//   root   ::= "{" ws pair ("," ws pair)* ws "}"   # rule ::= alternatives; text starts at the rule `root`
+//   pair   ::= key ":" ws ( number | "null" )       # sequences, ( ) groups, | alternatives, rule names
+//   key    ::= [a-z_] [a-z0-9_]*                    # [...] classes with ranges, [^...] negated, . any character
+//   number ::= "-"? [0-9]{1,9} ("." [0-9]+)?         # repetition * + ? {m} {m,} {m,n} {,n}
+//   ws     ::= [ \t\n]*                             # # starts a comment that runs to the end of the line
+//
+// Rule names are [A-Za-z0-9_-]+; a rule may span lines (the next starts at `name ::=`). Literals "..." and classes
+// take the escapes \n \r \t \xHH \uHHHH \UHHHHHHHH (code points) and \ before any ASCII punctuation. Characters are
+// Unicode scalar values matched as their UTF-8 bytes, so output is always valid UTF-8. Refused, with the line and
+// column: syntax errors, undefined or twice-defined rules, no root, empty classes, counts above GRAMMAR_MAX_COUNT,
+// a reachable rule that can never end (every alternative needs the rule again), left recursion (a rule that
+// reaches itself before any character: it would expand forever), and grammars past the size limits below.
+// Converters write such grammars: json_schema_to_gbnf (OpenAI strict-mode JSON Schema), json_object_gbnf,
+// regex_to_gbnf (vLLM guided_regex), choices_to_gbnf (guided_choice); grammar_from_* compile them.
+//
+// Execution: a pushdown automaton over bytes. Small non-recursive rules are inlined into their callers; each
+// remaining rule becomes a DFA (Thompson NFA, subset construction, Hopcroft minimisation) whose edges are byte
+// classes or calls of other rules. A parse state is a set of stacks; a stack is a chain of frames (DFA state, parent frame) kept in a
+// pool, frames never change, so stacks share their bottoms. The top frame's state has byte edges; the frames
+// below hold the states to return to. A byte moves each top along its edge; then, without consuming input, a
+// state's call edges push the callee's start, and a final state pops (the rule returned). The root returning
+// leaves the stack "done": only the end of the text may follow.
+//
+// Token masks (the idea of XGrammar's adaptive token-mask cache). Binding a grammar to a vocabulary
+// (TokenGrammar) walks, for every DFA state q with byte edges, a trie of all token byte strings from the stack
+// [q] over a bottom marker; along a trie path, the stacks after each byte are shared by every token below it.
+// A token consumed inside q's frame (or ending exactly as the frame returns) is allowed in every context;
+// one that fails inside the frame is refused in every context; one that makes the frame return with bytes left
+// depends on the stack below, so its remaining bytes after each such return (its suffixes) go into a small
+// per-state trie. The mask of a parse state is then, for each stack, the allowed set of its top state plus
+// one walk of that state's suffix trie from the real stack below: a few microseconds for a 151k vocabulary,
+// instead of walking every token through the automaton at each step. GrammarMatcher does this per sequence.
+//
+// Use: a TokenTrie per vocabulary; bind_grammar(grammar_from_json_schema(text), trie) per grammar (the tables:
+// from milliseconds to about a second for a large schema, on up to 8 threads; share the result); a
+// GrammarMatcher per sequence: allowed(mask) before each token, advance(id) after it. Session::generate does
+// this when GenerateOptions::grammar is set.
+
+constexpr int GRAMMAR_MAX_NESTING = 64;        // ( ) groups in a grammar or regex; arrays/objects in schema JSON
+constexpr size_t GRAMMAR_MAX_TEXT = 1u << 20;  // bytes of grammar text
+constexpr size_t GRAMMAR_MAX_RULES = 10000;
+constexpr int GRAMMAR_MAX_COUNT = 100000;        // m and n in {m,n}
+constexpr size_t GRAMMAR_MAX_NFA = 1u << 19;     // NFA states of all rules together
+constexpr size_t GRAMMAR_MAX_STATES = 1u << 16;  // DFA states of all rules together
+constexpr size_t GRAMMAR_MAX_STACKS = 1024;      // stacks in one parse state (only a very ambiguous grammar gets near)
+// Inlining: a rule is inlined when its expression nodes times its copies in the callers (repetitions {m,n} copy)
+// are at most GRAMMAR_INLINE_SIZE, or it has at most GRAMMAR_INLINE_ALWAYS nodes (whitespace, a JSON string:
+// a token ending such a rule and going on would depend on the stack below), and it is at most this deep.
+constexpr int GRAMMAR_INLINE_SIZE = 4000;
+constexpr int GRAMMAR_INLINE_ALWAYS = 100;
+constexpr int GRAMMAR_INLINE_DEPTH = 256;
+
+// printf into a std::string (one line of an error message, or a piece of generated grammar).
+inline std::string sformat(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    std::string s = vformat(fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+// The line and column (1-based; columns count bytes) of byte offset `at` of `text`.
+inline std::pair<int, int> line_col(const std::string& text, size_t at) {
+    int line = 1;
+    size_t start = 0;
+    for (size_t i = 0; i < at && i < text.size(); i++)
+        if (text[i] == '\n') line++, start = i + 1;
+    return {line, int(at - start) + 1};
+}
+
+// ----------------------------------------------------------------------------
+// Character sets: code point ranges and their UTF-8 byte sequences
+// ----------------------------------------------------------------------------
+
+using CodeRanges = std::vector<std::pair<uint32_t, uint32_t>>;  // inclusive code point ranges
+
+// Sorted, merged, and cut to the Unicode scalar values (no surrogates D800..DFFF, nothing above 10FFFF).
+inline CodeRanges normalize_ranges(CodeRanges r) {
+    std::sort(r.begin(), r.end());
+    CodeRanges merged, out;
+    for (auto [lo, hi] : r) {
+        hi = std::min<uint32_t>(hi, 0x10FFFF);
+        if (lo > hi) continue;
+        if (!merged.empty() && lo <= merged.back().second + 1)
+            merged.back().second = std::max(merged.back().second, hi);
+        else
+            merged.push_back({lo, hi});
+    }
+    for (auto [lo, hi] : merged) {
+        if (lo < 0xD800) out.push_back({lo, std::min<uint32_t>(hi, 0xD7FF)});
+        if (hi > 0xDFFF) out.push_back({std::max<uint32_t>(lo, 0xE000), hi});
+    }
+    return out;
+}
+
+inline CodeRanges complement_ranges(const CodeRanges& r) {  // r normalised
+    CodeRanges out;
+    uint32_t next = 0;
+    for (auto [lo, hi] : r) {
+        if (lo > next) out.push_back({next, lo - 1});
+        next = hi + 1;
+    }
+    if (next <= 0x10FFFF) out.push_back({next, 0x10FFFF});
+    return normalize_ranges(out);
+}
+
+inline CodeRanges intersect_ranges(const CodeRanges& a, const CodeRanges& b) {  // both normalised
+    CodeRanges out;
+    for (size_t i = 0, j = 0; i < a.size() && j < b.size();) {
+        uint32_t lo = std::max(a[i].first, b[j].first), hi = std::min(a[i].second, b[j].second);
+        if (lo <= hi) out.push_back({lo, hi});
+        if (a[i].second < b[j].second)
+            i++;
+        else
+            j++;
+    }
+    return out;
+}
+
+inline bool in_code_ranges(const CodeRanges& r, uint32_t cp) {
+    for (auto [lo, hi] : r)
+        if (cp >= lo && cp <= hi) return true;
+    return false;
+}
+
+using ByteSeq = std::vector<std::pair<uint8_t, uint8_t>>;  // one (lo, hi) byte range per byte of a UTF-8 encoding
+
+// Appends the byte-range sequences whose concatenations are exactly the UTF-8 encodings of the scalar values
+// lo..hi. Split first where the encoded length changes, then until every byte after the first one that varies
+// spans all 64 continuation values; then the ranges of lo's and hi's bytes, position by position, are exact.
+inline void utf8_sequences(uint32_t lo, uint32_t hi, std::vector<ByteSeq>& out) {
+    static const uint32_t kLast[3] = {0x7F, 0x7FF, 0xFFFF};  // the last code point of each encoded length
+    for (uint32_t last : kLast)
+        if (lo <= last && hi > last) {
+            utf8_sequences(lo, last, out);
+            utf8_sequences(last + 1, hi, out);
+            return;
+        }
+    int len = hi <= 0x7F ? 1 : hi <= 0x7FF ? 2 : hi <= 0xFFFF ? 3 : 4;
+    for (int i = 1; i < len; i++) {
+        uint32_t m = (1u << (6 * i)) - 1;  // the bits of the last i bytes
+        if ((lo & ~m) == (hi & ~m)) continue;
+        if ((lo & m) != 0) {
+            utf8_sequences(lo, lo | m, out);
+            utf8_sequences((lo | m) + 1, hi, out);
+            return;
+        }
+        if ((hi & m) != m) {
+            utf8_sequences(lo, (hi & ~m) - 1, out);
+            utf8_sequences(hi & ~m, hi, out);
+            return;
+        }
+    }
+    std::string a, b;
+    utf8_append(a, lo);
+    utf8_append(b, hi);
+    ByteSeq seq;
+    for (int i = 0; i < len; i++) seq.push_back({uint8_t(a[size_t(i)]), uint8_t(b[size_t(i)])});
+    out.push_back(seq);
+}
+
+// ----------------------------------------------------------------------------
+// Grammar text: the expression tree and the GBNF parser
+// ----------------------------------------------------------------------------
+
+struct GrammarExpr {
+    enum Kind : uint8_t { CHARS, SEQ, ALT, REPEAT, REF };
+    Kind kind = SEQ;
+    CodeRanges chars;        // CHARS: the characters (normalised, never empty)
+    std::vector<int> parts;  // SEQ, ALT: the parts in order (an empty SEQ matches ""); REPEAT: the repeated one
+    int min = 0, max = 0;    // REPEAT: the count range; max -1: no limit
+    int rule = -1;           // REF: the rule
+};
+
+struct GrammarRule {
+    std::string name;
+    int body = -1;  // -1: named but never defined
+    size_t at = 0;  // byte offset of its definition (or, undefined, of its first use)
+};
+
+struct GrammarAst {
+    std::string text;
+    std::vector<GrammarExpr> exprs;
+    std::vector<GrammarRule> rules;
+    int root = -1;
+
+    [[noreturn]] void fail_at(size_t at, const std::string& msg) const {
+        auto [line, col] = line_col(text, at);
+        fail("grammar: line %d col %d: %s", line, col, msg.c_str());
+    }
+};
+
+struct GbnfParser {
+    GrammarAst& g;
+    size_t pos = 0;
+    std::unordered_map<std::string, int> ids;  // rule name -> index in g.rules
+
+    explicit GbnfParser(GrammarAst& ast) : g(ast) {}
+
+    const std::string& s() const { return g.text; }
+    bool eof() const { return pos >= g.text.size(); }
+    char peek() const { return eof() ? '\0' : g.text[pos]; }
+    static bool word_char(char c) { return std::isalnum(uint8_t(c)) || c == '-' || c == '_'; }
+
+    void skip() {  // spaces, line breaks and comments
+        while (!eof()) {
+            char c = s()[pos];
+            if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+                pos++;
+            else if (c == '#')
+                while (!eof() && s()[pos] != '\n') pos++;
+            else
+                break;
+        }
+    }
+    bool at_rule_start() const {  // `name ::=` begins here
+        size_t p = pos;
+        while (p < s().size() && word_char(s()[p])) p++;
+        if (p == pos) return false;
+        while (p < s().size() && (s()[p] == ' ' || s()[p] == '\t')) p++;
+        return s().compare(p, 3, "::=") == 0;
+    }
+    int add(GrammarExpr e) {
+        g.exprs.push_back(std::move(e));
+        return int(g.exprs.size()) - 1;
+    }
+    int chars(const CodeRanges& r, size_t at) {
+        GrammarExpr e;
+        e.kind = GrammarExpr::CHARS;
+        e.chars = normalize_ranges(r);
+        if (e.chars.empty()) g.fail_at(at, "empty character class");
+        return add(std::move(e));
+    }
+    int group(GrammarExpr::Kind kind, std::vector<int> parts) {
+        if (parts.size() == 1) return parts[0];
+        GrammarExpr e;
+        e.kind = kind;
+        e.parts = std::move(parts);
+        return add(std::move(e));
+    }
+    int rule_id(const std::string& name, size_t at) {
+        auto it = ids.find(name);
+        if (it != ids.end()) return it->second;
+        if (g.rules.size() >= GRAMMAR_MAX_RULES) g.fail_at(at, sformat("more than %zu rules", GRAMMAR_MAX_RULES));
+        g.rules.push_back({name, -1, at});
+        return ids[name] = int(g.rules.size()) - 1;
+    }
+
+    uint32_t hex(int digits, size_t at) {
+        uint32_t v = 0;
+        for (int i = 0; i < digits; i++, pos++) {
+            char c = peek();
+            int d = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                           : -1;
+            if (d < 0) g.fail_at(at, sformat("expected %d hex digits after the escape", digits));
+            v = v * 16 + uint32_t(d);
+        }
+        return v;
+    }
+    // One character of a literal or class: an escape or one UTF-8 sequence.
+    uint32_t character() {
+        size_t at = pos;
+        if (s()[pos] != '\\') {
+            uint32_t cp = 0;
+            int len = utf8_decode(reinterpret_cast<const uint8_t*>(s().data()) + pos, s().size() - pos, &cp);
+            if (len <= 0) g.fail_at(at, "invalid UTF-8");
+            pos += size_t(len);
+            return cp;
+        }
+        pos++;
+        if (eof()) g.fail_at(at, "unfinished escape");
+        char c = s()[pos++];
+        uint32_t cp;
+        switch (c) {
+            case 'n':
+                return '\n';
+            case 'r':
+                return '\r';
+            case 't':
+                return '\t';
+            case 'x':
+                cp = hex(2, at);
+                break;
+            case 'u':
+                cp = hex(4, at);
+                break;
+            case 'U':
+                cp = hex(8, at);
+                break;
+            default:
+                if (std::ispunct(uint8_t(c))) return uint8_t(c);
+                g.fail_at(at, std::isprint(uint8_t(c)) ? sformat("unknown escape '\\%c'", c) : "unknown escape");
+        }
+        if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) g.fail_at(at, "the escape is not a Unicode scalar value");
+        return cp;
+    }
+    int literal() {
+        size_t at = pos++;
+        std::vector<int> parts;
+        for (;;) {
+            if (eof()) g.fail_at(at, "unterminated string literal");
+            if (s()[pos] == '"') break;
+            uint32_t cp = character();
+            parts.push_back(chars({{cp, cp}}, at));
+        }
+        pos++;
+        if (parts.size() == 1) return parts[0];
+        GrammarExpr e;  // a SEQ, also for "" (matches the empty string)
+        e.parts = std::move(parts);
+        return add(std::move(e));
+    }
+    int char_class() {
+        size_t at = pos++;
+        bool negate = peek() == '^';
+        if (negate) pos++;
+        CodeRanges r;
+        for (;;) {
+            if (eof()) g.fail_at(at, "unterminated character class");
+            if (s()[pos] == ']') break;
+            uint32_t lo = character(), hi = lo;
+            if (peek() == '-' && pos + 1 < s().size() && s()[pos + 1] != ']') {
+                pos++;
+                hi = character();
+                if (hi < lo) g.fail_at(at, "character range is reversed");
+            }
+            r.push_back({lo, hi});
+        }
+        pos++;
+        r = normalize_ranges(r);
+        return chars(negate ? complement_ranges(r) : r, at);
+    }
+    int count(size_t at) {
+        if (!std::isdigit(uint8_t(peek()))) g.fail_at(at, "expected a number in { }");
+        long v = 0;
+        while (std::isdigit(uint8_t(peek()))) {
+            v = v * 10 + (s()[pos++] - '0');
+            if (v > GRAMMAR_MAX_COUNT) g.fail_at(at, sformat("repetition count above %d", GRAMMAR_MAX_COUNT));
+        }
+        return int(v);
+    }
+    int postfix(int e) {
+        bool repeated = false;
+        for (;;) {
+            skip();
+            size_t at = pos;
+            char c = peek();
+            if (c != '*' && c != '+' && c != '?' && c != '{') return e;
+            if (repeated) g.fail_at(at, "a repetition of a repetition: add parentheses");
+            repeated = true;
+            pos++;
+            GrammarExpr x;
+            x.kind = GrammarExpr::REPEAT;
+            x.parts = {e};
+            x.min = c == '+' ? 1 : 0;
+            x.max = c == '?' ? 1 : -1;
+            if (c == '{') {
+                x.min = x.max = peek() == ',' ? 0 : count(at);
+                if (peek() == ',') {
+                    pos++;
+                    x.max = peek() == '}' ? -1 : count(at);
+                }
+                if (peek() != '}') g.fail_at(at, "expected '}' to close the repetition");
+                pos++;
+                if (x.max >= 0 && x.max < x.min) g.fail_at(at, "repetition {m,n} with n < m");
+            }
+            e = add(std::move(x));
+        }
+    }
+    int primary(int depth) {
+        size_t at = pos;
+        char c = peek();
+        if (c == '"') return literal();
+        if (c == '[') return char_class();
+        if (c == '.') {
+            pos++;
+            return chars({{0, 0x10FFFF}}, at);
+        }
+        if (c == '(') {
+            if (depth >= GRAMMAR_MAX_NESTING)
+                g.fail_at(at, sformat("groups nested deeper than %d", GRAMMAR_MAX_NESTING));
+            pos++;
+            int e = alternatives(depth + 1);
+            skip();
+            if (peek() != ')') g.fail_at(at, "'(' is not closed");
+            pos++;
+            return e;
+        }
+        if (word_char(c)) {
+            while (!eof() && word_char(s()[pos])) pos++;
+            GrammarExpr x;
+            x.kind = GrammarExpr::REF;
+            x.rule = rule_id(s().substr(at, pos - at), at);
+            return add(std::move(x));
+        }
+        g.fail_at(at, std::isprint(uint8_t(c)) ? sformat("unexpected '%c'", c)
+                                               : sformat("unexpected byte 0x%02X", uint8_t(c)));
+    }
+    int sequence(int depth) {
+        std::vector<int> items;
+        for (;;) {
+            skip();
+            char c = peek();
+            if (eof() || c == '|' || c == ')' || at_rule_start()) break;
+            items.push_back(postfix(primary(depth)));
+        }
+        if (items.size() == 1) return items[0];
+        GrammarExpr e;  // a SEQ; empty: the empty string
+        e.parts = std::move(items);
+        return add(std::move(e));
+    }
+    int alternatives(int depth) {
+        std::vector<int> alts{sequence(depth)};
+        while (skip(), peek() == '|') {
+            pos++;
+            alts.push_back(sequence(depth));
+        }
+        return group(GrammarExpr::ALT, std::move(alts));
+    }
+
+    void parse() {
+        if (s().size() > GRAMMAR_MAX_TEXT) fail("grammar: longer than %zu bytes", GRAMMAR_MAX_TEXT);
+        for (;;) {
+            skip();
+            if (eof()) break;
+            size_t at = pos;
+            if (!word_char(peek())) g.fail_at(at, peek() == ')' ? "unmatched ')'" : "expected a rule name");
+            while (!eof() && word_char(s()[pos])) pos++;
+            std::string name = s().substr(at, pos - at);
+            while (peek() == ' ' || peek() == '\t') pos++;
+            if (s().compare(pos, 3, "::=") != 0) g.fail_at(pos, sformat("expected '::=' after '%s'", name.c_str()));
+            pos += 3;
+            int r = rule_id(name, at);
+            if (g.rules[size_t(r)].body >= 0) g.fail_at(at, sformat("rule '%s' is defined twice", name.c_str()));
+            int body = alternatives(0);
+            g.rules[size_t(r)].body = body;
+            g.rules[size_t(r)].at = at;
+        }
+        if (g.rules.empty()) fail("grammar: empty (no rules)");
+        for (const GrammarRule& r : g.rules)
+            if (r.body < 0) g.fail_at(r.at, sformat("undefined rule '%s'", r.name.c_str()));
+        auto it = ids.find("root");
+        if (it == ids.end()) fail("grammar: no rule named 'root'");
+        g.root = it->second;
+    }
+};
+
+// ----------------------------------------------------------------------------
+// Grammar checks: rules that can never end, left recursion; which rules to inline
+// ----------------------------------------------------------------------------
+
+// Whether expression e matches "" (want_empty) or matches some finite text (!want_empty), given that answer
+// for each rule in `rule_val`.
+inline bool expr_holds(const GrammarAst& g, int e, const std::vector<char>& rule_val, bool want_empty) {
+    const GrammarExpr& x = g.exprs[size_t(e)];
+    switch (x.kind) {
+        case GrammarExpr::CHARS:
+            return !want_empty;
+        case GrammarExpr::SEQ:
+            for (int p : x.parts)
+                if (!expr_holds(g, p, rule_val, want_empty)) return false;
+            return true;
+        case GrammarExpr::ALT:
+            for (int p : x.parts)
+                if (expr_holds(g, p, rule_val, want_empty)) return true;
+            return false;
+        case GrammarExpr::REPEAT:
+            return x.min == 0 || expr_holds(g, x.parts[0], rule_val, want_empty);
+        case GrammarExpr::REF:
+            return rule_val[size_t(x.rule)];
+    }
+    return false;
+}
+
+// The rules that expression e refers to; given `nullable` (per rule: matches ""), only those it may call before
+// consuming a character.
+inline void expr_refs(const GrammarAst& g, int e, const std::vector<char>* nullable, std::vector<int>& out) {
+    const GrammarExpr& x = g.exprs[size_t(e)];
+    if (x.kind == GrammarExpr::REF) out.push_back(x.rule);
+    if (x.kind == GrammarExpr::REPEAT && x.max == 0) return;
+    for (int p : x.parts) {
+        expr_refs(g, p, nullable, out);
+        if (nullable && x.kind == GrammarExpr::SEQ && !expr_holds(g, p, *nullable, true)) break;
+    }
+}
+
+// Adds to copies[r] how many copies of rule r the NFA of expression e holds (repetitions {m,n} copy their part).
+inline void count_copies(const GrammarAst& g, int e, long mult, std::vector<long>& copies) {
+    const GrammarExpr& x = g.exprs[size_t(e)];
+    if (x.kind == GrammarExpr::REF) copies[size_t(x.rule)] = std::min(copies[size_t(x.rule)] + mult, 1L << 30);
+    if (x.kind == GrammarExpr::REPEAT) mult = std::min(mult * std::max(1, x.max < 0 ? x.min + 1 : x.max), 1L << 30);
+    for (int p : x.parts) count_copies(g, p, mult, copies);
+}
+
+// Fixed point of a rule property that can only turn true (matches "", or can end): a rule is looked at again
+// when a rule it refers to turns true.
+inline std::vector<char> rule_fixed_point(const GrammarAst& g, const std::vector<std::vector<int>>& callers,
+                                          bool want_empty) {
+    std::vector<char> val(g.rules.size(), 0);
+    std::vector<int> work;
+    for (size_t r = 0; r < g.rules.size(); r++) work.push_back(int(r));
+    while (!work.empty()) {
+        int r = work.back();
+        work.pop_back();
+        if (val[size_t(r)] || !expr_holds(g, g.rules[size_t(r)].body, val, want_empty)) continue;
+        val[size_t(r)] = 1;
+        for (int c : callers[size_t(r)])
+            if (!val[size_t(c)]) work.push_back(c);
+    }
+    return val;
+}
+
+// Strongly connected components of a graph (Tarjan's algorithm, iterative), numbered so that a component comes
+// after every component it has edges into (callees first).
+inline std::vector<int> graph_components(const std::vector<std::vector<int>>& edges, int& n_comp) {
+    size_t n = edges.size();
+    std::vector<int> index(n, -1), low(n, 0), comp(n, -1), stack;
+    std::vector<std::pair<int, size_t>> call;  // DFS: (vertex, next edge)
+    int counter = 0;
+    n_comp = 0;
+    for (size_t s = 0; s < n; s++) {
+        if (index[s] >= 0) continue;
+        index[s] = low[s] = counter++;
+        stack.push_back(int(s));
+        call.push_back({int(s), 0});
+        while (!call.empty()) {
+            int v = call.back().first;
+            size_t& i = call.back().second;
+            if (i < edges[size_t(v)].size()) {
+                int w = edges[size_t(v)][i++];
+                if (index[size_t(w)] < 0) {
+                    index[size_t(w)] = low[size_t(w)] = counter++;
+                    stack.push_back(w);
+                    call.push_back({w, 0});
+                } else if (comp[size_t(w)] < 0) {
+                    low[size_t(v)] = std::min(low[size_t(v)], index[size_t(w)]);
+                }
+                continue;
+            }
+            call.pop_back();
+            if (!call.empty())
+                low[size_t(call.back().first)] = std::min(low[size_t(call.back().first)], low[size_t(v)]);
+            if (low[size_t(v)] != index[size_t(v)]) continue;
+            int w;
+            do {
+                w = stack.back();
+                stack.pop_back();
+                comp[size_t(w)] = n_comp;
+            } while (w != v);
+            n_comp++;
+        }
+    }
+    return comp;
+}
+
+// Size (nodes, counting each copy that a repetition {m,n} makes) and depth of an expression with the inlined
+// rules' bodies in place of their references.
+inline std::pair<int, int> expanded_size(const GrammarAst& g, int e, const std::vector<char>& inlined,
+                                         const std::vector<std::pair<int, int>>& rule_size) {
+    const GrammarExpr& x = g.exprs[size_t(e)];
+    if (x.kind == GrammarExpr::REF) return inlined[size_t(x.rule)] ? rule_size[size_t(x.rule)] : std::make_pair(1, 1);
+    long copies = x.kind == GrammarExpr::REPEAT ? std::max(1, x.max < 0 ? x.min + 1 : x.max) : 1;
+    long size = 1;
+    int depth = 0;
+    for (int p : x.parts) {
+        auto [s, d] = expanded_size(g, p, inlined, rule_size);
+        size = std::min<long>(size + copies * s, 1 << 30);
+        depth = std::max(depth, d);
+    }
+    return {int(size), depth + 1};
+}
+
+// Checks what the parser cannot (rules that never end, left recursion) on the rules reachable from root, and
+// picks the rules to inline: non-recursive ones whose copies stay small (see GRAMMAR_INLINE_SIZE), and in a
+// cycle of rules, most used first, those that refer neither to themselves nor to another inlined member (a cycle
+// keeps at least one rule). Returns, per rule,
+// 1 if it is compiled as its own automaton, 2 if inlined, 0 if unreachable.
+inline std::vector<char> check_grammar(const GrammarAst& g) {
+    size_t n = g.rules.size();
+    std::vector<std::vector<int>> refs(n), callers(n);
+    std::vector<int> sites(n, 0);    // how often each rule is referred to
+    std::vector<long> copies(n, 0);  // how many copies inlining it would make (in its callers' automata)
+    for (size_t r = 0; r < n; r++) {
+        expr_refs(g, g.rules[r].body, nullptr, refs[r]);
+        count_copies(g, g.rules[r].body, 1, copies);
+        for (int c : refs[r]) sites[size_t(c)]++;
+        std::sort(refs[r].begin(), refs[r].end());
+        refs[r].erase(std::unique(refs[r].begin(), refs[r].end()), refs[r].end());
+        for (int c : refs[r]) callers[size_t(c)].push_back(int(r));
+    }
+    std::vector<char> use(n, 0);  // reachable from root
+    std::vector<int> work{g.root};
+    use[size_t(g.root)] = 1;
+    while (!work.empty()) {
+        int r = work.back();
+        work.pop_back();
+        for (int c : refs[size_t(r)])
+            if (!use[size_t(c)]) use[size_t(c)] = 1, work.push_back(c);
+    }
+    std::vector<char> productive = rule_fixed_point(g, callers, false);
+    std::vector<char> nullable = rule_fixed_point(g, callers, true);
+    int n_comp = 0;
+    std::vector<int> comp = graph_components(refs, n_comp);
+    std::vector<int> comp_size(static_cast<size_t>(n_comp), 0);
+    for (size_t r = 0; r < n; r++) comp_size[size_t(comp[r])]++;
+    for (int pass = 0; pass < 2; pass++)  // name a rule of the recursion first, not one that merely uses it
+        for (size_t r = 0; r < n; r++) {
+            bool cyclic = std::binary_search(refs[r].begin(), refs[r].end(), int(r)) || comp_size[size_t(comp[r])] > 1;
+            if (use[r] && !productive[r] && (pass == 1 || cyclic))
+                g.fail_at(g.rules[r].at, sformat("rule '%s' can never end: each alternative needs itself again",
+                                                 g.rules[r].name.c_str()));
+        }
+    // Left recursion: a cycle among "may call before consuming a character" edges.
+    std::vector<std::vector<int>> first(n);
+    for (size_t r = 0; r < n; r++)
+        if (use[r]) expr_refs(g, g.rules[r].body, &nullable, first[r]);
+    comp = graph_components(first, n_comp);
+    comp_size.assign(static_cast<size_t>(n_comp), 0);
+    for (size_t r = 0; r < n; r++) comp_size[size_t(comp[r])]++;
+    for (size_t r = 0; r < n; r++) {
+        bool self = std::find(first[r].begin(), first[r].end(), int(r)) != first[r].end();
+        if (use[r] && (self || comp_size[size_t(comp[r])] > 1))
+            g.fail_at(g.rules[r].at, sformat("rule '%s' is left-recursive: it can reach itself before any character",
+                                             g.rules[r].name.c_str()));
+    }
+    // Inlining, callees first.
+    comp = graph_components(refs, n_comp);
+    std::vector<std::vector<int>> members(static_cast<size_t>(n_comp));
+    for (size_t r = 0; r < n; r++)
+        if (use[r]) members[size_t(comp[r])].push_back(int(r));
+    std::vector<char> inlined(n, 0);
+    std::vector<std::pair<int, int>> size(n, {1, 1});
+    for (const std::vector<int>& m : members) {
+        for (int r : m) size[size_t(r)] = expanded_size(g, g.rules[size_t(r)].body, inlined, size);
+        std::vector<int> order = m;
+        std::sort(order.begin(), order.end(), [&](int a, int b) {  // the most used first (JSON: value, not object)
+            return sites[size_t(a)] != sites[size_t(b)] ? sites[size_t(a)] > sites[size_t(b)]
+                                                        : size[size_t(a)] < size[size_t(b)];
+        });
+        for (int r : order) {
+            long s = size[size_t(r)].first;
+            bool small = s <= GRAMMAR_INLINE_ALWAYS || s * copies[size_t(r)] <= GRAMMAR_INLINE_SIZE;
+            if (r == g.root || !small || size[size_t(r)].second > GRAMMAR_INLINE_DEPTH) continue;
+            bool ok = true;  // no edge between r and an inlined member of its cycle, r included
+            for (int c : refs[size_t(r)]) ok &= !(comp[size_t(c)] == comp[size_t(r)] && (c == r || inlined[size_t(c)]));
+            for (int o : m)
+                ok &= !(inlined[size_t(o)] && std::binary_search(refs[size_t(o)].begin(), refs[size_t(o)].end(), r));
+            if (ok) inlined[size_t(r)] = 1;
+        }
+        for (int r : m)
+            if (inlined[size_t(r)]) size[size_t(r)] = expanded_size(g, g.rules[size_t(r)].body, inlined, size);
+    }
+    std::vector<char> kind(n, 0);
+    for (size_t r = 0; r < n; r++) kind[r] = !use[r] ? 0 : inlined[r] ? 2 : 1;
+    return kind;
+}
+
+// ----------------------------------------------------------------------------
+// Compilation: each rule's NFA (Thompson), then its DFA over byte classes and calls (subset construction)
+// ----------------------------------------------------------------------------
+
+// The compiled grammar: immutable, shareable between threads. State ids are global over all rules.
+struct Grammar {
+    struct State {
+        int32_t rule;                     // the rule (index into rule_names) whose DFA this state belongs to
+        uint32_t calls_begin, calls_end;  // its call edges: calls[calls_begin .. calls_end)
+        bool final;                       // the rule may return here
+        bool bytes;                       // some byte moves on from here (a possible stack top)
+    };
+    struct Call {
+        int32_t start;  // the callee's start state
+        int32_t ret;    // the state of the caller to continue at when the callee returns
+    };
+    int n_classes = 0;                    // bytes that every edge treats alike share a class
+    uint8_t byte_class[256] = {};         // (256) class of each byte value
+    std::vector<int32_t> next;            // (n_states, n_classes) the state after a byte of each class; -1: none
+    std::vector<State> states;            // (n_states)
+    std::vector<Call> calls;              // (n_calls)
+    std::vector<std::string> rule_names;  // (n_rules) of the compiled (not inlined) rules
+    int32_t start = 0;                    // the root rule's start state
+    std::string text;                     // the GBNF it was compiled from
+
+    int32_t step(int32_t state, uint8_t byte) const { return next[size_t(state) * n_classes + byte_class[byte]]; }
+    bool matches(const std::string& text) const;  // is the whole text a sentence of the grammar?
+};
+
+// One rule's NFA. An edge consumes one byte in lo..hi, or calls a rule (call >= 0), or neither (epsilon: lo < 0).
+struct GrammarNfa {
+    struct Edge {
+        int32_t from, to;
+        int16_t lo, hi;
+        int32_t call;
+    };
+    const GrammarAst& g;
+    const std::vector<char>& kind;  // check_grammar's verdict per rule: 2 = inlined
+    size_t& budget;                 // NFA states left for the whole grammar
+    std::vector<Edge> edges;
+    int32_t n_states = 0, end = 0;
+    uint8_t* boundary;  // (257) 1 where a byte range starts or ends: the class boundaries
+
+    int32_t state() {
+        if (budget == 0) fail("grammar: too large (more than %zu automaton states)", GRAMMAR_MAX_NFA);
+        budget--;
+        return n_states++;
+    }
+    void eps(int32_t a, int32_t b) { edges.push_back({a, b, -1, -1, -1}); }
+
+    // Adds the edges of expression e from state `from`; returns the state where e ends. Every construct enters
+    // fresh states, so no edge leads back into `from` (which may be the loop state of a preceding repetition).
+    int32_t build(int e, int32_t from) {
+        const GrammarExpr& x = g.exprs[size_t(e)];
+        switch (x.kind) {
+            case GrammarExpr::CHARS: {
+                int32_t to = state();
+                std::vector<ByteSeq> seqs;
+                for (auto [lo, hi] : x.chars) utf8_sequences(lo, hi, seqs);
+                for (const ByteSeq& q : seqs) {
+                    int32_t cur = from;
+                    for (size_t i = 0; i < q.size(); i++) {
+                        int32_t nx = i + 1 == q.size() ? to : state();
+                        edges.push_back({cur, nx, q[i].first, q[i].second, -1});
+                        boundary[q[i].first] = boundary[q[i].second + 1] = 1;
+                        cur = nx;
+                    }
+                }
+                return to;
+            }
+            case GrammarExpr::SEQ:
+                for (int p : x.parts) from = build(p, from);
+                return from;
+            case GrammarExpr::ALT: {
+                int32_t to = state();
+                for (int p : x.parts) {
+                    int32_t s = state();
+                    eps(from, s);
+                    eps(build(p, s), to);
+                }
+                return to;
+            }
+            case GrammarExpr::REPEAT: {
+                for (int i = 0; i < x.min; i++) {
+                    int32_t s = state();
+                    eps(from, s);
+                    from = build(x.parts[0], s);
+                }
+                if (x.max < 0) {  // loop: s -> (part) -> s
+                    int32_t s = state();
+                    eps(from, s);
+                    eps(build(x.parts[0], s), s);
+                    return s;
+                }
+                int32_t to = state();
+                for (int i = x.min; i < x.max; i++) {
+                    eps(from, to);
+                    int32_t s = state();
+                    eps(from, s);
+                    from = build(x.parts[0], s);
+                }
+                eps(from, to);
+                return to;
+            }
+            case GrammarExpr::REF: {
+                if (kind[size_t(x.rule)] == 2) return build(g.rules[size_t(x.rule)].body, from);
+                int32_t to = state();
+                edges.push_back({from, to, -1, -1, x.rule});
+                return to;
+            }
+        }
+        return from;
+    }
+};
+
+// Subset construction of one rule's DFA, appended to out's tables (calls still name AST rules; fixed up later).
+inline int32_t determinize(GrammarNfa& nfa, int32_t rule_index, Grammar& out) {
+    size_t n = size_t(nfa.n_states);
+    std::vector<uint32_t> offset(n + 1, 0);  // edges by source state
+    for (const auto& e : nfa.edges) offset[size_t(e.from) + 1]++;
+    for (size_t i = 0; i < n; i++) offset[i + 1] += offset[i];
+    std::vector<GrammarNfa::Edge> by_from(nfa.edges.size());
+    {
+        std::vector<uint32_t> fill(offset.begin(), offset.end() - 1);
+        for (const auto& e : nfa.edges) by_from[fill[size_t(e.from)]++] = e;
+    }
+    std::vector<uint32_t> stamp(n, 0);
+    uint32_t now = 0;
+    auto closure = [&](std::vector<int32_t> seeds) {  // the states reachable by epsilon edges, sorted
+        now++;
+        std::vector<int32_t> set;
+        for (int32_t s : seeds)
+            if (stamp[size_t(s)] != now) stamp[size_t(s)] = now, set.push_back(s);
+        for (size_t i = 0; i < set.size(); i++)
+            for (uint32_t k = offset[size_t(set[i])]; k < offset[size_t(set[i]) + 1]; k++) {
+                const auto& e = by_from[k];
+                if (e.lo < 0 && e.call < 0 && stamp[size_t(e.to)] != now)
+                    stamp[size_t(e.to)] = now, set.push_back(e.to);
+            }
+        std::sort(set.begin(), set.end());
+        return set;
+    };
+    const int32_t base = int32_t(out.states.size());
+    const int k = out.n_classes;
+    std::map<std::vector<int32_t>, int32_t> ids;
+    std::vector<std::vector<int32_t>> sets;
+    auto id_of = [&](std::vector<int32_t> seeds) {
+        std::vector<int32_t> set = closure(std::move(seeds));
+        auto it = ids.find(set);
+        if (it != ids.end()) return it->second;
+        if (out.states.size() >= GRAMMAR_MAX_STATES)
+            fail("grammar: too large (more than %zu DFA states)", GRAMMAR_MAX_STATES);
+        int32_t id = int32_t(out.states.size());
+        out.states.push_back({rule_index, 0, 0, false, false});
+        out.next.resize(out.states.size() * size_t(k), -1);
+        ids.emplace(set, id);
+        sets.push_back(std::move(set));
+        return id;
+    };
+    id_of({0});
+    std::vector<std::vector<int32_t>> targets(static_cast<size_t>(k));
+    for (size_t i = 0; i < sets.size(); i++) {
+        for (auto& t : targets) t.clear();
+        std::vector<std::pair<int32_t, int32_t>> calls;  // (rule, NFA target)
+        bool final = false;
+        for (int32_t s : sets[i]) {
+            final |= s == nfa.end;
+            for (uint32_t e = offset[size_t(s)]; e < offset[size_t(s) + 1]; e++) {
+                const auto& ed = by_from[e];
+                if (ed.call >= 0)
+                    calls.push_back({ed.call, ed.to});
+                else if (ed.lo >= 0)
+                    for (int c = out.byte_class[ed.lo]; c <= out.byte_class[ed.hi]; c++)
+                        targets[size_t(c)].push_back(ed.to);
+            }
+        }
+        int32_t id = base + int32_t(i);
+        for (int c = 0; c < k; c++)
+            if (!targets[size_t(c)].empty()) {
+                int32_t t = id_of(targets[size_t(c)]);
+                out.next[size_t(id) * k + c] = t;
+                out.states[size_t(id)].bytes = true;
+            }
+        std::sort(calls.begin(), calls.end());
+        out.states[size_t(id)].calls_begin = uint32_t(out.calls.size());
+        for (size_t a = 0; a < calls.size();) {
+            size_t b = a;
+            std::vector<int32_t> to;
+            while (b < calls.size() && calls[b].first == calls[a].first) to.push_back(calls[b++].second);
+            int32_t t = id_of(to);
+            out.calls.push_back({calls[a].first, t});
+            a = b;
+        }
+        out.states[size_t(id)].calls_end = uint32_t(out.calls.size());
+        out.states[size_t(id)].final = final;
+    }
+    return base;
+}
+
+// Merges equivalent states: Hopcroft's partition refinement in the form for partial transition functions
+// (Valmari and Lehtinen, 2008), O(m log n) for m transitions. The alphabet is the byte classes and one symbol
+// per callee (a call edge moves to its return state); states start split by finality. Copies of an inlined rule
+// often share their future, and each state left costs a trie walk when the grammar is bound to a vocabulary.
+inline void minimize(Grammar& g) {
+    const size_t n = g.states.size(), k = size_t(g.n_classes);
+    struct Edge {
+        int32_t symbol, from;
+    };
+    std::vector<std::vector<Edge>> in(n);  // incoming transitions of each state
+    std::unordered_map<int32_t, int32_t> callee_symbol;
+    for (size_t s = 0; s < n; s++) {
+        for (size_t c = 0; c < k; c++)
+            if (g.next[s * k + c] >= 0) in[size_t(g.next[s * k + c])].push_back({int32_t(c), int32_t(s)});
+        for (uint32_t c = g.states[s].calls_begin; c < g.states[s].calls_end; c++) {
+            auto it = callee_symbol.emplace(g.calls[c].start, int32_t(k + callee_symbol.size())).first;
+            in[size_t(g.calls[c].ret)].push_back({it->second, int32_t(s)});
+        }
+    }
+    // The partition: block b holds elems[first[b] .. end[b]); marked states are moved to the front (up to mid).
+    std::vector<int32_t> elems(n), loc(n), blk(n), first, end, mid;
+    std::vector<char> in_work;
+    std::vector<int32_t> work;
+    for (int fin = 1; fin >= 0; fin--) {
+        int32_t b = int32_t(first.size()), start = int32_t(b == 0 ? 0 : end.back());
+        int32_t e = start;
+        for (size_t s = 0; s < n; s++)
+            if (g.states[s].final == bool(fin)) elems[size_t(e)] = int32_t(s), loc[s] = e++, blk[s] = b;
+        if (e == start) continue;
+        first.push_back(start), end.push_back(e), mid.push_back(start), in_work.push_back(1), work.push_back(b);
+    }
+    std::vector<int32_t> touched, splitter;
+    std::vector<Edge> edges;
+    while (!work.empty()) {
+        int32_t B = work.back();
+        work.pop_back();
+        in_work[size_t(B)] = 0;
+        splitter.assign(elems.begin() + first[size_t(B)], elems.begin() + end[size_t(B)]);
+        edges.clear();
+        for (int32_t t : splitter) edges.insert(edges.end(), in[size_t(t)].begin(), in[size_t(t)].end());
+        std::sort(edges.begin(), edges.end(), [](const Edge& x, const Edge& y) { return x.symbol < y.symbol; });
+        for (size_t i = 0; i < edges.size();) {  // one symbol at a time: mark its preimage of B, then split
+            size_t j = i;
+            for (; j < edges.size() && edges[j].symbol == edges[i].symbol; j++) {
+                int32_t s = edges[j].from, Y = blk[size_t(s)];
+                if (loc[size_t(s)] < mid[size_t(Y)]) continue;  // marked already
+                if (mid[size_t(Y)] == first[size_t(Y)]) touched.push_back(Y);
+                int32_t other = elems[size_t(mid[size_t(Y)])];
+                std::swap(elems[size_t(loc[size_t(s)])], elems[size_t(mid[size_t(Y)])]);
+                std::swap(loc[size_t(s)], loc[size_t(other)]);
+                mid[size_t(Y)]++;
+            }
+            i = j;
+            for (int32_t Y : touched) {
+                if (mid[size_t(Y)] == end[size_t(Y)]) {  // all of Y: no split
+                    mid[size_t(Y)] = first[size_t(Y)];
+                    continue;
+                }
+                int32_t Z = int32_t(first.size());  // the marked part becomes block Z
+                first.push_back(first[size_t(Y)]), end.push_back(mid[size_t(Y)]), mid.push_back(first[size_t(Y)]);
+                in_work.push_back(0);
+                first[size_t(Y)] = mid[size_t(Y)];
+                for (int32_t p = first[size_t(Z)]; p < end[size_t(Z)]; p++) blk[size_t(elems[size_t(p)])] = Z;
+                bool z_smaller = end[size_t(Z)] - first[size_t(Z)] <= end[size_t(Y)] - first[size_t(Y)];
+                int32_t add = in_work[size_t(Y)] || z_smaller ? Z : Y;
+                in_work[size_t(add)] = 1;
+                work.push_back(add);
+            }
+            touched.clear();
+        }
+    }
+    size_t n_blocks = first.size();
+    if (n_blocks == n) return;
+    Grammar m;
+    m.n_classes = g.n_classes;
+    std::copy(std::begin(g.byte_class), std::end(g.byte_class), m.byte_class);
+    m.rule_names = g.rule_names;
+    m.text = g.text;
+    m.start = blk[size_t(g.start)];
+    m.states.resize(n_blocks);
+    m.next.assign(n_blocks * k, -1);
+    for (size_t b = 0; b < n_blocks; b++) {
+        size_t s = size_t(elems[size_t(first[b])]);  // any state of the block
+        const Grammar::State& st = g.states[s];
+        for (size_t c = 0; c < k; c++) {
+            int32_t t = g.next[s * k + c];
+            m.next[b * k + c] = t < 0 ? -1 : blk[size_t(t)];
+        }
+        m.states[b] = {st.rule, uint32_t(m.calls.size()), 0, st.final, st.bytes};
+        for (uint32_t c = st.calls_begin; c < st.calls_end; c++)
+            m.calls.push_back({blk[size_t(g.calls[c].start)], blk[size_t(g.calls[c].ret)]});
+        m.states[b].calls_end = uint32_t(m.calls.size());
+    }
+    g = std::move(m);
+}
+
+// Parses, checks and compiles GBNF text.
+inline Grammar grammar_from_gbnf(const std::string& text) {
+    GrammarAst ast;
+    ast.text = text;
+    GbnfParser(ast).parse();
+    std::vector<char> kind = check_grammar(ast);
+    Grammar out;
+    out.text = text;
+    uint8_t boundary[257] = {};
+    boundary[0] = 1;
+    size_t budget = GRAMMAR_MAX_NFA;
+    std::vector<GrammarNfa> nfas;
+    for (size_t r = 0; r < ast.rules.size(); r++) {
+        if (kind[r] != 1) continue;
+        nfas.push_back(GrammarNfa{ast, kind, budget, {}, 0, 0, boundary});
+        int32_t start = nfas.back().state();
+        nfas.back().end = nfas.back().build(ast.rules[r].body, start);
+    }
+    for (int b = 0; b < 256; b++) {
+        out.n_classes += boundary[b];
+        out.byte_class[b] = uint8_t(out.n_classes - 1);
+    }
+    std::vector<int32_t> start_of(ast.rules.size(), -1);
+    size_t i = 0;
+    for (size_t r = 0; r < ast.rules.size(); r++) {
+        if (kind[r] != 1) continue;
+        start_of[r] = determinize(nfas[i], int32_t(out.rule_names.size()), out);
+        out.rule_names.push_back(ast.rules[r].name);
+        std::vector<GrammarNfa::Edge>().swap(nfas[i++].edges);  // free its memory
+    }
+    for (Grammar::Call& c : out.calls) c.start = start_of[size_t(c.start)];
+    out.start = start_of[size_t(ast.root)];
+    minimize(out);
+    return out;
+}
+
+// ----------------------------------------------------------------------------
+// Parse states: sets of stacks of frames
+// ----------------------------------------------------------------------------
+
+// The frames of a grammar's stacks and the two moves on a set of stacks. A stack is named by its top frame;
+// BOTTOM is the parent of the root rule's frame, DONE stands in a set for the stack whose root has returned.
+// A frame with state -1 is a marker that TokenGrammar puts at the bottom of its walks ("the frame below").
+struct GrammarStacks {
+    static constexpr int32_t BOTTOM = -1, DONE = -2;
+    struct Frame {
+        int32_t state, parent;
+    };
+    const Grammar* g;
+    std::vector<Frame> pool;  // frames; a stack's frames come before the frames above them
+
+    explicit GrammarStacks(const Grammar& grammar) : g(&grammar) {}
+
+    int32_t push(int32_t state, int32_t parent) {
+        pool.push_back({state, parent});
+        return int32_t(pool.size()) - 1;
+    }
+    // The stacks of the text's start.
+    void start(std::vector<int32_t>& out) {
+        out.clear();
+        seen_.clear();
+        close(push(g->start, BOTTOM), out);
+    }
+    // The stack tops reachable from frame f without consuming a byte, added to out: f itself if its state has
+    // byte edges; what its state's calls push (callee start over the return state); what a return pops to.
+    // Each (state, parent) is expanded once per step (seen_), which also ends loops of rules that match "".
+    void close(int32_t f, std::vector<int32_t>& out) {
+        work_.clear();
+        work_.push_back(f);
+        while (!work_.empty()) {
+            int32_t n = work_.back();
+            work_.pop_back();
+            if (n == BOTTOM) {
+                add(out, DONE);
+                continue;
+            }
+            Frame fr = pool[size_t(n)];
+            if (fr.state < 0) {  // the walk's bottom marker: the frame below returned
+                add(out, n);
+                continue;
+            }
+            const Grammar::State& s = g->states[size_t(fr.state)];
+            if (s.calls_begin == s.calls_end && !s.final) {
+                add(out, n);
+                continue;
+            }
+            bool seen = false;
+            for (const Frame& x : seen_) seen |= x.state == fr.state && x.parent == fr.parent;
+            if (seen) continue;
+            seen_.push_back(fr);
+            if (s.bytes) add(out, n);
+            for (uint32_t c = s.calls_begin; c < s.calls_end; c++)
+                work_.push_back(push(g->calls[c].start, push(g->calls[c].ret, fr.parent)));
+            if (s.final) work_.push_back(fr.parent);
+        }
+    }
+    // out = the stacks after one byte of class c from the stacks `in` (empty: the byte is refused).
+    void step(const std::vector<int32_t>& in, int c, std::vector<int32_t>& out) {
+        out.clear();
+        seen_.clear();
+        for (int32_t f : in) {
+            if (f < 0) continue;
+            Frame fr = pool[size_t(f)];
+            if (fr.state < 0) continue;
+            int32_t t = g->next[size_t(fr.state) * g->n_classes + c];
+            if (t < 0) continue;
+            int32_t nf = t == fr.state ? f : push(t, fr.parent);  // frames never change: a loop reuses its frame
+            const Grammar::State& s = g->states[size_t(t)];
+            if (in.size() == 1 && s.calls_begin == s.calls_end && !s.final)
+                out.push_back(nf);  // the common case
+            else
+                close(nf, out);
+        }
+    }
+    void begin_closure() { seen_.clear(); }
+
+  private:
+    std::vector<int32_t> work_;
+    std::vector<Frame> seen_;
+
+    void add(std::vector<int32_t>& out, int32_t f) {
+        for (int32_t x : out)
+            if (x == f || (x >= 0 && f >= 0 && pool[size_t(x)].state == pool[size_t(f)].state &&
+                           pool[size_t(x)].parent == pool[size_t(f)].parent))
+                return;
+        if (out.size() >= GRAMMAR_MAX_STACKS)
+            fail("grammar: more than %zu parses at once (the grammar is too ambiguous)", GRAMMAR_MAX_STACKS);
+        out.push_back(f);
+    }
+};
+
+inline bool Grammar::matches(const std::string& s) const {
+    GrammarStacks st(*this);
+    std::vector<int32_t> a, b;
+    st.start(a);
+    for (char c : s) {
+        st.step(a, byte_class[uint8_t(c)], b);
+        if (b.empty()) return false;
+        a.swap(b);
+    }
+    return std::find(a.begin(), a.end(), GrammarStacks::DONE) != a.end();
+}
+
+// ----------------------------------------------------------------------------
+// Token masks: the vocabulary trie, the per-state tables, the matcher
+// ----------------------------------------------------------------------------
+
+inline int mask_words(int n_vocab) { return (n_vocab + 31) / 32; }
+inline bool mask_test(const uint32_t* mask, int id) { return (mask[id >> 5] >> (id & 31)) & 1u; }
+inline void mask_set(uint32_t* mask, int id) { mask[id >> 5] |= 1u << (id & 31); }
+
+// A trie of byte strings with an id on each string's last node, stored in preorder: a walk is one pass over
+// the arrays that skips a refused node's subtree by jumping to its end.
+struct ByteTrie {
+    std::vector<uint8_t> byte;    // (n_nodes) the byte that leads to each node (the root is not stored)
+    std::vector<uint16_t> depth;  // (n_nodes) 1 for the root's children
+    std::vector<int32_t> end;     // (n_nodes) the index after the node's subtree
+    std::vector<int32_t> first;   // (n_nodes + 1) node i holds ids[first[i] .. first[i + 1])
+    std::vector<int32_t> ids;     // (n_items) by node
+    int max_depth = 0;
+
+    ByteTrie() = default;
+    // items: (bytes, id); the bytes must outlive the call only.
+    explicit ByteTrie(std::vector<std::pair<std::string_view, int32_t>> items) {
+        std::sort(items.begin(), items.end());
+        std::vector<int32_t> open;  // the path to the last node
+        const std::string_view* prev = nullptr;
+        for (const auto& [s, id] : items) {
+            if (s.empty()) continue;
+            if (s.size() > 65535) fail("grammar: a token of %zu bytes (at most 65535)", s.size());
+            size_t l = 0;
+            while (prev && l < prev->size() && l < s.size() && (*prev)[l] == s[l]) l++;
+            for (; open.size() > l; open.pop_back()) end[size_t(open.back())] = int32_t(byte.size());
+            for (size_t d = l; d < s.size(); d++) {
+                open.push_back(int32_t(byte.size()));
+                byte.push_back(uint8_t(s[d]));
+                depth.push_back(uint16_t(d + 1));
+                end.push_back(0);
+                first.push_back(int32_t(ids.size()));
+            }
+            ids.push_back(id);  // sorted input: s's last node is the newest node
+            max_depth = std::max(max_depth, int(s.size()));
+            prev = &s;
+        }
+        for (; !open.empty(); open.pop_back()) end[size_t(open.back())] = int32_t(byte.size());
+        first.push_back(int32_t(ids.size()));
+    }
+    size_t size() const { return byte.size(); }
+};
+
+// The tokens a grammar may choose from: every regular and non-special added token with an id below n_vocab.
+// Special tokens (<|im_end|>) are never text; the stop ids are allowed by the caller where the grammar may end.
+struct TokenTrie {
+    int n_vocab = 0;                 // token ids are < n_vocab
+    ByteTrie trie;                   // the byte strings of the usable tokens
+    std::vector<std::string> bytes;  // (n_vocab) each token's bytes
+    std::vector<uint32_t> usable;    // (mask_words(n_vocab)) bit set: the ids in the trie
+
+    // n_vocab: how many ids the model samples from (-1: all of the vocabulary's).
+    explicit TokenTrie(const Vocab& v, int n = -1) {
+        n_vocab = n < 0 ? int(v.tokens.size()) : std::min(n, int(v.tokens.size()));
+        if (v.kind.size() != v.tokens.size())
+            fail("grammar: vocabulary has %zu tokens but %zu kinds", v.tokens.size(), v.kind.size());
+        bytes.assign(v.tokens.begin(), v.tokens.begin() + n_vocab);
+        usable.assign(size_t(mask_words(n_vocab)), 0);
+        std::vector<std::pair<std::string_view, int32_t>> items;
+        for (int id = 0; id < n_vocab; id++)
+            if (v.kind[size_t(id)] != TOKEN_SPECIAL && !bytes[size_t(id)].empty()) {
+                items.push_back({bytes[size_t(id)], id});
+                mask_set(usable.data(), id);
+            }
+        trie = ByteTrie(std::move(items));
+    }
+};
+
+// A grammar bound to a vocabulary: for each state with byte edges, the tokens allowed whatever lies below its
+// frame, and the trie of the suffixes that the stack below must accept (see the section comment). Immutable
+// once built; one TokenGrammar serves any number of GrammarMatchers, on any threads.
+struct TokenGrammar {
+    // The tokens allowed in every context: a bit set (when that is smaller), else a sorted list of them, or
+    // (complement) of the usable tokens that are not.
+    struct StateMask {
+        std::vector<uint32_t> bits;  // (mask words) or empty
+        std::vector<int32_t> ids;    // sorted token ids
+        bool complement = false;
+        ByteTrie suffixes;  // token bytes left after the frame returns mid-token -> the token's id
+    };
+    Grammar grammar;
+    std::shared_ptr<const TokenTrie> vocab;
+    std::vector<StateMask> masks;  // (n_states) empty for states without byte edges
+
+    // n_threads: how many threads build the tables (0: one per core, at most 8); each state's walk is separate.
+    TokenGrammar(Grammar g, std::shared_ptr<const TokenTrie> v, int n_threads = 0)
+        : grammar(std::move(g)), vocab(std::move(v)) {
+        if (!vocab) fail("grammar: no vocabulary");
+        masks.resize(grammar.states.size());
+        if (n_threads <= 0) n_threads = int(std::min(8u, std::max(1u, std::thread::hardware_concurrency())));
+        auto work = [this, n_threads](int part) {
+            Configs cf(grammar);
+            for (size_t q = size_t(part); q < grammar.states.size(); q += size_t(n_threads))
+                if (grammar.states[q].bytes) index_state_(int32_t(q), cf);
+        };
+        std::vector<std::thread> threads;
+        std::vector<std::exception_ptr> errors(static_cast<size_t>(n_threads));
+        for (int p = 1; p < n_threads; p++)
+            threads.emplace_back([&, p] {
+                try {
+                    work(p);
+                } catch (...) {
+                    errors[size_t(p)] = std::current_exception();
+                }
+            });
+        try {
+            work(0);
+        } catch (...) {
+            errors[0] = std::current_exception();
+        }
+        for (std::thread& t : threads) t.join();
+        for (auto& e : errors)
+            if (e) std::rethrow_exception(e);
+    }
+
+  private:
+    // Stack sets over the bottom marker (frame 0), interned by content, with their moves by each byte class
+    // computed once: a walk of the trie is then one table lookup per node, and the walks from different states
+    // share the sets they pass through (a string's content states lead to each other).
+    struct Configs {
+        GrammarStacks st;
+        std::map<std::vector<int32_t>, int32_t> ids;  // content (each stack's states down to the marker) -> id
+        std::vector<std::vector<int32_t>> tops;       // (n_configs) the stack tops of each, in st.pool
+        std::vector<int32_t> next;  // (n_configs, n_classes) next id << 1 | frame returned; -1: not yet
+        std::vector<int32_t> out;
+
+        explicit Configs(const Grammar& g) : st(g) {
+            st.push(-1, GrammarStacks::BOTTOM);  // frame 0: the marker
+            intern({});                          // config 0: no stack (refused)
+        }
+        int32_t intern(const std::vector<int32_t>& set) {
+            std::vector<std::vector<int32_t>> stacks;
+            for (int32_t f : set) {
+                stacks.emplace_back();
+                for (int32_t x = f; x > 0; x = st.pool[size_t(x)].parent)
+                    stacks.back().push_back(st.pool[size_t(x)].state);
+            }
+            std::sort(stacks.begin(), stacks.end());
+            std::vector<int32_t> key;
+            for (const auto& s : stacks) key.insert(key.end(), s.begin(), s.end()), key.push_back(-1);
+            auto it = ids.find(key);
+            if (it != ids.end()) return it->second;
+            int32_t id = int32_t(tops.size());
+            ids.emplace(std::move(key), id);
+            tops.push_back(set);
+            next.resize(tops.size() * size_t(st.g->n_classes), -1);
+            return id;
+        }
+        int32_t move(int32_t c, int cls) {
+            int32_t& e = next[size_t(c) * st.g->n_classes + cls];
+            if (e >= 0) return e;
+            st.step(tops[size_t(c)], cls, out);
+            auto m = std::find(out.begin(), out.end(), 0);
+            bool returned = m != out.end();
+            if (returned) out.erase(m);
+            int32_t r = intern(out) << 1 | int32_t(returned);
+            next[size_t(c) * st.g->n_classes + cls] = r;  // (intern may have moved `next`)
+            return r;
+        }
+    };
+
+    // Walks the vocabulary trie from the stack [q]. Along the current path: cfg[d] is the stack set after d
+    // bytes, esc[0 .. n_esc[d]) the depths after which q's frame returned.
+    void index_state_(int32_t q, Configs& cf) {
+        const ByteTrie& t = vocab->trie;
+        size_t D = size_t(t.max_depth) + 1;
+        std::vector<int32_t> cfg(D), n_esc(D, 0), esc(D);
+        std::vector<uint8_t> path(D);
+        std::vector<uint32_t> accepted(size_t(mask_words(vocab->n_vocab)), 0u);
+        size_t n_accepted = 0;
+        std::vector<std::pair<size_t, int32_t>> suffixes;  // (offset in suffix_text, id); the lengths below
+        std::vector<size_t> suffix_len;
+        std::string suffix_text;
+        auto uncertain = [&](int32_t id, int len, int n) {  // the token path[1..len] with n return points
+            for (int k = 0; k < n; k++) {
+                suffixes.push_back({suffix_text.size(), id});
+                suffix_len.push_back(size_t(len - esc[size_t(k)]));
+                suffix_text.append(reinterpret_cast<const char*>(&path[size_t(esc[size_t(k)]) + 1]), suffix_len.back());
+            }
+        };
+        cfg[0] = cf.intern({cf.st.push(q, 0)});
+        for (size_t i = 0; i < t.size();) {
+            int d = t.depth[i];
+            path[size_t(d)] = t.byte[i];
+            int32_t e = cf.move(cfg[size_t(d - 1)], grammar.byte_class[t.byte[i]]);
+            bool live = e >> 1 != 0, returned = e & 1;
+            cfg[size_t(d)] = e >> 1;
+            n_esc[size_t(d)] = n_esc[size_t(d - 1)];
+            if (returned) esc[size_t(n_esc[size_t(d)]++)] = d;
+            for (int32_t k = t.first[i]; k < t.first[i + 1]; k++) {
+                if (live || returned)
+                    mask_set(accepted.data(), t.ids[size_t(k)]), n_accepted++;
+                else
+                    uncertain(t.ids[size_t(k)], d, n_esc[size_t(d - 1)]);
+            }
+            if (!live) {  // every token below returned at one of the esc depths first, or is refused
+                if (n_esc[size_t(d)] > 0)
+                    for (size_t j = i + 1; j < size_t(t.end[i]); j++) {
+                        path[t.depth[j]] = t.byte[j];
+                        for (int32_t k = t.first[j]; k < t.first[j + 1]; k++)
+                            uncertain(t.ids[size_t(k)], t.depth[j], n_esc[size_t(d)]);
+                    }
+                i = size_t(t.end[i]);
+                continue;
+            }
+            i++;
+        }
+        StateMask& out = masks[size_t(q)];
+        size_t n_usable = t.ids.size(), words = accepted.size();
+        out.complement = n_accepted * 2 > n_usable;
+        if (std::min(n_accepted, n_usable - n_accepted) > words) {
+            out.bits = std::move(accepted);
+        } else {
+            const uint32_t* usable = vocab->usable.data();
+            for (size_t w = 0; w < words; w++)
+                for (uint32_t m = out.complement ? usable[w] & ~accepted[w] : accepted[w]; m; m &= m - 1)
+                    out.ids.push_back(int32_t(w * 32 + size_t(__builtin_ctz(m))));
+        }
+        std::vector<std::pair<std::string_view, int32_t>> items;
+        for (size_t k = 0; k < suffixes.size(); k++)
+            items.push_back(
+                {std::string_view(suffix_text).substr(suffixes[k].first, suffix_len[k]), suffixes[k].second});
+        out.suffixes = ByteTrie(std::move(items));
+    }
+};
+
+// Builds the tables of a grammar for a vocabulary (the cost is paid once per grammar; share the result).
+inline std::shared_ptr<const TokenGrammar> bind_grammar(Grammar g, std::shared_ptr<const TokenTrie> vocab,
+                                                        int n_threads = 0) {
+    return std::make_shared<const TokenGrammar>(std::move(g), std::move(vocab), n_threads);
+}
+
+// One sequence's position in a grammar: which tokens may come next, and the move by the chosen one.
+struct GrammarMatcher {
+    explicit GrammarMatcher(std::shared_ptr<const TokenGrammar> g) : tg_(std::move(g)), st_(tg_->grammar) { reset(); }
+    void reset() {
+        st_.pool.clear();
+        st_.start(set_);
+        compact_at_ = 4096;
+    }
+    int n_vocab() const { return tg_->vocab->n_vocab; }
+    // The text so far is a complete sentence (the stop ids may come now).
+    bool accepts_end() const { return std::find(set_.begin(), set_.end(), GrammarStacks::DONE) != set_.end(); }
+    // Complete, and no byte can follow: generation is over.
+    bool finished() const { return set_.size() == 1 && set_[0] == GrammarStacks::DONE; }
+    size_t frames() const { return st_.pool.size(); }  // stack frames held (memory use)
+
+    // mask: mask_words(n_vocab()) words; bit id is set when token id may come next. Stop ids are not set (see
+    // accepts_end). Cost: a copy or a list per stack, plus the walk of its state's (small) suffix trie.
+    void allowed(uint32_t* mask) {
+        const TokenTrie& v = *tg_->vocab;
+        size_t words = size_t(mask_words(v.n_vocab));
+        std::fill(mask, mask + words, 0u);
+        bool empty = true;
+        for (int32_t f : set_) {
+            if (f < 0) continue;
+            const TokenGrammar::StateMask& m = tg_->masks[size_t(st_.pool[size_t(f)].state)];
+            if (!m.bits.empty()) {
+                for (size_t w = 0; w < words; w++) mask[w] |= m.bits[w];
+            } else if (m.complement) {
+                buf_.resize(words);
+                uint32_t* dst = empty ? mask : buf_.data();
+                std::copy(v.usable.begin(), v.usable.end(), dst);
+                for (int32_t id : m.ids) dst[id >> 5] &= ~(1u << (id & 31));
+                if (!empty)
+                    for (size_t w = 0; w < words; w++) mask[w] |= dst[w];
+            } else {
+                for (int32_t id : m.ids) mask_set(mask, id);
+            }
+            empty = false;
+            if (m.suffixes.size()) allow_suffixes_(f, m.suffixes, mask);
+        }
+    }
+    // Consumes token id; false (and no change) when the grammar does not allow it here.
+    bool advance(int id) {
+        const TokenTrie& v = *tg_->vocab;
+        if (id < 0 || id >= v.n_vocab || !mask_test(v.usable.data(), id)) return false;
+        return advance_bytes(v.bytes[size_t(id)]);
+    }
+    // Consumes bytes (of one token or several); false (and no change) when the grammar refuses them.
+    bool advance_bytes(const std::string& s) {
+        size_t mark = st_.pool.size();
+        if (!step_bytes_(s)) {
+            st_.pool.resize(mark);
+            return false;
+        }
+        set_.swap(tmp_);
+        if (st_.pool.size() > compact_at_) compact_();
+        return true;
+    }
+    // Whether advance_bytes(s) would succeed, without moving (the tests' oracle: one token at a time).
+    bool would_accept(const std::string& s) {
+        size_t mark = st_.pool.size();
+        bool ok = step_bytes_(s);
+        st_.pool.resize(mark);
+        return ok;
+    }
+
+  private:
+    std::shared_ptr<const TokenGrammar> tg_;
+    GrammarStacks st_;
+    std::vector<int32_t> set_, tmp_, tmp2_;  // the current stacks; scratch
+    std::vector<uint32_t> buf_;
+    std::vector<std::vector<int32_t>> sets_;  // suffix walks: the stacks after d bytes
+    std::vector<size_t> marks_;
+    size_t compact_at_ = 4096;
+
+    bool step_bytes_(const std::string& s) {  // tmp_ = the stacks after s (frames added to the pool)
+        tmp_ = set_;
+        for (char c : s) {
+            st_.step(tmp_, tg_->grammar.byte_class[uint8_t(c)], tmp2_);
+            if (tmp2_.empty()) return false;
+            tmp_.swap(tmp2_);
+        }
+        return true;
+    }
+    // Adds the tokens of a suffix trie whose suffix the stack below frame f accepts.
+    void allow_suffixes_(int32_t f, const ByteTrie& t, uint32_t* mask) {
+        size_t D = size_t(t.max_depth) + 1;
+        if (sets_.size() < D) sets_.resize(D), marks_.resize(D);
+        size_t mark = st_.pool.size();
+        sets_[0].clear();
+        st_.begin_closure();
+        st_.close(st_.pool[size_t(f)].parent, sets_[0]);
+        marks_[0] = st_.pool.size();
+        for (size_t i = 0; i < t.size();) {
+            int d = t.depth[i];
+            st_.pool.resize(marks_[size_t(d - 1)]);
+            st_.step(sets_[size_t(d - 1)], tg_->grammar.byte_class[t.byte[i]], sets_[size_t(d)]);
+            if (sets_[size_t(d)].empty()) {
+                i = size_t(t.end[i]);
+                continue;
+            }
+            for (int32_t k = t.first[i]; k < t.first[i + 1]; k++) mask_set(mask, t.ids[size_t(k)]);
+            marks_[size_t(d)] = st_.pool.size();
+            i++;
+        }
+        st_.pool.resize(mark);
+    }
+    // Copies the frames the current stacks use into a fresh pool (the rest is garbage of earlier steps).
+    void compact_() {
+        std::vector<int32_t> remap(st_.pool.size(), -1), chain;
+        std::vector<GrammarStacks::Frame> pool;
+        for (int32_t& f : set_) {
+            if (f < 0) continue;
+            chain.clear();
+            for (int32_t x = f; x >= 0 && remap[size_t(x)] < 0; x = st_.pool[size_t(x)].parent) chain.push_back(x);
+            for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+                GrammarStacks::Frame fr = st_.pool[size_t(*it)];
+                pool.push_back({fr.state, fr.parent >= 0 ? remap[size_t(fr.parent)] : fr.parent});
+                remap[size_t(*it)] = int32_t(pool.size()) - 1;
+            }
+            f = remap[size_t(f)];
+        }
+        st_.pool.swap(pool);
+        compact_at_ = 2 * st_.pool.size() + 4096;
+    }
+};
+
+// ----------------------------------------------------------------------------
+// JSON: a strict reader for schemas (RFC 8259, nesting depth <= 64) and the canonical writer
+// ----------------------------------------------------------------------------
+
+struct JsonValue {
+    enum Type : uint8_t { NUL, BOOL, NUMBER, STRING, ARRAY, OBJECT };
+    Type type = NUL;
+    bool boolean = false;
+    std::string text;                                        // STRING: the decoded UTF-8; NUMBER: as written
+    std::vector<JsonValue> items;                            // ARRAY
+    std::vector<std::pair<std::string, JsonValue>> members;  // OBJECT, in order (no duplicate keys)
+
+    const JsonValue* get(const std::string& key) const {
+        for (const auto& m : members)
+            if (m.first == key) return &m.second;
+        return nullptr;
+    }
+};
+
+struct JsonReader {
+    const std::string& s;
+    const char* what;  // names the input in errors
+    size_t pos = 0;
+
+    [[noreturn]] void error(const std::string& msg) const {
+        auto [line, col] = line_col(s, pos);
+        fail("%s: line %d col %d: %s", what, line, col, msg.c_str());
+    }
+    void ws() {
+        while (pos < s.size() && (s[pos] == ' ' || s[pos] == '\t' || s[pos] == '\n' || s[pos] == '\r')) pos++;
+    }
+    bool eat(const char* word) {
+        size_t n = strlen(word);
+        if (s.compare(pos, n, word) != 0) return false;
+        pos += n;
+        return true;
+    }
+    uint32_t hex4() {
+        uint32_t v = 0;
+        for (int i = 0; i < 4; i++, pos++) {
+            char c = pos < s.size() ? s[pos] : '\0';
+            int d = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                           : -1;
+            if (d < 0) error("expected 4 hex digits after \\u");
+            v = v * 16 + uint32_t(d);
+        }
+        return v;
+    }
+    std::string string() {
+        pos++;  // the opening quote
+        std::string out;
+        for (;;) {
+            if (pos >= s.size()) error("unterminated string");
+            uint8_t c = uint8_t(s[pos]);
+            if (c == '"') break;
+            if (c < 0x20) error("control character in a string (escape it)");
+            if (c >= 0x80) {
+                uint32_t cp;
+                int len = utf8_decode(reinterpret_cast<const uint8_t*>(s.data()) + pos, s.size() - pos, &cp);
+                if (len <= 0) error("invalid UTF-8");
+                out.append(s, pos, size_t(len));
+                pos += size_t(len);
+                continue;
+            }
+            pos++;
+            if (c != '\\') {
+                out += char(c);
+                continue;
+            }
+            char e = pos < s.size() ? s[pos++] : '\0';
+            const char* from = "\"\\/bfnrt";
+            const char* to = "\"\\/\b\f\n\r\t";
+            const char* hit = e ? strchr(from, e) : nullptr;
+            if (hit) {
+                out += to[hit - from];
+                continue;
+            }
+            if (e != 'u') error("invalid escape in a string");
+            uint32_t cp = hex4();
+            if (cp >= 0xD800 && cp <= 0xDBFF && eat("\\u")) {
+                uint32_t lo = hex4();
+                if (lo < 0xDC00 || lo > 0xDFFF) error("invalid surrogate pair");
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            } else if (cp >= 0xD800 && cp <= 0xDFFF) {
+                error("unpaired surrogate in a \\u escape");
+            }
+            utf8_append(out, cp);
+        }
+        pos++;
+        return out;
+    }
+    std::string number() {
+        size_t b = pos;
+        auto digits = [&] {
+            size_t d = pos;
+            while (pos < s.size() && std::isdigit(uint8_t(s[pos]))) pos++;
+            return pos - d;
+        };
+        if (s[pos] == '-') pos++;
+        if (pos < s.size() && s[pos] == '0')
+            pos++;
+        else if (digits() == 0)
+            error("invalid number");
+        if (pos < s.size() && s[pos] == '.' && (pos++, digits() == 0)) error("invalid number: no digits after '.'");
+        if (pos < s.size() && (s[pos] == 'e' || s[pos] == 'E')) {
+            pos++;
+            if (pos < s.size() && (s[pos] == '+' || s[pos] == '-')) pos++;
+            if (digits() == 0) error("invalid number: no digits in the exponent");
+        }
+        return s.substr(b, pos - b);
+    }
+    JsonValue value(int depth) {
+        ws();
+        if (pos >= s.size()) error("unexpected end of input");
+        JsonValue v;
+        char c = s[pos];
+        if ((c == '{' || c == '[') && depth >= GRAMMAR_MAX_NESTING)
+            error(sformat("nested deeper than %d", GRAMMAR_MAX_NESTING));
+        if (c == '{') {
+            v.type = JsonValue::OBJECT;
+            pos++;
+            ws();
+            if (pos < s.size() && s[pos] == '}') return pos++, v;
+            for (;;) {
+                ws();
+                if (pos >= s.size() || s[pos] != '"') error("expected a string key");
+                size_t at = pos;
+                std::string key = string();
+                if (v.get(key)) pos = at, error("duplicate key \"" + key + "\"");
+                ws();
+                if (!eat(":")) error("expected ':'");
+                JsonValue item = value(depth + 1);
+                v.members.emplace_back(std::move(key), std::move(item));
+                ws();
+                if (eat("}")) return v;
+                if (!eat(",")) error("expected ',' or '}'");
+            }
+        }
+        if (c == '[') {
+            v.type = JsonValue::ARRAY;
+            pos++;
+            ws();
+            if (pos < s.size() && s[pos] == ']') return pos++, v;
+            for (;;) {
+                v.items.push_back(value(depth + 1));
+                ws();
+                if (eat("]")) return v;
+                if (!eat(",")) error("expected ',' or ']'");
+            }
+        }
+        if (c == '"') {
+            v.type = JsonValue::STRING;
+            v.text = string();
+        } else if (c == '-' || std::isdigit(uint8_t(c))) {
+            v.type = JsonValue::NUMBER;
+            v.text = number();
+        } else if (eat("true") || eat("false")) {
+            v.type = JsonValue::BOOL;
+            v.boolean = c == 't';
+        } else if (!eat("null")) {
+            error(std::isprint(uint8_t(c)) ? sformat("unexpected '%c'", c) : "unexpected byte");
+        }
+        return v;
+    }
+};
+
+// Parses one JSON document; errors name `what` with the line and column.
+inline JsonValue parse_json(const std::string& text, const char* what = "JSON") {
+    JsonReader r{text, what};
+    JsonValue v = r.value(0);
+    r.ws();
+    if (r.pos != text.size()) r.error("unexpected data after the JSON value");
+    return v;
+}
+
+// s as a JSON string literal: quotes, backslashes and control characters escaped, everything else as is.
+inline void json_quote(std::string& out, const std::string& s) {
+    out += '"';
+    for (char c : s) {
+        switch (c) {
+            case '"':
+                out += "\\\"";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\b':
+                out += "\\b";
+                break;
+            case '\f':
+                out += "\\f";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\r':
+                out += "\\r";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
+            default:
+                if (uint8_t(c) < 0x20)
+                    out += sformat("\\u%04x", unsigned(uint8_t(c)));
+                else
+                    out += c;
+        }
+    }
+    out += '"';
+}
+
+// Compact JSON text of a value (no spaces), as a generated const or enum value is written.
+inline std::string json_dump(const JsonValue& v) {
+    std::string out;
+    switch (v.type) {
+        case JsonValue::NUL:
+            return "null";
+        case JsonValue::BOOL:
+            return v.boolean ? "true" : "false";
+        case JsonValue::NUMBER:
+            return v.text;
+        case JsonValue::STRING:
+            json_quote(out, v.text);
+            return out;
+        case JsonValue::ARRAY:
+            out = "[";
+            for (size_t i = 0; i < v.items.size(); i++) out += (i ? "," : "") + json_dump(v.items[i]);
+            return out + "]";
+        case JsonValue::OBJECT:
+            out = "{";
+            for (size_t i = 0; i < v.members.size(); i++) {
+                if (i) out += ",";
+                json_quote(out, v.members[i].first);
+                out += ":" + json_dump(v.members[i].second);
+            }
+            return out + "}";
+    }
+    return out;
+}
+
+// ----------------------------------------------------------------------------
+// Writing GBNF: literals and classes; regex -> GBNF
+// ----------------------------------------------------------------------------
+
+// A code point as written inside "..." or [...] of GBNF.
+inline std::string gbnf_char(uint32_t cp) {
+    if (cp >= 0x20 && cp < 0x7F && !strchr("\"\\[]^-", int(cp))) return std::string(1, char(cp));
+    if (cp >= 0xA0) {
+        std::string s;
+        utf8_append(s, cp);
+        return s;
+    }
+    return sformat(cp < 0x10000 ? "\\u%04X" : "\\U%08X", cp);
+}
+
+// A GBNF literal matching exactly the UTF-8 text s (s must be valid UTF-8).
+inline std::string gbnf_literal(const std::string& s) {
+    std::string out = "\"";
+    for (uint32_t cp : utf8_to_code_points(s)) out += gbnf_char(cp);
+    return out + "\"";
+}
+
+// A GBNF class (or a literal for one character) of a normalised, non-empty set.
+inline std::string gbnf_class(const CodeRanges& r) {
+    if (r.size() == 1 && r[0].first == r[0].second) return "\"" + gbnf_char(r[0].first) + "\"";
+    std::string out = "[";
+    for (auto [lo, hi] : r) out += lo == hi ? gbnf_char(lo) : gbnf_char(lo) + "-" + gbnf_char(hi);
+    return out + "]";
+}
+
+// GBNF for one character of set r as it is written inside a JSON string: itself, or for '"', '\' and the
+// control characters their escape (\" \\ \n ... \u001f), so the decoded string holds exactly r's characters.
+inline std::string gbnf_json_chars(const CodeRanges& r) {
+    static const CodeRanges kEscaped = {{0, 0x1F}, {'"', '"'}, {'\\', '\\'}};
+    std::vector<std::string> alts;
+    CodeRanges plain = intersect_ranges(r, complement_ranges(kEscaped));
+    if (!plain.empty()) alts.push_back(gbnf_class(plain));
+    for (auto [lo, hi] : kEscaped)
+        for (uint32_t cp = lo; cp <= hi; cp++)
+            if (in_code_ranges(r, cp)) {
+                std::string esc;
+                json_quote(esc, std::string(1, char(cp)));
+                alts.push_back(gbnf_literal(esc.substr(1, esc.size() - 2)));
+            }
+    if (alts.size() == 1) return alts[0];
+    std::string out = "(";
+    for (size_t i = 0; i < alts.size(); i++) out += (i ? " | " : "") + alts[i];
+    return out + ")";
+}
+
+// Regular expressions (the ECMAScript subset that JSON Schema patterns and vLLM's guided_regex use) to GBNF:
+// literals, . (any character but line breaks), classes [a-z] [^...], \d \w \s and their negations (ASCII
+// meanings), escapes \n \t \xHH \uHHHH \u{H...}, groups ( ) (?: ) (?<name> ), |, * + ? {m} {m,} {m,n} (lazy ?
+// ignored: same language), ^ at the start and $ at the end. Back-references, lookaround and \b are refused.
+struct RegexToGbnf {
+    const std::string& re;
+    bool json;  // each character as written inside a JSON string (gbnf_json_chars)
+    size_t pos = 0;
+
+    [[noreturn]] void error(const std::string& msg) const { fail("regex: at offset %zu: %s", pos, msg.c_str()); }
+    bool eof() const { return pos >= re.size(); }
+    char peek() const { return eof() ? '\0' : re[pos]; }
+    std::string chars(const CodeRanges& r) const {
+        if (r.empty()) error("empty character class");
+        return json ? gbnf_json_chars(r) : gbnf_class(r);
+    }
+    uint32_t hex(size_t n) {
+        uint32_t v = 0;
+        for (size_t i = 0; i < n; i++, pos++) {
+            char c = peek();
+            int d = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                           : -1;
+            if (d < 0) error("bad hex escape");
+            v = v * 16 + uint32_t(d);
+        }
+        return v;
+    }
+    // After a backslash: a class escape (\d \w \s, negated by upper case) or one character.
+    CodeRanges escape() {
+        if (eof()) error("pattern ends with a backslash");
+        char c = re[pos++];
+        static const CodeRanges kDigit = {{'0', '9'}}, kWord = {{'0', '9'}, {'A', 'Z'}, {'_', '_'}, {'a', 'z'}},
+                                kSpace = {{'\t', '\r'}, {' ', ' '}};
+        switch (c) {
+            case 'd':
+                return kDigit;
+            case 'D':
+                return complement_ranges(kDigit);
+            case 'w':
+                return kWord;
+            case 'W':
+                return complement_ranges(kWord);
+            case 's':
+                return kSpace;
+            case 'S':
+                return complement_ranges(kSpace);
+            case 'n':
+                return {{'\n', '\n'}};
+            case 'r':
+                return {{'\r', '\r'}};
+            case 't':
+                return {{'\t', '\t'}};
+            case 'f':
+                return {{'\f', '\f'}};
+            case 'v':
+                return {{'\v', '\v'}};
+            case '0':
+                return {{0, 0}};
+            case 'x': {
+                uint32_t v = hex(2);
+                return {{v, v}};
+            }
+            case 'u': {
+                uint32_t v;
+                if (peek() == '{') {
+                    pos++;
+                    size_t b = pos;
+                    while (std::isxdigit(uint8_t(peek()))) pos++;
+                    if (pos == b || pos - b > 6 || peek() != '}') error("bad \\u{...} escape");
+                    size_t end = pos;
+                    pos = b;
+                    v = hex(end - b);
+                    pos++;
+                } else {
+                    v = hex(4);
+                }
+                if (v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) error("escape is not a Unicode scalar value");
+                return {{v, v}};
+            }
+            case 'b':
+            case 'B':
+                error("word boundaries (\\b, \\B) are not supported");
+            default:
+                if (std::isdigit(uint8_t(c))) error("back-references are not supported");
+                if (std::isalnum(uint8_t(c))) error(sformat("unknown escape '\\%c'", c));
+                return {{uint8_t(c), uint8_t(c)}};
+        }
+    }
+    uint32_t literal_char() {
+        uint32_t cp = 0;
+        int len = utf8_decode(reinterpret_cast<const uint8_t*>(re.data()) + pos, re.size() - pos, &cp);
+        if (len <= 0) error("invalid UTF-8");
+        pos += size_t(len);
+        return cp;
+    }
+    std::string char_class() {
+        pos++;
+        bool negate = peek() == '^';
+        if (negate) pos++;
+        CodeRanges r;
+        for (;;) {  // as in ECMAScript, ']' always closes: [] is empty, [^] is any character
+            if (eof()) error("unterminated character class");
+            if (re[pos] == ']') break;
+            CodeRanges item;
+            if (re[pos] == '\\')
+                pos++, item = escape();
+            else {
+                uint32_t c = literal_char();
+                item = {{c, c}};
+            }
+            if (item.size() == 1 && item[0].first == item[0].second && peek() == '-' && pos + 1 < re.size() &&
+                re[pos + 1] != ']') {
+                pos++;
+                CodeRanges hi;
+                if (re[pos] == '\\')
+                    pos++, hi = escape();
+                else {
+                    uint32_t c = literal_char();
+                    hi = {{c, c}};
+                }
+                if (hi.size() != 1 || hi[0].first != hi[0].second || hi[0].first < item[0].first)
+                    error("bad range in a character class");
+                item[0].second = hi[0].first;
+            }
+            r.insert(r.end(), item.begin(), item.end());
+        }
+        pos++;
+        r = normalize_ranges(r);
+        return chars(negate ? complement_ranges(r) : r);
+    }
+    int count() {
+        if (!std::isdigit(uint8_t(peek()))) error("expected a number in { }");
+        long v = 0;
+        while (std::isdigit(uint8_t(peek()))) {
+            v = v * 10 + (re[pos++] - '0');
+            if (v > GRAMMAR_MAX_COUNT) error(sformat("repetition count above %d", GRAMMAR_MAX_COUNT));
+        }
+        return int(v);
+    }
+    std::string atom(int depth) {
+        char c = peek();
+        if (c == '(') {
+            if (depth >= GRAMMAR_MAX_NESTING) error(sformat("groups nested deeper than %d", GRAMMAR_MAX_NESTING));
+            pos++;
+            if (peek() == '?') {
+                pos++;
+                if (peek() == ':')
+                    pos++;
+                else if ((peek() == '<' || peek() == 'P') && re.compare(pos, 2, "<=") != 0 &&
+                         re.compare(pos, 2, "<!") != 0) {
+                    size_t close = re.find('>', pos);
+                    if (close == std::string::npos) error("unterminated group name");
+                    pos = close + 1;
+                } else {
+                    error("lookaround and inline flags are not supported");
+                }
+            }
+            std::string inner = alternatives(depth + 1);
+            if (peek() != ')') error("'(' is not closed");
+            pos++;
+            return "(" + inner + ")";
+        }
+        if (c == '[') return char_class();
+        if (c == '.') {
+            pos++;
+            return chars(complement_ranges({{'\n', '\n'}, {'\r', '\r'}, {0x2028, 0x2029}}));
+        }
+        if (c == '\\') {
+            pos++;
+            return chars(escape());
+        }
+        if (c == '^' || c == '$') error("anchors are supported only at the start (^) and the end ($)");
+        if (c == '*' || c == '+' || c == '?' || c == '{') error("nothing to repeat");
+        if (c == ')') error("unmatched ')'");
+        uint32_t cp = literal_char();
+        return chars({{cp, cp}});
+    }
+    std::string sequence(int depth) {
+        std::string out;
+        while (!eof() && peek() != '|' && peek() != ')') {
+            if (peek() == '$' && pos + 1 == re.size()) {  // the end anchor: a full match is what we make anyway
+                pos++;
+                break;
+            }
+            std::string a = atom(depth);
+            char q = peek();
+            if (q == '*' || q == '+' || q == '?') {
+                pos++;
+                a += q;
+            } else if (q == '{') {
+                pos++;
+                int lo = peek() == ',' ? 0 : count(), hi = lo;
+                if (peek() == ',') pos++, hi = peek() == '}' ? -1 : count();
+                if (peek() != '}') error("expected '}'");
+                pos++;
+                if (hi >= 0 && hi < lo) error("repetition {m,n} with n < m");
+                a += hi < 0 ? sformat("{%d,}", lo) : sformat("{%d,%d}", lo, hi);
+            }
+            if (q == '*' || q == '+' || q == '?' || q == '{') {
+                if (peek() == '?') pos++;  // lazy: the same language
+                if (peek() == '*' || peek() == '+' || peek() == '?' || peek() == '{')
+                    error("a repetition of a repetition");
+            }
+            out += (out.empty() ? "" : " ") + a;
+        }
+        return out.empty() ? "\"\"" : out;
+    }
+    std::string alternatives(int depth) {
+        std::string out = sequence(depth);
+        while (peek() == '|') {
+            pos++;
+            out += " | " + sequence(depth);
+        }
+        return out;
+    }
+    std::string convert() {
+        if (re.size() > GRAMMAR_MAX_TEXT) fail("regex: longer than %zu bytes", GRAMMAR_MAX_TEXT);
+        if (peek() == '^') pos++;
+        std::string out = alternatives(0);
+        if (!eof()) error("unmatched ')'");
+        return "(" + out + ")";
+    }
+};
+
+// A GBNF expression for the strings that fully match `regex` (json: as written inside a JSON string).
+inline std::string regex_to_gbnf(const std::string& regex, bool json = false) {
+    return RegexToGbnf{regex, json}.convert();
+}
+
+// ----------------------------------------------------------------------------
+// JSON Schema -> GBNF
+// ----------------------------------------------------------------------------
+
+// The JSON text the schema grammars are built from: whitespace as models write it (nothing, one space or tab,
+// or a line break and an indent of up to 24), strings without unpaired surrogate escapes (so each escape is one
+// character and lengths count right), numbers as RFC 8259 writes them with at most 16 integer digits, 16
+// fraction digits and 3 exponent digits (a double holds 17 significant digits; longer runs are a model stuck).
+inline const char* json_base_gbnf() {
+    return R"GBNF(ws ::= [ \t]? | "\n" [ \t]{0,24}
+json-char ::= [^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" ([0-9a-cA-CefEF] [0-9a-fA-F]{3} | [dD] [0-7] [0-9a-fA-F]{2}))
+json-string ::= "\"" json-char* "\""
+json-int ::= "-"? ("0" | [1-9] [0-9]{0,15})
+json-number ::= json-int ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})?
+json-value ::= json-object | json-array | json-string | json-number | "true" | "false" | "null"
+json-object ::= "{" ws (json-string ":" ws json-value ("," ws json-string ":" ws json-value)* ws)? "}"
+json-array ::= "[" ws (json-value ("," ws json-value)* ws)? "]"
+)GBNF";
+}
+
+// GBNF for the decimal integers in [lo, hi]; lo_open / hi_open: no bound on that side.
+inline std::string int_range_gbnf(int64_t lo, int64_t hi, bool lo_open, bool hi_open) {
+    // Fixed-length digit strings x..y (same length): a common first digit, or x's first digit with the rest up
+    // to 9..9, the full blocks between, and y's first digit with the rest from 0..0.
+    std::function<std::string(const std::string&, const std::string&)> same_len = [&](const std::string& x,
+                                                                                      const std::string& y) {
+        if (x.size() == 1) return x == y ? "\"" + x + "\"" : "[" + x + "-" + y + "]";
+        std::string xr = x.substr(1), yr = y.substr(1);
+        if (x[0] == y[0]) return "\"" + x.substr(0, 1) + "\" " + same_len(xr, yr);
+        std::vector<std::string> alts;
+        char lo_d = x[0], hi_d = y[0];
+        if (xr.find_first_not_of('0') != std::string::npos)
+            alts.push_back("\"" + x.substr(0, 1) + "\" (" + same_len(xr, std::string(xr.size(), '9')) + ")"), lo_d++;
+        std::string hi_alt;
+        if (yr.find_first_not_of('9') != std::string::npos)
+            hi_alt = "\"" + y.substr(0, 1) + "\" (" + same_len(std::string(yr.size(), '0'), yr) + ")", hi_d--;
+        if (lo_d <= hi_d) alts.push_back(sformat("[%c-%c] [0-9]{%zu}", lo_d, hi_d, xr.size()));
+        if (!hi_alt.empty()) alts.push_back(hi_alt);
+        std::string out;
+        for (size_t i = 0; i < alts.size(); i++) out += (i ? " | " : "") + alts[i];
+        return alts.size() == 1 ? out : "(" + out + ")";
+    };
+    auto pow10 = [](size_t n) {
+        uint64_t p = 1;
+        while (n--) p *= 10;
+        return p;
+    };
+    // The non-negative integers a..b (b_open: a and up), without leading zeros.
+    auto non_negative = [&](uint64_t a, uint64_t b, bool b_open) {
+        std::vector<std::string> alts;
+        size_t da = std::to_string(a).size(), db = b_open ? da : std::to_string(b).size();
+        for (size_t len = da; len <= db; len++) {
+            uint64_t l = len == da ? a : pow10(len - 1), h = len == db && !b_open ? b : pow10(len) - 1;
+            alts.push_back(same_len(std::to_string(l), std::to_string(h)));
+        }
+        if (b_open && da < 16) alts.push_back(sformat("[1-9] [0-9]{%zu,15}", da));  // 16 digits at most
+        std::string out;
+        for (size_t i = 0; i < alts.size(); i++) out += (i ? " | " : "") + alts[i];
+        return "(" + out + ")";
+    };
+    std::vector<std::string> alts;
+    if (lo_open || lo < 0) {  // negatives: "-" and the magnitudes max(1, -hi) .. -lo
+        uint64_t from = !hi_open && hi < 0 ? uint64_t(-(hi + 1)) + 1 : 1;
+        alts.push_back("\"-\" " + non_negative(from, lo_open ? 0 : uint64_t(-(lo + 1)) + 1, lo_open));
+    }
+    if (hi_open || hi >= 0)
+        alts.push_back(non_negative(lo_open || lo < 0 ? 0 : uint64_t(lo), hi_open ? 0 : uint64_t(hi), hi_open));
+    std::string out;
+    for (size_t i = 0; i < alts.size(); i++) out += (i ? " | " : "") + alts[i];
+    return "(" + out + ")";
+}
+
+// JSON Schema (the subset OpenAI's strict mode accepts, and a little more) to GBNF. Objects: properties (written
+// in the schema's order; the ones not in `required` may be left out), required, additionalProperties (false, or
+// absent: no other keys; without properties, true or a schema: any keys). Strings: enum, const, pattern (see
+// RegexToGbnf; unanchored means "contains"), minLength, maxLength, format (date, time, date-time, uuid).
+// integer: minimum, maximum, exclusiveMinimum, exclusiveMaximum; number: minimum 0 / exclusiveMinimum 0.
+// boolean, null; array: items, minItems, maxItems; anyOf, allOf of one schema, $ref to #, #/$defs/..,
+// #/definitions/.. (recursion allowed); type lists. Annotations (title, description, default, examples...) are
+// ignored. Anything else is refused with the keyword and its place (a JSON pointer), never ignored.
+struct SchemaToGbnf {
+    const JsonValue& root;
+    std::string rules;                                      // the rules written so far
+    std::unordered_map<std::string, std::string> refs;      // JSON pointer -> its rule
+    std::vector<std::pair<std::string, std::string>> todo;  // ($ref rule, pointer) to write
+    int n_rules = 0;
+
+    [[noreturn]] static void error(const std::string& path, const std::string& msg) {
+        fail("json schema: %s: %s", path.empty() ? "(root)" : path.c_str(), msg.c_str());
+    }
+    std::string rule(const std::string& hint, const std::string& body) {
+        std::string name = hint + "-" + std::to_string(n_rules++);
+        rules += name + " ::= " + body + "\n";
+        return name;
+    }
+    static std::string pointer_escape(const std::string& s) {
+        std::string out;
+        for (char c : s) out += c == '~' ? "~0" : c == '/' ? "~1" : std::string(1, c);
+        return out;
+    }
+    static std::string alternatives(const std::vector<std::string>& alts) {
+        if (alts.size() == 1) return alts[0];
+        std::string out = "(";
+        for (size_t i = 0; i < alts.size(); i++) out += (i ? " | " : "") + alts[i];
+        return out + ")";
+    }
+    static double number_of(const JsonValue& v, const std::string& path) {
+        if (v.type != JsonValue::NUMBER) error(path, "expected a number");
+        return strtod(v.text.c_str(), nullptr);
+    }
+    static int count_of(const JsonValue* v, const std::string& path, int dflt) {
+        if (!v) return dflt;
+        double d = number_of(*v, path);
+        if (!(d >= 0 && d <= GRAMMAR_MAX_COUNT) || d != std::floor(d))
+            error(path, sformat("expected an integer in 0..%d", GRAMMAR_MAX_COUNT));
+        return int(d);
+    }
+
+    std::string ref(const std::string& target, const std::string& path) {
+        if (target != "#" && target.compare(0, 2, "#/") != 0) error(path, "only local $ref (#, #/...) is supported");
+        std::string pointer = target.substr(1);
+        auto it = refs.find(pointer);
+        if (it != refs.end()) return it->second;
+        resolve(pointer, path);
+        std::string hint = "ref";
+        for (char c : pointer.substr(pointer.rfind('/') + 1)) hint += std::isalnum(uint8_t(c)) ? c : '-';
+        std::string name = hint.substr(0, 40) + "-" + std::to_string(n_rules++);
+        refs[pointer] = name;
+        todo.push_back({name, pointer});
+        return name;
+    }
+    const JsonValue& resolve(const std::string& pointer, const std::string& path) const {
+        const JsonValue* v = &root;
+        for (size_t i = 0; i < pointer.size();) {  // "/a/b~1c": segments after each '/'
+            size_t j = pointer.find('/', i + 1);
+            if (j == std::string::npos) j = pointer.size();
+            std::string seg;
+            for (size_t k = i + 1; k < j; k++) {
+                if (pointer[k] == '~' && k + 1 < j && (pointer[k + 1] == '0' || pointer[k + 1] == '1'))
+                    seg += pointer[++k] == '0' ? '~' : '/';
+                else
+                    seg += pointer[k];
+            }
+            const JsonValue* next = nullptr;
+            if (v->type == JsonValue::OBJECT)
+                next = v->get(seg);
+            else if (v->type == JsonValue::ARRAY && !seg.empty() &&
+                     seg.find_first_not_of("0123456789") == std::string::npos && seg.size() < 9 &&
+                     size_t(std::stoul(seg)) < v->items.size())
+                next = &v->items[std::stoul(seg)];
+            if (!next) error(path, "$ref '#" + pointer + "' does not resolve");
+            v = next;
+            i = j;
+        }
+        return *v;
+    }
+
+    std::string visit(const JsonValue& s, const std::string& path) {
+        if (s.type == JsonValue::BOOL) {
+            if (!s.boolean) error(path, "the schema false accepts nothing");
+            return "json-value";
+        }
+        if (s.type != JsonValue::OBJECT) error(path, "a schema must be an object or a boolean");
+        static const char* kKnown[] = {"type",
+                                       "properties",
+                                       "required",
+                                       "additionalProperties",
+                                       "items",
+                                       "minItems",
+                                       "maxItems",
+                                       "enum",
+                                       "const",
+                                       "anyOf",
+                                       "allOf",
+                                       "$ref",
+                                       "$defs",
+                                       "definitions",
+                                       "pattern",
+                                       "minLength",
+                                       "maxLength",
+                                       "format",
+                                       "minimum",
+                                       "maximum",
+                                       "exclusiveMinimum",
+                                       "exclusiveMaximum",
+                                       "title",
+                                       "description",
+                                       "$comment",
+                                       "$schema",
+                                       "$id",
+                                       "default",
+                                       "examples",
+                                       "deprecated",
+                                       "readOnly",
+                                       "writeOnly"};
+        for (const auto& m : s.members)
+            if (std::find_if(std::begin(kKnown), std::end(kKnown), [&](const char* k) { return m.first == k; }) ==
+                std::end(kKnown))
+                error(path, "unsupported keyword '" + m.first + "'");
+        if (const JsonValue* r = s.get("$ref")) {
+            if (r->type != JsonValue::STRING) error(path + "/$ref", "expected a string");
+            return ref(r->text, path + "/$ref");
+        }
+        if (const JsonValue* c = s.get("const")) return gbnf_literal(json_dump(*c));
+        if (const JsonValue* e = s.get("enum")) {
+            if (e->type != JsonValue::ARRAY || e->items.empty()) error(path + "/enum", "expected a non-empty array");
+            std::vector<std::string> alts;
+            for (const JsonValue& v : e->items) alts.push_back(gbnf_literal(json_dump(v)));
+            return alternatives(alts);
+        }
+        for (const char* key : {"anyOf", "allOf"})
+            if (const JsonValue* a = s.get(key)) {
+                if (a->type != JsonValue::ARRAY || a->items.empty())
+                    error(path + "/" + key, "expected a non-empty array");
+                if (key[1] == 'l' && a->items.size() > 1)
+                    error(path, "allOf with more than one schema is not supported");
+                std::vector<std::string> alts;
+                for (size_t i = 0; i < a->items.size(); i++)
+                    alts.push_back(visit(a->items[i], path + "/" + key + "/" + std::to_string(i)));
+                return alternatives(alts);
+            }
+        const JsonValue* t = s.get("type");
+        if (!t) {  // the type the keywords imply, else any value
+            for (const char* k : {"properties", "required", "additionalProperties"})
+                if (s.get(k)) return object(s, path);
+            for (const char* k : {"items", "minItems", "maxItems"})
+                if (s.get(k)) return array(s, path);
+            for (const char* k : {"pattern", "minLength", "maxLength", "format"})
+                if (s.get(k)) return string(s, path);
+            return "json-value";
+        }
+        if (t->type == JsonValue::STRING) return typed(t->text, s, path);
+        if (t->type != JsonValue::ARRAY || t->items.empty())
+            error(path + "/type", "expected a type name or a list of them");
+        std::vector<std::string> alts;
+        for (const JsonValue& name : t->items) {
+            if (name.type != JsonValue::STRING) error(path + "/type", "expected a type name");
+            alts.push_back(typed(name.text, s, path));
+        }
+        return alternatives(alts);
+    }
+    std::string typed(const std::string& type, const JsonValue& s, const std::string& path) {
+        if (type == "object") return object(s, path);
+        if (type == "array") return array(s, path);
+        if (type == "string") return string(s, path);
+        if (type == "integer") return integer(s, path);
+        if (type == "number") return number(s, path);
+        if (type == "boolean") return "(\"true\" | \"false\")";
+        if (type == "null") return "\"null\"";
+        error(path + "/type", "unknown type '" + type + "'");
+    }
+    std::string string(const JsonValue& s, const std::string& path) {
+        const JsonValue *pattern = s.get("pattern"), *format = s.get("format");
+        const JsonValue *min = s.get("minLength"), *max = s.get("maxLength");
+        if (int(pattern != nullptr) + int(format != nullptr) + int(min || max) > 1)
+            error(path, "only one of pattern, format and minLength/maxLength is supported on a string");
+        if (pattern) {
+            if (pattern->type != JsonValue::STRING) error(path + "/pattern", "expected a string");
+            std::string re = pattern->text;  // a search: unanchored ends may have anything around the match
+            bool head = !re.empty() && re[0] == '^';
+            bool tail = !re.empty() && re.back() == '$' && (re.size() < 2 || re[re.size() - 2] != '\\');
+            std::string any = "json-char*", body;
+            try {
+                body = regex_to_gbnf(re, true);
+            } catch (const Error& e) {
+                error(path + "/pattern", e.what());
+            }
+            return "\"\\\"\" " + std::string(head ? "" : any + " ") + body + (tail ? "" : " " + any) + " \"\\\"\"";
+        }
+        if (format) {
+            // a real calendar date: 30-day months, February 29 only in leap years
+            static const char* kDate =
+                "([0-9]{4} \"-\" ((\"0\" [13578] | \"1\" [02]) \"-\" (\"0\" [1-9] | [12] [0-9] | \"3\" [01]) | "
+                "(\"0\" [469] | \"11\") \"-\" (\"0\" [1-9] | [12] [0-9] | \"30\") | "
+                "\"02-\" (\"0\" [1-9] | \"1\" [0-9] | \"2\" [0-8])) | "
+                "([0-9]{2} (\"0\" [48] | [2468] [048] | [13579] [26]) | ([02468] [048] | [13579] [26]) \"00\") "
+                "\"-02-29\")";
+            static const char* kTime =
+                "([01] [0-9] | \"2\" [0-3]) \":\" [0-5] [0-9] \":\" [0-5] [0-9] (\".\" [0-9]{1,6})? "
+                "(\"Z\" | [+-] ([01] [0-9] | \"2\" [0-3]) \":\" [0-5] [0-9])";
+            std::string f = format->type == JsonValue::STRING ? format->text : "";
+            std::string body =
+                f == "date"        ? kDate
+                : f == "time"      ? kTime
+                : f == "date-time" ? std::string(kDate) + " \"T\" " + kTime
+                : f == "uuid" ? "[0-9a-f]{8} \"-\" [0-9a-f]{4} \"-\" [0-9a-f]{4} \"-\" [0-9a-f]{4} \"-\" [0-9a-f]{12}"
+                              : "";
+            if (body.empty()) error(path + "/format", "unsupported format '" + f + "'");
+            return "\"\\\"\" " + body + " \"\\\"\"";
+        }
+        if (min || max) {
+            int lo = count_of(min, path + "/minLength", 0), hi = count_of(max, path + "/maxLength", -1);
+            if (hi >= 0 && hi < lo) error(path, "maxLength is below minLength");
+            return "\"\\\"\" json-char" + (hi < 0 ? sformat("{%d,}", lo) : sformat("{%d,%d}", lo, hi)) + " \"\\\"\"";
+        }
+        return "json-string";
+    }
+    std::string integer(const JsonValue& s, const std::string& path) {
+        int64_t lo = 0, hi = 0;
+        bool lo_open = true, hi_open = true;
+        const double kMax = 1e15;  // bounds beyond this are refused rather than rounded
+        for (const char* key : {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}) {
+            const JsonValue* v = s.get(key);
+            if (!v) continue;
+            double d = number_of(*v, path + "/" + key);
+            if (!(std::fabs(d) <= kMax)) error(path + "/" + key, "bound out of range (at most 1e15 in magnitude)");
+            bool is_min = strstr(key, "inimum") != nullptr;  // minimum, exclusiveMinimum
+            bool exclusive = key[0] == 'e';
+            int64_t b = is_min ? int64_t(exclusive ? std::floor(d) + 1 : std::ceil(d))
+                               : int64_t(exclusive ? std::ceil(d) - 1 : std::floor(d));
+            if (is_min && (lo_open || b > lo)) lo = b, lo_open = false;
+            if (!is_min && (hi_open || b < hi)) hi = b, hi_open = false;
+        }
+        if (!lo_open && !hi_open && hi < lo) error(path, "no integer lies within the bounds");
+        if (lo_open && hi_open) return "json-int";
+        return int_range_gbnf(lo, hi, lo_open, hi_open);
+    }
+    std::string number(const JsonValue& s, const std::string& path) {
+        const JsonValue *min = s.get("minimum"), *xmin = s.get("exclusiveMinimum");
+        for (const char* key : {"maximum", "exclusiveMaximum"})
+            if (s.get(key))
+                error(path + "/" + key, sformat("'%s' on a number is not supported (on an integer it is)", key));
+        if (min && xmin) error(path, "both minimum and exclusiveMinimum on a number are not supported");
+        const JsonValue* b = min ? min : xmin;
+        if (!b) return "json-number";
+        if (number_of(*b, path) != 0)
+            error(path + (min ? "/minimum" : "/exclusiveMinimum"),
+                  "a number's lower bound must be 0 (an integer's may be any)");
+        if (min) return "(\"0\" | [1-9] [0-9]{0,15}) (\".\" [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})?";
+        // > 0; no exponent (it could underflow to 0)
+        return "([1-9] [0-9]{0,15} (\".\" [0-9]{1,16})? | \"0.\" \"0\"{0,15} [1-9] [0-9]{0,15})";
+    }
+    std::string array(const JsonValue& s, const std::string& path) {
+        const JsonValue* items = s.get("items");
+        if (items && items->type == JsonValue::ARRAY)
+            error(path + "/items", "items as a list (tuple validation) is not supported");
+        std::string item = items ? visit(*items, path + "/items") : "json-value";
+        int lo = count_of(s.get("minItems"), path + "/minItems", 0),
+            hi = count_of(s.get("maxItems"), path + "/maxItems", -1);
+        if (hi >= 0 && hi < lo) error(path, "maxItems is below minItems");
+        if (hi == 0) return "\"[\" ws \"]\"";
+        if (item.size() > 40) item = rule("item", item);
+        std::string more =
+            "(\",\" ws " + item + ")" +
+            (hi < 0 ? sformat("{%d,}", std::max(lo - 1, 0)) : sformat("{%d,%d}", std::max(lo - 1, 0), hi - 1));
+        std::string list = item + " " + more + " ws";
+        return "\"[\" ws " + (lo > 0 ? list : "(" + list + ")?") + " \"]\"";
+    }
+    std::string object(const JsonValue& s, const std::string& path) {
+        const JsonValue *props = s.get("properties"), *req = s.get("required"), *extra = s.get("additionalProperties");
+        if (props && props->type != JsonValue::OBJECT) error(path + "/properties", "expected an object");
+        if (req && req->type != JsonValue::ARRAY) error(path + "/required", "expected an array");
+        size_t n = props ? props->members.size() : 0;
+        std::vector<char> required(n, 0);
+        for (size_t i = 0; req && i < req->items.size(); i++) {
+            const JsonValue& name = req->items[i];
+            size_t k = 0;
+            while (k < n && !(name.type == JsonValue::STRING && props->members[k].first == name.text)) k++;
+            if (k == n) error(path + "/required/" + std::to_string(i), "not one of the properties");
+            required[k] = 1;
+        }
+        bool extra_ok = extra && !(extra->type == JsonValue::BOOL && !extra->boolean);
+        if (n == 0) {
+            if (extra && !extra_ok) return "\"{\" ws \"}\"";
+            if (!extra) return "json-object";
+            std::string v = visit(*extra, path + "/additionalProperties");
+            return "\"{\" ws (json-string \":\" ws " + v + " (\",\" ws json-string \":\" ws " + v + ")* ws)? \"}\"";
+        }
+        if (extra_ok) error(path + "/additionalProperties", "only false is supported next to properties");
+        // rest(i, comma): properties i.. in order, the optional ones may be left out; comma: one came before.
+        std::vector<std::string> kv(n), rest(2 * n + 2, "\"\"");
+        for (size_t i = 0; i < n; i++) {
+            std::string key;
+            json_quote(key, props->members[i].first);
+            kv[i] = rule("kv", gbnf_literal(key) + " \":\" ws " +
+                                   visit(props->members[i].second,
+                                         path + "/properties/" + pointer_escape(props->members[i].first)));
+        }
+        for (size_t i = n; i-- > 0;)
+            for (int comma = 0; comma < 2; comma++) {
+                std::string with = std::string(comma ? "\",\" ws " : "") + kv[i] + " " + rest[2 * (i + 1) + 1];
+                std::string body = required[i] ? with : "(" + with + " | " + rest[2 * (i + 1) + comma] + ")";
+                rest[2 * i + comma] = rule("props", body);
+            }
+        return "\"{\" ws " + rest[0] + " ws \"}\"";
+    }
+
+    std::string convert() {
+        std::string top = visit(root, "");
+        while (!todo.empty()) {
+            auto [name, pointer] = todo.back();
+            todo.pop_back();
+            rules += name + " ::= " + visit(resolve(pointer, ""), pointer) + "\n";
+        }
+        return "root ::= " + top + "\n" + rules + json_base_gbnf();
+    }
+};
+
+// GBNF for the JSON texts that a JSON Schema (text) accepts; the errors name the place in the schema.
+inline std::string json_schema_to_gbnf(const std::string& schema_text) {
+    JsonValue schema = parse_json(schema_text, "json schema");
+    return SchemaToGbnf{schema, {}, {}, {}, 0}.convert();
+}
+
+// Any JSON object (OpenAI's response_format json_object).
+inline std::string json_object_gbnf() { return std::string("root ::= json-object\n") + json_base_gbnf(); }
+
+// Exactly one of the given strings (vLLM's guided_choice).
+inline std::string choices_to_gbnf(const std::vector<std::string>& choices) {
+    if (choices.empty()) fail("choices: the list is empty");
+    std::string out = "root ::= ";
+    for (size_t i = 0; i < choices.size(); i++) {
+        if (!utf8_valid(choices[i])) fail("choices: choice %zu is not valid UTF-8", i);
+        out += (i ? " | " : "") + gbnf_literal(choices[i]);
+    }
+    return out + "\n";
+}
+
+inline Grammar grammar_from_json_schema(const std::string& schema) {
+    return grammar_from_gbnf(json_schema_to_gbnf(schema));
+}
+inline Grammar grammar_json_object() { return grammar_from_gbnf(json_object_gbnf()); }
+inline Grammar grammar_from_regex(const std::string& regex) {
+    return grammar_from_gbnf("root ::= " + regex_to_gbnf(regex) + "\n");
+}
+inline Grammar grammar_from_choices(const std::vector<std::string>& c) { return grammar_from_gbnf(choices_to_gbnf(c)); }
+
+// ============================================================================
 // Generation: the prefill + decode loop shared by the CLI, batch mode and the server
 // ============================================================================
 
@@ -2241,6 +4677,9 @@ struct GenerateOptions {
     int max_new_tokens = -1;            // -1: until a stop or the context is full
     std::vector<int> stop_ids;          // (n) token ids that end generation (not printed)
     std::vector<std::string> stop;      // (n) stop strings (not printed)
+    // Structured output: every token keeps the text inside this grammar's language (bind_grammar); the stop ids
+    // are allowed only where the text is complete, and generation stops ("stop") once nothing else can follow.
+    std::shared_ptr<const TokenGrammar> grammar;
 };
 
 struct GenerateResult {
@@ -2293,9 +4732,21 @@ struct Session {
             r.text += out;
             return out.empty() || !on_text || on_text(out);
         };
+        std::unique_ptr<GrammarMatcher> grammar;
+        std::vector<uint32_t> mask;  // (mask words) the tokens the grammar allows next
+        if (opt.grammar) {
+            grammar = std::make_unique<GrammarMatcher>(opt.grammar);
+            mask.resize(size_t(mask_words(std::max(n_vocab, grammar->n_vocab()))));
+            if (grammar->finished()) {  // the grammar's only sentence is empty
+                r.finish_reason = "stop";
+                r.prefill_seconds = now_seconds() - t0;
+                return r;
+            }
+            next_mask(*grammar, opt.stop_ids, n_vocab, mask);
+        }
 
         for (;;) {
-            int next = engine.sample(sampler, n_vocab, tokens, size_t(n_prompt));
+            int next = engine.sample(sampler, n_vocab, tokens, size_t(n_prompt), grammar ? mask.data() : nullptr);
             if (r.completion_tokens == 0) r.prefill_seconds = now_seconds() - t0;
             r.completion_tokens++;
             if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), next) != opt.stop_ids.end()) {
@@ -2303,11 +4754,12 @@ struct Session {
                 break;
             }
             tokens.push_back(next);
+            if (grammar && !grammar->advance(next)) fail("grammar: token %d was sampled outside the mask", next);
             if (!emit(decoder.push(next))) {
                 r.finish_reason = "cancelled";
                 break;
             }
-            if (stops.stopped) {
+            if (stops.stopped || (grammar && grammar->finished())) {
                 r.finish_reason = "stop";
                 break;
             }
@@ -2317,6 +4769,8 @@ struct Session {
             }
             engine.forward(&next, 1, int(tokens.size()) - 1);
             cached.push_back(next);
+            // The GPU engine's forward() returns once the step is queued: the mask is made while the GPU runs it.
+            if (grammar) next_mask(*grammar, opt.stop_ids, n_vocab, mask);
         }
         if (r.finish_reason != "cancelled" && !stops.stopped) emit(decoder.flush());
         if (r.finish_reason != "cancelled") {
@@ -2329,6 +4783,20 @@ struct Session {
     }
 
   private:
+    // The grammar's mask for the next token, plus the stop ids where the text may end. A grammar always leaves
+    // some token (every byte is a token) unless the vocabulary lacks the bytes it needs: that is an error.
+    static void next_mask(GrammarMatcher& g, const std::vector<int>& stop_ids, int n_vocab,
+                          std::vector<uint32_t>& mask) {
+        std::fill(mask.begin(), mask.end(), 0u);
+        g.allowed(mask.data());
+        if (g.accepts_end())
+            for (int id : stop_ids)
+                if (id >= 0 && id < n_vocab) mask_set(mask.data(), id);
+        bool any = false;
+        for (int i = 0; i < n_vocab && !any; i += 32) any = mask[size_t(i >> 5)] != 0;
+        if (!any) fail("grammar: no token of the vocabulary can continue the text here");
+    }
+
     // Runs the part of `prompt` that is not in the cache yet; returns how many tokens were reused.
     // The last prompt token always runs, since its logits are what the first sample needs.
     int prefill(const std::vector<int>& prompt) {

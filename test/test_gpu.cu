@@ -1,7 +1,7 @@
 // GPU tests: every kernel against a CPU reference in double precision on random inputs (odd sizes, guard
 // regions around outputs, poisoned outputs so that unwritten elements show as NaN), then the whole engine
 // against the Hugging Face logits of the tiny fixtures, the CPU engine, and itself (prefill vs decode,
-// graph vs no graph), and the on-device sampler against the CPU Sampler.
+// graph vs no graph), and the on-device sampler (with and without a token mask) against the CPU Sampler.
 // Without a CUDA device every test case is marked skipped (doctest's summary counts them) and the binary
 // prints one SKIPPED line; it still exits 0.
 #include <doctest/doctest.h>
@@ -508,6 +508,29 @@ TEST_CASE("gpu: argmax flags NaN, +inf and an all -inf input, as the CPU Sampler
     CHECK(out.check()[0] == gpu::ARGMAX_ALL_NEG_INF);
 }
 
+TEST_CASE("gpu: mask_logits keeps the allowed logits and makes the rest -inf, as the CPU Sampler's mask") {
+    for (int n : {1, 31, 33, 1000, 151936}) {
+        std::vector<float> x = randn(size_t(n));
+        std::vector<uint32_t> mask(size_t(n + 31) / 32);
+        for (uint32_t& w : mask) w = uint32_t(rng()());
+        std::vector<float> want = x;
+        apply_token_mask(want.data(), n, mask.data());
+        Guarded<float> dx(x), out(static_cast<size_t>(n));
+        Guarded<uint32_t> dm(mask);
+        gpu::mask_logits(dx.ptr(), dm.ptr(), n, out.ptr(), launch());
+        std::vector<float> got = out.check();
+        int same = 0;
+        for (int i = 0; i < n; i++) same += memcmp(&got[size_t(i)], &want[size_t(i)], sizeof(float)) == 0;
+        CAPTURE(n);
+        CHECK(same == n);
+        gpu::mask_logits(dx.ptr(), dm.ptr(), n, dx.ptr(), launch());  // in place
+        got = dx.check();
+        same = 0;
+        for (int i = 0; i < n; i++) same += memcmp(&got[size_t(i)], &want[size_t(i)], sizeof(float)) == 0;
+        CHECK(same == n);
+    }
+}
+
 // The fast filtered path must draw exactly what the CPU Sampler draws (same seed, same uniform), and hand over
 // to the full path exactly when it must: more than SAMPLE_CAP candidates, fewer than top_k, or (top-p alone)
 // less than top_p of the mass in them.
@@ -746,6 +769,44 @@ TEST_CASE("gpu engine: on-device sampling matches the CPU Sampler draw for draw"
             CHECK(a == b);
         }
     }
+}
+
+TEST_CASE("gpu engine: with a token mask, on-device sampling draws what the CPU Sampler draws, allowed tokens only") {
+    Model model = load_fixture("tiny-qwen2");
+    GpuEngine e(model, 64);
+    const int V = model.config.vocab_size;
+    std::vector<int> tokens = {5, 17, 17, 300, 42};
+    e.forward(tokens.data(), int(tokens.size()), 0);
+    std::vector<float> logits(e.logits(), e.logits() + V);
+    const int best = int(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    Rng r(3);
+    for (int trial = 0; trial < 8; trial++) {
+        std::vector<uint32_t> mask(size_t(V + 31) / 32, 0u);
+        int n_allowed = trial < 4 ? 1 + 2 * trial : V / (trial - 2);  // a few tokens, up to a fifth of them
+        for (int k = 0; k < n_allowed; k++) mask_set(mask.data(), int(r.next_u32() % uint32_t(V)));
+        mask[size_t(best) / 32] &= ~(1u << (best % 32));  // the unconstrained favourite is never allowed
+        struct P {
+            float temp, top_p, rep;
+            int top_k;
+        };
+        for (P p : {P{0, 1, 1, 0}, P{1.0f, 1, 1, 0}, P{0.8f, 0.9f, 1.2f, 20}, P{1.5f, 0.95f, 1e-38f, 0}}) {
+            SamplingParams sp;
+            sp.temperature = p.temp, sp.top_p = p.top_p, sp.top_k = p.top_k, sp.repetition_penalty = p.rep;
+            sp.seed = uint64_t(trial);
+            Sampler on_gpu(sp), on_cpu(sp);
+            for (int i = 0; i < 10; i++) {
+                CAPTURE(trial);
+                CAPTURE(p.temp);
+                int a = e.sample(on_gpu, V, tokens, 3, mask.data());
+                int b = e.Engine::sample(on_cpu, V, tokens, 3, mask.data());
+                CHECK(a == b);
+                CHECK(mask_test(mask.data(), a));
+            }
+        }
+    }
+    std::vector<uint32_t> none(size_t(V + 31) / 32, 0u);
+    Sampler s(SamplingParams{});
+    CHECK_THROWS_AS(e.sample(s, V, tokens, 3, none.data()), Error);  // nothing allowed: every logit is -inf
 }
 
 TEST_CASE("gpu engine: synthetic weights give finite logits, the same with and without the graph") {
