@@ -490,8 +490,9 @@ inline void read_strings(Reader r, ChatInfo& chat) {
              int(chat.has_default_system), chat.default_system.size());
 }
 
-// Merges refer to regular tokens, and the merged bytes must themselves be a regular token: the BPE step
-// "replace the pair by its merge" needs that token's id.
+// What byte-level BPE needs of a vocabulary: each of the 256 byte values is a regular token (any text can be
+// spelled), merges refer to regular tokens, and the merged bytes are themselves a regular token (the BPE step
+// "replace the pair by its merge" needs that token's id). A file that passes makes a Tokenizer.
 inline void check_merges(const char* file, const Vocab& v) {
     std::unordered_map<std::string_view, int> id_of;  // regular token bytes -> id
     id_of.reserve(v.tokens.size());
@@ -499,6 +500,12 @@ inline void check_merges(const char* file, const Vocab& v) {
         if (v.kind[i] != TOKEN_REGULAR) continue;
         if (!id_of.emplace(v.tokens[i], int(i)).second)
             fail("%s: tokens %d and %zu have the same bytes", file, id_of[v.tokens[i]], i);
+    }
+    char byte[1];
+    for (int b = 0; b < 256; b++) {
+        byte[0] = char(b);
+        if (!id_of.count(std::string_view(byte, 1)))
+            fail("%s: no token for the byte 0x%02X (a byte-level vocabulary has all 256)", file, b);
     }
     std::string merged;
     for (size_t rank = 0; rank < v.merges.size(); rank++) {

@@ -397,6 +397,35 @@ def test_interactive_drops_old_turns_when_context_is_full():
     assert "turn 9:" in err, "the turn after the refused message still runs"
 
 
+def test_interactive_trimming_keeps_the_system_prompt_and_the_newest_turns():
+    """Which turns survive: the -sys prompt always, then the newest exchanges that leave room for the answer
+    (-n); each turn's prompt is rebuilt here from the answers printed and tokenized with --tokenize --raw."""
+    system, room, context = "Answer in one word.", 5, 100
+    users = [f"question {i}: which is faster, a dog or a cat or a bird?" for i in range(7)]
+    p = ok("-m", model("tiny-qwen2"), "--temp", "0", "-n", room, "--cpu", "-c", context, "-i", "--verbose",
+           "-sys", system, stdin="".join(u + "\n" for u in users).encode())
+    answers = p.stdout.decode("utf-8", "replace").split("\n")[:-1]  # as the history keeps them: U+FFFD for bad bytes
+    assert len(answers) == len(users), p.stdout
+    prompts = [int(n) for n in re.findall(r"turn \d+: prompt (\d+) tokens", p.stderr.decode())]
+    assert len(prompts) == len(users)
+
+    def rendered(first, t):  # system + exchanges first..t-1 + user t, as ChatML
+        turns = [("system", system)] + [x for i in range(first, t) for x in (("user", users[i]), ("assistant", answers[i]))]
+        turns.append(("user", users[t]))
+        return "".join(f"<|im_start|>{r}\n{c}<|im_end|>\n" for r, c in turns) + "<|im_start|>assistant\n"
+
+    first, dropped = 0, 0
+    for t in range(len(users)):
+        while True:  # the oldest exchanges go first, and what went once never comes back
+            n = len(ids_of(ok("-m", model("tiny-qwen2"), "--tokenize", "--raw", "-p", rendered(first, t))))
+            if n + room <= context or first == t:
+                break
+            first, dropped = first + 1, dropped + 1
+        assert prompts[t] == n, (t, first)
+    assert dropped >= 2, "the test must make the history outgrow the context"
+    assert p.stderr.decode().count("dropped the oldest") >= 1
+
+
 # ---- errors and help ---------------------------------------------------------------------------------
 
 def test_help_lists_every_flag():

@@ -7,6 +7,7 @@ import os
 import random
 import shutil
 import struct
+from fractions import Fraction
 import subprocess
 import sys
 
@@ -229,10 +230,20 @@ def load_export_module():
 
 
 def reference_bf16(bits):
-    """Round-to-nearest-even of one f32 bit pattern, NaN kept quiet (what torch does)."""
+    """The bf16 nearest to the f32 with these bits, ties to the even one, found by comparing exact values (not
+    by the exporter's bit trick, so that this is an independent oracle); overflow rounds to infinity as IEEE
+    does (the largest bf16 plus half a step and beyond); NaN stays a quiet NaN (what torch does)."""
     if (bits & 0x7FFFFFFF) > 0x7F800000:
         return (bits >> 16) | 0x40
-    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) & 0xFFFF
+    sign, mag = bits & 0x80000000, bits & 0x7FFFFFFF
+    value = lambda b16: Fraction(2) ** 128 if b16 == 0x7F80 else Fraction(struct.unpack("<f", struct.pack("<I", b16 << 16))[0])
+    x = Fraction(struct.unpack("<f", struct.pack("<I", mag))[0]) if mag != 0x7F800000 else None
+    if x is None:
+        return (sign >> 16) | 0x7F80
+    lo = mag >> 16  # the bf16 at or below x in magnitude; lo + 1 the one above
+    d_lo, d_hi = x - value(lo), value(lo + 1) - x
+    pick = lo if d_lo < d_hi or (d_lo == d_hi and lo % 2 == 0) else lo + 1
+    return (sign >> 16) | pick
 
 
 def test_f32_to_bf16_rounds_to_nearest_even(tmp_path):

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import subprocess
 import threading
 import time
@@ -44,14 +45,14 @@ def free_port():
 class Server:
     """./qwen-server on a free loopback port; stderr (the request log) goes to a file."""
 
-    def __init__(self, name, *extra, binary=None, cpu=True):
+    def __init__(self, name, *extra, binary=None, cpu=True, model=MODEL):
         os.makedirs(ARTIFACTS, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = os.path.join(ARTIFACTS, f"{name}.log")
         self.log = open(self.log_path, "w")
         engine = ["--cpu"] if cpu else []
-        self.proc = subprocess.Popen([binary or SERVER, "-m", MODEL, *engine, "--port", str(self.port), "-n", "32",
+        self.proc = subprocess.Popen([binary or SERVER, "-m", model, *engine, "--port", str(self.port), "-n", "32",
                                       *extra], stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.time() + 60
         while True:
@@ -381,6 +382,90 @@ def test_stop_strings(server):
     text, finish = stream_text(server, "/v1/chat/completions",
                                {"messages": messages, "max_tokens": 40, "stop": [stop], **varied})
     assert text == full[:cut] and finish == "stop"
+
+
+def test_stop_string_spanning_two_tokens(server):
+    """A stop string made of the last byte of one generated token and the first of the next (found from the
+    recorded greedy ids of the chat cases): the answer ends just before it, streaming or not."""
+    import test_cli
+    name = "tiny-qwen2"
+    table, stops = test_cli.token_bytes(name), test_cli.stop_ids(name)
+    for case in (c for c in test_cli.reference(name) if c["mode"] == "chat"):
+        greedy = case["greedy_ids"]
+        n = next((i for i, t in enumerate(greedy) if t in stops), len(greedy))
+        if min(case["greedy_margins"][:n], default=0) <= 0.05:
+            continue  # a near tie: the engine may part from the recorded ids
+        pieces = [table[t] for t in greedy[:n]]
+        text = b"".join(pieces)
+        ends = [len(b"".join(pieces[:k + 1])) for k in range(len(pieces) - 1)]
+        at = next((e - 1 for e in ends if all(32 <= b < 127 for b in text[e - 1:e + 1])
+                   and text.find(text[e - 1:e + 1]) == e - 1), None)
+        if at is None:
+            continue
+        stop, want = text[at:at + 2].decode(), text[:at].decode("utf-8", "replace")
+        messages = [{"role": "user", "content": case["prompt"]}]
+        out = chat(server, messages, max_tokens=n, stop=[stop])
+        assert out["choices"][0]["message"]["content"] == want and out["choices"][0]["finish_reason"] == "stop"
+        body = {"messages": messages, "max_tokens": n, "stop": [stop], "temperature": 0}
+        assert stream_text(server, "/v1/chat/completions", body) == (want, "stop")
+        return
+    pytest.fail("no chat case has a clear greedy answer with a token boundary to put a stop string across")
+
+
+@pytest.mark.parametrize("field, flag, value", [("repetition_penalty", "--repeat-penalty", 1.8),
+                                                ("min_p", "--min-p", 0.2),
+                                                ("presence_penalty", "--presence-penalty", 1.5)])
+def test_sampling_fields_take_effect_as_in_the_cli(server, field, flag, value):
+    """Each field changes the seeded answer, exactly as the same CLI flag does (one Sampler for both)."""
+    messages = [{"role": "user", "content": "Tell me a long story about a dragon."}]
+    base = {"temperature": 1.5, "top_k": 0, "top_p": 1, "seed": 77, "max_tokens": 24}
+    plain = chat(server, messages, **base)["choices"][0]["message"]["content"]
+    changed = chat(server, messages, **base, **{field: value})["choices"][0]["message"]["content"]
+    assert changed != plain, f"{field} = {value} changed nothing"
+    cli = cli_answer("-p", messages[0]["content"], "--temp", "1.5", "--top-k", "0", "--top-p", "1", "-s", "77",
+                     "-n", "24", flag, str(value))
+    assert changed + "\n" == cli
+
+
+def test_n_other_than_1_is_refused(server):
+    for n in (0, 2, 5):
+        status, _, out = post(server.url + "/v1/chat/completions",
+                              {"messages": [{"role": "user", "content": "hi"}], "n": n})
+        assert status == 400 and re.search(r"\bn\b", out["error"]["message"]), out
+
+
+@pytest.fixture(scope="module")
+def thinking_model(tmp_path_factory):
+    """tiny-qwen3 with the real Qwen3 chat template (a <think> mode), exported."""
+    import shutil
+    folder = tmp_path_factory.mktemp("think") / "tiny-qwen3-think"
+    shutil.copytree(os.path.join(ROOT, "test", "data", "tiny-qwen3"), folder)
+    real = json.load(open(os.path.join(ROOT, "test", "data", "qwen-tokenizer", "tokenizer_config.json")))
+    config = json.load(open(folder / "tokenizer_config.json"))
+    config["chat_template"] = real["chat_template"]
+    json.dump(config, open(folder / "tokenizer_config.json", "w"))
+    out = str(folder) + ".bin"
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "export.py"), str(folder), out], check=True,
+                   capture_output=True)
+    return out
+
+
+def test_enable_thinking_through_chat_template_kwargs(thinking_model):
+    """vLLM's chat_template_kwargs.enable_thinking (and the plain field) give the --no-think prompt of the CLI."""
+    def tokens(*args):
+        out = subprocess.run([CLI, "-m", thinking_model, "--tokenize", *args], capture_output=True, check=True)
+        return len(out.stdout.split())
+    s = Server("thinking", model=thinking_model)
+    try:
+        messages = [{"role": "user", "content": "hi"}]
+        usage = lambda **kw: chat(s, messages, max_tokens=1, **kw)["usage"]["prompt_tokens"]
+        assert usage() == tokens("-p", "hi")
+        assert usage(chat_template_kwargs={"enable_thinking": False}) == tokens("--no-think", "-p", "hi")
+        assert usage(enable_thinking=False) == tokens("--no-think", "-p", "hi")
+        assert usage(chat_template_kwargs={"enable_thinking": True}) == tokens("-p", "hi")
+        assert tokens("--no-think", "-p", "hi") > tokens("-p", "hi")
+    finally:
+        assert s.stop() == 0
 
 
 # ---- concurrency ----------------------------------------------------------------------------------------------------

@@ -197,6 +197,7 @@ def test_chat_template_matches_jinja(name, roles):
         lines.append(' '.join(fields) + '\n')
     cmd = [str(TOKENIZE_LINES), str(model), '--chat']
     out = subprocess.run(cmd, input=''.join(lines), capture_output=True, text=True, check=True).stdout.split('\n')
+    assert len(out) == len(cases) + 1 and out[-1] == '', 'one output line per conversation'
     for (msgs, gen, think), line in zip(cases, out):
         text_hex, ids = line.split(' | ')
         kwargs = {'enable_thinking': think} if name == 'qwen-tokenizer' else {}
