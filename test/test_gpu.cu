@@ -293,9 +293,14 @@ TEST_CASE("gpu: qkv_epilogue applies bias, q/k norm and RoPE and fills the cache
         bool bias, norm;
     };
     // positions from the start of the cache to 32k: RoPE angles of up to 32k radians (theta^0 = 1)
-    for (auto [cs, pos0] : {std::pair{Case{4, 2, 16, true, false}, 5}, {Case{14, 2, 64, true, false}, 1},
-                            {Case{4, 4, 128, false, true}, 1000}, {Case{7, 1, 256, true, true}, 32000},
-                            {Case{4, 2, 64, true, true}, 32764}}) {
+    struct At {
+        Case cs;
+        int pos0;
+    };
+    for (At at : {At{{4, 2, 16, true, false}, 5}, At{{14, 2, 64, true, false}, 1}, At{{4, 4, 128, false, true}, 1000},
+                  At{{7, 1, 256, true, true}, 32000}, At{{4, 2, 64, true, true}, 32764}}) {
+        const Case& cs = at.cs;
+        const int pos0 = at.pos0;
         CAPTURE(cs.D);
         CAPTURE(pos0);
         int n = 3, context = pos0 + n + 2, q_dim = cs.n_heads * cs.D, kv_dim = cs.n_kv * cs.D;
@@ -828,6 +833,12 @@ TEST_CASE("gpu engine: attention 30,000 positions back matches the CPU engine (R
     c.dim = 64, c.ffn_dim = 128, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2, c.head_dim = 32;
     c.vocab_size = 256, c.max_seq_len = 32768, c.rope_theta = 1e6, c.norm_eps = 1e-6f, c.tied = true, c.qk_norm = true;
     Model m = bench::synthetic_model(c, 3);
+    // q/k norm gains of 3 make the scores of the 8 real keys large, so that they, not the ~30,000 zero rows of
+    // the cache in between (score 0 each), carry the softmax: their relative RoPE angles then set the output.
+    for (size_t i = 0; i < size_t(c.n_layers) * c.head_dim; i++) {
+        const_cast<bf16*>(m.weights.q_norm)[i] = f32_to_bf16(3.0f);
+        const_cast<bf16*>(m.weights.k_norm)[i] = f32_to_bf16(3.0f);
+    }
     GpuEngine gpu(m, c.max_seq_len);
     CpuEngine cpu(m, c.max_seq_len, 1);
     std::vector<int> ids = {11, 22, 33, 44, 55, 66, 77, 88};
@@ -840,8 +851,9 @@ TEST_CASE("gpu engine: attention 30,000 positions back matches the CPU engine (R
         cpu.forward(&tok, 1, p);
         worst = std::max(worst, nmse(row(gpu.logits(), c.vocab_size), row(cpu.logits(), c.vocab_size)));
     }
+    // measured on the emulated device: 6.3e-5 (the bf16 K/V cache); with RoPE frequencies rounded through bf16: 1.3
     MESSAGE("logits 30k positions after the keys: NMSE GPU vs CPU ", worst);
-    CHECK(worst <= 1e-4);
+    CHECK(worst <= 1e-3);
 }
 
 TEST_CASE("gpu engine: top_k at or past the vocabulary, and extreme temperatures, sample as the CPU Sampler") {
