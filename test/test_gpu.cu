@@ -182,9 +182,8 @@ TEST_CASE("gpu: rmsnorm (fp32 and bf16 out) matches the CPU") {
     for (int dim : {8, 64, 296, 896, 3584}) {
         CAPTURE(dim);
         int n = 3;
-        std::vector<float> x = randn(size_t(n) * dim, 2.0f), g = randn_bf(dim);
-        Guarded<float> dx(x);
-        Guarded<bf16> dg(to_bf16(g));
+        std::vector<float> x = randn(size_t(n) * dim, 2.0f), g = randn(dim);
+        Guarded<float> dx(x), dg(g);
         Guarded<float> out32(x.size());
         Guarded<bf16> out16(x.size());
         gpu::rmsnorm<float>(dx.ptr(), dg.ptr(), out32.ptr(), n, dim, 1e-6f, launch());
@@ -224,24 +223,24 @@ TEST_CASE("gpu: matvec and its fused forms match the CPU") {
         int rows = s[0], cols = s[1];
         CAPTURE(rows);
         CAPTURE(cols);
-        std::vector<float> W = randn_bf(size_t(rows) * cols, 0.05f), x = randn(cols), g = randn_bf(cols),
+        std::vector<float> W = randn_bf(size_t(rows) * cols, 0.05f), x = randn(cols), g = randn(cols),
                            y0 = randn(rows);
         Guarded<bf16> dW(to_bf16(W));
-        Guarded<float> dx(x), y(rows);
-        Guarded<bf16> dg(to_bf16(g));
+        Guarded<float> dx(x), y(rows), dg(g);
         std::vector<double> xn = ref_rmsnorm(x, g, 1e-6f);
+        const Tensor w = gpu::bf16_matrix(dW.ptr(), rows, cols);
 
         gpu::matvec_ref(dW.ptr(), dx.ptr(), y.ptr(), rows, cols, launch());
         CHECK(nmse(y.check(), ref_matvec(W, x, rows, cols)) <= 1e-10);
 
-        gpu::matvec(dW.ptr(), dx.ptr(), y.ptr(), rows, cols, launch());
+        gpu::matvec(w, dx.ptr(), y.ptr(), launch());
         CHECK(nmse(y.check(), ref_matvec(W, x, rows, cols)) <= 1e-10);
 
-        gpu::rmsnorm_matvec(dW.ptr(), dx.ptr(), dg.ptr(), 1e-6f, y.ptr(), rows, cols, launch());
+        gpu::rmsnorm_matvec(gpu::mat_rows({&w}), dx.ptr(), dg.ptr(), 1e-6f, y.ptr(), launch());
         CHECK(nmse(y.check(), ref_matvec(W, xn, rows, cols)) <= 1e-10);
 
         y.upload(y0);
-        gpu::matvec_residual(dW.ptr(), dx.ptr(), y.ptr(), rows, cols, launch());
+        gpu::matvec_residual(w, dx.ptr(), y.ptr(), launch());
         std::vector<double> ref = ref_matvec(W, x, rows, cols);
         for (int r = 0; r < rows; r++) ref[size_t(r)] += y0[size_t(r)];
         CHECK(nmse(y.check(), ref) <= 1e-10);
@@ -249,7 +248,9 @@ TEST_CASE("gpu: matvec and its fused forms match the CPU") {
         if (rows % 2 == 0) {  // W as (2 * ffn, cols): gate rows, then up rows
             int ffn = rows / 2;
             Guarded<float> h(ffn);
-            gpu::rmsnorm_matvec_swiglu(dW.ptr(), dx.ptr(), dg.ptr(), 1e-6f, h.ptr(), ffn, cols, launch());
+            const Tensor gate = gpu::bf16_matrix(dW.ptr(), ffn, cols),
+                         up = gpu::bf16_matrix(dW.ptr() + size_t(ffn) * cols, ffn, cols);
+            gpu::rmsnorm_matvec_swiglu(gate, up, dx.ptr(), dg.ptr(), 1e-6f, h.ptr(), launch());
             std::vector<double> gu = ref_matvec(W, xn, rows, cols), want(ffn);
             for (int i = 0; i < ffn; i++) want[size_t(i)] = ref_silu(gu[size_t(i)]) * gu[size_t(ffn + i)];
             CHECK(nmse(h.check(), want) <= 1e-10);
@@ -299,16 +300,16 @@ TEST_CASE("gpu: qkv_epilogue applies bias, q/k norm and RoPE and fills the cache
         int width = q_dim + 2 * kv_dim, half = cs.D / 2;
         float eps = 1e-6f;
         double theta = 1e6;
-        std::vector<float> qkv = randn(size_t(n) * width), bias = randn_bf(width), qn = randn_bf(cs.D),
-                           kn = randn_bf(cs.D);
+        std::vector<float> qkv = randn(size_t(n) * width), bias = randn(width), qn = randn(cs.D), kn = randn(cs.D);
         std::vector<float> inv(half);
         for (int i = 0; i < half; i++) inv[size_t(i)] = float(1.0 / std::pow(theta, 2.0 * i / cs.D));
         Guarded<float> dqkv(qkv), dinv(inv);
-        Guarded<bf16> db(to_bf16(bias)), dqn(to_bf16(qn)), dkn(to_bf16(kn));
+        Guarded<float> db(bias), dqn(qn), dkn(kn);
         Guarded<bf16> kc(size_t(context) * kv_dim), vc(size_t(context) * kv_dim);
         Guarded<int> dpos(std::vector<int>{pos0});
         gpu::QkvLayer L;
-        L.bias = cs.bias ? db.ptr() : nullptr;
+        for (int k = 0; k < 3; k++)  // the q, k and v biases: consecutive parts of one array here
+            L.bias[k] = cs.bias ? db.ptr() + (k == 0 ? 0 : k == 1 ? q_dim : q_dim + kv_dim) : nullptr;
         L.q_norm = cs.norm ? dqn.ptr() : nullptr;
         L.k_norm = cs.norm ? dkn.ptr() : nullptr;
         L.k_cache = kc.ptr();
