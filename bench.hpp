@@ -1,10 +1,12 @@
-// bench.hpp: `qwen --bench SHAPE [--json] [--cpu]`, the speed measurement, outside the library. Included by
+// bench.hpp: `qwen --bench SHAPE [--json] [--cpu] [--type T]`, the speed measurement, outside the library. Included by
 // main.cu (and by the tests, for the synthetic weights).
 //
 // provides (namespace bench):
 //   PRESET_NAMES, preset_config   the shapes of published checkpoints (qwen2.5-0.5b, qwen2.5-1.5b, qwen2-7b)
-//   synthetic_model               a Model of any config with random bf16 weights in memory (no file, no download)
-//   decode_weight_bytes           bytes of weights one decode step reads
+//   synthetic_model               a Model of any config with random weights in memory (no file, no download): bf16,
+//                                 or quantized as llama-quantize mixes q8_0 / q4_k_m / q5_k_m (mix_type,
+//                                 random_blocks)
+//   decode_weight_bytes           bytes of weights one decode step reads, each weight in its own type
 //   run_bench                     prefill and decode tok/s of an engine on a shape or a weights file, with the
 //                                 bytes each decoded token reads and, on a GPU, the share of the copy bandwidth;
 //                                 printed as a table or one JSON object
@@ -76,6 +78,7 @@ inline double available_memory_bytes() {
 }
 
 constexpr const char* TYPE_NAMES = "bf16, q8_0, q4_k_m, q5_k_m";
+inline bool is_type_name(const std::string& t) { return t == "bf16" || t == "q8_0" || t == "q4_k_m" || t == "q5_k_m"; }
 
 // The storage type of matrix s (layer l) in a synthetic model of weight type `mix` (one of TYPE_NAMES), as
 // llama-quantize chooses it: q8_0 everywhere; the _M mixes use Q4_K / Q5_K, but Q6_K for the output matrix (the
@@ -140,7 +143,7 @@ inline void random_blocks(uint8_t* p, DType t, size_t n, float width, uint64_t s
 // model_name ("synthetic"). Fails if c or mix is invalid or the weights would not fit in the available memory.
 inline Model synthetic_model(const Config& c, uint64_t seed = 1, const std::string& mix = "bf16") {
     check_config("synthetic model", c);
-    if (mix != "bf16" && mix != "q8_0" && mix != "q4_k_m" && mix != "q5_k_m")
+    if (!is_type_name(mix))
         fail("synthetic model: weight type '%s' is not one of %s", mix.c_str(), TYPE_NAMES);
     Model m;
     m.config = c;
@@ -278,6 +281,7 @@ inline void print_json(FILE* out, const Config& c, const Setup& s, const std::ve
     }
     fprintf(out, "{\"model\": \"%s\", \"synthetic\": %s, \"engine\": \"%s\", ", name.c_str(),
             s.synthetic ? "true" : "false", s.threads ? "cpu" : "cuda");
+    if (s.synthetic) fprintf(out, "\"type\": \"%s\", ", s.type.c_str());
     if (s.threads) fprintf(out, "\"threads\": %d, \"cores\": %ld, ", s.threads, sysconf(_SC_NPROCESSORS_ONLN));
     else fprintf(out, "\"device\": \"%s\", \"copy_gb_s\": %.1f, \"gpu_memory_gb\": %.3f, ", s.device.c_str(),
                  s.copy_bw / 1e9, s.gpu_memory / 1e9);

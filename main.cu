@@ -113,7 +113,11 @@ static Options parse_args(int argc, char** argv) {
         else if (flag == "--verbose") o.verbose = true;
         else if (flag == "--bench") o.bench = value();
         else if (flag == "--json") o.json = true;
-        else if (flag == "--type") o.bench_type = value();
+        else if (flag == "--type") {
+            o.bench_type = value();
+            if (!bench::is_type_name(o.bench_type))
+                usage_error("--type must be one of %s, got '%s'", bench::TYPE_NAMES, o.bench_type.c_str());
+        }
         else if (flag == "-h" || flag == "--help") o.help = true;
         else usage_error("unknown argument '%s'", flag.c_str());
     }

@@ -1,12 +1,14 @@
-// qwen.cuh: the CUDA engine for the models of qwen.hpp (bf16 weights, fp32 accumulation).
+// qwen.cuh: the CUDA engine for the models of qwen.hpp (weights in their storage type, fp32 accumulation).
 //
 // provides (namespace qwen):
 //   CUDA_CHECK, CUBLAS_CHECK             error checks that call qwen::fail with file:line and the error string
 //   gpu::*                               kernels and their launchers, in data-flow order:
-//     row kernels                        embed, rmsnorm, swiglu (the prefill path)
-//     decode kernels                     matvec (+ RMSNorm, + residual, + SwiGLU fusions), qkv_epilogue
+//     with_dtype                         a run-time weight type to the kernel instance for it
+//     row kernels                        embed (any weight type), rmsnorm, swiglu (the prefill path)
+//     decode kernels                     matvec: one fused dequantize-matvec per weight type (+ RMSNorm, +
+//                                        residual, + SwiGLU fusions; q/k/v in one launch), qkv_epilogue
 //                                        (bias, q/k norm, RoPE, KV-cache write), split-context GQA attention
-//     prefill kernels                    gemm (cuBLAS), causal attention on tensor cores with online softmax
+//     prefill kernels                    dequantize_bf16 + gemm (cuBLAS), causal attention with online softmax
 //     sampling kernels                   penalties, argmax, softmax, top-k / top-p / min-p selection and draw
 //     device_available, device_unsupported   whether (and why not) the engine can run on this machine
 //     test oracles (end of file)         matvec_ref, attention_decode_ref, attention_prefill (CUDA cores)

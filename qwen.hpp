@@ -1,12 +1,15 @@
-// qwen.hpp: Qwen language models (Qwen1.5, Qwen2, Qwen2.5, Qwen3 dense, bf16) in plain C++17.
+// qwen.hpp: Qwen language models (Qwen1.5, Qwen2, Qwen2.5, Qwen3 dense; bf16 or GGUF-quantized) in plain C++17.
 // Everything but the GPU; qwen.cuh adds the CUDA engine on top of this file.
 //
 // provides:
 //   Error, fail                  the one exception type: every failure throws it with a one-line message
 //                                (nothing here exits or prints); vformat, mix64 (splitmix64 bit mixing)
 //   bf16, now_seconds            bf16 <-> fp32 conversions (bf16_to_f32, f32_to_bf16); a monotonic clock
-//   load_model, load_tokenizer   the memory-mapped, fully validated weights.bin (Model: Config, ChatInfo,
-//                                Vocab, Weights; tensor_table lists the weights); parse_model: the same on bytes
+//   DType, Tensor, dequantize_row  weight storage types (bf16, f16, f32, llama.cpp's Q8_0 .. Q6_K blocks), a
+//                                typed view of a weight matrix, its rows decoded exactly (dequant_q8_0 ..)
+//   load_model, load_tokenizer   the memory-mapped, fully validated model file: weights.bin or GGUF, split GGUF
+//                                too (Model: Config, ChatInfo, Vocab, Weights of typed views; tensor_table lists
+//                                the weights, for_each_weight visits them); parse_model: the same on bytes
 //   Tokenizer, StreamDecoder     byte-level BPE that matches Hugging Face token for token; UTF-8-safe streaming
 //   utf8_valid, utf8_sanitize    UTF-8 validation and repair (U+FFFD); nfc: Unicode NFC normalisation
 //   chat_text, chat_tokens       ChatML prompts of Qwen1.5/2/2.5/3 (Message, ChatOptions: default system
@@ -18,8 +21,9 @@
 //   Session                      the prefill + decode loop: stop ids and strings (StopMatcher), KV-cache reuse
 //                                across turns (GenerateOptions, GenerateResult)
 //
-// Sections follow the data: common helpers, the model file, the tokenizer and chat prompts, the sampler, the
-// engine interface, the CPU forward pass, generation; the generated Unicode tables close the file.
+// Sections follow the data: common helpers, weight types, the model file (weights.bin, then GGUF), the tokenizer
+// and chat prompts, the sampler, the engine interface, the CPU forward pass, generation; the generated Unicode
+// tables close the file.
 // "id" always means a token id: an index into the vocabulary.
 #pragma once
 
@@ -2778,9 +2782,10 @@ inline std::vector<float> rope_inv_freq(const Config& c) {
 // ============================================================================
 // CPU reference: a thread pool and the fp32 forward pass over the bf16 weights
 // ============================================================================
-// This is the specification the GPU engine is tested against. Weights stay bf16 in the mapped file and are
-// widened to fp32 as they are read; every activation, the KV cache and every sum are fp32, as in Hugging Face
-// transformers running a bf16 checkpoint loaded in fp32 (activations are never rounded to bf16).
+// This is the specification the GPU engine is tested against. Weights stay in the mapped file in their storage
+// type and are widened (bf16) or decoded (quantized blocks) to fp32 as they are read; every activation, the KV
+// cache and every sum are fp32, as in Hugging Face transformers running a bf16 checkpoint loaded in fp32
+// (activations are never rounded to bf16).
 //
 // One decoder layer (Qwen2 family: Qwen1.5, Qwen2, Qwen2.5; and Qwen3), for each token at position p:
 //   h       = rmsnorm(x) * attn_norm

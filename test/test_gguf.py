@@ -74,27 +74,52 @@ def test_verbose_names_the_model_from_its_metadata():
     assert "temp 0.7, top-p 0.8, top-k 20" in err and "repeat-penalty 1.05" in err, err
 
 
-def write_changed_copy(src, dst, arch=None, cut=None):
-    """src with another architecture name (gguf-py's writer), or cut to `cut` bytes."""
+def write_changed_copy(src, dst, arch="qwen3", cut=None, template=None):
+    """src (a qwen3 file) with another architecture name or chat template (gguf-py's writer), or cut short."""
     if cut is not None:
         dst.write_bytes(src.read_bytes()[:cut])
         return
-    sys.path.insert(0, str(ROOT / "test"))
     import gguf
-    import gguf_fixtures
     r = gguf.GGUFReader(src)
     w = gguf.GGUFWriter(path=None, arch=arch)
     for key, f in r.fields.items():
-        if not key.startswith("GGUF.") and key != "general.architecture":
-            w.add_key_value(key.replace("qwen3.", arch + "."), f.contents(), f.types[0],
-                            f.types[-1] if f.types[0] == gguf.GGUFValueType.ARRAY else None)
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        value = template if key == "tokenizer.chat_template" and template is not None else f.contents()
+        w.add_key_value(key.replace("qwen3.", arch + "."), value, f.types[0],
+                        f.types[-1] if f.types[0] == gguf.GGUFValueType.ARRAY else None)
     for t in r.tensors:
         w.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
     w.write_header_to_file(path=dst)
     w.write_kv_data_to_file()
     w.write_tensors_to_file(progress=False)
     w.close()
-    assert gguf_fixtures  # the module that documents these files
+
+
+def test_chat_facts_come_from_the_template_as_the_exporter_finds_them(tmp_path):
+    # The same template in a GGUF and in a checkpoint folder exported to weights.bin: the same chat prompt,
+    # token for token (default system prompt, <think> mode), with and without --no-think.
+    pytest.importorskip("gguf")
+    from test_export import QWEN2_TEMPLATE, QWEN25_TEMPLATE
+    qwen3 = ("{%- for m in messages %}{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}"
+             "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+             "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}"
+             "{%- endif %}{%- endif %}")
+    for i, template in enumerate([QWEN2_TEMPLATE, QWEN25_TEMPLATE, qwen3, ""]):
+        gguf_file = tmp_path / f"t{i}.gguf"
+        write_changed_copy(GGUF / "sq3-Q4_0.gguf", gguf_file, template=template)
+        folder = tmp_path / f"t{i}"
+        folder.mkdir()
+        (folder / "tokenizer.json").write_bytes((DATA / "tokenizer-small" / "tokenizer.json").read_bytes())
+        config = json.loads((DATA / "tokenizer-small" / "tokenizer_config.json").read_text())
+        config["chat_template"] = template
+        (folder / "tokenizer_config.json").write_text(json.dumps(config))
+        subprocess.run([sys.executable, str(ROOT / "tools" / "export.py"), "--tokenizer-only", str(folder),
+                        str(tmp_path / f"t{i}.bin")], check=True, capture_output=True)
+        for extra in ([], ["--no-think"], ["-sys", "Be brief."]):
+            a = ok("-m", gguf_file, "--tokenize", "-p", "hi", *extra).stdout
+            b = ok("-m", tmp_path / f"t{i}.bin", "--tokenize", "-p", "hi", *extra).stdout
+            assert a == b, (template[:60], extra)
 
 
 def test_unsupported_and_corrupt_files_are_one_line_errors(tmp_path):
@@ -102,6 +127,7 @@ def test_unsupported_and_corrupt_files_are_one_line_errors(tmp_path):
     src = GGUF / "sq3-Q4_0.gguf"
     llama = tmp_path / "llama.gguf"
     write_changed_copy(src, llama, arch="llama")
+    assert b"general.architecture" in llama.read_bytes()[:200]
     cut = tmp_path / "cut.gguf"
     write_changed_copy(src, cut, cut=src.stat().st_size - 5000)
     for path, message in [(llama, "architecture 'llama' is not supported (supported: qwen2, qwen3)"),
