@@ -306,12 +306,9 @@ __device__ void warp_rows_dot16(const uint8_t* const (&rows)[NR], const float* x
     for (int r = 0; r < NR; r++) out[r] = warp_sum(acc[r]);
 }
 
-// The same dot products value by value (lane i takes values i, i + 32, ...) for any type: for rows of
-// F32, rows of 16-bit values whose length is not a multiple of 8 (such rows do not start on 16-byte
-// boundaries; no real Qwen shape needs this, odd test shapes do), and the quantized types, whose lanes take
-// whole chunks of a block (dtype_info(T).chunk values: 32 for Q8_0 and Q4_0/Q5_x, 64 for Q4_K/Q5_K, 128 for Q6_K)
-// and decode each with its scales once, feeding every value straight into the dot product: the fused
-// dequantize-matvec, one weight byte read from memory once.
+// The same dot products value by value (lane i takes values i, i + 32, ...): for rows of F32, and rows of
+// 16-bit values whose length is not a multiple of 8 (such rows do not start on 16-byte boundaries; no real Qwen
+// shape needs this, odd test shapes do).
 template <DType T, int NR>
 __device__ void warp_rows_values(const uint8_t* const (&rows)[NR], const float* xs, int cols, float (&out)[NR]) {
 #pragma unroll
@@ -322,9 +319,51 @@ __device__ void warp_rows_values(const uint8_t* const (&rows)[NR], const float* 
     }
 }
 
-// NR dot products of whole rows with the staged input: 16-byte loads when the type and the rows allow them.
+constexpr int MV_WINDOW = 256;  // 16-byte words of a row one warp stages at a time (4 KB) for the block types
+
+// The fused dequantize-matvec of the block types (Q8_0 .. Q6_K). Blocks are 18 to 210 bytes, so rows rarely
+// start on 16-byte boundaries: the warp copies a window of the row, from its 16-byte boundary at or before the
+// next block, into its own shared memory with 16-byte loads (each lane a word, coalesced), then its lanes take the
+// whole blocks in the window chunk by chunk (dtype_info(T).chunk values that share their scale bytes: 32 for
+// Q8_0 / Q4_0 / Q5_x, 64 for Q4_K / Q5_K, 128 for Q6_K), decode each chunk's scales once and feed every value
+// straight into the dot product. A block cut by the window's end is staged again with the next window. So each
+// weight byte comes from memory once, and no decoded value is stored anywhere. The window may reach up to 15
+// bytes before the row's first block and after its last: the matrix's allocation must allow that (the engine's
+// upload pads every span; see upload_weights). win: this warp's MV_WINDOW words of shared memory.
 template <DType T, int NR>
-__device__ void warp_rows(const uint8_t* const (&rows)[NR], const float* xs, int cols, float (&out)[NR]) {
+__device__ void warp_rows_blocks(const uint8_t* const (&rows)[NR], const float* xs, int cols, float (&out)[NR],
+                                 uint4* win) {
+    constexpr DTypeInfo ti = dtype_info(T);
+    constexpr int per_block = ti.block / ti.chunk;
+    const int lane = threadIdx.x % 32, n_blocks = cols / ti.block;
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+        float a = 0;
+        for (int b0 = 0; b0 < n_blocks;) {
+            const uint8_t* first = rows[r] + size_t(b0) * ti.bytes;
+            const uint4* base = reinterpret_cast<const uint4*>(reinterpret_cast<uintptr_t>(first) & ~uintptr_t(15));
+            const int skew = int(first - reinterpret_cast<const uint8_t*>(base));
+            const int nb = min(n_blocks - b0, (MV_WINDOW * 16 - skew) / ti.bytes);  // whole blocks in the window
+            const int words = (skew + nb * ti.bytes + 15) / 16;
+            __syncwarp();  // the previous window is no longer read
+            for (int i = lane; i < words; i += 32) win[i] = __ldcs(base + i);
+            __syncwarp();
+            const uint8_t* w = reinterpret_cast<const uint8_t*>(win) + skew;
+            for (int k = lane; k < nb * per_block; k += 32) {
+                const int b = k / per_block, c = k % per_block;
+                const float* xk = xs + size_t(b0 + b) * ti.block + c * ti.chunk;
+                dequant_chunk(T, w + b * ti.bytes, c, [&](int i, float v) { a = fmaf(v, xk[i], a); });
+            }
+            b0 += nb;
+        }
+        out[r] = warp_sum(a);
+    }
+}
+
+// NR dot products of whole rows with the staged input, with 16-byte loads where the type and the rows allow.
+template <DType T, int NR>
+__device__ void warp_rows(const uint8_t* const (&rows)[NR], const float* xs, int cols, float (&out)[NR], uint4* win) {
+    if constexpr (is_quantized(T)) return warp_rows_blocks<T, NR>(rows, xs, cols, out, win);
     if constexpr (T == DT_BF16 || T == DT_F16) {
         if (cols % 8 == 0) return warp_rows_dot16<T, NR>(rows, xs, cols, out);
     }
@@ -369,26 +408,27 @@ inline MatRows mat_rows(std::initializer_list<const Tensor*> parts) {
 //   MV_STORE  y[r] = W[r] . xs                     (q/k/v projection, lm_head)
 //   MV_ADD    y[r] += W[r] . xs                    (wo and w_down: the residual add)
 //   MV_SWIGLU y[r] = silu(Wgate[r] . xs) * (Wup[r] . xs)   (W's parts 0 and 1)
-// grid (ceil(rows / rows_per_block)), block 32 * MV_WARPS, smem cols floats
+// grid (ceil(rows / rows_per_block)), block 32 * MV_WARPS, smem matvec_smem(T, cols) bytes
 template <DType T, bool NORM, int OUT>
 static __global__ void __launch_bounds__(32 * MV_WARPS)
     matvec_kernel(MatRows W, const float* __restrict__ x, const float* __restrict__ g, float eps,
                   float* __restrict__ y, int rows_per_block) {
     extern __shared__ float4 smem4[];
-    float* xs = reinterpret_cast<float*>(smem4);  // (cols) the staged input
     const int rows = OUT == MV_SWIGLU ? W.rows[0] : W.n_rows, cols = W.cols;
-    stage_input<NORM>(x, g, eps, cols, xs);
+    float* xs = reinterpret_cast<float*>(smem4);  // (cols) the staged input
     int warp = threadIdx.x / 32, r_end = min(rows, (blockIdx.x + 1) * rows_per_block);
+    uint4* win = reinterpret_cast<uint4*>(smem4 + ceil_div(cols, 4)) + warp * MV_WINDOW;  // block types: a window
+    stage_input<NORM>(x, g, eps, cols, xs);
     for (int r = blockIdx.x * rows_per_block + warp; r < r_end; r += MV_WARPS) {
         if (OUT == MV_SWIGLU) {
             const uint8_t* rr[2] = {W.data[0] + uint64_t(r) * W.row_bytes, W.data[1] + uint64_t(r) * W.row_bytes};
             float d[2];
-            warp_rows<T, 2>(rr, xs, cols, d);
+            warp_rows<T, 2>(rr, xs, cols, d, win);
             if (threadIdx.x % 32 == 0) y[r] = silu(d[0]) * d[1];
         } else {
             const uint8_t* rr[1] = {W.row(r)};
             float d[1];
-            warp_rows<T, 1>(rr, xs, cols, d);
+            warp_rows<T, 1>(rr, xs, cols, d, win);
             if (threadIdx.x % 32 == 0) y[r] = OUT == MV_ADD ? y[r] + d[0] : d[0];
         }
     }
@@ -402,8 +442,14 @@ inline int matvec_rows_per_block(int rows, const Launch& l) {
     return std::min(std::max(per_block, MV_WARPS), 8 * MV_WARPS);
 }
 
+// Shared memory of a matvec block: the staged input, and for the block types a window per warp.
+inline size_t matvec_smem(DType t, int cols) {
+    return size_t(ceil_div(cols, 4)) * 16 + (is_quantized(t) ? size_t(MV_WARPS) * MV_WINDOW * 16 : 0);
+}
+
 // W: device views (for MV_SWIGLU: gate and up, (rows, cols) each); x: (cols) fp32; g: (cols) fp32 when NORM;
-// y: (rows) fp32, not aliasing x. 16-byte loads of bf16 / f16 rows need 16-byte aligned matrices.
+// y: (rows) fp32, not aliasing x. 16-byte loads of bf16 / f16 rows need 16-byte aligned matrices; block types
+// need 15 bytes of allocated memory before and after each matrix (see warp_rows_blocks).
 template <bool NORM, int OUT>
 void matvec_launch(const MatRows& W, const float* x, const float* g, float eps, float* y, const Launch& l) {
     const int rows = OUT == MV_SWIGLU ? W.rows[0] : W.n_rows, cols = W.cols;
@@ -413,7 +459,7 @@ void matvec_launch(const MatRows& W, const float* x, const float* g, float eps, 
         if (W.rows[p] && (W.type == DT_BF16 || W.type == DT_F16) && cols % 8 == 0 &&
             reinterpret_cast<uintptr_t>(W.data[p]) % 16 != 0)
             fail("matvec: the weights are not 16-byte aligned");
-    size_t smem = size_t(cols) * sizeof(float);
+    size_t smem = matvec_smem(W.type, cols);
     int rpb = matvec_rows_per_block(rows, l);
     with_dtype(W.type, "matvec", [&](auto T) {
         allow_smem(matvec_kernel<T.value, NORM, OUT>, smem, l, "matvec");
@@ -1370,17 +1416,17 @@ struct GpuEngine : Engine {
             if (s.per_layer && s.kind == TensorSpec::MATRIX && t.type != DT_BF16)
                 scratch = std::max(scratch, size_t(t.rows) * size_t(t.cols));
         });
-        size_t total = 0;
+        size_t total = 0;  // each span: up to 255 bytes to keep its alignment, 16 before and after (matvec windows)
         for (Span& sp : spans)
-            if (sp.lo) total += size_t(sp.hi - sp.lo) + 256;
+            if (sp.lo) total += size_t(sp.hi - sp.lo) + 512;
         uint8_t* dev = mem_.get<uint8_t>(total, bytes_weights_);
         gpu::PinnedStaging staging;
         for (Span& sp : spans) {
             if (!sp.lo) continue;
-            dev += (reinterpret_cast<uintptr_t>(sp.lo) - reinterpret_cast<uintptr_t>(dev)) % 256;
+            dev += 16 + (reinterpret_cast<uintptr_t>(sp.lo) - reinterpret_cast<uintptr_t>(dev + 16)) % 256;
             sp.dev = dev;
             staging.copy(dev, sp.lo, size_t(sp.hi - sp.lo), h_.stream);
-            dev += sp.hi - sp.lo;
+            dev += (sp.hi - sp.lo) + 16;
         }
         staging.finish(h_.stream);
         for_each_weight(cfg_, w_, [&](const TensorSpec& s, int l, Tensor& d) {

@@ -419,6 +419,16 @@ struct StoreTo {
     QWEN_HOST_DEVICE void operator()(int i, float v) const { y[i] = v; }
 };
 
+// n_blocks blocks of type T into out, each chunk by the decoder of T (the type known at compile time, so the
+// decoder is inlined into the loop).
+template <DType T>
+inline void decode_blocks(const uint8_t* p, int n_blocks, float* out) {
+    constexpr DTypeInfo ti = dtype_info(T);
+    for (int b = 0; b < n_blocks; b++)
+        for (int c = 0; c < ti.block / ti.chunk; c++)
+            dequant_chunk(T, p + size_t(b) * ti.bytes, c, StoreTo{out + size_t(b) * ti.block + c * ti.chunk});
+}
+
 // out[0..cols) = row r of w as fp32, decoded block by block (exact: see the decoders above).
 inline void dequantize_row(const Tensor& w, int r, float* out) {
     const uint8_t* p = w.row(r);
@@ -431,14 +441,13 @@ inline void dequantize_row(const Tensor& w, int r, float* out) {
         case DT_F16:
             for (int i = 0; i < n; i++) out[i] = f16_to_f32(rd16(p + 2 * i));
             return;
-        default: {
-            const DTypeInfo ti = dtype_info(w.type);
-            for (int b = 0; b < n / ti.block; b++)
-                for (int c = 0; c < ti.block / ti.chunk; c++) {
-                    float* y = out + size_t(b) * ti.block + c * ti.chunk;
-                    dequant_chunk(w.type, p + size_t(b) * ti.bytes, c, StoreTo{y});
-                }
-        }
+        case DT_Q8_0: return decode_blocks<DT_Q8_0>(p, n / 32, out);
+        case DT_Q4_0: return decode_blocks<DT_Q4_0>(p, n / 32, out);
+        case DT_Q5_0: return decode_blocks<DT_Q5_0>(p, n / 32, out);
+        case DT_Q5_1: return decode_blocks<DT_Q5_1>(p, n / 32, out);
+        case DT_Q4_K: return decode_blocks<DT_Q4_K>(p, n / 256, out);
+        case DT_Q5_K: return decode_blocks<DT_Q5_K>(p, n / 256, out);
+        case DT_Q6_K: return decode_blocks<DT_Q6_K>(p, n / 256, out);
     }
 }
 
@@ -1505,7 +1514,7 @@ inline void gguf_chat(const GgufMeta& g, const Vocab& v, const std::string& path
     const char* file = g.f.name.c_str();
     std::string base = path.substr(path.find_last_of('/') + 1);
     if (base.size() > 5 && base.compare(base.size() - 5, 5, ".gguf") == 0) base.resize(base.size() - 5);
-    chat.model_name = g.has_string("general.name") ? g.string("general.name", true) : base;
+    chat.model_name = utf8_sanitize(g.has_string("general.name") ? g.string("general.name", true) : base);
     std::string tmpl = g.string("tokenizer.chat_template", false);
     chat.default_system = template_default_system(tmpl);
     chat.has_default_system = !chat.default_system.empty();
