@@ -2789,7 +2789,7 @@ inline std::vector<float> rope_inv_freq(const Config& c) {
 }
 
 // ============================================================================
-// CPU reference: a thread pool and the fp32 forward pass over the bf16 weights
+// CPU reference: a thread pool and the fp32 forward pass over the weights (bf16 or quantized)
 // ============================================================================
 // This is the specification the GPU engine is tested against. Weights stay in the mapped file in their storage
 // type and are widened (bf16) or decoded (quantized blocks) to fp32 as they are read; every activation, the KV
@@ -2798,7 +2798,7 @@ inline std::vector<float> rope_inv_freq(const Config& c) {
 //
 // One decoder layer (Qwen2 family: Qwen1.5, Qwen2, Qwen2.5; and Qwen3), for each token at position p:
 //   h       = rmsnorm(x) * attn_norm
-//   q, k, v = h @ Wq^T (+bq), h @ Wk^T (+bk), h @ Wv^T (+bv)    one matmul over the stacked wqkv rows
+//   q, k, v = h @ Wq^T (+bq), h @ Wk^T (+bk), h @ Wv^T (+bv)    one matmul over the three matrices
 //   q, k    = rmsnorm(q_head) * q_norm, rmsnorm(k_head) * k_norm  per head, Qwen3 only
 //   q, k    = rope(q, p), rope(k, p);  cache[p] = (k, v)
 //   a       = softmax(q . K[0..p] / sqrt(head_dim)) @ V[0..p]     per head; GQA: groups of n_heads / n_kv_heads
