@@ -69,13 +69,39 @@ build:
 # ---- exported fixtures (the tiny random checkpoints and the real tokenizer) -------------------------
 FIXTURES := build/tiny-qwen2.bin build/tiny-qwen15.bin build/tiny-qwen3.bin build/tokenizer-small.bin \
             build/qwen-tokenizer.bin
-fixtures: $(FIXTURES)
 build/tiny-%.bin: tools/export.py test/data/tiny-%/model.safetensors | build
 	$(PYTHON) tools/export.py test/data/tiny-$* $@
 build/tokenizer-small.bin: tools/export.py test/data/tokenizer-small/tokenizer.json | build
 	$(PYTHON) tools/export.py --tokenizer-only test/data/tokenizer-small $@
 build/qwen-tokenizer.bin: tools/export.py test/data/qwen-tokenizer/tokenizer.json | build
 	$(PYTHON) tools/export.py --tokenizer-only test/data/qwen-tokenizer $@
+
+# ---- GGUF test files: llama.cpp's in test/data/gguf, and what test/gguf_fixtures.py derives from them -------
+# (F16/F32 copies, a split file, small mixed-type files, reference decodings, and weights.bin exports of the BF16
+# checkpoints; the script also documents how test/data/gguf was made). Needs numpy and gguf.
+GGUF_DATA := $(wildcard test/data/gguf/*.gguf)
+GGUF_MIX  := build/gguf/tiny-qwen2-mix.gguf build/gguf/tiny-qwen3-mix.gguf
+GGUF_FIXTURES := build/gguf/variants.stamp $(GGUF_MIX) build/gguf/dequant.bin build/gguf/digests.json \
+                 build/sq2.bin build/sq3.bin build/sq3-q8_0.bin
+build/gguf/variants.stamp: test/gguf_fixtures.py $(GGUF_DATA) | build
+	$(PYTHON) test/gguf_fixtures.py variants build/gguf test/data/gguf/sq2-BF16.gguf test/data/gguf/sq3-BF16.gguf \
+	    test/data/gguf/sq3-Q4_K_M.gguf
+	touch $@
+$(GGUF_MIX) &: test/gguf_fixtures.py test/data/tiny-qwen2/model.safetensors test/data/tiny-qwen3/model.safetensors | build
+	$(PYTHON) test/gguf_fixtures.py tiny build/gguf
+build/gguf/dequant.bin: test/gguf_fixtures.py | build
+	@mkdir -p build/gguf
+	$(PYTHON) test/gguf_fixtures.py dequant $@
+build/gguf/digests.json: test/gguf_fixtures.py build/gguf/variants.stamp $(GGUF_MIX)
+	$(PYTHON) test/gguf_fixtures.py digests $@ $(GGUF_DATA) build/gguf/sq2-F16.gguf build/gguf/sq3-F16.gguf \
+	    build/gguf/sq2-F32.gguf $(GGUF_MIX)
+build/sq%.bin: tools/export.py test/gguf_fixtures.py test/data/gguf/sq%-BF16.gguf | build
+	$(PYTHON) test/gguf_fixtures.py hf test/data/gguf/sq$*-BF16.gguf build/gguf/sq$*
+	$(PYTHON) tools/export.py build/gguf/sq$* $@
+build/sq3-q8_0.bin: build/sq3.bin   # weights.bin version 2: the exporter's Q8_0 of the same checkpoint
+	$(PYTHON) tools/export.py --quant q8_0 build/gguf/sq3 $@
+
+fixtures: $(FIXTURES) $(GGUF_FIXTURES)
 
 # ---- C++ tests (doctest) ------------------------------------------------------------------------
 CPU_TESTS := $(filter-out test/test_main.cpp,$(wildcard test/test_*.cpp))
@@ -85,10 +111,12 @@ build/obj/%.o: test/%.cpp test/fixtures.hpp $(HEADERS) | build
 build/test_cpu: build/obj/test_main.o $(patsubst test/%.cpp,build/obj/%.o,$(CPU_TESTS))
 	$(CXX) $(CXXFLAGS) -o $@ $^
 
-# The loader, the tokenizer and the grammars under AddressSanitizer + UndefinedBehaviorSanitizer (corrupt files,
+# The loaders, the tokenizer and the grammars under AddressSanitizer + UndefinedBehaviorSanitizer (corrupt files,
 # odd input, hostile grammars and schemas).
-build/test_asan: test/test_main.cpp test/test_model.cpp test/test_tokenizer.cpp test/test_grammar.cpp $(HEADERS) | build
-	$(CXX) $(SAN_FLAGS) -o $@ test/test_main.cpp test/test_model.cpp test/test_tokenizer.cpp test/test_grammar.cpp
+ASAN_TESTS := test/test_main.cpp test/test_model.cpp test/test_gguf_corrupt.cpp test/test_tokenizer.cpp \
+              test/test_grammar.cpp
+build/test_asan: $(ASAN_TESTS) $(HEADERS) | build
+	$(CXX) $(SAN_FLAGS) -o $@ $(ASAN_TESTS)
 
 DEV_CANDIDATES := dev/attention_prefill_tc.cuh dev/sample_candidates.cuh   # tested here until promoted
 build/test_gpu: test/test_gpu.cu test/test_main.cpp test/fixtures.hpp $(DEV_CANDIDATES) $(FRONT) | build
@@ -150,7 +178,7 @@ build/fuzz_grammar: test/fuzz_grammar.cpp $(HEADERS) | build
 # A bounded fuzzing run of the loader, seeded with the exported fixtures and the saved regressions.
 define run_fuzz
 	@mkdir -p build/fuzz-corpus
-	@cp $(FIXTURES) build/fuzz-corpus/
+	@cp $(FIXTURES) $(GGUF_MIX) build/fuzz-corpus/
 	@echo "fuzzing the loader for $(FUZZ_SECONDS) s (log: build/fuzz.log)"
 	@./build/fuzz_loader -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=400000 -artifact_prefix=build/ \
 	    build/fuzz-corpus test/fuzz-regressions > build/fuzz.log 2>&1 || { tail -n 60 build/fuzz.log; exit 1; }
@@ -203,7 +231,7 @@ test: all build/cpu/qwen build/test_cpu build/test_asan $(GPU_TEST) build/tokeni
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := build-essential pkg-config python3 python3-pip clang xxd curl ca-certificates doctest-dev \
                 libmicrohttpd-dev nlohmann-json3-dev chromium fonts-wqy-microhei
-PY_PACKAGES := numpy tokenizers pytest openai playwright jinja2 jsonschema
+PY_PACKAGES := numpy tokenizers pytest openai playwright jinja2 jsonschema gguf
 deps:
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES) >/dev/null

@@ -1,10 +1,12 @@
-// bench.hpp: `qwen --bench SHAPE [--json] [--cpu]`, the speed measurement, outside the library. Included by
+// bench.hpp: `qwen --bench SHAPE [--json] [--cpu] [--type T]`, the speed measurement, outside the library. Included by
 // main.cu (and by the tests, for the synthetic weights).
 //
 // provides (namespace bench):
 //   PRESET_NAMES, preset_config   the shapes of published checkpoints (qwen2.5-0.5b, qwen2.5-1.5b, qwen2-7b)
-//   synthetic_model               a Model of any config with random bf16 weights in memory (no file, no download)
-//   decode_weight_bytes           bytes of weights one decode step reads
+//   synthetic_model               a Model of any config with random weights in memory (no file, no download): bf16,
+//                                 or quantized as llama-quantize mixes q8_0 / q4_k_m / q5_k_m (mix_type,
+//                                 random_blocks)
+//   decode_weight_bytes           bytes of weights one decode step reads, each weight in its own type
 //   run_bench                     prefill and decode tok/s of an engine on a shape or a weights file, with the
 //                                 bytes each decoded token reads and, on a GPU, the share of the copy bandwidth;
 //                                 printed as a table or one JSON object
@@ -15,6 +17,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -51,12 +54,13 @@ inline bool preset_config(const std::string& name, Config& c) {
     return true;
 }
 
-// Bytes of weights one decode step reads: every tensor once, the embedding only as a tied lm_head (an untied
-// embedding contributes one row, ignored).
-inline double decode_weight_bytes(const Config& c) {
+// Bytes of weights one decode step reads: every weight once, each in its own storage type; the embedding only
+// as a tied lm_head (an untied embedding contributes one row, ignored).
+inline double decode_weight_bytes(const Model& m) {
     double bytes = 0;
-    for (const TensorSpec& t : tensor_table(c))
-        if (t.field != &Weights::token_embd || c.tied) bytes += double(t.count()) * sizeof(bf16);
+    for_each_weight(m.config, m.weights, [&](const TensorSpec& s, int, const Tensor& t) {
+        if (s.global != &Weights::token_embd || m.config.tied) bytes += double(t.bytes());
+    });
     return bytes;
 }
 
@@ -73,43 +77,131 @@ inline double available_memory_bytes() {
     return double(sysconf(_SC_AVPHYS_PAGES)) * double(sysconf(_SC_PAGESIZE));
 }
 
-// A Model of config c whose weights live in Model::owned, laid out as tensor_table(c) lists them: bf16 values
-// drawn uniformly with the spread of a unit-variance init (matrices: variance 1 / cols; biases +-0.1; norms
-// 1 +- 0.1), so activations stay finite. Each value is a hash of (seed, tensor, index): the same seed gives the
-// same weights. No vocab; of the chat facts only model_name ("synthetic"). Fails if c is invalid or the weights
-// would not fit in the available memory.
-inline Model synthetic_model(const Config& c, uint64_t seed = 1) {
+constexpr const char* TYPE_NAMES = "bf16, q8_0, q4_k_m, q5_k_m";
+inline bool is_type_name(const std::string& t) { return t == "bf16" || t == "q8_0" || t == "q4_k_m" || t == "q5_k_m"; }
+
+// The storage type of matrix s (layer l) in a synthetic model of weight type `mix` (one of TYPE_NAMES), as
+// llama-quantize chooses it: q8_0 everywhere; the _M mixes use Q4_K / Q5_K, but Q6_K for the output matrix (the
+// embedding when tied) and for attn_v and ffn_down of the layers i < n/8, i >= 7n/8 and (i - n/8) % 3 == 2; a
+// K-quant whose rows are not whole 256-value blocks falls back to Q5_0 / Q5_1 / Q8_0 (Qwen2.5-0.5B's 896).
+inline DType mix_type(const std::string& mix, const Config& c, const TensorSpec& s, int l) {
+    if (mix == "bf16") return DT_BF16;
+    if (mix == "q8_0") return DT_Q8_0;
+    DType base = mix == "q4_k_m" ? DT_Q4_K : DT_Q5_K, t = base;
+    int n = c.n_layers;
+    bool more_bits = l >= 0 && (l < n / 8 || l >= 7 * n / 8 || (l - n / 8) % 3 == 2);
+    if (s.global == &Weights::lm_head || (s.global == &Weights::token_embd && c.tied)) t = DT_Q6_K;
+    if ((s.layer == &Layer::wv || s.layer == &Layer::w_down) && more_bits) t = DT_Q6_K;
+    if (s.cols % 256 != 0) t = t == DT_Q6_K ? DT_Q8_0 : t == DT_Q4_K ? DT_Q5_0 : DT_Q5_1;
+    return t;
+}
+
+// The K-quants' 12 scale bytes from 8 six-bit scales and mins (the inverse of k_scale_min).
+inline void k_pack_scales(uint8_t* s, const int* sc, const int* m) {
+    for (int j = 0; j < 4; j++) {
+        s[j] = uint8_t((sc[j] & 63) | (sc[j + 4] >> 4) << 6);
+        s[j + 4] = uint8_t((m[j] & 63) | (m[j + 4] >> 4) << 6);
+        s[j + 8] = uint8_t((sc[j + 4] & 15) | (m[j + 4] & 15) << 4);
+    }
+}
+
+// Random bytes for n blocks of a quantized type whose values spread over about [-width, width]: random integers,
+// scales fixed so that the largest integers map to +-width (the K-quants' mins centre the range on 0).
+inline void random_blocks(uint8_t* p, DType t, size_t n, float width, uint64_t seed) {
+    const DTypeInfo ti = dtype_info(t);
+    uint64_t z = seed;
+    auto bits = [&z] { return z = mix64(z + 0x9e3779b97f4a7c15ull); };
+    auto put16 = [](uint8_t* q, uint16_t v) { q[0] = uint8_t(v), q[1] = uint8_t(v >> 8); };
+    for (size_t b = 0; b < n; b++, p += ti.bytes) {
+        for (int i = 0; i < ti.bytes; i += 8) {
+            uint64_t r = bits();
+            memcpy(p + i, &r, size_t(std::min(8, ti.bytes - i)));
+        }
+        int sc[8], m[8];
+        for (int j = 0; j < 8; j++) sc[j] = m[j] = 32 + int(bits() % 32);
+        switch (t) {
+            case DT_Q8_0: for (int i = 2; i < 34; i++) p[i] = p[i] == 0x80 ? 0x81 : p[i];  // no -128
+                          put16(p, f32_to_f16(width / 127)); break;
+            case DT_Q4_0: put16(p, f32_to_f16(width / 8)); break;
+            case DT_Q5_0: put16(p, f32_to_f16(width / 16)); break;
+            case DT_Q5_1: put16(p, f32_to_f16(width / 16)), put16(p + 2, f32_to_f16(-width)); break;
+            case DT_Q4_K: put16(p, f32_to_f16(width / (7.5f * 63))), put16(p + 2, f32_to_f16(width / 63));
+                          k_pack_scales(p + 4, sc, m); break;
+            case DT_Q5_K: put16(p, f32_to_f16(width / (15.5f * 63))), put16(p + 2, f32_to_f16(width / 63));
+                          k_pack_scales(p + 4, sc, m); break;
+            case DT_Q6_K: for (int i = 192; i < 208; i++) p[i] = uint8_t(32 + bits() % 96);
+                          put16(p + 208, f32_to_f16(width / (32 * 127))); break;
+            default: break;
+        }
+    }
+}
+
+// A Model of config c whose weights live in Model::owned (each view 256-byte aligned), matrices in the types of
+// `mix` (TYPE_NAMES), norm gains and biases fp32, with the spread of a unit-variance init (matrices: values
+// within +-sqrt(3 / cols); biases +-0.1; norms 1 +- 0.1), so activations stay finite. Each value is a hash of
+// (seed, weight, layer, index): the same seed gives the same weights. No vocab; of the chat facts only
+// model_name ("synthetic"). Fails if c or mix is invalid or the weights would not fit in the available memory.
+inline Model synthetic_model(const Config& c, uint64_t seed = 1, const std::string& mix = "bf16") {
     check_config("synthetic model", c);
+    if (!is_type_name(mix))
+        fail("synthetic model: weight type '%s' is not one of %s", mix.c_str(), TYPE_NAMES);
     Model m;
     m.config = c;
     m.chat.model_name = "synthetic";
     m.has_weights = true;
-    const std::vector<TensorSpec> specs = tensor_table(c);
-    std::vector<size_t> begin;  // (specs + 1) element offsets into owned
+    struct Job {  // rows [r0, r1) of one view, filled by one thread
+        Tensor* view;
+        TensorSpec::Kind kind;
+        uint64_t key;  // which view, for the hash
+        size_t offset;
+        int r0, r1;
+    };
+    std::vector<Job> jobs;
     size_t total = 0;
-    for (const TensorSpec& t : specs) begin.push_back(total), total += size_t(t.count());
-    begin.push_back(total);
-    double need = double(total) * sizeof(bf16), avail = available_memory_bytes();
-    if (need > avail)
-        fail("synthetic model: the weights need %.1f GB of memory, only %.1f GB is available", need / 1e9, avail / 1e9);
+    for_each_weight(c, m.weights, [&](const TensorSpec& s, int l, Tensor& t) {
+        t.rows = s.rows, t.cols = s.cols;
+        t.type = s.kind == TensorSpec::MATRIX ? mix_type(mix, c, s, l) : DT_F32;
+        uint64_t key = uint64_t(jobs.size()) << 40;
+        for (int r = 0; r < s.rows; r += 4096) jobs.push_back({&t, s.kind, key, total, r, std::min(s.rows, r + 4096)});
+        total += (t.bytes() + 255) / 256 * 256;
+    });
+    double avail = available_memory_bytes();
+    if (double(total) > avail)
+        fail("synthetic model: the weights need %.1f GB of memory, only %.1f GB is available", total / 1e9, avail / 1e9);
     m.owned.resize(total);
-    auto fill = [&](size_t lo, size_t hi) {  // elements [lo, hi) of owned
-        for (size_t k = 0; k < specs.size(); k++) {
-            const TensorSpec& t = specs[k];
-            float center = t.kind == TensorSpec::NORM ? 1.0f : 0.0f;
-            float width = t.kind == TensorSpec::MATRIX ? std::sqrt(3.0f / float(t.shape[t.ndim - 1])) : 0.1f;
-            for (size_t i = std::max(lo, begin[k]); i < std::min(hi, begin[k + 1]); i++) {
-                uint64_t z = mix64(seed * 0x9e3779b97f4a7c15ull + (uint64_t(k) << 40) + (i - begin[k]));
-                float u = float(z >> 40) * (2.0f / float(1 << 24)) - 1.0f;  // uniform in [-1, 1)
-                m.owned[i] = f32_to_bf16(center + width * u);
+    for (Job& j : jobs) j.view->data = m.owned.data() + j.offset;
+    std::atomic<size_t> next{0};
+    auto fill = [&] {
+        for (size_t k; (k = next++) < jobs.size();) {
+            const Job& j = jobs[k];
+            Tensor& t = *j.view;
+            uint8_t* base = const_cast<uint8_t*>(t.data);
+            bool matrix = j.kind == TensorSpec::MATRIX;
+            float center = j.kind == TensorSpec::NORM ? 1.0f : 0.0f;
+            float width = matrix ? std::sqrt(3.0f / float(t.cols)) : 0.1f;
+            uint64_t h = mix64(seed * 0x9e3779b97f4a7c15ull + j.key);
+            for (int r = j.r0; r < j.r1; r++) {
+                uint8_t* row = base + uint64_t(r) * t.row_bytes();
+                if (t.type != DT_BF16 && t.type != DT_F32) {
+                    random_blocks(row, t.type, size_t(t.row_bytes()) / size_t(dtype_info(t.type).bytes), width,
+                                  mix64(h + uint64_t(r)));
+                    continue;
+                }
+                for (int i = 0; i < t.cols; i++) {
+                    uint64_t z = mix64(h + uint64_t(r) * uint64_t(t.cols) + uint64_t(i));
+                    float v = center + width * (float(z >> 40) * (2.0f / float(1 << 24)) - 1.0f);  // u in [-1, 1)
+                    if (t.type == DT_F32) memcpy(row + 4 * size_t(i), &v, 4);
+                    else {
+                        bf16 b = f32_to_bf16(v);
+                        memcpy(row + 2 * size_t(i), &b, 2);
+                    }
+                }
             }
         }
     };
-    size_t n_threads = std::max(1u, std::thread::hardware_concurrency());
     std::vector<std::thread> workers;
-    for (size_t t = 0; t < n_threads; t++) workers.emplace_back(fill, total * t / n_threads, total * (t + 1) / n_threads);
+    for (unsigned t = 0; t < std::max(1u, std::thread::hardware_concurrency()); t++) workers.emplace_back(fill);
     for (std::thread& w : workers) w.join();
-    for (size_t k = 0; k < specs.size(); k++) m.weights.*specs[k].field = m.owned.data() + begin[k];
     if (c.tied) m.weights.lm_head = m.weights.token_embd;
     return m;
 }
@@ -130,6 +222,8 @@ struct Setup {
     bool synthetic;          // random weights of a preset shape
     std::string engine;      // "cpu, 2 threads (16 cores)" or "cuda, NVIDIA H100 80GB HBM3"
     std::string device;      // GPU: its name
+    std::string type;        // synthetic: the weight type (TYPE_NAMES)
+    double weight_bytes = 0; // bytes of weights one decode step reads
     double kv_bytes = 0;     // KV-cache bytes per cached token
     double copy_bw = 0;      // GPU: measured device copy bandwidth, bytes/s (read + write); 0 on the CPU
     double gpu_memory = 0;   // GPU: device memory the engine took, bytes
@@ -176,7 +270,7 @@ inline Row time_decode(Engine& e, const std::vector<int>& toks, int n, int steps
     double t0 = now_seconds();
     run(steps);
     double dt = (now_seconds() - t0) / steps;
-    return {"decode @" + std::to_string(n), 1.0 / dt, decode_weight_bytes(e.config()) + (n + steps / 2.0) * s.kv_bytes};
+    return {"decode @" + std::to_string(n), 1.0 / dt, s.weight_bytes + (n + steps / 2.0) * s.kv_bytes};
 }
 
 inline void print_json(FILE* out, const Config& c, const Setup& s, const std::vector<Row>& rows) {
@@ -187,11 +281,12 @@ inline void print_json(FILE* out, const Config& c, const Setup& s, const std::ve
     }
     fprintf(out, "{\"model\": \"%s\", \"synthetic\": %s, \"engine\": \"%s\", ", name.c_str(),
             s.synthetic ? "true" : "false", s.threads ? "cpu" : "cuda");
+    if (s.synthetic) fprintf(out, "\"type\": \"%s\", ", s.type.c_str());
     if (s.threads) fprintf(out, "\"threads\": %d, \"cores\": %ld, ", s.threads, sysconf(_SC_NPROCESSORS_ONLN));
     else fprintf(out, "\"device\": \"%s\", \"copy_gb_s\": %.1f, \"gpu_memory_gb\": %.3f, ", s.device.c_str(),
                  s.copy_bw / 1e9, s.gpu_memory / 1e9);
     fprintf(out, "\"weights_gb_per_token\": %.4f, \"kv_kb_per_context_token\": %.2f, \"results\": [",
-            decode_weight_bytes(c) / 1e9, s.kv_bytes / 1e3);
+            s.weight_bytes / 1e9, s.kv_bytes / 1e3);
     for (size_t i = 0; i < rows.size(); i++) {
         const Row& r = rows[i];
         fprintf(out, "%s{\"test\": \"%s\", \"tok_s\": %.2f, \"ms_per_token\": %.4f", i ? ", " : "", r.test.c_str(),
@@ -205,12 +300,12 @@ inline void print_json(FILE* out, const Config& c, const Setup& s, const std::ve
 
 inline void print_table(FILE* out, const Config& c, const Setup& s, const std::vector<Row>& rows) {
     fprintf(out, "bench %s (%s): dim %d, %d layers, %d/%d heads x %d, ffn %d, vocab %d\n", s.name.c_str(),
-            s.synthetic ? "synthetic bf16 weights" : "weights file", c.dim, c.n_layers, c.n_heads, c.n_kv_heads,
+            s.synthetic ? ("synthetic " + s.type + " weights").c_str() : "weights file", c.dim, c.n_layers, c.n_heads, c.n_kv_heads,
             c.head_dim, c.ffn_dim, c.vocab_size);
     fprintf(out, "engine: %s", s.engine.c_str());
     if (s.copy_bw > 0)
         fprintf(out, "; copy bandwidth %.0f GB/s (read + write); GPU memory %.2f GB", s.copy_bw / 1e9, s.gpu_memory / 1e9);
-    fprintf(out, "\ndecode reads %.3f GB of weights per token + %.1f KB per cached token\n\n", decode_weight_bytes(c) / 1e9,
+    fprintf(out, "\ndecode reads %.3f GB of weights per token + %.1f KB per cached token\n\n", s.weight_bytes / 1e9,
             s.kv_bytes / 1e3);
     fprintf(out, "%-14s %10s %10s %14s %8s %10s\n", "test", "tok/s", "ms/token", "MB read/token", "GB/s", "% of copy");
     for (const Row& r : rows) {
@@ -283,7 +378,8 @@ inline std::unique_ptr<Engine> bench_engine(const Model& m, int ctx, bool cpu, i
 // Runs the benchmark on a preset shape (synthetic weights) or a weights file and prints a table, or one JSON
 // object with json. The CPU: prefill 128 and 512 tokens, 16 decode steps after each. The GPU: prefill 512 and
 // 2048 (median of 3), 64 decode steps after 128 and 4096 cached tokens.
-inline int run_bench(const std::string& shape_or_file, bool json, bool cpu, int threads, FILE* out) {
+inline int run_bench(const std::string& shape_or_file, const std::string& type, bool json, bool cpu, int threads,
+                     FILE* out) {
     struct Step {
         bool prefill;
         int n;
@@ -296,10 +392,13 @@ inline int run_bench(const std::string& shape_or_file, bool json, bool cpu, int 
     struct stat st;
     if (!synthetic && stat(shape_or_file.c_str(), &st) != 0)
         fail("--bench: '%s' is neither a shape (%s) nor a weights file", shape_or_file.c_str(), PRESET_NAMES);
-    Model model = synthetic ? synthetic_model(shape, 1) : load_model(shape_or_file);
+    if (!synthetic && !type.empty()) fail("--bench: --type is for a preset shape; a file has its own types");
+    Model model = synthetic ? synthetic_model(shape, 1, type.empty() ? "bf16" : type) : load_model(shape_or_file);
     Setup s;
     s.name = shape_or_file;
     s.synthetic = synthetic;
+    s.type = type.empty() ? "bf16" : type;
+    s.weight_bytes = decode_weight_bytes(model);
     std::unique_ptr<Engine> e = bench_engine(model, std::min(need, model.config.max_seq_len), cpu, threads, s);
     std::vector<int> toks = bench_tokens(e->context_size(), model.config.vocab_size);
     e->forward(toks.data(), 1, 0);  // warm-up: touches every weight once

@@ -40,7 +40,7 @@ static const std::string USAGE = std::string(
     "answer is streamed to stdout; statistics go to stderr.\n"
     "\n"
     "model and prompt:\n"
-    "  -m, --model FILE         model file (weights.bin format)\n"
+    "  -m, --model FILE         model file: weights.bin (tools/export.py) or GGUF (llama.cpp's)\n"
     "  -p, --prompt TEXT        prompt text\n"
     "  -f, --file FILE          read the prompt from FILE, byte for byte ('-' = stdin)\n"
     "  -sys, --system TEXT      system prompt (default: the model's own, if it has one)\n"
@@ -64,6 +64,8 @@ static const std::string USAGE = std::string(
     "  --bench SHAPE            GPU benchmark of prefill and decode speed: SHAPE is qwen2.5-0.5b,\n"
     "                           qwen2.5-1.5b or qwen2-7b (synthetic weights) or a model file;\n"
     "                           with --cpu (and -t N) the CPU engine's speed instead\n"
+    "  --type T                 with --bench SHAPE: the synthetic weights' type: bf16 (default), q8_0,\n"
+    "                           q4_k_m or q5_k_m (as llama-quantize mixes them)\n"
     "  --json                   with --bench: one JSON object instead of a table\n"
     "\n"
     "engine:\n"
@@ -75,7 +77,7 @@ static const std::string USAGE = std::string(
 struct Options {
     std::string model_path;
     std::optional<std::string> prompt, prompt_file, system;
-    std::string batch_file, bench;
+    std::string batch_file, bench, bench_type;
     int n_predict = -1;  // -1 = until a stop token or the context is full
     int context = 0;     // 0 = min(model max_seq_len, 4096)
     int threads = 0;     // 0 = all cores
@@ -111,12 +113,18 @@ static Options parse_args(int argc, char** argv) {
         else if (flag == "--verbose") o.verbose = true;
         else if (flag == "--bench") o.bench = value();
         else if (flag == "--json") o.json = true;
+        else if (flag == "--type") {
+            o.bench_type = value();
+            if (!bench::is_type_name(o.bench_type))
+                usage_error("--type must be one of %s, got '%s'", bench::TYPE_NAMES, o.bench_type.c_str());
+        }
         else if (flag == "-h" || flag == "--help") o.help = true;
         else usage_error("unknown argument '%s'", flag.c_str());
     }
     if (o.help || !o.bench.empty()) return o;
 
     if (o.json) usage_error("--json only goes with --bench");
+    if (!o.bench_type.empty()) usage_error("--type only goes with --bench");
     if (o.model_path.empty()) usage_error("no model given (-m FILE)");
     if (o.prompt && o.prompt_file) usage_error("give the prompt with -p or with -f, not both");
     int modes = int(o.interactive) + int(!o.batch_file.empty()) + int(o.tokenize);
@@ -521,7 +529,7 @@ static void print_setup(const qwen::Model& m, const qwen::Engine& e, const qwen:
 }
 
 static int run(const Options& o) {
-    if (!o.bench.empty()) return bench::run_bench(o.bench, o.json, o.cpu, o.threads, stdout);
+    if (!o.bench.empty()) return bench::run_bench(o.bench, o.bench_type, o.json, o.cpu, o.threads, stdout);
     if (o.system) check_utf8(*o.system, "the system prompt");
     std::optional<std::string> prompt;  // -p or -f
     if (o.prompt || o.prompt_file) {

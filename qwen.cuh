@@ -1,12 +1,14 @@
-// qwen.cuh: the CUDA engine for the models of qwen.hpp (bf16 weights, fp32 accumulation).
+// qwen.cuh: the CUDA engine for the models of qwen.hpp (weights in their storage type, fp32 accumulation).
 //
 // provides (namespace qwen):
 //   CUDA_CHECK, CUBLAS_CHECK             error checks that call qwen::fail with file:line and the error string
 //   gpu::*                               kernels and their launchers, in data-flow order:
-//     row kernels                        embed, rmsnorm, swiglu (the prefill path)
-//     decode kernels                     matvec (+ RMSNorm, + residual, + SwiGLU fusions), qkv_epilogue
+//     with_dtype                         a run-time weight type to the kernel instance for it
+//     row kernels                        embed (any weight type), rmsnorm, swiglu (the prefill path)
+//     decode kernels                     matvec: one fused dequantize-matvec per weight type (+ RMSNorm, +
+//                                        residual, + SwiGLU fusions; q/k/v in one launch), qkv_epilogue
 //                                        (bias, q/k norm, RoPE, KV-cache write), split-context GQA attention
-//     prefill kernels                    gemm (cuBLAS), tiled causal attention with online softmax
+//     prefill kernels                    dequantize_bf16 + gemm (cuBLAS), tiled causal attention with online softmax
 //     sampling kernels                   penalties, the token mask, argmax, softmax, top-k / top-p / min-p
 //                                        selection and draw
 //     device_available, device_unsupported   whether (and why not) the engine can run on this machine
@@ -85,16 +87,19 @@ __device__ __forceinline__ bf16 f2bf(float f) {
 __device__ __forceinline__ float lo_bf(uint32_t w) { return __uint_as_float(w << 16); }
 __device__ __forceinline__ float hi_bf(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
 
-// sum_i w[i] * x[i] over 8 bf16 weights (one 16-byte load) and 8 fp32 inputs.
+// sum_i w[i] * x[i] over 8 weights of a 16-bit type T (bf16 or f16; one 16-byte load) and 8 fp32 inputs.
+template <DType T>
 __device__ __forceinline__ float dot8(uint4 w, float4 a, float4 b) {
-    float s = lo_bf(w.x) * a.x;
-    s = fmaf(hi_bf(w.x), a.y, s);
-    s = fmaf(lo_bf(w.y), a.z, s);
-    s = fmaf(hi_bf(w.y), a.w, s);
-    s = fmaf(lo_bf(w.z), b.x, s);
-    s = fmaf(hi_bf(w.z), b.y, s);
-    s = fmaf(lo_bf(w.w), b.z, s);
-    s = fmaf(hi_bf(w.w), b.w, s);
+    auto lo = [](uint32_t v) { return T == DT_BF16 ? lo_bf(v) : f16_to_f32(uint16_t(v)); };
+    auto hi = [](uint32_t v) { return T == DT_BF16 ? hi_bf(v) : f16_to_f32(uint16_t(v >> 16)); };
+    float s = lo(w.x) * a.x;
+    s = fmaf(hi(w.x), a.y, s);
+    s = fmaf(lo(w.y), a.z, s);
+    s = fmaf(hi(w.y), a.w, s);
+    s = fmaf(lo(w.z), b.x, s);
+    s = fmaf(hi(w.z), b.y, s);
+    s = fmaf(lo(w.w), b.z, s);
+    s = fmaf(hi(w.w), b.w, s);
     return s;
 }
 
@@ -144,34 +149,82 @@ void allow_smem(K* kernel, size_t bytes, const Launch& l, const char* what) {
 // Row kernels: embedding, RMSNorm, SwiGLU over (n tokens, width) activations (prefill; decode fuses them)
 // ============================================================================
 
-// x[t, c] = E[tokens[t], c]   grid (n), block 256
-static __global__ void embed_kernel(const bf16* E, const int* tokens, float* x, int dim) {
-    const bf16* row = E + size_t(tokens[blockIdx.x]) * dim;
-    for (int c = threadIdx.x; c < dim; c += blockDim.x) x[size_t(blockIdx.x) * dim + c] = bf2f(row[c]);
+// Runs f(std::integral_constant<DType, t>()) for a readable storage type t: a kernel template's instance
+// for that type. The one place where a run-time type becomes a compile-time one.
+template <class F>
+void with_dtype(DType t, const char* what, F&& f) {
+    switch (t) {
+        case DT_F32: return f(std::integral_constant<DType, DT_F32>());
+        case DT_F16: return f(std::integral_constant<DType, DT_F16>());
+        case DT_BF16: return f(std::integral_constant<DType, DT_BF16>());
+        case DT_Q8_0: return f(std::integral_constant<DType, DT_Q8_0>());
+        case DT_Q4_0: return f(std::integral_constant<DType, DT_Q4_0>());
+        case DT_Q5_0: return f(std::integral_constant<DType, DT_Q5_0>());
+        case DT_Q5_1: return f(std::integral_constant<DType, DT_Q5_1>());
+        case DT_Q4_K: return f(std::integral_constant<DType, DT_Q4_K>());
+        case DT_Q5_K: return f(std::integral_constant<DType, DT_Q5_K>());
+        case DT_Q6_K: return f(std::integral_constant<DType, DT_Q6_K>());
+        default: fail("%s: weights of type %s are not supported", what, dtype_name(t).c_str());
+    }
 }
-// x: (n, dim) fp32; tokens: (n) device ids, already range-checked by the caller.
-inline void embed(const bf16* E, const int* tokens, float* x, int n, int dim, const Launch& l) {
-    if (n < 1 || dim < 1) fail("embed: bad shape %d x %d", n, dim);
-    embed_kernel<<<n, 256, 0, l.stream>>>(E, tokens, x, dim);
+
+// Element c of a row of an unquantized type (F32, F16, BF16).
+template <DType T>
+__device__ __forceinline__ float load_elem(const uint8_t* row, int c) {
+    if constexpr (T == DT_F32) return reinterpret_cast<const float*>(row)[c];
+    else if constexpr (T == DT_F16) return f16_to_f32(reinterpret_cast<const uint16_t*>(row)[c]);
+    else return bf2f(reinterpret_cast<const bf16*>(row)[c]);
+}
+
+// Calls f(i, x_i) for the values of row `row` (of type T) that thread `tid` of `n_threads` decodes: single values
+// of an unquantized type, whole chunks (dtype_info(T).chunk values sharing their scales) of a quantized one.
+template <DType T, class F>
+__device__ __forceinline__ void for_row_values(const uint8_t* row, int cols, int tid, int n_threads, F&& f) {
+    constexpr DTypeInfo ti = dtype_info(T);
+    if constexpr (ti.block == 1) {
+        for (int c = tid; c < cols; c += n_threads) f(c, load_elem<T>(row, c));
+    } else {
+        constexpr int per_block = ti.block / ti.chunk;
+        for (int k = tid; k < cols / ti.chunk; k += n_threads) {
+            int base = k * ti.chunk;
+            dequant_chunk(T, row + size_t(k / per_block) * ti.bytes, k % per_block,
+                          [&](int i, float v) { f(base + i, v); });
+        }
+    }
+}
+
+// x[t, c] = E[tokens[t], c], E in storage type T   grid (n), block 256
+template <DType T>
+static __global__ void embed_kernel(const uint8_t* E, uint64_t row_bytes, const int* tokens, float* x, int dim) {
+    const uint8_t* row = E + uint64_t(tokens[blockIdx.x]) * row_bytes;
+    float* out = x + size_t(blockIdx.x) * dim;
+    for_row_values<T>(row, dim, threadIdx.x, blockDim.x, [&](int c, float v) { out[c] = v; });
+}
+// E: (vocab, dim) device view; x: (n, dim) fp32; tokens: (n) device ids, already range-checked by the caller.
+inline void embed(const Tensor& E, const int* tokens, float* x, int n, const Launch& l) {
+    if (n < 1 || E.cols < 1) fail("embed: bad shape %d x %d", n, E.cols);
+    with_dtype(E.type, "embed", [&](auto T) {
+        embed_kernel<T.value><<<n, 256, 0, l.stream>>>(E.data, E.row_bytes(), tokens, x, E.cols);
+    });
     CUDA_CHECK(cudaGetLastError());
 }
 
 // out[t, c] = x[t, c] / sqrt(mean_c x[t, c]^2 + eps) * g[c]   grid (n), block 256
 template <typename Out>
-static __global__ void rmsnorm_kernel(const float* x, const bf16* g, Out* out, int dim, float eps) {
+static __global__ void rmsnorm_kernel(const float* x, const float* g, Out* out, int dim, float eps) {
     const float* xr = x + size_t(blockIdx.x) * dim;
     float ss = 0;
     for (int c = threadIdx.x; c < dim; c += blockDim.x) ss += xr[c] * xr[c];
     float scale = rsqrtf(block_sum(ss) / dim + eps);
     for (int c = threadIdx.x; c < dim; c += blockDim.x) {
-        float v = xr[c] * scale * bf2f(g[c]);
+        float v = xr[c] * scale * g[c];
         if constexpr (std::is_same<Out, float>::value) out[size_t(blockIdx.x) * dim + c] = v;
         else out[size_t(blockIdx.x) * dim + c] = f2bf(v);
     }
 }
-// x: (n, dim) fp32, g: (dim) bf16, out: (n, dim) fp32 or bf16 (the bf16 form feeds cuBLAS).
+// x: (n, dim) fp32, g: (dim) fp32, out: (n, dim) fp32 or bf16 (the bf16 form feeds cuBLAS).
 template <typename Out>
-void rmsnorm(const float* x, const bf16* g, Out* out, int n, int dim, float eps, const Launch& l) {
+void rmsnorm(const float* x, const float* g, Out* out, int n, int dim, float eps, const Launch& l) {
     if (n < 1 || dim < 1) fail("rmsnorm: bad shape %d x %d", n, dim);
     rmsnorm_kernel<Out><<<n, 256, 0, l.stream>>>(x, g, out, dim, eps);
     CUDA_CHECK(cudaGetLastError());
@@ -210,22 +263,22 @@ enum MatvecOut { MV_STORE, MV_ADD, MV_SWIGLU };
 // Stages the matvec input in shared memory: xs[c] = x[c], or with NORM the RMS-normalised
 // x[c] * rsqrt(mean(x^2) + eps) * g[c]. Every block computes the (cheap, L2-resident) scale itself.
 template <bool NORM>
-__device__ void stage_input(const float* x, const bf16* g, float eps, int cols, float* xs) {
+__device__ void stage_input(const float* x, const float* g, float eps, int cols, float* xs) {
     float scale = 1.0f;
     if (NORM) {
         float ss = 0;
         for (int c = threadIdx.x; c < cols; c += blockDim.x) ss += x[c] * x[c];
         scale = rsqrtf(block_sum(ss) / cols + eps);
     }
-    for (int c = threadIdx.x; c < cols; c += blockDim.x) xs[c] = NORM ? x[c] * scale * bf2f(g[c]) : x[c];
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) xs[c] = NORM ? x[c] * scale * g[c] : x[c];
     __syncthreads();
 }
 
-// NR dot products of bf16 rows with the staged input, by one warp. Each lane streams 16-byte chunks
-// (8 bf16) of every row, MV_UNROLL chunks per row loaded before any is used, so enough bytes are in flight
+// NR dot products of bf16 or f16 rows with the staged input, by one warp. Each lane streams 16-byte chunks
+// (8 values) of every row, MV_UNROLL chunks per row loaded before any is used, so enough bytes are in flight
 // to cover memory latency. Weights are read once per token: load them with the evict-first hint.
-template <int NR>
-__device__ void warp_rows_dot(const bf16* const (&rows)[NR], const float* xs, int cols, float (&out)[NR]) {
+template <DType T, int NR>
+__device__ void warp_rows_dot16(const uint8_t* const (&rows)[NR], const float* xs, int cols, float (&out)[NR]) {
     int lane = threadIdx.x % 32, n8 = cols / 8;
     const float4* x4 = reinterpret_cast<const float4*>(xs);
     float acc[NR];
@@ -246,7 +299,7 @@ __device__ void warp_rows_dot(const bf16* const (&rows)[NR], const float* xs, in
             if (i < n8) {
                 float4 a = x4[2 * i], b = x4[2 * i + 1];
 #pragma unroll
-                for (int r = 0; r < NR; r++) acc[r] += dot8(w[r][u], a, b);
+                for (int r = 0; r < NR; r++) acc[r] += dot8<T>(w[r][u], a, b);
             }
         }
     }
@@ -254,50 +307,129 @@ __device__ void warp_rows_dot(const bf16* const (&rows)[NR], const float* xs, in
     for (int r = 0; r < NR; r++) out[r] = warp_sum(acc[r]);
 }
 
-// The same dot products for rows whose length is not a multiple of 8: such rows do not start on 16-byte
-// boundaries, so they are read one bf16 at a time (no real Qwen shape needs this; odd test shapes do).
-template <int NR>
-__device__ void warp_rows_dot_scalar(const bf16* const (&rows)[NR], const float* xs, int cols, float (&out)[NR]) {
-    float acc[NR];
+// The same dot products value by value (lane i takes values i, i + 32, ...): for rows of F32, and rows of
+// 16-bit values whose length is not a multiple of 8 (such rows do not start on 16-byte boundaries; no real Qwen
+// shape needs this, odd test shapes do).
+template <DType T, int NR>
+__device__ void warp_rows_values(const uint8_t* const (&rows)[NR], const float* xs, int cols, float (&out)[NR]) {
 #pragma unroll
-    for (int r = 0; r < NR; r++) acc[r] = 0;
-    for (int c = threadIdx.x % 32; c < cols; c += 32)
-#pragma unroll
-        for (int r = 0; r < NR; r++) acc[r] = fmaf(bf2f(rows[r][c]), xs[c], acc[r]);
-#pragma unroll
-    for (int r = 0; r < NR; r++) out[r] = warp_sum(acc[r]);
+    for (int r = 0; r < NR; r++) {
+        float a = 0;
+        for_row_values<T>(rows[r], cols, threadIdx.x % 32, 32, [&](int c, float v) { a = fmaf(v, xs[c], a); });
+        out[r] = warp_sum(a);
+    }
 }
 
-// NR dot products of whole rows with the staged input: 16-byte loads when the rows allow them.
-template <int NR>
-__device__ void warp_rows(const bf16* const (&rows)[NR], const float* xs, int cols, float (&out)[NR]) {
-    if (cols % 8 == 0) warp_rows_dot<NR>(rows, xs, cols, out);
-    else warp_rows_dot_scalar<NR>(rows, xs, cols, out);
+constexpr int MV_WINDOW = 256;  // 16-byte words of a row one warp stages at a time (4 KB) for the block types
+
+// The fused dequantize-matvec of the block types (Q8_0 .. Q6_K). Blocks are 18 to 210 bytes, so rows rarely
+// start on 16-byte boundaries: the warp copies a window of the row, from its 16-byte boundary at or before the
+// next block, into its own shared memory with 16-byte loads (each lane a word, coalesced), then its lanes take the
+// whole blocks in the window chunk by chunk (dtype_info(T).chunk values that share their scale bytes: 32 for
+// Q8_0 / Q4_0 / Q5_x, 64 for Q4_K / Q5_K, 128 for Q6_K), decode each chunk's scales once and feed every value
+// straight into the dot product. A block cut by the window's end is staged again with the next window. So each
+// weight byte comes from memory once, and no decoded value is stored anywhere. The window may reach up to 15
+// bytes before the row's first block and after its last: the matrix's allocation must allow that (the engine's
+// upload pads every span; see upload_weights). win: this warp's MV_WINDOW words of shared memory.
+template <DType T, int NR>
+__device__ void warp_rows_blocks(const uint8_t* const (&rows)[NR], const float* xs, int cols, float (&out)[NR],
+                                 uint4* win) {
+    constexpr DTypeInfo ti = dtype_info(T);
+    constexpr int per_block = ti.block / ti.chunk;
+    const int lane = threadIdx.x % 32, n_blocks = cols / ti.block;
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+        float a = 0;
+        for (int b0 = 0; b0 < n_blocks;) {
+            const uint8_t* first = rows[r] + size_t(b0) * ti.bytes;
+            const uint4* base = reinterpret_cast<const uint4*>(reinterpret_cast<uintptr_t>(first) & ~uintptr_t(15));
+            const int skew = int(first - reinterpret_cast<const uint8_t*>(base));
+            const int nb = min(n_blocks - b0, (MV_WINDOW * 16 - skew) / ti.bytes);  // whole blocks in the window
+            const int words = (skew + nb * ti.bytes + 15) / 16;
+            __syncwarp();  // the previous window is no longer read
+            for (int i = lane; i < words; i += 32) win[i] = __ldcs(base + i);
+            __syncwarp();
+            const uint8_t* w = reinterpret_cast<const uint8_t*>(win) + skew;
+            for (int k = lane; k < nb * per_block; k += 32) {
+                const int b = k / per_block, c = k % per_block;
+                const float* xk = xs + size_t(b0 + b) * ti.block + c * ti.chunk;
+                dequant_chunk(T, w + b * ti.bytes, c, [&](int i, float v) { a = fmaf(v, xk[i], a); });
+            }
+            b0 += nb;
+        }
+        out[r] = warp_sum(a);
+    }
 }
 
-// The decode matvec, y = W xs with xs staged by stage_input<NORM>; OUT picks the epilogue:
+// NR dot products of whole rows with the staged input, with 16-byte loads where the type and the rows allow.
+template <DType T, int NR>
+__device__ void warp_rows(const uint8_t* const (&rows)[NR], const float* xs, int cols, float (&out)[NR], uint4* win) {
+    if constexpr (is_quantized(T)) return warp_rows_blocks<T, NR>(rows, xs, cols, out, win);
+    if constexpr (T == DT_BF16 || T == DT_F16) {
+        if (cols % 8 == 0) return warp_rows_dot16<T, NR>(rows, xs, cols, out);
+    }
+    warp_rows_values<T, NR>(rows, xs, cols, out);
+}
+
+// The matrices of one matvec: up to three of one storage type whose rows are read as one (a layer's q, k and v
+// make one launch), or for MV_SWIGLU the gate matrix (part 0) and the up matrix (part 1).
+struct MatRows {
+    const uint8_t* data[3] = {nullptr, nullptr, nullptr};  // device views
+    int rows[3] = {0, 0, 0};
+    int n_rows = 0, cols = 0;  // rows of the parts together; their common row length
+    DType type = DT_BF16;
+    uint64_t row_bytes = 0;
+    // Row r of the parts' rows one after another.
+    __host__ __device__ const uint8_t* row(int r) const {
+        int p = r < rows[0] ? 0 : r < rows[0] + rows[1] ? 1 : 2;
+        int first = p == 0 ? 0 : p == 1 ? rows[0] : rows[0] + rows[1];
+        return data[p] + uint64_t(r - first) * row_bytes;
+    }
+};
+
+// Up to three device views of one type and row length as one MatRows.
+inline MatRows mat_rows(std::initializer_list<const Tensor*> parts) {
+    MatRows m;
+    int k = 0;
+    for (const Tensor* t : parts) {
+        if (k == 3) fail("matvec: at most three matrices per launch");
+        if (k > 0 && (t->type != m.type || t->cols != m.cols)) fail("matvec: matrices of one launch differ in type or row length");
+        m.data[k] = t->data;
+        m.rows[k++] = t->rows;
+        m.n_rows += t->rows;
+        m.cols = t->cols;
+        m.type = t->type;
+        m.row_bytes = t->row_bytes();
+    }
+    return m;
+}
+
+// The decode matvec, y = W xs with xs staged by stage_input<NORM> and W's rows in storage type T; OUT picks
+// the epilogue:
 //   MV_STORE  y[r] = W[r] . xs                     (q/k/v projection, lm_head)
 //   MV_ADD    y[r] += W[r] . xs                    (wo and w_down: the residual add)
-//   MV_SWIGLU y[r] = silu(W[r] . xs) * (W[rows + r] . xs)   (gate row r and up row rows + r)
-// grid (ceil(rows / rows_per_block)), block 32 * MV_WARPS, smem cols floats
-template <bool NORM, int OUT>
+//   MV_SWIGLU y[r] = silu(Wgate[r] . xs) * (Wup[r] . xs)   (W's parts 0 and 1)
+// grid (ceil(rows / rows_per_block)), block 32 * MV_WARPS, smem matvec_smem(T, cols) bytes
+template <DType T, bool NORM, int OUT>
 static __global__ void __launch_bounds__(32 * MV_WARPS)
-    matvec_kernel(const bf16* __restrict__ W, const float* __restrict__ x, const bf16* __restrict__ g, float eps,
-                  float* __restrict__ y, int rows, int cols, int rows_per_block) {
+    matvec_kernel(MatRows W, const float* __restrict__ x, const float* __restrict__ g, float eps,
+                  float* __restrict__ y, int rows_per_block) {
     extern __shared__ float4 smem4[];
+    const int rows = OUT == MV_SWIGLU ? W.rows[0] : W.n_rows, cols = W.cols;
     float* xs = reinterpret_cast<float*>(smem4);  // (cols) the staged input
-    stage_input<NORM>(x, g, eps, cols, xs);
     int warp = threadIdx.x / 32, r_end = min(rows, (blockIdx.x + 1) * rows_per_block);
+    uint4* win = reinterpret_cast<uint4*>(smem4 + ceil_div(cols, 4)) + warp * MV_WINDOW;  // block types: a window
+    stage_input<NORM>(x, g, eps, cols, xs);
     for (int r = blockIdx.x * rows_per_block + warp; r < r_end; r += MV_WARPS) {
         if (OUT == MV_SWIGLU) {
-            const bf16* rr[2] = {W + size_t(r) * cols, W + size_t(rows + r) * cols};
+            const uint8_t* rr[2] = {W.data[0] + uint64_t(r) * W.row_bytes, W.data[1] + uint64_t(r) * W.row_bytes};
             float d[2];
-            warp_rows<2>(rr, xs, cols, d);
+            warp_rows<T, 2>(rr, xs, cols, d, win);
             if (threadIdx.x % 32 == 0) y[r] = silu(d[0]) * d[1];
         } else {
-            const bf16* rr[1] = {W + size_t(r) * cols};
+            const uint8_t* rr[1] = {W.row(r)};
             float d[1];
-            warp_rows<1>(rr, xs, cols, d);
+            warp_rows<T, 1>(rr, xs, cols, d, win);
             if (threadIdx.x % 32 == 0) y[r] = OUT == MV_ADD ? y[r] + d[0] : d[0];
         }
     }
@@ -311,45 +443,60 @@ inline int matvec_rows_per_block(int rows, const Launch& l) {
     return std::min(std::max(per_block, MV_WARPS), 8 * MV_WARPS);
 }
 
-// W: (rows, cols) bf16 (OUT == MV_SWIGLU: (2*rows, cols)); x: (cols) fp32; g: (cols) bf16 when NORM;
-// y: (rows) fp32, not aliasing x. When cols is a multiple of 8, W must be 16-byte aligned (16-byte loads).
+// Shared memory of a matvec block: the staged input, and for the block types a window per warp.
+inline size_t matvec_smem(DType t, int cols) {
+    return size_t(ceil_div(cols, 4)) * 16 + (is_quantized(t) ? size_t(MV_WARPS) * MV_WINDOW * 16 : 0);
+}
+
+// W: device views (for MV_SWIGLU: gate and up, (rows, cols) each); x: (cols) fp32; g: (cols) fp32 when NORM;
+// y: (rows) fp32, not aliasing x. 16-byte loads of bf16 / f16 rows need 16-byte aligned matrices; block types
+// need 15 bytes of allocated memory before and after each matrix (see warp_rows_blocks).
 template <bool NORM, int OUT>
-void matvec_launch(const bf16* W, const float* x, const bf16* g, float eps, float* y, int rows, int cols,
-                   const Launch& l) {
+void matvec_launch(const MatRows& W, const float* x, const float* g, float eps, float* y, const Launch& l) {
+    const int rows = OUT == MV_SWIGLU ? W.rows[0] : W.n_rows, cols = W.cols;
     if (rows < 1 || cols < 1) fail("matvec: bad shape %d x %d", rows, cols);
-    if (cols % 8 == 0 && reinterpret_cast<uintptr_t>(W) % 16 != 0)
-        fail("matvec: the weights are not 16-byte aligned");
-    size_t smem = size_t(cols) * sizeof(float);
-    allow_smem(matvec_kernel<NORM, OUT>, smem, l, "matvec");
+    if (OUT == MV_SWIGLU && (W.rows[1] != rows || W.rows[2] != 0)) fail("matvec: swiglu needs gate and up of one shape");
+    for (int p = 0; p < 3; p++)
+        if (W.rows[p] && (W.type == DT_BF16 || W.type == DT_F16) && cols % 8 == 0 &&
+            reinterpret_cast<uintptr_t>(W.data[p]) % 16 != 0)
+            fail("matvec: the weights are not 16-byte aligned");
+    size_t smem = matvec_smem(W.type, cols);
     int rpb = matvec_rows_per_block(rows, l);
-    matvec_kernel<NORM, OUT><<<ceil_div(rows, rpb), 32 * MV_WARPS, smem, l.stream>>>(W, x, g, eps, y, rows, cols, rpb);
+    with_dtype(W.type, "matvec", [&](auto T) {
+        allow_smem(matvec_kernel<T.value, NORM, OUT>, smem, l, "matvec");
+        matvec_kernel<T.value, NORM, OUT><<<ceil_div(rows, rpb), 32 * MV_WARPS, smem, l.stream>>>(W, x, g, eps, y, rpb);
+    });
     CUDA_CHECK(cudaGetLastError());
 }
 
 // y = W x
-inline void matvec(const bf16* W, const float* x, float* y, int rows, int cols, const Launch& l) {
-    matvec_launch<false, MV_STORE>(W, x, nullptr, 0.0f, y, rows, cols, l);
+inline void matvec(const Tensor& W, const float* x, float* y, const Launch& l) {
+    matvec_launch<false, MV_STORE>(mat_rows({&W}), x, nullptr, 0.0f, y, l);
 }
 // y += W x   (residual add in the epilogue)
-inline void matvec_residual(const bf16* W, const float* x, float* y, int rows, int cols, const Launch& l) {
-    matvec_launch<false, MV_ADD>(W, x, nullptr, 0.0f, y, rows, cols, l);
+inline void matvec_residual(const Tensor& W, const float* x, float* y, const Launch& l) {
+    matvec_launch<false, MV_ADD>(mat_rows({&W}), x, nullptr, 0.0f, y, l);
 }
-// y = W rmsnorm(x, g)
-inline void rmsnorm_matvec(const bf16* W, const float* x, const bf16* g, float eps, float* y, int rows, int cols,
-                           const Launch& l) {
-    matvec_launch<true, MV_STORE>(W, x, g, eps, y, rows, cols, l);
+// y = [W_0; W_1; ...] rmsnorm(x, g): the matrices' rows one after another (q, k, v), all of one type.
+inline void rmsnorm_matvec(const MatRows& W, const float* x, const float* g, float eps, float* y, const Launch& l) {
+    matvec_launch<true, MV_STORE>(W, x, g, eps, y, l);
 }
-// y = silu(W[:ffn] rmsnorm(x, g)) * (W[ffn:] rmsnorm(x, g)); W: (2*ffn, cols), y: (ffn)
-inline void rmsnorm_matvec_swiglu(const bf16* W, const float* x, const bf16* g, float eps, float* y, int ffn, int cols,
-                                  const Launch& l) {
-    matvec_launch<true, MV_SWIGLU>(W, x, g, eps, y, ffn, cols, l);
+// y = silu(Wgate rmsnorm(x, g)) * (Wup rmsnorm(x, g)); gate, up: (ffn, cols) of one type; y: (ffn)
+inline void rmsnorm_matvec_swiglu(const Tensor& gate, const Tensor& up, const float* x, const float* g, float eps,
+                                  float* y, const Launch& l) {
+    matvec_launch<true, MV_SWIGLU>(mat_rows({&gate, &up}), x, g, eps, y, l);
 }
 
-// What qkv_epilogue needs to know about the layer (device pointers; bias and norms may be null).
+// A device bf16 (rows, cols) matrix as a view (tests, dev/).
+inline Tensor bf16_matrix(const bf16* W, int rows, int cols) {
+    return Tensor{reinterpret_cast<const uint8_t*>(W), DT_BF16, rows, cols};
+}
+
+// What qkv_epilogue needs to know about the layer (device pointers; biases and norms may be null).
 struct QkvLayer {
-    const bf16* bias = nullptr;    // (q_dim + 2*kv_dim)
-    const bf16* q_norm = nullptr;  // (head_dim) Qwen3
-    const bf16* k_norm = nullptr;  // (head_dim) Qwen3
+    const float* bias[3] = {nullptr, nullptr, nullptr};  // (q_dim), (kv_dim), (kv_dim): q, k, v biases
+    const float* q_norm = nullptr;                          // (head_dim) Qwen3
+    const float* k_norm = nullptr;                          // (head_dim) Qwen3
     bf16* k_cache = nullptr;       // (context, kv_dim) this layer's keys
     bf16* v_cache = nullptr;       // (context, kv_dim) this layer's values
 };
@@ -371,16 +518,18 @@ static __global__ void qkv_epilogue_kernel(float* qkv, QkvLayer L, const float* 
     int i = threadIdx.x;
     bool mine = i < half;
     float a = mine ? h[i] : 0, b = mine ? h[i + half] : 0;
-    if (L.bias && mine) {
-        a += bf2f(L.bias[off + i]);
-        b += bf2f(L.bias[off + i + half]);
+    const float* bias = L.bias[kind];
+    int col = off - (kind == 0 ? 0 : kind == 1 ? q_dim : q_dim + kv_dim);  // its first column in q, k or v
+    if (bias && mine) {
+        a += bias[col + i];
+        b += bias[col + i + half];
     }
-    const bf16* norm = kind == 0 ? L.q_norm : kind == 1 ? L.k_norm : nullptr;
+    const float* norm = kind == 0 ? L.q_norm : kind == 1 ? L.k_norm : nullptr;
     if (norm) {  // block-uniform branch: block_sum inside is safe
         float scale = rsqrtf(block_sum(a * a + b * b) / D + eps);
         if (mine) {
-            a = a * scale * bf2f(norm[i]);
-            b = b * scale * bf2f(norm[i + half]);
+            a = a * scale * norm[i];
+            b = b * scale * norm[i + half];
         }
     }
     if (!mine) return;
@@ -396,7 +545,6 @@ static __global__ void qkv_epilogue_kernel(float* qkv, QkvLayer L, const float* 
         h[i + half] = b;
     } else {
         bf16* row = (kind == 1 ? L.k_cache : L.v_cache) + size_t(p) * kv_dim;
-        int col = off - (kind == 1 ? q_dim : q_dim + kv_dim);
         row[col + i] = f2bf(a);
         row[col + i + half] = f2bf(b);
     }
@@ -454,7 +602,7 @@ static __global__ void __launch_bounds__(ATT_THREADS)
                 for (int g = 0; g < ATT_MAX_GROUP; g++) {
                     if (g >= Gb) break;
                     const float4* q4 = reinterpret_cast<const float4*>(qs + g * D);
-                    s[g] += dot8(k, q4[2 * j], q4[2 * j + 1]);
+                    s[g] += dot8<DT_BF16>(k, q4[2 * j], q4[2 * j + 1]);
                 }
             }
         }
@@ -555,13 +703,31 @@ inline void attention_decode(const float* q, const bf16* K, const bf16* V, const
 // accumulation), attention is a tiled causal kernel with online softmax
 // ============================================================================
 
-// Y (n, rows) = X (n, cols) W^T (+ Y when accumulate), W (rows, cols) bf16 row-major, X bf16, Y fp32.
+// Y (n, rows) = X (n, cols) W^T (+ Y when accumulate), W (rows, cols) bf16 row-major, X bf16, Y fp32 with
+// row stride ldy (>= rows: Y may be a column range of a wider matrix, as q | k | v).
 // cuBLAS is column-major: a row-major (rows, cols) W is a column-major (cols, rows) matrix, so
-// Y^T (rows, n) = op_T(W) X^T with lda = ldb = cols and ldc = rows.
-inline void gemm(cublasHandle_t h, const bf16* W, const bf16* X, float* Y, int n, int rows, int cols, bool accumulate) {
+// Y^T (rows, n) = op_T(W) X^T with lda = ldb = cols and ldc = ldy.
+inline void gemm(cublasHandle_t h, const bf16* W, const bf16* X, float* Y, int n, int rows, int cols, bool accumulate,
+                 int ldy = 0) {
     float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &alpha, W, CUDA_R_16BF, cols, X, CUDA_R_16BF,
-                              cols, &beta, Y, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                              cols, &beta, Y, CUDA_R_32F, ldy ? ldy : rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// out[r, c] = bf16(W[r, c]): a matrix of storage type T decoded (and rounded to bf16, as the tensor cores take
+// it) for a prefill GEMM.   grid (rows), block 128
+template <DType T>
+static __global__ void dequantize_bf16_kernel(const uint8_t* W, uint64_t row_bytes, bf16* out, int cols) {
+    bf16* o = out + size_t(blockIdx.x) * cols;
+    for_row_values<T>(W + blockIdx.x * row_bytes, cols, threadIdx.x, blockDim.x, [&](int c, float v) { o[c] = f2bf(v); });
+}
+// W: a device view (rows, cols); out: (rows, cols) bf16.
+inline void dequantize_bf16(const Tensor& W, bf16* out, const Launch& l) {
+    if (W.rows < 1 || W.cols < 1) fail("dequantize_bf16: bad shape %d x %d", W.rows, W.cols);
+    with_dtype(W.type, "dequantize_bf16", [&](auto T) {
+        dequantize_bf16_kernel<T.value><<<W.rows, 128, 0, l.stream>>>(W.data, W.row_bytes(), out, W.cols);
+    });
+    CUDA_CHECK(cudaGetLastError());
 }
 
 constexpr int PF_BQ = 32;  // queries per block
@@ -926,7 +1092,7 @@ inline std::string device_unsupported() {
     else if (prop.major < 8)
         snprintf(why, sizeof why, "%s has compute capability %d.%d; the CUDA engine needs 8.0 or newer", prop.name,
                  prop.major, prop.minor);
-    else if (cudaFuncGetAttributes(&attr, embed_kernel) != cudaSuccess)
+    else if (cudaFuncGetAttributes(&attr, embed_kernel<DT_BF16>) != cudaSuccess)
         snprintf(why, sizeof why, "this build has no kernels for %s (rebuild with CUDA_ARCH=%d%d)", prop.name,
                  prop.major, prop.minor);
     cudaGetLastError();  // a failed query must not surface at the next launch check
@@ -958,12 +1124,14 @@ struct DeviceAllocs {
     }
 };
 
-// Host -> device copy of a large read-only mapping: the file is copied chunk by chunk into two pinned
-// buffers, alternately, so reading the next chunk from disk overlaps the DMA of the previous one.
+// Host -> device copies of large read-only memory (a file mapping): the bytes go chunk by chunk through two
+// pinned buffers, alternately, so reading the next chunk from disk overlaps the DMA of the previous one.
+// copy() may be called many times; finish() waits for the last DMA.
 struct PinnedStaging {
     static constexpr size_t CHUNK = size_t(64) << 20;
     void* buf[2] = {nullptr, nullptr};  // (CHUNK) bytes each, pinned host memory
     cudaEvent_t done[2] = {nullptr, nullptr};  // the DMA out of buf[i] has finished
+    size_t used = 0;                    // chunks sent so far: chunk i goes through buf[i % 2]
     PinnedStaging() {
         try {
             for (int i = 0; i < 2; i++) {
@@ -987,16 +1155,16 @@ struct PinnedStaging {
         }
     }
     void copy(void* dst, const uint8_t* src, size_t bytes, cudaStream_t stream) {
-        for (size_t off = 0, i = 0; off < bytes; off += CHUNK, i++) {
-            int b = int(i % 2);
+        for (size_t off = 0; off < bytes; off += CHUNK, used++) {
+            int b = int(used % 2);
             size_t len = std::min(CHUNK, bytes - off);
-            if (i >= 2) CUDA_CHECK(cudaEventSynchronize(done[b]));
+            if (used >= 2) CUDA_CHECK(cudaEventSynchronize(done[b]));
             memcpy(buf[b], src + off, len);
             CUDA_CHECK(cudaMemcpyAsync(static_cast<uint8_t*>(dst) + off, buf[b], len, cudaMemcpyHostToDevice, stream));
             CUDA_CHECK(cudaEventRecord(done[b], stream));
         }
-        CUDA_CHECK(cudaStreamSynchronize(stream));
     }
+    void finish(cudaStream_t stream) { CUDA_CHECK(cudaStreamSynchronize(stream)); }
 };
 
 // An engine's stream (non-blocking: graph capture needs a stream of its own) and cuBLAS handle,
@@ -1107,7 +1275,8 @@ struct GpuEngine : Engine {
     void set_prefill_chunk(int n) { chunk_ = std::max(1, std::min(n, std::min(512, context_))); }
 
     // Device memory the engine allocated, by purpose (bytes).
-    size_t weight_bytes() const { return bytes_weights_; }
+    size_t weight_bytes() const { return bytes_weights_; }  // the weights as uploaded, plus the prefill's
+                                                             // matrix scratch when some are not bf16
     size_t kv_bytes() const { return bytes_kv_; }
     size_t scratch_bytes() const { return bytes_scratch_; }
     const Weights& device_weights() const { return w_; }
@@ -1129,7 +1298,8 @@ struct GpuEngine : Engine {
     size_t bytes_weights_ = 0, bytes_kv_ = 0, bytes_scratch_ = 0;
     gpu::Handles h_;  // the engine's stream and cuBLAS handle
     gpu::Launch launch_;
-    Weights w_;  // device pointers, shapes as in Weights
+    Weights w_;  // device views, shapes and types as in the model's Weights
+    bf16* wbf_ = nullptr;  // (the largest layer matrix not stored as bf16) bf16: a prefill GEMM's decoded weights
 
     bf16* k_cache_ = nullptr;    // (n_layers, context, kv_dim) bf16
     bf16* v_cache_ = nullptr;    // (n_layers, context, kv_dim) bf16
@@ -1243,61 +1413,112 @@ struct GpuEngine : Engine {
         synchronize();  // iota is a local
     }
 
-    // The file's tensors lie in one span of the mapping (or of Model::owned): copy that span once, point into it.
+    // The weights lie in a few regions of host memory (the file mappings, Model::owned, Model::widened): the span
+    // of each region that holds weights is copied once, its layout kept, and every view points into the copy.
+    // A span starts on the device at the same offset modulo 256 as on the host, so alignments carry over.
     void upload_weights(const Model& m) {
-        std::vector<TensorSpec> specs = tensor_table(cfg_);
-        const uint8_t *lo = nullptr, *hi = nullptr;
-        for (const TensorSpec& t : specs) {
-            const uint8_t* p = reinterpret_cast<const uint8_t*>(m.weights.*t.field);
-            if (!p) fail("%s: the weight tensor '%s' is missing", m.file.path.c_str(), t.name);
-            lo = lo ? std::min(lo, p) : p;
-            hi = std::max(hi, p + t.count() * sizeof(bf16));
-        }
-        uint8_t* dev = mem_.get<uint8_t>(size_t(hi - lo), bytes_weights_);
+        struct Span {
+            const uint8_t *begin, *end;  // the region's host bytes
+            const uint8_t *lo = nullptr, *hi = nullptr;  // the part of it weights use
+            uint8_t* dev = nullptr;       // the device copy of lo .. hi
+        };
+        std::vector<Span> spans = {{m.file.data, m.file.data + m.file.size},
+                                   {m.owned.data(), m.owned.data() + m.owned.size()},
+                                   {reinterpret_cast<const uint8_t*>(m.widened.data()),
+                                    reinterpret_cast<const uint8_t*>(m.widened.data() + m.widened.size())}};
+        for (const MappedFile& f : m.parts) spans.push_back({f.data, f.data + f.size});
+        auto span_of = [&](const Tensor& t) -> Span& {
+            for (Span& s : spans)
+                if (t.data >= s.begin && t.data + t.bytes() <= s.end && s.begin != s.end) return s;
+            fail("%s: a weight lies outside the model's memory", m.file.path.c_str());
+        };
+        size_t scratch = 0;  // elements of the largest layer matrix a prefill GEMM must decode first
+        for_each_weight(cfg_, m.weights, [&](const TensorSpec& s, int, const Tensor& t) {
+            if (!t) fail("%s: the weight tensor '%s' is missing", m.file.path.c_str(), s.gguf);
+            Span& sp = span_of(t);
+            sp.lo = sp.lo ? std::min(sp.lo, t.data) : t.data;
+            sp.hi = std::max(sp.hi, t.data + t.bytes());
+            if (s.per_layer && s.kind == TensorSpec::MATRIX && t.type != DT_BF16)
+                scratch = std::max(scratch, size_t(t.rows) * size_t(t.cols));
+        });
+        size_t total = 0;  // each span: up to 255 bytes to keep its alignment, 16 before and after (matvec windows)
+        for (Span& sp : spans)
+            if (sp.lo) total += size_t(sp.hi - sp.lo) + 512;
+        uint8_t* dev = mem_.get<uint8_t>(total, bytes_weights_);
         gpu::PinnedStaging staging;
-        staging.copy(dev, lo, size_t(hi - lo), h_.stream);
-        for (const TensorSpec& t : specs)
-            w_.*t.field = reinterpret_cast<const bf16*>(dev + (reinterpret_cast<const uint8_t*>(m.weights.*t.field) - lo));
+        for (Span& sp : spans) {
+            if (!sp.lo) continue;
+            dev += 16 + (reinterpret_cast<uintptr_t>(sp.lo) - reinterpret_cast<uintptr_t>(dev + 16)) % 256;
+            sp.dev = dev;
+            staging.copy(dev, sp.lo, size_t(sp.hi - sp.lo), h_.stream);
+            dev += (sp.hi - sp.lo) + 16;
+        }
+        staging.finish(h_.stream);
+        for_each_weight(cfg_, w_, [&](const TensorSpec& s, int l, Tensor& d) {
+            const Tensor& t = s.in(m.weights, l);
+            Span& sp = span_of(t);
+            d = t;
+            d.data = sp.dev + (t.data - sp.lo);
+        });
         if (cfg_.tied) w_.lm_head = w_.token_embd;
+        if (scratch) wbf_ = mem_.get<bf16>(scratch, bytes_weights_);
     }
 
     // ---- decode: one token ----
 
     gpu::QkvLayer qkv_layer(int l) const {
-        const Config& c = cfg_;
+        const Layer& L = w_.layers[size_t(l)];
         gpu::QkvLayer q;
-        q.bias = w_.bqkv ? w_.bqkv + size_t(l) * qkv_dim() : nullptr;
-        q.q_norm = w_.q_norm ? w_.q_norm + size_t(l) * c.head_dim : nullptr;
-        q.k_norm = w_.k_norm ? w_.k_norm + size_t(l) * c.head_dim : nullptr;
+        q.bias[0] = L.bq.f32(), q.bias[1] = L.bk.f32(), q.bias[2] = L.bv.f32();
+        q.q_norm = L.q_norm.f32();
+        q.k_norm = L.k_norm.f32();
         q.k_cache = k_layer(l);
         q.v_cache = v_layer(l);
         return q;
+    }
+
+    // qkv_ = [Wq; Wk; Wv] rmsnorm(x_): one launch over the three matrices, or one per run of matrices of one
+    // type when a mix stores them differently (llama.cpp's _M files give some layers a Q6_K attn_v).
+    void qkv_matvec(const Layer& L) {
+        const Tensor* parts[3] = {&L.wq, &L.wk, &L.wv};
+        int col = 0;
+        for (int i = 0, j; i < 3; i = j) {
+            for (j = i + 1; j < 3 && parts[j]->type == parts[i]->type;) j++;
+            gpu::MatRows M = j - i == 3 ? gpu::mat_rows({parts[0], parts[1], parts[2]})
+                           : j - i == 2 ? gpu::mat_rows({parts[i], parts[i + 1]}) : gpu::mat_rows({parts[i]});
+            gpu::rmsnorm_matvec(M, x_, L.attn_norm.f32(), cfg_.norm_eps, qkv_ + col, launch_);
+            col += M.n_rows;
+        }
     }
 
     // One transformer block for the token at *pos: x += attn(rmsnorm(x)); x += ffn(rmsnorm(x)).
     void decode_layer(int l) {
         const Config& c = cfg_;
         const gpu::Launch& L = launch_;
-        size_t dim = size_t(c.dim), f = size_t(c.ffn_dim);
+        const Layer& w = w_.layers[size_t(l)];
         const int* pos = step_ + 1;
-        gpu::rmsnorm_matvec(w_.wqkv + size_t(l) * qkv_dim() * dim, x_, w_.attn_norm + size_t(l) * dim, c.norm_eps, qkv_,
-                            qkv_dim(), c.dim, L);
+        qkv_matvec(w);
         gpu::qkv_epilogue(qkv_, qkv_layer(l), inv_freq_, pos, 1, c.n_heads, c.n_kv_heads, c.head_dim, c.norm_eps, L);
         gpu::attention_decode(qkv_, k_layer(l), v_layer(l), pos, part_o_, part_ml_, att_, n_parts_, c.n_heads,
                               c.n_kv_heads, c.head_dim, L);
-        gpu::matvec_residual(w_.wo + size_t(l) * dim * c.q_dim(), att_, x_, c.dim, c.q_dim(), L);
-        gpu::rmsnorm_matvec_swiglu(w_.w_gate_up + size_t(l) * 2 * f * dim, x_, w_.ffn_norm + size_t(l) * dim,
-                                   c.norm_eps, ffn_, c.ffn_dim, c.dim, L);
-        gpu::matvec_residual(w_.w_down + size_t(l) * dim * f, ffn_, x_, c.dim, c.ffn_dim, L);
+        gpu::matvec_residual(w.wo, att_, x_, L);
+        if (w.w_gate.type == w.w_up.type) {
+            gpu::rmsnorm_matvec_swiglu(w.w_gate, w.w_up, x_, w.ffn_norm.f32(), c.norm_eps, ffn_, L);
+        } else {  // gate and up of different types: two launches into the prefill's gate | up buffer, then SwiGLU
+            gpu::rmsnorm_matvec(gpu::mat_rows({&w.w_gate}), x_, w.ffn_norm.f32(), c.norm_eps, GU_, L);
+            gpu::rmsnorm_matvec(gpu::mat_rows({&w.w_up}), x_, w.ffn_norm.f32(), c.norm_eps, GU_ + c.ffn_dim, L);
+            gpu::swiglu<float>(GU_, ffn_, 1, c.ffn_dim, L);
+        }
+        gpu::matvec_residual(w.w_down, ffn_, x_, L);
     }
 
     // The whole step after set_step: embedding, the blocks, final norm + lm_head. Reads token and position
     // from step_, so the same kernels serve every position (and can be captured once).
     void decode_kernels() {
         const Config& c = cfg_;
-        gpu::embed(w_.token_embd, step_, x_, 1, c.dim, launch_);
+        gpu::embed(w_.token_embd, step_, x_, 1, launch_);
         for (int l = 0; l < c.n_layers; l++) decode_layer(l);
-        gpu::rmsnorm_matvec(w_.lm_head, x_, w_.out_norm, c.norm_eps, logits_, c.vocab_size, c.dim, launch_);
+        gpu::rmsnorm_matvec(gpu::mat_rows({&w_.lm_head}), x_, w_.out_norm.f32(), c.norm_eps, logits_, launch_);
     }
 
     // The first step runs uncaptured (one-time setup such as shared-memory opt-ins happens there); the
@@ -1333,27 +1554,48 @@ struct GpuEngine : Engine {
         const gpu::Launch& L = launch_;
         CUDA_CHECK(cudaMemcpyAsync(tokens_, tokens, size_t(n) * sizeof(int), cudaMemcpyHostToDevice, h_.stream));
         gpu::set_step(step_, 0, pos, L);
-        gpu::embed(w_.token_embd, tokens_, X_, n, c.dim, L);
+        gpu::embed(w_.token_embd, tokens_, X_, n, L);
         for (int l = 0; l < c.n_layers; l++) prefill_layer(l, n);
         if (!last) return;
-        gpu::rmsnorm_matvec(w_.lm_head, X_ + size_t(n - 1) * c.dim, w_.out_norm, c.norm_eps, logits_, c.vocab_size,
-                            c.dim, L);
+        gpu::rmsnorm_matvec(gpu::mat_rows({&w_.lm_head}), X_ + size_t(n - 1) * c.dim, w_.out_norm.f32(), c.norm_eps,
+                            logits_, L);
+    }
+
+    // Y[:, 0 .. sum rows) (row stride ldy) = X @ [W_0; W_1; ...]^T (+ Y when accumulate), on the tensor cores. A
+    // run of bf16 matrices that follow one another in memory (weights.bin stacks q, k, v) is one GEMM; a matrix of
+    // any other type is first decoded into the bf16 scratch wbf_ (one layer matrix at a time, in stream order).
+    void gemm_parts(std::initializer_list<const Tensor*> parts, const bf16* X, float* Y, int n, int ldy, bool accumulate) {
+        std::vector<const Tensor*> p(parts);
+        int col = 0;
+        for (size_t i = 0, j; i < p.size(); i = j) {
+            int rows = p[i]->rows;
+            for (j = i + 1; j < p.size() && p[i]->type == DT_BF16 && p[j]->type == DT_BF16 &&
+                            p[j]->data == p[j - 1]->data + p[j - 1]->bytes();)
+                rows += p[j++]->rows;
+            const bf16* W = reinterpret_cast<const bf16*>(p[i]->data);
+            if (p[i]->type != DT_BF16) {
+                gpu::dequantize_bf16(*p[i], wbf_, launch_);
+                W = wbf_;
+            }
+            gpu::gemm(h_.cublas, W, X, Y + col, n, rows, p[i]->cols, accumulate, ldy);
+            col += rows;
+        }
     }
 
     void prefill_layer(int l, int n) {
         const Config& c = cfg_;
         const gpu::Launch& L = launch_;
-        size_t dim = size_t(c.dim), f = size_t(c.ffn_dim);
+        const Layer& w = w_.layers[size_t(l)];
         const int* pos = step_ + 1;
-        gpu::rmsnorm<bf16>(X_, w_.attn_norm + size_t(l) * dim, Xn_, n, c.dim, c.norm_eps, L);
-        gpu::gemm(h_.cublas, w_.wqkv + size_t(l) * qkv_dim() * dim, Xn_, QKV_, n, qkv_dim(), c.dim, false);
+        gpu::rmsnorm<bf16>(X_, w.attn_norm.f32(), Xn_, n, c.dim, c.norm_eps, L);
+        gemm_parts({&w.wq, &w.wk, &w.wv}, Xn_, QKV_, n, qkv_dim(), false);
         gpu::qkv_epilogue(QKV_, qkv_layer(l), inv_freq_, pos, n, c.n_heads, c.n_kv_heads, c.head_dim, c.norm_eps, L);
         gpu::attention_prefill(QKV_, k_layer(l), v_layer(l), pos, A_, n, c.n_heads, c.n_kv_heads, c.head_dim, L);
-        gpu::gemm(h_.cublas, w_.wo + size_t(l) * dim * c.q_dim(), A_, X_, n, c.dim, c.q_dim(), true);
-        gpu::rmsnorm<bf16>(X_, w_.ffn_norm + size_t(l) * dim, Xn_, n, c.dim, c.norm_eps, L);
-        gpu::gemm(h_.cublas, w_.w_gate_up + size_t(l) * 2 * f * dim, Xn_, GU_, n, 2 * c.ffn_dim, c.dim, false);
+        gemm_parts({&w.wo}, A_, X_, n, c.dim, true);
+        gpu::rmsnorm<bf16>(X_, w.ffn_norm.f32(), Xn_, n, c.dim, c.norm_eps, L);
+        gemm_parts({&w.w_gate, &w.w_up}, Xn_, GU_, n, 2 * c.ffn_dim, false);
         gpu::swiglu<bf16>(GU_, H_, n, c.ffn_dim, L);
-        gpu::gemm(h_.cublas, w_.w_down + size_t(l) * dim * f, H_, X_, n, c.dim, c.ffn_dim, true);
+        gemm_parts({&w.w_down}, H_, X_, n, c.dim, true);
     }
 
     // ---- sampling helpers ----

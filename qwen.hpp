@@ -1,12 +1,15 @@
-// qwen.hpp: Qwen language models (Qwen1.5, Qwen2, Qwen2.5, Qwen3 dense, bf16) in plain C++17.
+// qwen.hpp: Qwen language models (Qwen1.5, Qwen2, Qwen2.5, Qwen3 dense; bf16 or GGUF-quantized) in plain C++17.
 // Everything but the GPU; qwen.cuh adds the CUDA engine on top of this file.
 //
 // provides:
 //   Error, fail                  the one exception type: every failure throws it with a one-line message
 //                                (nothing here exits or prints); vformat, mix64 (splitmix64 bit mixing)
 //   bf16, now_seconds            bf16 <-> fp32 conversions (bf16_to_f32, f32_to_bf16); a monotonic clock
-//   load_model, load_tokenizer   the memory-mapped, fully validated weights.bin (Model: Config, ChatInfo,
-//                                Vocab, Weights; tensor_table lists the weights); parse_model: the same on bytes
+//   DType, Tensor, dequantize_row  weight storage types (bf16, f16, f32, llama.cpp's Q8_0 .. Q6_K blocks), a
+//                                typed view of a weight matrix, its rows decoded exactly (dequant_q8_0 ..)
+//   load_model, load_tokenizer   the memory-mapped, fully validated model file: weights.bin or GGUF, split GGUF
+//                                too (Model: Config, ChatInfo, Vocab, Weights of typed views; tensor_table lists
+//                                the weights, for_each_weight visits them); parse_model: the same on bytes
 //   Tokenizer, StreamDecoder     byte-level BPE that matches Hugging Face token for token; UTF-8-safe streaming
 //   utf8_valid, utf8_sanitize    UTF-8 validation and repair (U+FFFD); nfc: Unicode NFC normalisation
 //   chat_text, chat_tokens       ChatML prompts of Qwen1.5/2/2.5/3 (Message, ChatOptions: default system
@@ -23,9 +26,9 @@
 //   Session                      the prefill + decode loop: stop ids and strings (StopMatcher), KV-cache reuse
 //                                across turns, grammar-constrained output (GenerateOptions, GenerateResult)
 //
-// Sections follow the data: common helpers, the model file, the tokenizer and chat prompts, the sampler, the
-// engine interface, the CPU forward pass, structured output (grammars and token masks: skip it on a first reading),
-// generation; the generated Unicode tables close the file.
+// Sections follow the data: common helpers, weight types, the model file (weights.bin, then GGUF), the tokenizer
+// and chat prompts, the sampler, the engine interface, the CPU forward pass, structured output (grammars and token
+// masks: skip it on a first reading), generation; the generated Unicode tables close the file.
 // "id" always means a token id: an index into the vocabulary.
 #pragma once
 
@@ -52,6 +55,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -185,24 +189,299 @@ struct MappedFile {
 };
 
 // ============================================================================
-// Model file: the weights.bin format and its validating, memory-mapped reader
+// Weight types: how a matrix is stored (bf16, fp16, fp32, llama.cpp's quantized blocks) and how it is read
 // ============================================================================
-// weights.bin (written by tools/export.py, specified in docs/format.md) holds everything the engine needs: the
-// model dims, the chat facts, the tokenizer and the bf16 weights. The file is mapped read-only and the weights
-// are used in place (no copy). Because the file comes from outside, every field is checked before it is used:
-// each count and length against the bytes that remain, each offset with overflow-safe arithmetic, each
-// tensor's shape against the one the config implies. A bad file fails with one message naming the file and the
-// field; it never reads out of bounds or allocates more than the file could describe. Assumes a little-endian
-// host (x86-64, ARM64).
+// A weight matrix is a Tensor: rows of `cols` values in one storage type. The quantized types are llama.cpp's
+// block formats (GGUF files hold them; weights.bin version 2 may hold Q8_0): a row is a sequence of blocks,
+// each block stores `block` consecutive values in `bytes` bytes as small integers and one or a few fp16
+// scales. Values are recovered exactly as llama.cpp defines them (and as the `gguf` Python package's
+// quants.dequantize computes them, bit for bit): fp32 products and sums of the decoded integers and scales,
+// in the order written below, never fused into an FMA.
+//
+// Each decoder reads one "chunk" of a block (a few sub-blocks that share their scale bytes) so that the GPU can
+// give each lane one chunk; the CPU decodes a block as all its chunks in order. Layouts are byte offsets
+// within a block; all multi-byte fields are little-endian.
+
+// ggml's type numbers (GGUF stores them as they are). Only these are read; others are refused by name.
+enum DType : uint32_t {
+    DT_F32 = 0, DT_F16 = 1, DT_Q4_0 = 2, DT_Q5_0 = 6, DT_Q5_1 = 7, DT_Q8_0 = 8,
+    DT_Q4_K = 12, DT_Q5_K = 13, DT_Q6_K = 14, DT_BF16 = 30,
+};
+
+struct DTypeInfo {
+    const char* name;  // llama.cpp's name, e.g. "Q4_K"
+    int block;         // values per block
+    int bytes;         // bytes per block
+    int chunk;         // values one decoder call produces (a divisor of block)
+};
+
+// The types this build reads; name == nullptr for any other. dtype_name also names the types it does not read.
+QWEN_HOST_DEVICE constexpr DTypeInfo dtype_info(uint32_t t) {
+    switch (t) {
+        case DT_F32: return {"F32", 1, 4, 1};
+        case DT_F16: return {"F16", 1, 2, 1};
+        case DT_BF16: return {"BF16", 1, 2, 1};
+        case DT_Q4_0: return {"Q4_0", 32, 18, 32};
+        case DT_Q5_0: return {"Q5_0", 32, 22, 32};
+        case DT_Q5_1: return {"Q5_1", 32, 24, 32};
+        case DT_Q8_0: return {"Q8_0", 32, 34, 32};
+        case DT_Q4_K: return {"Q4_K", 256, 144, 64};
+        case DT_Q5_K: return {"Q5_K", 256, 176, 64};
+        case DT_Q6_K: return {"Q6_K", 256, 210, 128};
+        default: return {nullptr, 0, 0, 0};
+    }
+}
+QWEN_HOST_DEVICE constexpr bool is_quantized(DType t) { return dtype_info(t).block > 1; }
+
+// A type's name for messages: the readable ones, and ggml's other types by their names too.
+inline std::string dtype_name(uint32_t t) {
+    if (dtype_info(t).name) return dtype_info(t).name;
+    static const char* const other[] = {nullptr, nullptr, nullptr,   "Q4_1",    nullptr, nullptr, nullptr,
+                                        nullptr, nullptr, "Q8_1",    "Q2_K",    "Q3_K",  nullptr, nullptr,
+                                        nullptr, "Q8_K",  "IQ2_XXS", "IQ2_XS",  "IQ3_XXS", "IQ1_S", "IQ4_NL",
+                                        "IQ3_S", "IQ2_S", "IQ4_XS",  "I8",      "I16",   "I32",   "I64",
+                                        "F64",   "IQ1_M", nullptr,   nullptr,   nullptr, nullptr, "TQ1_0",
+                                        "TQ2_0", nullptr, nullptr,   nullptr,   "MXFP4", "NVFP4", "Q1_0"};
+    if (t < sizeof other / sizeof other[0] && other[t]) return other[t];
+    return "type " + std::to_string(t);
+}
+
+// Bytes of one row of `cols` values (cols a multiple of the type's block).
+inline uint64_t row_bytes(DType t, uint64_t cols) {
+    const DTypeInfo i = dtype_info(t);
+    return cols / uint64_t(i.block) * uint64_t(i.bytes);
+}
+
+// IEEE half -> fp32, exact (every half is a float). Subnormal halves are man * 2^-24.
+QWEN_HOST_DEVICE inline float f16_to_f32(uint16_t h) {
+    uint32_t sign = uint32_t(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
+    if (exp == 0) {
+        float v = float(man) * 5.9604644775390625e-8f;  // 2^-24
+        return sign ? -v : v;
+    }
+    bits = exp == 0x1f ? sign | 0x7f800000u | (man << 13) : sign | ((exp + 112) << 23) | (man << 13);
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+// fp32 -> IEEE half, round to nearest even (as numpy's astype(float16) and ggml do); overflow goes to inf.
+inline uint16_t f32_to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return uint16_t(sign | 0x7e00u);      // NaN
+    if (a >= 0x477ff000u) return uint16_t(sign | 0x7c00u);     // >= 65520 rounds to inf
+    if (a < 0x38800000u) {                                     // below 2^-14: a subnormal half (or 0)
+        float v;
+        memcpy(&v, &a, 4);
+        return uint16_t(sign | uint32_t(std::nearbyint(v * 16777216.0f)));  // v / 2^-24, ties to even
+    }
+    uint32_t r = a + 0x0fffu + ((a >> 13) & 1);                // round the 13 dropped bits to nearest even
+    return uint16_t(sign | ((r - 0x38000000u) >> 13));
+}
+
+QWEN_HOST_DEVICE inline uint16_t rd16(const uint8_t* p) { return uint16_t(p[0] | (p[1] << 8)); }
+QWEN_HOST_DEVICE inline float rd_f16(const uint8_t* p) { return f16_to_f32(rd16(p)); }
+
+// Q8_0: 32 values in 34 bytes.   +0 f16 d | +2 i8 q[32]
+//   x[i] = d * q[i]
+template <class Out>
+QWEN_HOST_DEVICE inline void dequant_q8_0(const uint8_t* b, int /*chunk*/, Out&& y) {
+    float d = rd_f16(b);
+    for (int i = 0; i < 32; i++) y(i, d * float(int8_t(b[2 + i])));
+}
+
+// Q4_0: 32 values in 18 bytes.   +0 f16 d | +2 u8 q[16]: low nibbles are x[0..16), high nibbles x[16..32)
+//   x[i] = d * ((q[i] & 15) - 8),  x[i + 16] = d * ((q[i] >> 4) - 8)
+template <class Out>
+QWEN_HOST_DEVICE inline void dequant_q4_0(const uint8_t* b, int /*chunk*/, Out&& y) {
+    float d = rd_f16(b);
+    for (int i = 0; i < 16; i++) {
+        y(i, d * float((b[2 + i] & 15) - 8));
+        y(i + 16, d * float((b[2 + i] >> 4) - 8));
+    }
+}
+
+// Q5_0: 32 values in 22 bytes.   +0 f16 d | +2 u32 h (bit i: the 5th bit of x[i]) | +6 u8 q[16] (as Q4_0)
+//   x[i] = d * (((q[i] & 15) | h_i << 4) - 16),  x[i + 16] = d * (((q[i] >> 4) | h_{i+16} << 4) - 16)
+// Q5_1: 32 values in 24 bytes.   +0 f16 d | +2 f16 m | +4 u32 h | +8 u8 q[16]
+//   x[i] = d * ((q[i] & 15) | h_i << 4) + m,  x[i + 16] likewise with the high nibble and h_{i+16}
+template <bool MIN, class Out>
+QWEN_HOST_DEVICE inline void dequant_q5(const uint8_t* b, Out&& y) {
+    float d = rd_f16(b), m = MIN ? rd_f16(b + 2) : 0.0f;
+    const uint8_t* hb = b + (MIN ? 4 : 2);
+    uint32_t h = uint32_t(hb[0]) | uint32_t(hb[1]) << 8 | uint32_t(hb[2]) << 16 | uint32_t(hb[3]) << 24;
+    const uint8_t* q = hb + 4;
+    for (int i = 0; i < 16; i++) {
+        int lo = (q[i] & 15) | int((h >> i) & 1) << 4, hi = (q[i] >> 4) | int((h >> (i + 16)) & 1) << 4;
+        if (MIN) {
+            y(i, d * float(lo) + m);
+            y(i + 16, d * float(hi) + m);
+        } else {
+            y(i, d * float(lo - 16));
+            y(i + 16, d * float(hi - 16));
+        }
+    }
+}
+template <class Out> QWEN_HOST_DEVICE inline void dequant_q5_0(const uint8_t* b, int, Out&& y) { dequant_q5<false>(b, y); }
+template <class Out> QWEN_HOST_DEVICE inline void dequant_q5_1(const uint8_t* b, int, Out&& y) { dequant_q5<true>(b, y); }
+
+// The K-quants' 8 sub-block scales and mins (6 bits each) in 12 bytes, for sub-block j = 0..7:
+//   j < 4:  sc = s[j] & 63,                        m = s[j + 4] & 63
+//   j >= 4: sc = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4,  m = (s[j + 4] >> 4) | (s[j] >> 6) << 4
+QWEN_HOST_DEVICE inline void k_scale_min(const uint8_t* s, int j, float& sc, float& m) {
+    int a = j < 4 ? s[j] & 63 : (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
+    int b = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+    sc = float(a);
+    m = float(b);
+}
+
+// Q4_K: 256 values in 144 bytes, 8 sub-blocks of 32 with their own scale and min.
+//   +0 f16 d | +2 f16 dmin | +4 u8 scales[12] | +16 u8 q[128]
+//   q[32c + i] holds x[64c + i] (low nibble, sub-block 2c) and x[64c + 32 + i] (high nibble, sub-block 2c + 1)
+//   x = (d * sc_j) * nibble - (dmin * m_j)            chunk c = 0..3: the 64 values of sub-blocks 2c, 2c + 1
+template <class Out>
+QWEN_HOST_DEVICE inline void dequant_q4_k(const uint8_t* b, int c, Out&& y) {
+    float d = rd_f16(b), dmin = rd_f16(b + 2), sc0, m0, sc1, m1;
+    k_scale_min(b + 4, 2 * c, sc0, m0);
+    k_scale_min(b + 4, 2 * c + 1, sc1, m1);
+    float d0 = d * sc0, n0 = dmin * m0, d1 = d * sc1, n1 = dmin * m1;
+    const uint8_t* q = b + 16 + 32 * c;
+    for (int i = 0; i < 32; i++) {
+        y(i, d0 * float(q[i] & 15) - n0);
+        y(i + 32, d1 * float(q[i] >> 4) - n1);
+    }
+}
+
+// Q5_K: 256 values in 176 bytes: Q4_K plus a 5th bit per value.
+//   +0 f16 d | +2 f16 dmin | +4 u8 scales[12] | +16 u8 h[32] | +48 u8 q[128]
+//   bit j of h[i] is the 5th bit of value 32j + i (sub-block j); nibbles as in Q4_K
+//   x = (d * sc_j) * (nibble | bit << 4) - (dmin * m_j)   chunk c = 0..3: sub-blocks 2c, 2c + 1
+template <class Out>
+QWEN_HOST_DEVICE inline void dequant_q5_k(const uint8_t* b, int c, Out&& y) {
+    float d = rd_f16(b), dmin = rd_f16(b + 2), sc0, m0, sc1, m1;
+    k_scale_min(b + 4, 2 * c, sc0, m0);
+    k_scale_min(b + 4, 2 * c + 1, sc1, m1);
+    float d0 = d * sc0, n0 = dmin * m0, d1 = d * sc1, n1 = dmin * m1;
+    const uint8_t *h = b + 16, *q = b + 48 + 32 * c;
+    for (int i = 0; i < 32; i++) {
+        y(i, d0 * float((q[i] & 15) | ((h[i] >> (2 * c)) & 1) << 4) - n0);
+        y(i + 32, d1 * float((q[i] >> 4) | ((h[i] >> (2 * c + 1)) & 1) << 4) - n1);
+    }
+}
+
+// Q6_K: 256 values in 210 bytes, 16 sub-blocks of 16 with an int8 scale each.
+//   +0 u8 ql[128] (low 4 bits) | +128 u8 qh[64] (high 2 bits) | +192 i8 scales[16] | +208 f16 d
+//   half c = 0, 1 holds values 128c + 32k + i (k = 0..3, i < 32):
+//     low bits:  ql[64c + i] (k = 0: low nibble, k = 2: high), ql[64c + 32 + i] (k = 1: low, k = 3: high)
+//     high bits: bits 2k, 2k + 1 of qh[32c + i]
+//   x = (d * scales[(128c + 32k + i) / 16]) * (low | high << 4) - 32)       chunk c = 0, 1: one half
+template <class Out>
+QWEN_HOST_DEVICE inline void dequant_q6_k(const uint8_t* b, int c, Out&& y) {
+    float d = rd_f16(b + 208);
+    const uint8_t *ql = b + 64 * c, *qh = b + 128 + 32 * c, *sc = b + 192 + 8 * c;
+    for (int k = 0; k < 4; k++) {
+        const uint8_t* lo = ql + 32 * (k & 1);
+        float d0 = d * float(int8_t(sc[2 * k])), d1 = d * float(int8_t(sc[2 * k + 1]));  // values i < 16, i >= 16
+        for (int i = 0; i < 32; i++) {
+            int q = ((k < 2 ? lo[i] & 15 : lo[i] >> 4) | ((qh[i] >> (2 * k)) & 3) << 4) - 32;
+            y(32 * k + i, (i < 16 ? d0 : d1) * float(q));
+        }
+    }
+}
+
+// One chunk (DTypeInfo::chunk values) of a block of a quantized type: y(i, x_i) for each of its values, from
+// the decoder of that type. y stores them (dequantize_row) or multiplies them into a dot product (the GPU).
+template <class Out>
+QWEN_HOST_DEVICE inline void dequant_chunk(DType t, const uint8_t* block, int c, Out&& y) {
+    switch (t) {
+        case DT_Q8_0: return dequant_q8_0(block, c, y);
+        case DT_Q4_0: return dequant_q4_0(block, c, y);
+        case DT_Q5_0: return dequant_q5_0(block, c, y);
+        case DT_Q5_1: return dequant_q5_1(block, c, y);
+        case DT_Q4_K: return dequant_q4_k(block, c, y);
+        case DT_Q5_K: return dequant_q5_k(block, c, y);
+        case DT_Q6_K: return dequant_q6_k(block, c, y);
+        default: return;
+    }
+}
+
+// A view of a row-major (rows, cols) weight matrix in its storage type, in place in a file or in memory.
+// Norm gains and biases are views too, with rows = 1 and always type F32 (the loaders widen other types).
+struct Tensor {
+    const uint8_t* data = nullptr;  // rows * row_bytes(type, cols) bytes; nullptr: absent
+    DType type = DT_F32;
+    int rows = 0, cols = 0;
+
+    explicit operator bool() const { return data != nullptr; }
+    uint64_t row_bytes() const { return qwen::row_bytes(type, uint64_t(cols)); }
+    uint64_t bytes() const { return uint64_t(rows) * row_bytes(); }
+    const uint8_t* row(int r) const { return data + uint64_t(r) * row_bytes(); }
+    const float* f32() const { return reinterpret_cast<const float*>(data); }  // a vector (type F32)
+};
+
+// A decoder's output that stores value i at y[i] (a plain struct, not a lambda: nvcc takes it in host-device code).
+struct StoreTo {
+    float* y;
+    QWEN_HOST_DEVICE void operator()(int i, float v) const { y[i] = v; }
+};
+
+// n_blocks blocks of type T into out, each chunk by the decoder of T (the type known at compile time, so the
+// decoder is inlined into the loop).
+template <DType T>
+inline void decode_blocks(const uint8_t* p, int n_blocks, float* out) {
+    constexpr DTypeInfo ti = dtype_info(T);
+    for (int b = 0; b < n_blocks; b++)
+        for (int c = 0; c < ti.block / ti.chunk; c++)
+            dequant_chunk(T, p + size_t(b) * ti.bytes, c, StoreTo{out + size_t(b) * ti.block + c * ti.chunk});
+}
+
+// out[0..cols) = row r of w as fp32, decoded block by block (exact: see the decoders above).
+inline void dequantize_row(const Tensor& w, int r, float* out) {
+    const uint8_t* p = w.row(r);
+    const int n = w.cols;
+    switch (w.type) {
+        case DT_F32: memcpy(out, p, size_t(n) * 4); return;
+        case DT_BF16:
+            for (int i = 0; i < n; i++) out[i] = bf16_to_f32(rd16(p + 2 * i));
+            return;
+        case DT_F16:
+            for (int i = 0; i < n; i++) out[i] = f16_to_f32(rd16(p + 2 * i));
+            return;
+        case DT_Q8_0: return decode_blocks<DT_Q8_0>(p, n / 32, out);
+        case DT_Q4_0: return decode_blocks<DT_Q4_0>(p, n / 32, out);
+        case DT_Q5_0: return decode_blocks<DT_Q5_0>(p, n / 32, out);
+        case DT_Q5_1: return decode_blocks<DT_Q5_1>(p, n / 32, out);
+        case DT_Q4_K: return decode_blocks<DT_Q4_K>(p, n / 256, out);
+        case DT_Q5_K: return decode_blocks<DT_Q5_K>(p, n / 256, out);
+        case DT_Q6_K: return decode_blocks<DT_Q6_K>(p, n / 256, out);
+    }
+}
+
+// ============================================================================
+// Model file: weights.bin and GGUF, validated and memory-mapped
+// ============================================================================
+// Two formats hold a model. weights.bin (written by tools/export.py, specified in docs/format.md) holds
+// everything the engine needs: the model dims, the chat facts, the tokenizer and the weights (bf16, or Q8_0
+// matrices from version 2 on), each per-layer weight stacked over the layers. GGUF (llama.cpp's format; the
+// section after this one) holds the same facts as metadata keys and one tensor per layer and weight, each in
+// its own type. Either file is mapped read-only and the weights are used in place (no copy); both fill the same
+// Model, whose Weights are typed views (Tensor) into the mapping. Because the file comes from outside, every
+// field is checked before it is used: each count and length against the bytes that remain, each offset with
+// overflow-safe arithmetic, each tensor's shape against the one the config implies. A bad file fails with one
+// message naming the file and the field; it never reads out of bounds or allocates more than the file could
+// describe. Assumes a little-endian host (x86-64, ARM64).
 
 constexpr char FILE_MAGIC[8] = {'Q', 'W', 'E', 'N', 'B', 'I', 'N', '\0'};
-constexpr uint32_t FILE_VERSION = 1;
+constexpr uint32_t FILE_VERSION = 2;  // 1: bf16 only; 2: matrices may be Q8_0 (dtype 1)
 constexpr size_t HEADER_SIZE = 256;
 constexpr size_t TENSOR_ENTRY_SIZE = 64;
 constexpr size_t TENSOR_NAME_SIZE = 32;
 constexpr uint64_t TENSOR_ALIGN = 256;
 constexpr int MAX_STOP_IDS = 8;
-constexpr uint32_t DTYPE_BF16 = 0;
+constexpr uint32_t DTYPE_BF16 = 0;  // weights.bin's dtype codes
+constexpr uint32_t DTYPE_Q8_0 = 1;
 
 enum HeaderFlag : uint32_t {
     FLAG_HAS_WEIGHTS = 1u << 0,
@@ -248,68 +527,99 @@ struct Vocab {                                // the tokenizer as stored in the 
     std::vector<std::pair<int, int>> merges;  // (n_merges) (left id, right id) pairs, in rank order
 };
 
-// Pointers into the mapped file, row-major. Projections are stored (out, in) and applied as y = x @ W^T.
+// Typed views into the mapped file (or memory), row-major. Projections are stored (out, in) and applied as
+// y = x @ W^T; each matrix may have its own type (GGUF's mixes differ by layer and weight). Norm gains and
+// biases are fp32 vectors (rows = 1, type F32); bias and q/k-norm views are empty where the model has none.
+struct Layer {
+    Tensor attn_norm;           // (dim) f32
+    Tensor wq, wk, wv;          // (q_dim, dim), (kv_dim, dim), (kv_dim, dim)
+    Tensor bq, bk, bv;          // (q_dim), (kv_dim), (kv_dim) f32, or empty (Qwen2 family only)
+    Tensor q_norm, k_norm;      // (head_dim) f32, or empty (Qwen3 only)
+    Tensor wo;                  // (dim, q_dim)
+    Tensor ffn_norm;            // (dim) f32
+    Tensor w_gate, w_up;        // (ffn_dim, dim) each
+    Tensor w_down;              // (dim, ffn_dim)
+};
+
 struct Weights {
-    const bf16* token_embd = nullptr;  // (vocab_size, dim) bf16
-    const bf16* attn_norm = nullptr;   // (n_layers, dim) bf16
-    const bf16* wqkv = nullptr;        // (n_layers, q_dim + 2*kv_dim, dim) bf16  rows: q, then k, then v
-    const bf16* bqkv = nullptr;        // (n_layers, q_dim + 2*kv_dim) bf16, or nullptr (Qwen2 family only)
-    const bf16* q_norm = nullptr;      // (n_layers, head_dim) bf16, or nullptr (Qwen3 only)
-    const bf16* k_norm = nullptr;      // (n_layers, head_dim) bf16, or nullptr (Qwen3 only)
-    const bf16* wo = nullptr;          // (n_layers, dim, q_dim) bf16
-    const bf16* ffn_norm = nullptr;    // (n_layers, dim) bf16
-    const bf16* w_gate_up = nullptr;   // (n_layers, 2*ffn_dim, dim) bf16  rows: gate, then up
-    const bf16* w_down = nullptr;      // (n_layers, dim, ffn_dim) bf16
-    const bf16* out_norm = nullptr;    // (dim) bf16
-    const bf16* lm_head = nullptr;     // (vocab_size, dim) bf16; == token_embd when tied
+    Tensor token_embd;          // (vocab_size, dim)
+    std::vector<Layer> layers;  // (n_layers)
+    Tensor out_norm;            // (dim) f32
+    Tensor lm_head;             // (vocab_size, dim); the same view as token_embd when tied
 };
 
 struct Model {  // move-only; owns the memory the weights point into
-    MappedFile file;          // the weights.bin mapping (empty for weights made in memory)
-    std::vector<bf16> owned;  // weights made in memory (synthetic models): every tensor back to back, else empty
+    MappedFile file;                 // the model file mapping (a split GGUF: its first part); empty for weights
+                                     // made in memory
+    std::vector<MappedFile> parts;   // the other parts of a split GGUF, else empty
+    std::vector<uint8_t> owned;      // weights made in memory (synthetic models), else empty
+    std::vector<float> widened;      // fp32 copies of the norm gains and biases a file stores in 16 bits
     Config config;
     ChatInfo chat;
     Vocab vocab;
     Weights weights;
-    bool has_weights = false;  // false for a tokenizer-only file (Weights all nullptr)
+    bool has_weights = false;  // false for a tokenizer-only file (Weights empty)
 };
 
 // ----------------------------------------------------------------------------
-// Tensor table: the one list of the model's weights (loader, GPU upload and synthetic weights use it)
+// Tensor table: the one list of the model's weights (both loaders, GPU upload and synthetic weights use it)
 // ----------------------------------------------------------------------------
 
 struct TensorSpec {
     enum Kind { MATRIX, NORM, BIAS };  // a projection, an RMSNorm gain, a bias
-    const char* name;                  // its name in weights.bin
-    using Field = const bf16* Weights::*;
-    Field field;                       // where it lives, e.g. &Weights::wqkv
-    int ndim;
-    uint64_t shape[3];                 // (ndim) dims, layers first; unused ones are 0
+    const char* name;                  // the weights.bin tensor holding it: entries with one name are stacked
+                                       // in one tensor (per layer their rows in table order, layers first)
+    const char* gguf;                  // its GGUF name (per-layer ones after "blk.N.")
     Kind kind;
-    uint64_t count() const { return shape[0] * (ndim > 1 ? shape[1] : 1) * (ndim > 2 ? shape[2] : 1); }
+    bool per_layer;                    // one in each Layer, else one in Weights
+    int rows, cols;                    // a matrix: (rows, cols); a vector: rows = 1
+    using GlobalField = Tensor Weights::*;
+    using LayerField = Tensor Layer::*;
+    GlobalField global;                // where it lives: a field of Weights (per_layer false) ...
+    LayerField layer;                  // ... or of each Layer (per_layer true)
+
+    Tensor& in(Weights& w, int l) const { return per_layer ? w.layers[size_t(l)].*layer : w.*global; }
+    const Tensor& in(const Weights& w, int l) const { return per_layer ? w.layers[size_t(l)].*layer : w.*global; }
 };
 
-// The tensors config c calls for, in file order; lm_head only when not tied (tied: it is token_embd).
+// The weights config c calls for, in weights.bin file order; lm_head only when not tied (tied: it is
+// token_embd). The bounds of check_config keep every size derived from these below 2^51.
 inline std::vector<TensorSpec> tensor_table(const Config& c) {
     using W = Weights;
+    using L = Layer;
     using T = TensorSpec;
-    uint64_t L = c.n_layers, dim = c.dim, ffn = c.ffn_dim, hd = c.head_dim, V = c.vocab_size;
-    uint64_t q = uint64_t(c.q_dim()), qkv = q + 2 * uint64_t(c.kv_dim());
-    std::vector<T> t = {{"token_embd", &W::token_embd, 2, {V, dim}, T::MATRIX},
-                        {"attn_norm", &W::attn_norm, 2, {L, dim}, T::NORM},
-                        {"wqkv", &W::wqkv, 3, {L, qkv, dim}, T::MATRIX}};
-    if (c.qkv_bias) t.push_back({"bqkv", &W::bqkv, 2, {L, qkv}, T::BIAS});
-    if (c.qk_norm) {
-        t.push_back({"q_norm", &W::q_norm, 2, {L, hd}, T::NORM});
-        t.push_back({"k_norm", &W::k_norm, 2, {L, hd}, T::NORM});
+    const int dim = c.dim, ffn = c.ffn_dim, hd = c.head_dim, V = c.vocab_size, q = c.q_dim(), kv = c.kv_dim();
+    std::vector<T> t = {{"token_embd", "token_embd.weight", T::MATRIX, false, V, dim, &W::token_embd, nullptr},
+                        {"attn_norm", "attn_norm.weight", T::NORM, true, 1, dim, nullptr, &L::attn_norm},
+                        {"wqkv", "attn_q.weight", T::MATRIX, true, q, dim, nullptr, &L::wq},
+                        {"wqkv", "attn_k.weight", T::MATRIX, true, kv, dim, nullptr, &L::wk},
+                        {"wqkv", "attn_v.weight", T::MATRIX, true, kv, dim, nullptr, &L::wv}};
+    if (c.qkv_bias) {
+        t.push_back({"bqkv", "attn_q.bias", T::BIAS, true, 1, q, nullptr, &L::bq});
+        t.push_back({"bqkv", "attn_k.bias", T::BIAS, true, 1, kv, nullptr, &L::bk});
+        t.push_back({"bqkv", "attn_v.bias", T::BIAS, true, 1, kv, nullptr, &L::bv});
     }
-    t.push_back({"wo", &W::wo, 3, {L, dim, q}, T::MATRIX});
-    t.push_back({"ffn_norm", &W::ffn_norm, 2, {L, dim}, T::NORM});
-    t.push_back({"w_gate_up", &W::w_gate_up, 3, {L, 2 * ffn, dim}, T::MATRIX});
-    t.push_back({"w_down", &W::w_down, 3, {L, dim, ffn}, T::MATRIX});
-    t.push_back({"out_norm", &W::out_norm, 1, {dim}, T::NORM});
-    if (!c.tied) t.push_back({"lm_head", &W::lm_head, 2, {V, dim}, T::MATRIX});
+    if (c.qk_norm) {
+        t.push_back({"q_norm", "attn_q_norm.weight", T::NORM, true, 1, hd, nullptr, &L::q_norm});
+        t.push_back({"k_norm", "attn_k_norm.weight", T::NORM, true, 1, hd, nullptr, &L::k_norm});
+    }
+    t.push_back({"wo", "attn_output.weight", T::MATRIX, true, dim, q, nullptr, &L::wo});
+    t.push_back({"ffn_norm", "ffn_norm.weight", T::NORM, true, 1, dim, nullptr, &L::ffn_norm});
+    t.push_back({"w_gate_up", "ffn_gate.weight", T::MATRIX, true, ffn, dim, nullptr, &L::w_gate});
+    t.push_back({"w_gate_up", "ffn_up.weight", T::MATRIX, true, ffn, dim, nullptr, &L::w_up});
+    t.push_back({"w_down", "ffn_down.weight", T::MATRIX, true, dim, ffn, nullptr, &L::w_down});
+    t.push_back({"out_norm", "output_norm.weight", T::NORM, false, 1, dim, &W::out_norm, nullptr});
+    if (!c.tied) t.push_back({"lm_head", "output.weight", T::MATRIX, false, V, dim, &W::lm_head, nullptr});
     return t;
+}
+
+// Calls fn(spec, layer, view) for every weight view of w that config c calls for (layer -1: model-wide), in
+// tensor_table order, layer by layer for per-layer ones. Sizes w.layers to c.n_layers.
+template <class W, class F>
+inline void for_each_weight(const Config& c, W& w, F&& fn) {
+    if constexpr (!std::is_const<W>::value) w.layers.resize(size_t(c.n_layers));
+    for (const TensorSpec& s : tensor_table(c))
+        for (int l = s.per_layer ? 0 : -1; l < (s.per_layer ? c.n_layers : 0); l++) fn(s, l, s.in(w, l));
 }
 
 // ----------------------------------------------------------------------------
@@ -369,6 +679,7 @@ inline Reader section_reader(const uint8_t* data, size_t file_size, const char* 
 // ----------------------------------------------------------------------------
 
 struct Header {
+    uint32_t version = 0;
     uint32_t flags = 0;
     uint64_t strings_offset = 0, strings_size = 0;
     uint64_t tokenizer_offset = 0, tokenizer_size = 0;
@@ -418,10 +729,11 @@ inline Header read_header(const uint8_t* data, size_t size, const char* file, Co
         fail("%s: not a weights.bin file (bad magic; export one with tools/export.py)", file);
     uint32_t version = r.u32();                                          // 8
     if (version > FILE_VERSION)
-        fail("%s: written by a newer exporter (version %u), this build reads version %u", file, version,
+        fail("%s: written by a newer exporter (version %u), this build reads versions 1 and %u", file, version,
              FILE_VERSION);
-    if (version != FILE_VERSION) fail("%s: unknown format version %u", file, version);
+    if (version < 1) fail("%s: unknown format version %u", file, version);
     Header h;
+    h.version = version;
     h.flags = r.u32();                                                   // 12
     if (h.flags & ~uint32_t(FLAG_ALL)) fail("%s: unknown header flags 0x%x", file, h.flags & ~uint32_t(FLAG_ALL));
     // 16..48: arch and dims. Values past 2^30 would not fit an int; check_config bounds them properly.
@@ -551,20 +863,46 @@ inline void read_vocab(Reader r, Vocab& v) {
 // Tensor table: each tensor's name, shape and place, checked against the config
 // ----------------------------------------------------------------------------
 
-// The name of table entry i: NUL-padded, one of the expected tensors, not seen before (found[k]: spec k seen).
-inline const TensorSpec& read_tensor_name(Reader& r, size_t i, const std::vector<TensorSpec>& specs,
-                                          std::vector<bool>& found) {
+// One weights.bin tensor: the entries [first, first + count) of tensor_table that share its name, stacked.
+struct BinTensor {
+    const char* name;
+    size_t first, count;
+    bool matrix;         // matrices (dtype bf16 or Q8_0), else vectors (bf16)
+    int ndim;
+    uint64_t shape[3];   // (ndim) dims, layers first; unused ones are 0
+    uint64_t per_layer;  // rows (matrix) or values (vector) of one layer's slice: the entries' rows / cols summed
+};
+
+inline std::vector<BinTensor> bin_tensors(const Config& c, const std::vector<TensorSpec>& specs) {
+    std::vector<BinTensor> out;
+    for (size_t i = 0, j; i < specs.size(); i = j) {
+        const TensorSpec& s = specs[i];
+        BinTensor t{s.name, i, 0, s.kind == TensorSpec::MATRIX, 0, {0, 0, 0}, 0};
+        for (j = i; j < specs.size() && strcmp(specs[j].name, s.name) == 0; j++)
+            t.per_layer += uint64_t(t.matrix ? specs[j].rows : specs[j].cols);
+        t.count = j - i;
+        uint64_t dims[3] = {uint64_t(c.n_layers), t.per_layer, uint64_t(s.cols)};
+        int first_dim = s.per_layer ? 0 : 1, last_dim = t.matrix ? 3 : 2;
+        for (int k = first_dim; k < last_dim; k++) t.shape[t.ndim++] = dims[k];
+        out.push_back(t);
+    }
+    return out;
+}
+
+// The name of table entry i: NUL-padded, one of the expected tensors, not seen before (found[k]: tensor k seen).
+inline const BinTensor& read_tensor_name(Reader& r, size_t i, const std::vector<BinTensor>& tensors,
+                                         std::vector<bool>& found) {
     const char* raw = reinterpret_cast<const char*>(r.take(TENSOR_NAME_SIZE));
     size_t len = strnlen(raw, TENSOR_NAME_SIZE);
     if (len == TENSOR_NAME_SIZE) fail("%s: tensor entry %zu has no NUL-terminated name", r.file, i);
     for (size_t k = len; k < TENSOR_NAME_SIZE; k++)
         if (raw[k]) fail("%s: tensor entry %zu has bytes after its name's NUL", r.file, i);
     std::string name(raw, len);
-    for (size_t k = 0; k < specs.size(); k++) {
-        if (name != specs[k].name) continue;
-        if (found[k]) fail("%s: tensor '%s' appears twice", r.file, specs[k].name);
+    for (size_t k = 0; k < tensors.size(); k++) {
+        if (name != tensors[k].name) continue;
+        if (found[k]) fail("%s: tensor '%s' appears twice", r.file, tensors[k].name);
         found[k] = true;
-        return specs[k];
+        return tensors[k];
     }
     fail("%s: unexpected tensor '%s' (not in the format, or not for these flags)", r.file, name.c_str());
 }
@@ -580,44 +918,97 @@ struct ByteRange {  // a part of the file something occupies, for the overlap ch
     std::string what;
 };
 
+// The storage type of a weights.bin tensor: bf16, or from version 2 on Q8_0 for a matrix whose rows are
+// whole blocks of 32.
+inline DType bin_dtype(const char* file, const Header& h, const BinTensor& t, uint32_t dtype) {
+    if (dtype == DTYPE_BF16) return DT_BF16;
+    if (dtype != DTYPE_Q8_0 || h.version < 2)
+        fail("%s: tensor '%s' has dtype %u, expected 0 (bf16)%s", file, t.name, dtype,
+             h.version < 2 ? " in a version-1 file" : " or 1 (Q8_0)");
+    if (!t.matrix) fail("%s: tensor '%s' has dtype 1 (Q8_0), which only matrices may have", file, t.name);
+    if (t.shape[t.ndim - 1] % 32 != 0)
+        fail("%s: tensor '%s' is Q8_0 but its rows of %llu are not whole blocks of 32", file, t.name,
+             (unsigned long long)t.shape[t.ndim - 1]);
+    return DT_Q8_0;
+}
+
+// Points the views of tensor t (at `data`, type `type`) into the mapping: layer l's slice of a stacked tensor
+// starts l * (its slice's bytes) in, and within it the entries follow one another. Vectors are widened from
+// bf16 into m.widened (sized beforehand, so that the pointers into it stay valid).
+inline void bind_bin_tensor(Model& m, const std::vector<TensorSpec>& specs, const BinTensor& t, const uint8_t* data,
+                            DType type, size_t& widened_at) {
+    const Config& c = m.config;
+    const int layers = specs[t.first].per_layer ? c.n_layers : 1;
+    for (int l = 0; l < layers; l++) {
+        uint64_t at = 0;  // rows or values into this layer's slice
+        for (size_t k = t.first; k < t.first + t.count; k++) {
+            const TensorSpec& s = specs[k];
+            Tensor& v = s.in(m.weights, s.per_layer ? l : -1);
+            v.rows = s.rows, v.cols = s.cols;
+            if (t.matrix) {
+                v.type = type;
+                v.data = data + (uint64_t(l) * t.per_layer + at) * row_bytes(type, uint64_t(s.cols));
+                at += uint64_t(s.rows);
+            } else {
+                const uint8_t* src = data + (uint64_t(l) * t.per_layer + at) * sizeof(bf16);
+                float* dst = &m.widened[widened_at];
+                for (int i = 0; i < s.cols; i++) dst[i] = bf16_to_f32(rd16(src + 2 * size_t(i)));
+                v.type = DT_F32;
+                v.data = reinterpret_cast<const uint8_t*>(dst);
+                widened_at += size_t(s.cols);
+                at += uint64_t(s.cols);
+            }
+        }
+    }
+}
+
 // Reads the table, points the weights into the mapping, and returns the byte ranges the tensors occupy.
 inline std::vector<ByteRange> read_tensors(const uint8_t* data, size_t size, const char* file, const Header& h,
-                                           const Config& c, Weights& w) {
-    std::vector<TensorSpec> specs = tensor_table(c);
-    std::vector<bool> found(specs.size());
-    if (h.n_tensors != specs.size())
+                                           Model& m) {
+    const Config& c = m.config;
+    const std::vector<TensorSpec> specs = tensor_table(c);
+    const std::vector<BinTensor> tensors = bin_tensors(c, specs);
+    std::vector<bool> found(tensors.size());
+    if (h.n_tensors != tensors.size())
         fail("%s: n_tensors = %llu, the config and flags imply %zu", file, (unsigned long long)h.n_tensors,
-             specs.size());
-    uint64_t table_size = specs.size() * TENSOR_ENTRY_SIZE;
+             tensors.size());
+    size_t n_widened = 0;
+    for (const TensorSpec& s : specs)
+        if (s.kind != TensorSpec::MATRIX) n_widened += size_t(s.cols) * size_t(s.per_layer ? c.n_layers : 1);
+    m.widened.assign(n_widened, 0.0f);
+    m.weights.layers.assign(size_t(c.n_layers), Layer());
+    size_t widened_at = 0;
+    uint64_t table_size = tensors.size() * TENSOR_ENTRY_SIZE;
     Reader r = section_reader(data, size, file, "tensor table", h.tensors_offset, table_size);
     std::vector<ByteRange> ranges = {{h.tensors_offset, h.tensors_offset + table_size, "the tensor table"}};
-    for (size_t i = 0; i < specs.size(); i++) {
-        const TensorSpec& spec = read_tensor_name(r, i, specs, found);
-        const char* name = spec.name;
+    for (size_t i = 0; i < tensors.size(); i++) {
+        const BinTensor& t = read_tensor_name(r, i, tensors, found);
+        const char* name = t.name;
         uint32_t dtype = r.u32(), ndim = r.u32();
         uint64_t shape[3] = {r.u32(), r.u32(), r.u32()};
         uint64_t offset = r.u64();
         uint32_t reserved = r.u32();
-        if (dtype != DTYPE_BF16)
-            fail("%s: tensor '%s' has dtype %u, expected 0 (bf16)", file, name, dtype);
         if (ndim < 1 || ndim > 3) fail("%s: tensor '%s' has ndim %u, expected 1..3", file, name, ndim);
-        bool same = int(ndim) == spec.ndim;
-        for (int k = 0; k < 3; k++) same = same && shape[k] == spec.shape[k];  // unused dims are 0 in both
+        bool same = int(ndim) == t.ndim;
+        for (int k = 0; k < 3; k++) same = same && shape[k] == t.shape[k];  // unused dims are 0 in both
         if (!same)
-            fail("%s: tensor '%s' has shape %s, config implies %s", file, name,
-                 shape_str(ndim, shape).c_str(), shape_str(spec.ndim, spec.shape).c_str());
+            fail("%s: tensor '%s' has shape %s, config implies %s", file, name, shape_str(ndim, shape).c_str(),
+                 shape_str(t.ndim, t.shape).c_str());
+        DType type = bin_dtype(file, h, t, dtype);
         if (reserved != 0) fail("%s: tensor '%s' has a nonzero reserved field", file, name);
-        uint64_t bytes = spec.count() * sizeof(bf16);  // the config bounds keep this below 2^51
+        uint64_t rows = 1;  // every dim but the last
+        for (int k = 0; k + 1 < t.ndim; k++) rows *= t.shape[k];
+        uint64_t bytes = rows * row_bytes(type, t.shape[t.ndim - 1]);  // the config bounds keep this below 2^51
         if (offset % TENSOR_ALIGN != 0)
             fail("%s: tensor '%s' offset %llu is not a multiple of %llu", file, name,
                  (unsigned long long)offset, (unsigned long long)TENSOR_ALIGN);
         if (offset > size || bytes > size - offset)
             fail("%s: tensor '%s' (%llu bytes at offset %llu) lies outside the file (%zu bytes)", file,
                  name, (unsigned long long)bytes, (unsigned long long)offset, size);
-        w.*spec.field = reinterpret_cast<const bf16*>(data + offset);
+        bind_bin_tensor(m, specs, t, data + offset, type, widened_at);
         ranges.push_back({offset, offset + bytes, "tensor '" + std::string(name) + "'"});
     }
-    if (c.tied) w.lm_head = w.token_embd;
+    if (c.tied) m.weights.lm_head = m.weights.token_embd;
     return ranges;
 }
 
@@ -632,12 +1023,12 @@ inline void check_no_overlap(const char* file, std::vector<ByteRange> ranges) {
 }
 
 // ----------------------------------------------------------------------------
-// Loading: a whole file, validated, into a Model
+// weights.bin: a whole file, validated, into a Model
 // ----------------------------------------------------------------------------
 
-// Validates a whole file image and fills a Model whose weights point into `data` (the caller keeps it
-// alive). `file` names the file in messages. Used by load_model/load_tokenizer and by the fuzzer.
-inline Model parse_model(const uint8_t* data, size_t size, const std::string& file, bool need_weights) {
+// Validates a whole weights.bin image and fills a Model whose weights point into `data` (the caller keeps it
+// alive). `file` names the file in messages.
+inline Model parse_weights_bin(const uint8_t* data, size_t size, const std::string& file, bool need_weights) {
     const char* name = file.c_str();
     Model m;
     Header h = read_header(data, size, name, m.config, m.chat);
@@ -660,7 +1051,7 @@ inline Model parse_model(const uint8_t* data, size_t size, const std::string& fi
                                      {h.tokenizer_offset, h.tokenizer_offset + h.tokenizer_size,
                                       "the tokenizer section"}};
     if (m.has_weights) {
-        std::vector<ByteRange> t = read_tensors(data, size, name, h, m.config, m.weights);
+        std::vector<ByteRange> t = read_tensors(data, size, name, h, m);
         ranges.insert(ranges.end(), t.begin(), t.end());
     } else {
         section_reader(data, size, name, "tensor table", h.tensors_offset, 0);  // empty, but inside the file
@@ -676,17 +1067,655 @@ inline Model parse_model(const uint8_t* data, size_t size, const std::string& fi
     return m;
 }
 
+// ============================================================================
+// GGUF: llama.cpp's model files (qwen2 and qwen3 architectures), validated and used in place
+// ============================================================================
+// A GGUF file, versions 2 and 3 (llama.cpp's docs/gguf.md; what this reader takes from it: docs/format.md):
+//   u32 magic "GGUF" | u32 version | u64 n_tensors | u64 n_kv
+//   n_kv x (string key, u32 value type, value)       metadata: dims, tokenizer, chat template, ...
+//   n_tensors x (string name, u32 n_dims, u64 ne[n_dims], u32 ggml type, u64 offset)   ne[0]: the row length
+//   padding to general.alignment (default 32); the tensor data, each tensor at data start + its offset
+// A string is (u64 length, bytes), an array (u32 element type, u64 count, elements). Keys and tensors are looked
+// up by name, never by position. GGUF's own security bugs came from trusting these numbers, so each is checked
+// before use: every count and length against the bytes left, element sizes times counts without overflow,
+// every dimension and their product bounded, offsets aligned and inside the file, no tensor or key twice, no
+// two tensors sharing bytes, every tensor one the model uses, with the shape and a type its weight may have.
+// Big models come split in parts (NAME-00001-of-00003.gguf, llama.cpp's gguf-split): naming the first part
+// loads them all; the metadata is the first part's, the tensors are found in whichever part holds them.
+
+constexpr char GGUF_MAGIC[4] = {'G', 'G', 'U', 'F'};
+
+inline int utf8_decode(const uint8_t* s, size_t n, uint32_t* cp);  // the tokenizer's UTF-8 helpers (below)
+inline bool utf8_valid(const std::string& s);
+inline std::string utf8_sanitize(const std::string& s);
+
+// GGUF's metadata value types.
+enum GgufType : uint32_t {
+    GG_U8 = 0, GG_I8 = 1, GG_U16 = 2, GG_I16 = 3, GG_U32 = 4, GG_I32 = 5, GG_F32 = 6, GG_BOOL = 7,
+    GG_STRING = 8, GG_ARRAY = 9, GG_U64 = 10, GG_I64 = 11, GG_F64 = 12,
+};
+
+// Bytes of a scalar of type t; 0 for strings and arrays; -1 for an unknown type.
+inline int gguf_scalar_size(uint32_t t) {
+    static const int size[] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+    return t <= GG_F64 ? size[t] : -1;
+}
+
+// llama.cpp's token types (tokenizer.ggml.token_type).
+enum GgufTokenType : int32_t { GT_NORMAL = 1, GT_UNKNOWN = 2, GT_CONTROL = 3, GT_USER_DEFINED = 4, GT_UNUSED = 5,
+                               GT_BYTE = 6 };
+
+struct GgufValue {          // where one metadata value lies in its file
+    uint32_t type = 0;      // GgufType
+    uint32_t elem = 0;      // arrays: the element type
+    uint64_t count = 0;     // arrays: the number of elements
+    size_t pos = 0;         // offset of the value (of an array: of its first element)
+};
+
+struct GgufTensor {         // one tensor info, checked
+    std::string name;
+    DType type;
+    int n_dims;
+    uint64_t ne[4];         // (n_dims) ggml order: ne[0] is the row length
+    uint64_t offset;        // absolute offset of its data in its file
+    uint64_t bytes;
+    const uint8_t* data;    // its data in the mapping
+    bool used = false;      // claimed by a weight of the model
+};
+
+struct GgufFile {           // one parsed file (or part)
+    const uint8_t* data = nullptr;  // (size) the mapping
+    size_t size = 0;
+    std::string name;
+    uint32_t version = 0;
+    std::unordered_map<std::string, GgufValue> kv;
+    std::vector<GgufTensor> tensors;
+};
+
+inline bool is_gguf(const uint8_t* data, size_t size) { return size >= 4 && memcmp(data, GGUF_MAGIC, 4) == 0; }
+
+// A string: u64 length, then that many bytes (at most `max`).
+inline std::string gguf_string(Reader& r, uint64_t max, const char* what) {
+    uint64_t n = r.u64();
+    if (n > max) fail("%s: %s of %llu bytes at offset %zu is longer than %llu", r.file, what, (unsigned long long)n,
+                      r.pos - 8, (unsigned long long)max);
+    return r.bytes(size_t(n));
+}
+
+inline GgufValue gguf_value(Reader& r, uint32_t type, int depth);
+
+// An array: element type, count, then count elements; the count is checked against the bytes left before any
+// element is read (each element takes at least one byte, a string at least 8).
+inline GgufValue gguf_array(Reader& r, int depth) {
+    GgufValue v;
+    v.type = GG_ARRAY;
+    v.elem = r.u32();
+    v.count = r.u64();
+    v.pos = r.pos;
+    int size = gguf_scalar_size(v.elem);
+    if (size < 0) fail("%s: array of unknown type %u at offset %zu", r.file, v.elem, r.pos - 12);
+    if (v.elem == GG_ARRAY && depth >= 2) fail("%s: arrays nested too deeply at offset %zu", r.file, r.pos - 12);
+    uint64_t min_size = size > 0 ? uint64_t(size) : v.elem == GG_STRING ? 8 : 12;
+    if (v.count > r.left() / min_size)
+        fail("%s: array of %llu elements at offset %zu does not fit in the file", r.file, (unsigned long long)v.count,
+             r.pos - 12);
+    if (size > 0) {
+        r.take(size_t(v.count) * size_t(size));
+    } else {
+        for (uint64_t i = 0; i < v.count; i++) gguf_value(r, v.elem, depth + 1);
+    }
+    return v;
+}
+
+// Reads past one value of the given type and says where it lies.
+inline GgufValue gguf_value(Reader& r, uint32_t type, int depth) {
+    if (type == GG_ARRAY) return gguf_array(r, depth);
+    GgufValue v;
+    v.type = type;
+    v.pos = r.pos;
+    int size = gguf_scalar_size(type);
+    if (size < 0) fail("%s: unknown metadata value type %u at offset %zu", r.file, type, r.pos);
+    if (type == GG_STRING) {
+        uint64_t n = r.u64();
+        if (n > r.left()) fail("%s: a string of %llu bytes at offset %zu runs past the end of the file", r.file,
+                               (unsigned long long)n, r.pos - 8);
+        r.take(size_t(n));
+    } else {
+        r.take(size_t(size));
+    }
+    return v;
+}
+
+constexpr uint64_t GGUF_MAX_ELEMENTS = uint64_t(1) << 40;  // per tensor: far above any model, far below overflow
+
+// One tensor info: name, dims, type, offset. Shapes and types are checked here; the place in the file once
+// the data start is known.
+inline GgufTensor gguf_tensor_info(Reader& r) {
+    GgufTensor t;
+    t.name = gguf_string(r, 64, "a tensor name");
+    const char* name = t.name.c_str();
+    uint32_t n_dims = r.u32();
+    if (n_dims < 1 || n_dims > 4) fail("%s: tensor '%s' has %u dimensions, expected 1..4", r.file, name, n_dims);
+    t.n_dims = int(n_dims);
+    uint64_t count = 1;
+    for (int k = 0; k < 4; k++) t.ne[k] = 1;
+    for (int k = 0; k < t.n_dims; k++) {
+        t.ne[k] = r.u64();
+        if (t.ne[k] < 1 || t.ne[k] > GGUF_MAX_ELEMENTS || count > GGUF_MAX_ELEMENTS / t.ne[k])
+            fail("%s: tensor '%s' has an implausible dimension %d = %llu", r.file, name, k,
+                 (unsigned long long)t.ne[k]);
+        count *= t.ne[k];
+    }
+    uint32_t type = r.u32();
+    const DTypeInfo ti = dtype_info(type);
+    if (!ti.name)
+        fail("%s: tensor '%s' is %s, a type this build does not read (it reads F32, F16, BF16, Q8_0, Q4_0, Q5_0, "
+             "Q5_1, Q4_K, Q5_K, Q6_K)", r.file, name, dtype_name(type).c_str());
+    t.type = DType(type);
+    if (t.ne[0] % uint64_t(ti.block) != 0)
+        fail("%s: tensor '%s' is %s but its rows of %llu values are not whole blocks of %d", r.file, name, ti.name,
+             (unsigned long long)t.ne[0], ti.block);
+    t.bytes = count / t.ne[0] * row_bytes(t.type, t.ne[0]);
+    t.offset = r.u64();  // relative to the data start for now
+    return t;
+}
+
+// Parses one file: header, metadata, tensor infos, and places every tensor inside the data section.
+inline GgufFile parse_gguf_file(const uint8_t* data, size_t size, const std::string& file) {
+    GgufFile f;
+    f.data = data, f.size = size, f.name = file;
+    const char* name = f.name.c_str();
+    if (size < 24) fail("%s: %zu bytes is too short for a GGUF header (24 bytes)", name, size);
+    Reader r{data, 0, size, name, "the GGUF header"};
+    r.take(4);
+    f.version = r.u32();
+    if (f.version < 2 || f.version > 3)
+        fail("%s: GGUF version %u is not supported (versions 2 and 3 are)", name, f.version);
+    uint64_t n_tensors = r.u64(), n_kv = r.u64();
+    r.section = "the GGUF metadata";
+    if (n_kv > r.left() / 13)  // a key-value pair takes at least 13 bytes (u64 length, 1 byte, u32 type)
+        fail("%s: %llu metadata entries cannot fit in the file", name, (unsigned long long)n_kv);
+    for (uint64_t i = 0; i < n_kv; i++) {
+        std::string key = gguf_string(r, 65535, "a metadata key");
+        if (key.empty()) fail("%s: metadata entry %llu has an empty key", name, (unsigned long long)i);
+        uint32_t type = r.u32();
+        GgufValue v = gguf_value(r, type, 0);
+        if (!f.kv.emplace(key, v).second) fail("%s: metadata key '%s' appears twice", name, key.c_str());
+    }
+    uint64_t alignment = 32;
+    if (f.kv.count("general.alignment")) {
+        const GgufValue& v = f.kv["general.alignment"];
+        Reader a{data, v.pos, size, name, "general.alignment"};
+        alignment = v.type == GG_U32 ? a.u32() : 0;
+        if (alignment < 8 || alignment > (1u << 20) || alignment % 8 != 0)
+            fail("%s: general.alignment must be a u32 multiple of 8 up to 2^20", name);
+    }
+    r.section = "the GGUF tensor infos";
+    if (n_tensors > r.left() / 33)  // a tensor info takes at least 33 bytes
+        fail("%s: %llu tensors cannot fit in the file", name, (unsigned long long)n_tensors);
+    f.tensors.reserve(size_t(n_tensors));
+    std::unordered_map<std::string, size_t> seen;
+    for (uint64_t i = 0; i < n_tensors; i++) {
+        f.tensors.push_back(gguf_tensor_info(r));
+        if (!seen.emplace(f.tensors.back().name, size_t(i)).second)
+            fail("%s: tensor '%s' appears twice", name, f.tensors.back().name.c_str());
+    }
+    uint64_t data_start = (uint64_t(r.pos) + alignment - 1) / alignment * alignment;
+    if (n_tensors > 0 && data_start > size) fail("%s: the tensor data would start past the end of the file", name);
+    std::vector<ByteRange> ranges;
+    for (GgufTensor& t : f.tensors) {
+        if (t.offset % alignment != 0)
+            fail("%s: tensor '%s' offset %llu is not a multiple of the alignment %llu", name, t.name.c_str(),
+                 (unsigned long long)t.offset, (unsigned long long)alignment);
+        if (t.offset > size - data_start || t.bytes > size - data_start - t.offset)
+            fail("%s: tensor '%s' (%llu bytes at data offset %llu) lies outside the file (%zu bytes)", name,
+                 t.name.c_str(), (unsigned long long)t.bytes, (unsigned long long)t.offset, size);
+        t.offset += data_start;
+        t.data = data + t.offset;
+        ranges.push_back({t.offset, t.offset + t.bytes, "tensor '" + t.name + "'"});
+    }
+    check_no_overlap(name, ranges);
+    return f;
+}
+
+// ----------------------------------------------------------------------------
+// GGUF metadata: typed lookups with one-line errors
+// ----------------------------------------------------------------------------
+
+struct GgufMeta {
+    const GgufFile& f;
+
+    const GgufValue* find(const std::string& key) const {
+        auto it = f.kv.find(key);
+        return it == f.kv.end() ? nullptr : &it->second;
+    }
+    Reader at(const GgufValue& v) const { return Reader{f.data, v.pos, f.size, f.name.c_str(), "the GGUF metadata"}; }
+    [[noreturn]] void wrong(const std::string& key, const char* want) const {
+        fail("%s: metadata '%s' must be %s", f.name.c_str(), key.c_str(), want);
+    }
+    [[noreturn]] void missing(const std::string& key) const {
+        fail("%s: metadata '%s' is missing", f.name.c_str(), key.c_str());
+    }
+    // A scalar of type t read as a double (integers exactly up to 2^53, which is all this reader needs).
+    static double scalar(Reader& r, uint32_t t) {
+        switch (t) {
+            case GG_U8: return r.u8();
+            case GG_I8: return int8_t(r.u8());
+            case GG_U16: return r.get<uint16_t>();
+            case GG_I16: return r.get<int16_t>();
+            case GG_U32: return r.u32();
+            case GG_I32: return r.i32();
+            case GG_F32: return r.f32();
+            case GG_BOOL: return r.u8();
+            case GG_U64: return double(r.u64());
+            case GG_I64: return double(r.get<int64_t>());
+            case GG_F64: return r.f64();
+            default: return NAN;
+        }
+    }
+    static bool is_int(uint32_t t) { return t <= GG_I32 || t == GG_U64 || t == GG_I64; }
+    // An integer key (of any integer type) in [lo, hi], or `dflt` when absent and not required.
+    int64_t integer(const std::string& key, int64_t lo, int64_t hi, bool required, int64_t dflt = 0) const {
+        const GgufValue* v = find(key);
+        if (!v) {
+            if (required) missing(key);
+            return dflt;
+        }
+        if (!is_int(v->type)) wrong(key, "an integer");
+        Reader r = at(*v);
+        double x = scalar(r, v->type);
+        if (!(x >= double(lo) && x <= double(hi)))
+            fail("%s: metadata '%s' = %.0f is outside [%lld, %lld]", f.name.c_str(), key.c_str(), x, (long long)lo,
+                 (long long)hi);
+        return int64_t(x);
+    }
+    // A number key (float or integer), or NAN when absent and not required.
+    double number(const std::string& key, bool required) const {
+        const GgufValue* v = find(key);
+        if (!v) {
+            if (required) missing(key);
+            return NAN;
+        }
+        if (!is_int(v->type) && v->type != GG_F32 && v->type != GG_F64) wrong(key, "a number");
+        Reader r = at(*v);
+        return scalar(r, v->type);
+    }
+    bool has_string(const std::string& key) const {
+        const GgufValue* v = find(key);
+        return v && v->type == GG_STRING;
+    }
+    std::string string(const std::string& key, bool required, const std::string& dflt = "") const {
+        const GgufValue* v = find(key);
+        if (!v) {
+            if (required) missing(key);
+            return dflt;
+        }
+        if (v->type != GG_STRING) wrong(key, "a string");
+        Reader r = at(*v);
+        return r.bytes(size_t(r.u64()));
+    }
+    // An array key's element reader: count elements of type `elem`, the reader at the first one.
+    Reader array(const std::string& key, uint32_t elem, uint64_t& count) const {
+        const GgufValue* v = find(key);
+        if (!v) missing(key);
+        if (v->type != GG_ARRAY || v->elem != elem)
+            wrong(key, elem == GG_STRING ? "an array of strings" : "an array of integers");
+        count = v->count;
+        return at(*v);
+    }
+};
+
+// ----------------------------------------------------------------------------
+// GGUF metadata -> Config, Vocab and ChatInfo
+// ----------------------------------------------------------------------------
+
+// Qwen2/Qwen3 dims from the {arch}.* keys (head_dim: attention.key_length when present, as Qwen3 files have).
+inline void gguf_config(const GgufMeta& g, Config& c) {
+    const char* file = g.f.name.c_str();
+    std::string arch = g.string("general.architecture", true);
+    if (arch == "qwen2") c.arch = ARCH_QWEN2;
+    else if (arch == "qwen3") c.arch = ARCH_QWEN3;
+    else fail("%s: architecture '%s' is not supported (supported: qwen2, qwen3)", file, utf8_sanitize(arch).c_str());
+    const std::string a = arch + ".";
+    const int64_t big = 1 << 30;  // check_config bounds each properly
+    c.n_layers = int(g.integer(a + "block_count", 1, big, true));
+    c.dim = int(g.integer(a + "embedding_length", 1, big, true));
+    c.ffn_dim = int(g.integer(a + "feed_forward_length", 1, big, true));
+    c.n_heads = int(g.integer(a + "attention.head_count", 1, big, true));
+    c.n_kv_heads = int(g.integer(a + "attention.head_count_kv", 1, big, false, c.n_heads));
+    if (!g.find(a + "attention.key_length") && c.dim % c.n_heads != 0)
+        fail("%s: embedding_length %d is not a multiple of head_count %d", file, c.dim, c.n_heads);
+    c.head_dim = int(g.integer(a + "attention.key_length", 1, big, false, c.dim / c.n_heads));
+    if (g.integer(a + "attention.value_length", 1, big, false, c.head_dim) != c.head_dim)
+        fail("%s: attention.value_length differs from key_length (not a Qwen model)", file);
+    c.max_seq_len = int(g.integer(a + "context_length", 1, big, true));
+    c.norm_eps = float(g.number(a + "attention.layer_norm_rms_epsilon", true));
+    c.rope_theta = g.find(a + "rope.freq_base") ? g.number(a + "rope.freq_base", true) : 10000.0;  // llama.cpp's default
+    std::string scaling = g.string(a + "rope.scaling.type", false, "none");
+    if (scaling != "none")
+        fail("%s: RoPE scaling '%s' is not supported (only the default RoPE)", file, utf8_sanitize(scaling).c_str());
+    c.qkv_bias = c.arch == ARCH_QWEN2;  // llama.cpp's qwen2 has q/k/v biases, qwen3 none but q/k norms
+    c.qk_norm = c.arch == ARCH_QWEN3;
+}
+
+// Undoes GPT-2's byte-to-unicode mapping: printable bytes stand for themselves, the other 68 byte values are
+// U+0100.. in byte order. code_byte[cp] = the byte, or -1 (cp < 0x144).
+struct ByteLevel {
+    int code_byte[0x144];
+    ByteLevel() {
+        for (int& b : code_byte) b = -1;
+        int shifted = 0;
+        for (int b = 0; b < 256; b++) {
+            bool printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae);
+            code_byte[printable ? b : 256 + shifted++] = b;
+        }
+    }
+    // The raw bytes of a byte-level token string, or false when a character is not in the alphabet.
+    bool decode(const std::string& s, std::string& out) const {
+        out.clear();
+        for (size_t i = 0; i < s.size();) {
+            uint32_t cp;
+            int n = utf8_decode(reinterpret_cast<const uint8_t*>(s.data()) + i, s.size() - i, &cp);
+            if (n <= 0 || cp >= 0x144 || code_byte[cp] < 0) return false;
+            out += char(code_byte[cp]);
+            i += size_t(n);
+        }
+        return !out.empty();
+    }
+};
+
+// The tokenizer: llama.cpp's 'gpt2' model (byte-level BPE) with the 'qwen2' pre-tokenizer. Normal tokens are
+// byte-level strings, control tokens (<|im_end|>) special added tokens, user-defined ones (<think>) added
+// non-special tokens; the unused [PADi] entries that pad the list to the vocabulary size are dropped (ids stay
+// contiguous: they may only trail). Merges are "left right" strings of normal tokens.
+inline void gguf_vocab(const GgufMeta& g, Vocab& v) {
+    const char* file = g.f.name.c_str();
+    std::string model = g.string("tokenizer.ggml.model", true);
+    if (model != "gpt2")
+        fail("%s: tokenizer model '%s' is not supported (Qwen's byte-level BPE is 'gpt2')", file,
+             utf8_sanitize(model).c_str());
+    std::string pre = g.string("tokenizer.ggml.pre", false, "qwen2");
+    if (pre != "qwen2")
+        fail("%s: pre-tokenizer '%s' is not supported (Qwen's is 'qwen2')", file, utf8_sanitize(pre).c_str());
+    uint64_t n = 0, n_types = 0, n_merges = 0;
+    Reader tr = g.array("tokenizer.ggml.tokens", GG_STRING, n);
+    Reader yr = g.array("tokenizer.ggml.token_type", GG_I32, n_types);
+    if (n < 1 || n > (1u << 22)) fail("%s: %llu tokens is outside [1, 4194304]", file, (unsigned long long)n);
+    if (n_types != n) fail("%s: %llu token types for %llu tokens", file, (unsigned long long)n_types,
+                           (unsigned long long)n);
+    static const ByteLevel byte_level;
+    std::unordered_map<std::string, int> normal_id;  // byte-level string -> id, for the merges
+    std::string raw;
+    size_t n_used = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        std::string text = tr.bytes(size_t(tr.u64()));
+        int32_t type = yr.i32();
+        if (type == GT_UNUSED) {
+            v.tokens.emplace_back();
+            v.kind.push_back(TOKEN_REGULAR);
+            continue;
+        }
+        if (v.tokens.size() != n_used) fail("%s: token %zu is unused but token %llu is not", file, n_used,
+                                            (unsigned long long)i);
+        if (text.empty()) fail("%s: token %llu is empty", file, (unsigned long long)i);
+        if (type == GT_NORMAL) {
+            if (!byte_level.decode(text, raw))
+                fail("%s: token %llu is not in the byte-level alphabet", file, (unsigned long long)i);
+            normal_id.emplace(text, int(i));
+            v.tokens.push_back(raw);
+            v.kind.push_back(TOKEN_REGULAR);
+        } else if (type == GT_CONTROL || type == GT_USER_DEFINED) {
+            if (!utf8_valid(text)) fail("%s: token %llu is not valid UTF-8", file, (unsigned long long)i);
+            v.tokens.push_back(text);
+            v.kind.push_back(type == GT_CONTROL ? TOKEN_SPECIAL : TOKEN_ADDED);
+        } else {
+            fail("%s: token %llu has type %d, which a byte-level BPE vocabulary does not use", file,
+                 (unsigned long long)i, type);
+        }
+        n_used = v.tokens.size();
+    }
+    v.tokens.resize(n_used);
+    v.kind.resize(n_used);
+    Reader mr = g.array("tokenizer.ggml.merges", GG_STRING, n_merges);
+    v.merges.reserve(size_t(n_merges));
+    for (uint64_t i = 0; i < n_merges; i++) {
+        std::string m = mr.bytes(size_t(mr.u64()));
+        size_t space = m.find(' ');
+        auto left = space == std::string::npos ? normal_id.end() : normal_id.find(m.substr(0, space));
+        auto right = space == std::string::npos ? normal_id.end() : normal_id.find(m.substr(space + 1));
+        if (left == normal_id.end() || right == normal_id.end())
+            fail("%s: merge %llu is not two tokens of the vocabulary separated by a space", file,
+                 (unsigned long long)i);
+        v.merges.emplace_back(left->second, right->second);
+    }
+    check_merges(file, v);
+}
+
+// The default system prompt of a ChatML template: the text of a string literal '<|im_start|>system\n...<|im_end|>'
+// in it ('\n' written as a newline or as \n), its Jinja escapes undone; "" when there is none. The text may not
+// contain the literal's own quote (unless escaped) or a Jinja brace, so a match never spans two literals. The
+// same rule as tools/export.py's default_system_prompt.
+inline std::string template_default_system(const std::string& t) {
+    static const std::string start = "<|im_start|>system", end = "<|im_end|>";
+    for (size_t i = 0; i + 1 + start.size() < t.size(); i++) {
+        char quote = t[i];
+        if ((quote != '\'' && quote != '"') || t.compare(i + 1, start.size(), start) != 0) continue;
+        size_t j = i + 1 + start.size();
+        if (t[j] == '\n') j += 1;
+        else if (t.compare(j, 2, "\\n") == 0) j += 2;
+        else continue;
+        for (size_t k = j; k < t.size();) {
+            if (k > j && t.compare(k, end.size(), end) == 0) {  // the shortest text that ends at <|im_end|>
+                std::string out;
+                for (size_t e = j; e < k; e++) {
+                    if (t[e] != '\\') { out += t[e]; continue; }
+                    char c = t[++e];
+                    out += c == 'n' ? '\n' : c == 't' ? '\t' : c;
+                }
+                return out;
+            }
+            if (t[k] == '\\' && k + 1 < t.size() && t[k + 1] != '\n') k += 2;  // an escaped character
+            else if (t[k] == '\\' || t[k] == quote || t[k] == '{' || t[k] == '}') break;
+            else k++;
+        }
+    }
+    return "";
+}
+
+// Chat facts, as tools/export.py derives them from a checkpoint: the model name, the template's default system
+// prompt and <think> mode, the stop ids (the eos and eot ids, then <|im_end|> and <|endoftext|>: the end-of-turn
+// and end-of-text tokens llama.cpp also stops on), the sampling defaults of general.sampling.*.
+inline void gguf_chat(const GgufMeta& g, const Vocab& v, const std::string& path, ChatInfo& chat) {
+    const char* file = g.f.name.c_str();
+    std::string base = path.substr(path.find_last_of('/') + 1);
+    if (base.size() > 5 && base.compare(base.size() - 5, 5, ".gguf") == 0) base.resize(base.size() - 5);
+    chat.model_name = utf8_sanitize(g.has_string("general.name") ? g.string("general.name", true) : base);
+    std::string tmpl = g.string("tokenizer.chat_template", false);
+    chat.default_system = template_default_system(tmpl);
+    chat.has_default_system = !chat.default_system.empty();
+    chat.thinking = tmpl.find("<think>") != std::string::npos;
+    const int n_tokens = int(v.tokens.size());
+    std::vector<int> stops;
+    for (const char* key : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"})
+        if (g.find(key)) stops.push_back(int(g.integer(key, 0, n_tokens - 1, true)));
+    for (int i = 0; i < n_tokens; i++)
+        if (v.kind[size_t(i)] == TOKEN_SPECIAL && (v.tokens[size_t(i)] == "<|im_end|>" || v.tokens[size_t(i)] == "<|endoftext|>"))
+            stops.push_back(i);
+    for (int id : stops)
+        if (std::find(chat.stop_ids.begin(), chat.stop_ids.end(), id) == chat.stop_ids.end()) chat.stop_ids.push_back(id);
+    if (chat.stop_ids.empty()) fail("%s: no stop token (no eos_token_id and no <|im_end|> token)", file);
+    if (chat.stop_ids.size() > size_t(MAX_STOP_IDS)) chat.stop_ids.resize(size_t(MAX_STOP_IDS));
+    chat.temperature = float(g.number("general.sampling.temp", false));
+    chat.top_p = float(g.number("general.sampling.top_p", false));
+    chat.top_k = int(g.integer("general.sampling.top_k", 0, 1 << 30, false, -1));
+    chat.repetition_penalty = float(g.number("general.sampling.penalty_repeat", false));
+    check_sampling(file, chat);
+}
+
+// ----------------------------------------------------------------------------
+// GGUF tensors -> Weights
+// ----------------------------------------------------------------------------
+
+// Points every weight of tensor_table at its GGUF tensor ("blk.N." + the table's GGUF name), whichever part
+// holds it: a matrix of any readable type with the shape (cols, rows) in ggml order; a vector (cols), F32
+// in place or F16/BF16 widened into m.widened. A tensor left over is an error (a weight this engine would
+// silently ignore, such as Qwen3's o_proj bias).
+inline void gguf_weights(std::vector<GgufFile>& files, Model& m) {
+    const Config& c = m.config;
+    std::unordered_map<std::string, GgufTensor*> by_name;
+    for (GgufFile& f : files)
+        for (GgufTensor& t : f.tensors)
+            if (!by_name.emplace(t.name, &t).second)
+                fail("%s: tensor '%s' is also in another part", f.name.c_str(), t.name.c_str());
+    size_t n_widened = 0;
+    for (const TensorSpec& s : tensor_table(c))
+        if (s.kind != TensorSpec::MATRIX) n_widened += size_t(s.cols) * size_t(s.per_layer ? c.n_layers : 1);
+    m.widened.assign(n_widened, 0.0f);
+    size_t widened_at = 0;
+    const char* file = files[0].name.c_str();
+    for_each_weight(c, m.weights, [&](const TensorSpec& s, int l, Tensor& view) {
+        std::string name = (l >= 0 ? "blk." + std::to_string(l) + "." : std::string()) + s.gguf;
+        auto it = by_name.find(name);
+        if (it == by_name.end()) fail("%s: tensor '%s' is missing", file, name.c_str());
+        GgufTensor& t = *it->second;
+        t.used = true;
+        bool matrix = s.kind == TensorSpec::MATRIX;
+        const uint64_t want[2] = {uint64_t(s.cols), uint64_t(s.rows)};  // ggml order: the row length first
+        if (t.n_dims != (matrix ? 2 : 1) || t.ne[0] != want[0] || (matrix && t.ne[1] != want[1]))
+            fail("%s: tensor '%s' has shape %s, the metadata implies %s (ggml order)", file, name.c_str(),
+                 shape_str(t.n_dims, t.ne).c_str(), shape_str(matrix ? 2 : 1, want).c_str());
+        view.rows = s.rows, view.cols = s.cols;
+        if (matrix || t.type == DT_F32) {
+            if (!matrix && reinterpret_cast<uintptr_t>(t.data) % 4 != 0)
+                fail("%s: tensor '%s' is not 4-byte aligned", file, name.c_str());
+            view.type = t.type;
+            view.data = t.data;
+        } else if (t.type == DT_F16 || t.type == DT_BF16) {
+            float* dst = &m.widened[widened_at];
+            Tensor src{t.data, t.type, 1, s.cols};
+            dequantize_row(src, 0, dst);
+            widened_at += size_t(s.cols);
+            view.type = DT_F32;
+            view.data = reinterpret_cast<const uint8_t*>(dst);
+        } else {
+            fail("%s: tensor '%s' is %s; a norm or bias must be F32, F16 or BF16", file, name.c_str(),
+                 dtype_name(t.type).c_str());
+        }
+    });
+    if (c.tied) m.weights.lm_head = m.weights.token_embd;
+    for (const GgufFile& f : files)
+        for (const GgufTensor& t : f.tensors)
+            if (!t.used)
+                fail("%s: unexpected tensor '%s' (not part of a %s model as this engine runs it)", f.name.c_str(),
+                     t.name.c_str(), c.arch == ARCH_QWEN3 ? "qwen3" : "qwen2");
+}
+
+// The split keys of a file: its part number (0-based) and the number of parts (1 when not split).
+inline void gguf_split(const GgufFile& f, int& no, int& count) {
+    GgufMeta g{f};
+    count = int(g.integer("split.count", 1, 9999, false, 1));
+    no = int(g.integer("split.no", 0, count - 1, false, 0));
+}
+
+// A Model from the parsed parts of a GGUF (one file, or a split's parts in order). `path` names the model.
+inline Model gguf_model(std::vector<GgufFile>& files, const std::string& path, bool need_weights) {
+    const GgufFile& f = files[0];
+    const char* file = f.name.c_str();
+    GgufMeta g{f};
+    Model m;
+    size_t n_tensors = 0;
+    for (const GgufFile& p : files) n_tensors += p.tensors.size();
+    m.has_weights = n_tensors > 0;
+    if (need_weights && !m.has_weights)
+        fail("%s: this file has only a tokenizer (no tensors); a model needs the weights", file);
+    if (files.size() > 1 && g.integer("split.tensors.count", 0, 1 << 30, true) != int64_t(n_tensors))
+        fail("%s: split.tensors.count says %lld tensors, the %zu parts hold %zu", file,
+             (long long)g.integer("split.tensors.count", 0, 1 << 30, true), files.size(), n_tensors);
+    gguf_vocab(g, m.vocab);
+    gguf_chat(g, m.vocab, path, m.chat);
+    if (!m.has_weights) return m;
+    Config& c = m.config;
+    gguf_config(g, c);
+    bool untied = false;
+    for (const GgufFile& p : files)
+        for (const GgufTensor& t : p.tensors) untied = untied || t.name == "output.weight";
+    c.tied = !untied;
+    const GgufTensor* embd = nullptr;  // its rows are the vocabulary size
+    for (const GgufFile& p : files)
+        for (const GgufTensor& t : p.tensors) embd = t.name == "token_embd.weight" ? &t : embd;
+    if (!embd) fail("%s: tensor 'token_embd.weight' is missing", file);
+    c.vocab_size = int(std::min<uint64_t>(embd->ne[embd->n_dims - 1], uint64_t(1) << 30));
+    check_config(file, c);
+    if (int(m.vocab.tokens.size()) > c.vocab_size)
+        fail("%s: tokenizer has %zu tokens but the embedding has %d rows", file, m.vocab.tokens.size(), c.vocab_size);
+    gguf_weights(files, m);
+    return m;
+}
+
+// The file name of part `no` (0-based) of `count`, given the first part's name NAME-00001-of-0000N.gguf.
+inline std::string gguf_part_name(const std::string& first, int no, int count) {
+    char tail[32];
+    snprintf(tail, sizeof tail, "-00001-of-%05d.gguf", count);
+    size_t n = strlen(tail);
+    if (first.size() <= n || first.compare(first.size() - n, n, tail) != 0)
+        fail("%s: a split GGUF's first part must be named NAME%s", first.c_str(), tail);
+    snprintf(tail, sizeof tail, "-%05d-of-%05d.gguf", no + 1, count);
+    return first.substr(0, first.size() - n) + tail;
+}
+
+// ----------------------------------------------------------------------------
+// Loading: a whole file (weights.bin or GGUF, recognised by its magic), validated, into a Model
+// ----------------------------------------------------------------------------
+
+// Validates a whole file image and fills a Model whose weights point into `data` (the caller keeps it
+// alive). `file` names the file in messages. The fuzzer's entry point; a split GGUF needs load_file.
+inline Model parse_model(const uint8_t* data, size_t size, const std::string& file, bool need_weights) {
+    if (!is_gguf(data, size)) return parse_weights_bin(data, size, file, need_weights);
+    std::vector<GgufFile> files;
+    files.push_back(parse_gguf_file(data, size, file));
+    int no, count;
+    gguf_split(files[0], no, count);
+    if (count > 1) fail("%s: part %d of a %d-part GGUF: load it by its file name", file.c_str(), no + 1, count);
+    return gguf_model(files, file, need_weights);
+}
+
+// Maps the file at `path` (and, for the first part of a split GGUF, the other parts beside it) and parses it.
 inline Model load_file(const std::string& path, bool need_weights) {
     MappedFile f(path);
-    Model m = parse_model(f.data, f.size, path, need_weights);
-    m.file = std::move(f);  // the mapping's address does not change, so the weight pointers stay valid
+    if (!is_gguf(f.data, f.size)) {
+        Model m = parse_weights_bin(f.data, f.size, path, need_weights);
+        m.file = std::move(f);  // the mapping's address does not change, so the weight pointers stay valid
+        return m;
+    }
+    std::vector<MappedFile> maps;
+    std::vector<GgufFile> files;
+    maps.push_back(std::move(f));
+    files.push_back(parse_gguf_file(maps[0].data, maps[0].size, path));
+    int no, count;
+    gguf_split(files[0], no, count);
+    if (no != 0)
+        fail("%s: part %d of a %d-part GGUF: name its first part (NAME-00001-of-%05d.gguf)", path.c_str(), no + 1,
+             count, count);
+    for (int i = 1; i < count; i++) {
+        std::string name = gguf_part_name(path, i, count);
+        maps.emplace_back(name);
+        files.push_back(parse_gguf_file(maps.back().data, maps.back().size, name));
+        int part_no, part_count;
+        gguf_split(files.back(), part_no, part_count);
+        if (part_no != i || part_count != count)
+            fail("%s: its split keys say part %d of %d, expected part %d of %d", name.c_str(), part_no + 1,
+                 part_count, i + 1, count);
+    }
+    Model m = gguf_model(files, path, need_weights);
+    m.file = std::move(maps[0]);
+    for (size_t i = 1; i < maps.size(); i++) m.parts.push_back(std::move(maps[i]));
     return m;
 }
 
 // A model: fails if the file has no weights.
 inline Model load_model(const std::string& path) { return load_file(path, true); }
 
-// The tokenizer and chat facts of any weights.bin (weights optional: tokenizer-only files are fine).
+// The tokenizer and chat facts of any model file (weights optional: tokenizer-only files are fine).
 inline Model load_tokenizer(const std::string& path) { return load_file(path, false); }
 
 // ============================================================================
@@ -1788,15 +2817,16 @@ inline std::vector<float> rope_inv_freq(const Config& c) {
 }
 
 // ============================================================================
-// CPU reference: a thread pool and the fp32 forward pass over the bf16 weights
+// CPU reference: a thread pool and the fp32 forward pass over the weights (bf16 or quantized)
 // ============================================================================
-// This is the specification the GPU engine is tested against. Weights stay bf16 in the mapped file and are
-// widened to fp32 as they are read; every activation, the KV cache and every sum are fp32, as in Hugging Face
-// transformers running a bf16 checkpoint loaded in fp32 (activations are never rounded to bf16).
+// This is the specification the GPU engine is tested against. Weights stay in the mapped file in their storage
+// type and are widened (bf16) or decoded (quantized blocks) to fp32 as they are read; every activation, the KV
+// cache and every sum are fp32, as in Hugging Face transformers running a bf16 checkpoint loaded in fp32
+// (activations are never rounded to bf16).
 //
 // One decoder layer (Qwen2 family: Qwen1.5, Qwen2, Qwen2.5; and Qwen3), for each token at position p:
 //   h       = rmsnorm(x) * attn_norm
-//   q, k, v = h @ Wq^T (+bq), h @ Wk^T (+bk), h @ Wv^T (+bv)    one matmul over the stacked wqkv rows
+//   q, k, v = h @ Wq^T (+bq), h @ Wk^T (+bk), h @ Wv^T (+bv)    one matmul over the three matrices
 //   q, k    = rmsnorm(q_head) * q_norm, rmsnorm(k_head) * k_norm  per head, Qwen3 only
 //   q, k    = rope(q, p), rope(k, p);  cache[p] = (k, v)
 //   a       = softmax(q . K[0..p] / sqrt(head_dim)) @ V[0..p]     per head; GQA: groups of n_heads / n_kv_heads
@@ -1964,51 +2994,101 @@ inline float dot(const A* a, const float* b, int n) {
     return s;
 }
 
-// Widens n bf16 to fp32 (exact). Written in blocks of 8 so that the compiler vectorises it.
-inline void bf16_to_f32_row(float* out, const bf16* in, int n) {
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) out[i + j] = bf16_to_f32(in[i + j]);
-    for (; i < n; i++) out[i] = bf16_to_f32(in[i]);
+// The products of RR consecutive weight rows a (fp32 or bf16, row stride cols) with n tokens x (row stride
+// cols): out[t * out_stride + i] = a_i . x_t. With `tiled`, whole tiles of kTileTokens tokens go through dot_tile
+// and the tokens past the last tile one dot product at a time; without, every token one at a time.
+template <int RR, class A>
+inline void rows_times_tokens(float* out, size_t out_stride, const A* a, const float* x, int n, int cols, bool tiled) {
+    int t = 0;
+    if (tiled)
+        for (; t + kTileTokens <= n; t += kTileTokens)
+            dot_tile<RR, kTileTokens>(out + size_t(t) * out_stride, out_stride, a, size_t(cols), x + size_t(t) * cols,
+                                      size_t(cols), cols);
+    for (int i = 0; i < RR; i++)
+        for (int u = t; u < n; u++) out[size_t(u) * out_stride + i] = dot(a + size_t(i) * cols, x + size_t(u) * cols, cols);
 }
 
-// out (n, rows) = x (n, cols) @ W^T (+ bias), W (rows, cols) bf16, bias (rows) bf16 or null.
+// Rows [r0, r1) of one weight matrix w (any storage type) times n tokens, into columns [r0, r1) of out (row
+// stride out_stride). Groups of kTileRows rows run as tiles (rows_times_tokens); the rows past the last whole
+// group one at a time. bf16 and fp32 rows are read in place; other types are first decoded, a group of rows at
+// a time, into buf (kTileRows * cols fp32), so the sums see exactly the decoded values whatever the type.
+inline void matmul_rows(float* out, size_t out_stride, const float* x, const Tensor& w, int r0, int r1, int n,
+                        std::vector<float>& buf) {
+    const int R = kTileRows, cols = w.cols, full = r1 - (r1 - r0) % R;  // rows r0..full: whole groups
+    for (int r = r0; r < r1;) {
+        const int rr = r < full ? R : 1;  // rows in this step
+        float* o = out + r;
+        if (w.type == DT_BF16) {
+            const bf16* a = reinterpret_cast<const bf16*>(w.row(r));
+            rr == R ? rows_times_tokens<R>(o, out_stride, a, x, n, cols, true)
+                    : rows_times_tokens<1>(o, out_stride, a, x, n, cols, false);
+        } else if (w.type == DT_F32) {
+            const float* a = w.f32() + size_t(r) * cols;
+            rr == R ? rows_times_tokens<R>(o, out_stride, a, x, n, cols, true)
+                    : rows_times_tokens<1>(o, out_stride, a, x, n, cols, false);
+        } else {
+            buf.resize(size_t(R) * cols);
+            for (int i = 0; i < rr; i++) dequantize_row(w, r + i, &buf[size_t(i) * cols]);
+            rr == R ? rows_times_tokens<R>(o, out_stride, buf.data(), x, n, cols, true)
+                    : rows_times_tokens<1>(o, out_stride, buf.data(), x, n, cols, false);
+        }
+        r += rr;
+    }
+}
+
+// One matrix of a matmul, with its bias (fp32 vector; empty or nullptr for none).
+struct MatmulPart {
+    const Tensor* w;
+    const Tensor* bias = nullptr;
+};
+
+// out (n, rows) = x (n, cols) @ [W_0; W_1; ...]^T (+ bias): the parts' rows one after another in each output row
+// (q, k and v of a layer: one product), each W (rows_i, cols) in its own storage type.
 //
 // Speed: threads split the rows in groups of kTileRows, and a group runs tiles of kTileRows weight rows x
 // kTileTokens tokens, so a block of tokens (prefill) reads each weight row once per kTileTokens tokens and the
 // arithmetic, not the memory, sets the pace. The tokens past the last full tile (every token when decoding)
 // and the rows past the last full group go one dot product at a time: one stream of weights at a time is what
-// the memory serves fastest, and a decode step is bound by memory anyway.
+// the memory serves fastest, and a decode step is bound by memory anyway. A quantized row is decoded into a
+// small buffer that stays in the L1 cache, so a decode step reads each weight byte from memory once.
 //
-// Determinism: every output is one dot product summed in one fixed order, whatever the tile, the group or the
-// thread: lane j of kLanes partial sums adds the products i = j (mod 8) in order of i, the lanes are added in
-// a fixed tree, then the tail i >= cols - cols % 8 in order (dot_tile). So the logits are bit-identical for any
+// Determinism: every output is one dot product summed in one fixed order, whatever the tile, the group, the part
+// or the thread: lane j of kLanes partial sums adds the products i = j (mod 8) in order of i, the lanes are added
+// in a fixed tree, then the tail i >= cols - cols % 8 in order (dot_tile). So the logits are bit-identical for any
 // thread count, any prefill block size, and prefill vs decode, which the tests check. It relies on every product
 // and sum being rounded on its own: a compiler allowed to fuse a * b + c into one FMA may fuse in one tile shape
 // and not in another, hence -ffp-contract=off in the Makefile.
-inline void matmul(ThreadPool& pool, float* out, const float* x, const bf16* w, const bf16* bias, int n, int rows,
-                   int cols) {
-    constexpr int R = kTileRows, T = kTileTokens;
-    pool.parallel_for((rows + R - 1) / R, [&](int g0, int g1) {
-        int r0 = g0 * R, r1 = std::min(rows, g1 * R), full = r1 - (r1 - r0) % R;  // rows r0..full: whole groups
-        int tiled = n - n % T;                                                     // tokens 0..tiled: whole tiles
-        for (int r = r0; r < full; r += R)
-            for (int t = 0; t < tiled; t += T)
-                dot_tile<R, T>(out + size_t(t) * rows + r, size_t(rows), w + size_t(r) * cols, size_t(cols),
-                               x + size_t(t) * cols, size_t(cols), cols);
-        for (int q = r0; q < r1; q++)
-            for (int t = q < full ? tiled : 0; t < n; t++)
-                out[size_t(t) * rows + q] = dot(w + size_t(q) * cols, x + size_t(t) * cols, cols);
-        if (bias)
-            for (int t = 0; t < n; t++)
-                for (int q = r0; q < r1; q++) out[size_t(t) * rows + q] += bf16_to_f32(bias[q]);
-    }, double(n) * rows * cols);
+inline void matmul(ThreadPool& pool, float* out, const float* x, int n, const std::vector<MatmulPart>& parts) {
+    constexpr int R = kTileRows;
+    std::vector<int> first_group, first_row;  // (parts + 1) each part's first row group and first output column
+    int groups = 0, rows = 0;
+    for (const MatmulPart& p : parts) {
+        first_group.push_back(groups), first_row.push_back(rows);
+        groups += (p.w->rows + R - 1) / R, rows += p.w->rows;
+    }
+    first_group.push_back(groups), first_row.push_back(rows);
+    pool.parallel_for(groups, [&](int g0, int g1) {
+        std::vector<float> buf;  // decoded rows of a quantized matrix
+        for (size_t k = 0; k < parts.size(); k++) {
+            const Tensor& w = *parts[k].w;
+            int a = std::max(g0, first_group[k]) - first_group[k], b = std::min(g1, first_group[k + 1]) - first_group[k];
+            if (a >= b) continue;
+            int r0 = a * R, r1 = std::min(w.rows, b * R);
+            float* o = out + first_row[k];
+            matmul_rows(o, size_t(rows), x, w, r0, r1, n, buf);
+            if (parts[k].bias && *parts[k].bias) {
+                const float* bias = parts[k].bias->f32();
+                for (int t = 0; t < n; t++)
+                    for (int q = r0; q < r1; q++) o[size_t(t) * rows + q] += bias[q];
+            }
+        }
+    }, double(n) * rows * parts[0].w->cols);
 }
 
 // HF Qwen2RMSNorm / Qwen3RMSNorm in fp32: out = (x * rsqrt(mean(x^2) + eps)) * w. out may alias x.
-inline void rmsnorm(float* out, const float* x, const bf16* w, int n, float eps) {
+inline void rmsnorm(float* out, const float* x, const float* w, int n, float eps) {
     float r = 1.0f / std::sqrt(dot(x, x, n) / float(n) + eps);
-    for (int i = 0; i < n; i++) out[i] = bf16_to_f32(w[i]) * (x[i] * r);
+    for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * r);
 }
 
 // HF's rotate_half RoPE on each of n_heads vectors of head_dim, pairing element i with i + half:
@@ -2084,7 +3164,7 @@ struct CpuEngine : Engine {
 
   private:
     Config cfg_;
-    Weights w_;  // bf16 pointers into the mapped file (see Weights for the shapes)
+    Weights w_;  // views into the mapped file (see Weights for the shapes and types)
     int ctx_;
     ThreadPool pool_;
 
@@ -2107,8 +3187,7 @@ struct CpuEngine : Engine {
     // Runs tokens[0..n) (n <= kBatch) at positions pos.. through every layer, leaving the residual in x_.
     void forward_block_(const int* tokens, int n, int pos) {
         const Config& c = cfg_;
-        for (int t = 0; t < n; t++)  // x = token_embd[token]
-            cpu::bf16_to_f32_row(&x_[size_t(t) * c.dim], w_.token_embd + size_t(tokens[t]) * c.dim, c.dim);
+        for (int t = 0; t < n; t++) dequantize_row(w_.token_embd, tokens[t], &x_[size_t(t) * c.dim]);  // x = E[token]
         rope_angles_(n, pos);
         for (int l = 0; l < c.n_layers; l++) {
             attention_block_(l, n, pos);
@@ -2130,11 +3209,11 @@ struct CpuEngine : Engine {
     // x += attention(rmsnorm(x)) for layer l; also writes the block's k, v into the cache.
     void attention_block_(int l, int n, int pos) {
         const Config& c = cfg_;
+        const Layer& L = w_.layers[size_t(l)];
         int dim = c.dim, hd = c.head_dim, q_dim = c.q_dim(), kv_dim = c.kv_dim(), qkv_dim = q_dim + 2 * kv_dim;
         for (int t = 0; t < n; t++)
-            cpu::rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], w_.attn_norm + size_t(l) * dim, dim, c.norm_eps);
-        const bf16* bias = w_.bqkv ? w_.bqkv + size_t(l) * qkv_dim : nullptr;
-        cpu::matmul(pool_, qkv_.data(), xb_.data(), w_.wqkv + size_t(l) * qkv_dim * dim, bias, n, qkv_dim, dim);
+            cpu::rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], L.attn_norm.f32(), dim, c.norm_eps);
+        cpu::matmul(pool_, qkv_.data(), xb_.data(), n, {{&L.wq, &L.bq}, {&L.wk, &L.bk}, {&L.wv, &L.bv}});
         float* kc = &key_cache_[size_t(l) * ctx_ * kv_dim];
         float* vc = &value_cache_[size_t(l) * ctx_ * kv_dim];
         for (int t = 0; t < n; t++) {
@@ -2142,8 +3221,7 @@ struct CpuEngine : Engine {
             float* k = q + q_dim;
             float* v = k + kv_dim;
             if (c.qk_norm) {  // Qwen3: RMSNorm over each head's vector, before RoPE
-                const bf16* qn = w_.q_norm + size_t(l) * hd;
-                const bf16* kn = w_.k_norm + size_t(l) * hd;
+                const float *qn = L.q_norm.f32(), *kn = L.k_norm.f32();
                 for (int h = 0; h < c.n_heads; h++) cpu::rmsnorm(q + h * hd, q + h * hd, qn, hd, c.norm_eps);
                 for (int h = 0; h < c.n_kv_heads; h++) cpu::rmsnorm(k + h * hd, k + h * hd, kn, hd, c.norm_eps);
             }
@@ -2155,7 +3233,7 @@ struct CpuEngine : Engine {
             std::copy(v, v + kv_dim, vc + size_t(pos + t) * kv_dim);
         }
         attend_(kc, vc, n, pos);
-        cpu::matmul(pool_, xb2_.data(), att_.data(), w_.wo + size_t(l) * dim * q_dim, nullptr, n, dim, q_dim);
+        cpu::matmul(pool_, xb2_.data(), att_.data(), n, {{&L.wo}});
         for (size_t i = 0; i < size_t(n) * dim; i++) x_[i] += xb2_[i];
     }
 
@@ -2187,25 +3265,25 @@ struct CpuEngine : Engine {
     // x += down(silu(gate(h)) * up(h)), h = rmsnorm(x), for layer l.
     void mlp_block_(int l, int n) {
         const Config& c = cfg_;
+        const Layer& L = w_.layers[size_t(l)];
         int dim = c.dim, ffn = c.ffn_dim;
         for (int t = 0; t < n; t++)
-            cpu::rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], w_.ffn_norm + size_t(l) * dim, dim, c.norm_eps);
-        cpu::matmul(pool_, ffn_.data(), xb_.data(), w_.w_gate_up + size_t(l) * 2 * ffn * dim, nullptr, n, 2 * ffn, dim);
+            cpu::rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], L.ffn_norm.f32(), dim, c.norm_eps);
+        cpu::matmul(pool_, ffn_.data(), xb_.data(), n, {{&L.w_gate}, {&L.w_up}});
         for (int t = 0; t < n; t++) {
             const float* gate = &ffn_[size_t(t) * 2 * ffn];
             const float* up = gate + ffn;
             for (int i = 0; i < ffn; i++) act_[size_t(t) * ffn + i] = cpu::silu(gate[i]) * up[i];
         }
-        cpu::matmul(pool_, xb2_.data(), act_.data(), w_.w_down + size_t(l) * dim * ffn, nullptr, n, dim, ffn);
+        cpu::matmul(pool_, xb2_.data(), act_.data(), n, {{&L.w_down}});
         for (size_t i = 0; i < size_t(n) * dim; i++) x_[i] += xb2_[i];
     }
 
     // logits = rmsnorm(x[t]) * out_norm @ lm_head^T, for row t of the last block.
     void output_(int t) {
         const Config& c = cfg_;
-        cpu::rmsnorm(xb_.data(), &x_[size_t(t) * c.dim], w_.out_norm, c.dim, c.norm_eps);
-        const bf16* head = w_.lm_head ? w_.lm_head : w_.token_embd;  // tied: the embedding matrix
-        cpu::matmul(pool_, logits_.data(), xb_.data(), head, nullptr, 1, c.vocab_size, c.dim);
+        cpu::rmsnorm(xb_.data(), &x_[size_t(t) * c.dim], w_.out_norm.f32(), c.dim, c.norm_eps);
+        cpu::matmul(pool_, logits_.data(), xb_.data(), 1, {{&w_.lm_head}});  // tied: lm_head is token_embd
     }
 };
 

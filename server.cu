@@ -65,7 +65,7 @@ struct ServerArgs {
 
 static const std::string kUsage = std::string(
     "usage: qwen-server -m weights.bin [options]\n"
-    "  -m, --model PATH         weights file written by tools/export.py (required)\n"
+    "  -m, --model PATH         weights.bin (tools/export.py) or a GGUF file (required)\n"
     "  --host ADDR              address to listen on (default 127.0.0.1)\n"
     "  --port N                 port (default 6006)\n"
     "  -c, --ctx-size N         context size in tokens (default: min(model max, 4096))\n"
@@ -923,7 +923,7 @@ struct ServerContext {
     const qwen::Tokenizer& tok;
     EngineWorker& worker;
     Gate& parse_gate;                  // held while a request is parsed and tokenized
-    std::string model_id;              // the weights file name without ".bin"
+    std::string model_id;              // the weights file name without ".bin" / ".gguf"
     int context_size = 0;              // tokens the KV cache holds
     qwen::SamplingParams sampling;     // defaults for requests that do not say (valid: checked at start)
     int max_tokens = 512;
@@ -1415,7 +1415,9 @@ static void on_sigbus(int) {
 
 static std::string model_id_from_path(const std::string& path) {
     std::string name = path.substr(path.find_last_of('/') + 1);
-    if (name.size() > 4 && name.compare(name.size() - 4, 4, ".bin") == 0) name.resize(name.size() - 4);
+    for (std::string ext : {".bin", ".gguf"})
+        if (name.size() > ext.size() && name.compare(name.size() - ext.size(), ext.size(), ext) == 0)
+            name.resize(name.size() - ext.size());
     return name;
 }
 

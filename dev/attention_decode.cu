@@ -40,7 +40,7 @@ static __global__ void __launch_bounds__(ATT_THREADS)
             const uint4* k4 = reinterpret_cast<const uint4*>(K + size_t(t) * kv_dim + kv_off);
             const float4* q4 = reinterpret_cast<const float4*>(qs);
             s = 0;
-            for (int j = 0; j < D / 8; j++) s += dot8(k4[j], q4[2 * j], q4[2 * j + 1]);
+            for (int j = 0; j < D / 8; j++) s += dot8<qwen::DT_BF16>(k4[j], q4[2 * j], q4[2 * j + 1]);
         }
         float m_new = fmaxf(m, block_max(s));  // finite: the tile holds at least one token
         float e = t < t_end ? expf(s - m_new) : 0.0f;

@@ -38,7 +38,7 @@ static __global__ void __launch_bounds__(256) matvec_v4_kernel(const bf16* __res
 #pragma unroll
         for (int u = 0; u < 4; u++) {
             int i = base + 32 * u;
-            if (i < n8) acc += dot8(wv[u], __ldg(x4 + 2 * i), __ldg(x4 + 2 * i + 1));
+            if (i < n8) acc += dot8<qwen::DT_BF16>(wv[u], __ldg(x4 + 2 * i), __ldg(x4 + 2 * i + 1));
         }
     }
     acc = warp_sum(acc);
@@ -51,7 +51,7 @@ static void run(int v, const bf16* W, const float* x, float* y, int rows, int co
         matvec_v2_kernel<<<ceil_div(rows, 8), 256, 0, l.stream>>>(W, x, y, rows, cols);
         CUDA_CHECK(cudaGetLastError());
     }
-    if (v == 3) matvec(W, x, y, rows, cols, l);
+    if (v == 3) matvec(bf16_matrix(W, rows, cols), x, y, l);
     if (v == 4) {
         matvec_v4_kernel<<<ceil_div(rows, 8), 256, 0, l.stream>>>(W, x, y, rows, cols);
         CUDA_CHECK(cudaGetLastError());

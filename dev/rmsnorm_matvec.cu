@@ -8,13 +8,14 @@
 using qwen::bf16;
 using namespace qwen::gpu;
 
-static void run(int v, const bf16* W, const float* x, const bf16* g, float* xn, float* y, int rows, int cols,
+static void run(int v, const bf16* W, const float* x, const float* g, float* xn, float* y, int rows, int cols,
                 const Launch& l) {
+    const qwen::Tensor w = bf16_matrix(W, rows, cols);
     if (v == 1) {
         rmsnorm<float>(x, g, xn, 1, cols, 1e-6f, l);
-        matvec(W, xn, y, rows, cols, l);
+        matvec(w, xn, y, l);
     } else {
-        rmsnorm_matvec(W, x, g, 1e-6f, y, rows, cols, l);
+        rmsnorm_matvec(mat_rows({&w}), x, g, 1e-6f, y, l);
     }
 }
 
@@ -33,14 +34,15 @@ static int body(int argc, char** argv) {
         int copies = bench::copies_to_beat_l2(bytes);
         std::vector<bf16*> W;
         for (int i = 0; i < copies; i++) W.push_back(bench::random_bf16(n, 1 + i, 0.05f, l));
-        bf16* g = bench::random_bf16(size_t(s.cols), 99, 1.0f, l);
+        std::vector<float> hg = bench::random_f32(size_t(s.cols), 99);
+        float* g = bench::to_device(hg);
         std::vector<float> hx = bench::random_f32(size_t(s.cols), 7);
         float* x = bench::to_device(hx);
         float *xn = nullptr, *y = nullptr;
         CUDA_CHECK(cudaMalloc(&xn, s.cols * sizeof(float)));
         CUDA_CHECK(cudaMalloc(&y, s.rows * sizeof(float)));
         run(v, W[0], x, g, xn, y, s.rows, s.cols, l);
-        std::vector<bf16> hW = bench::to_host(W[0], n), hg = bench::to_host(g, size_t(s.cols));
+        std::vector<bf16> hW = bench::to_host(W[0], n);
         double ss = 0;
         for (float a : hx) ss += double(a) * a;
         double scale = 1.0 / std::sqrt(ss / s.cols + 1e-6);
@@ -48,8 +50,7 @@ static int body(int argc, char** argv) {
         for (int r = 0; r < s.rows; r++) {
             double a = 0;
             for (int c = 0; c < s.cols; c++)
-                a += double(qwen::bf16_to_f32(hW[size_t(r) * s.cols + c])) * hx[size_t(c)] * scale *
-                     qwen::bf16_to_f32(hg[size_t(c)]);
+                a += double(qwen::bf16_to_f32(hW[size_t(r) * s.cols + c])) * hx[size_t(c)] * scale * hg[size_t(c)];
             ref[size_t(r)] = a;
         }
         double err = bench::nmse(bench::to_host(y, size_t(s.rows)), ref);

@@ -433,7 +433,7 @@ def test_help_lists_every_flag():
     text = p.stdout.decode()
     for flag in ["-m", "-p", "-f", "-sys", "-n", "-c", "--temp", "--top-p", "--top-k", "--min-p",
                  "--repeat-penalty", "--presence-penalty", "-s, --seed", "--raw", "--no-think", "-i",
-                 "--batch", "--cpu", "-t, --threads", "--tokenize", "--verbose", "--bench", "--json",
+                 "--batch", "--cpu", "-t, --threads", "--tokenize", "--verbose", "--bench", "--type", "--json",
                  "-h, --help"]:
         assert flag in text, flag
     assert ok("-h").stdout == p.stdout
@@ -479,6 +479,18 @@ def test_cpu_bench_on_a_shape_prints_json():
     assert decode["bytes_per_token"] == pytest.approx(0.988e9 + (128 + 8) * 24576, rel=1e-3)  # + fp32 KV cache
 
 
+def test_cpu_bench_of_quantized_synthetic_weights():
+    # --type: the same shape in Q8_0 reads 34 bytes per 32 weights instead of 64 (norms and biases in fp32).
+    p = ok("--bench", "qwen2.5-0.5b", "--cpu", "--json", "--type", "q8_0", timeout=300)
+    report = check_cpu_bench_json(p.stdout, "qwen2.5-0.5b", True)
+    assert report["type"] == "q8_0"
+    assert report["weights_gb_per_token"] == pytest.approx(0.988 * 34 / 64, rel=2e-3)
+    p = ok("--bench", "qwen2.5-0.5b", "--cpu", "--type", "q4_k_m", timeout=300)
+    assert b"synthetic q4_k_m weights" in p.stdout
+    p = run("--bench", model("tiny-qwen2"), "--cpu", "--type", "q8_0")
+    assert p.returncode == 1 and b"--type is for a preset shape" in p.stderr
+
+
 def test_cpu_bench_on_a_file_prints_a_table():
     p = ok("--bench", model("tiny-qwen2"), "--cpu", "--json", "-t", "1")
     assert check_cpu_bench_json(p.stdout, str(model("tiny-qwen2")), False)["threads"] == 1
@@ -502,6 +514,8 @@ def test_usage_errors_exit_2():
     cases = [
         (["-p", "hi"], "no model given"),
         (["-m", m, "-p", "hi", "--frobnicate"], "unknown argument '--frobnicate'"),
+        (["-m", m, "-p", "hi", "--type", "q8_0"], "--type only goes with --bench"),
+        (["--bench", "qwen2.5-0.5b", "--cpu", "--type", "q3_k"], "--type must be one of bf16, q8_0, q4_k_m, q5_k_m"),
         (["-m", m, "-p"], "-p needs a value"),
         (["-m", m, "-p", "hi", "--temp", "warm"], "--temp expects a number, got 'warm'"),
         (["-m", m, "-p", "hi", "-n", "1.5"], "-n expects an integer"),

@@ -395,3 +395,58 @@ def test_stop_id_outside_the_tokenizer(tmp_path):
     src = copy_fixture(tmp_path)
     edit_json(src / "generation_config.json", lambda g: g.update(eos_token_id=[511, 700]))
     assert "stop token id 700" in export_error(src, tmp_path / "out.bin")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# --quant q8_0: format version 2
+# ---------------------------------------------------------------------------------------------------------
+
+def test_quant_q8_0_matches_gguf_quantize(tmp_path):
+    # The six matrices in Q8_0 (dtype 1, 34 bytes per 32 values), quantized exactly as llama.cpp and the gguf
+    # package do; norms and biases stay bf16; the file says version 2.
+    gguf = pytest.importorskip("gguf")
+    np = pytest.importorskip("numpy")
+    src = os.path.join(DATA, "tiny-qwen2")
+    blob = export_ok(src, tmp_path / "q8.bin", "--quant", "q8_0")
+    h = header_of(blob)
+    assert h["version"] == 2
+    hf = read_safetensors(os.path.join(src, "model.safetensors"))
+
+    def values(name):  # the checkpoint's bf16 tensor as float32
+        _, shape, raw = hf[name]
+        return (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32).reshape(shape)
+
+    layers = json.load(open(os.path.join(src, "config.json")))["num_hidden_layers"]
+    sources = {"token_embd": ["model.embed_tokens.weight"],
+               "wqkv": [f"model.layers.{l}.self_attn.{p}_proj.weight" for l in range(layers) for p in "qkv"],
+               "wo": [f"model.layers.{l}.self_attn.o_proj.weight" for l in range(layers)],
+               "w_gate_up": [f"model.layers.{l}.mlp.{p}_proj.weight" for l in range(layers) for p in ("gate", "up")],
+               "w_down": [f"model.layers.{l}.mlp.down_proj.weight" for l in range(layers)]}
+    seen, end = [], 0
+    for i in range(h["n_tensors"]):
+        name, dtype, ndim, s0, s1, s2, offset = struct.unpack_from("<32sII3IQ", blob, h["tensors_offset"] + 64 * i)
+        name = name.rstrip(b"\0").decode()
+        count = math.prod([s0, s1, s2][:ndim])
+        size = count // 32 * 34 if dtype == 1 else count * 2
+        assert dtype == (1 if name in sources else 0), name
+        if name in sources:
+            want = b"".join(gguf.quants.quantize(values(t), gguf.GGMLQuantizationType.Q8_0).tobytes()
+                            for t in sources[name])
+            assert blob[offset:offset + size] == want, name
+            seen.append(name)
+        end = offset + size
+    assert end == len(blob) and sorted(seen) == sorted(sources)
+    bf16 = export_ok(src, tmp_path / "bf16.bin")
+    assert len(blob) < 0.65 * len(bf16)
+
+
+def test_quant_refusals(tmp_path):
+    # tiny-qwen15's rows of 48 values are not whole blocks of 32; a tokenizer has no matrices.
+    for args, expected in [(["--quant", "q8_0", os.path.join(DATA, "tiny-qwen15")], "not whole Q8_0 blocks of 32"),
+                           (["--quant", "q8_0", "--tokenizer-only", os.path.join(DATA, "tiny-qwen2")],
+                            "--quant and --tokenizer-only do not go together")]:
+        r = run_export(*args, tmp_path / "out.bin")
+        assert r.returncode == 1 and r.stderr.startswith("export.py: error: ") and expected in r.stderr, r.stderr
+        assert r.stderr.count("\n") == 1 and not os.path.exists(tmp_path / "out.bin")
+    r = run_export("--quant", "q4_k", os.path.join(DATA, "tiny-qwen2"), tmp_path / "out.bin")
+    assert r.returncode == 2 and "invalid choice" in r.stderr

@@ -110,7 +110,9 @@ struct Guarded {
     }
     static T make_sentinel() {
         T t;
-        if (sizeof(T) == 4) {
+        if (sizeof(T) == 1) {
+            memset(&t, 0xa5, 1);
+        } else if (sizeof(T) == 4) {
             uint32_t u = 0x7fc0dead;  // a quiet NaN as float, a large value as int
             memcpy(&t, &u, 4);
         } else {
@@ -182,9 +184,8 @@ TEST_CASE("gpu: rmsnorm (fp32 and bf16 out) matches the CPU") {
     for (int dim : {8, 64, 296, 896, 3584}) {
         CAPTURE(dim);
         int n = 3;
-        std::vector<float> x = randn(size_t(n) * dim, 2.0f), g = randn_bf(dim);
-        Guarded<float> dx(x);
-        Guarded<bf16> dg(to_bf16(g));
+        std::vector<float> x = randn(size_t(n) * dim, 2.0f), g = randn(dim);
+        Guarded<float> dx(x), dg(g);
         Guarded<float> out32(x.size());
         Guarded<bf16> out16(x.size());
         gpu::rmsnorm<float>(dx.ptr(), dg.ptr(), out32.ptr(), n, dim, 1e-6f, launch());
@@ -224,24 +225,24 @@ TEST_CASE("gpu: matvec and its fused forms match the CPU") {
         int rows = s[0], cols = s[1];
         CAPTURE(rows);
         CAPTURE(cols);
-        std::vector<float> W = randn_bf(size_t(rows) * cols, 0.05f), x = randn(cols), g = randn_bf(cols),
+        std::vector<float> W = randn_bf(size_t(rows) * cols, 0.05f), x = randn(cols), g = randn(cols),
                            y0 = randn(rows);
         Guarded<bf16> dW(to_bf16(W));
-        Guarded<float> dx(x), y(rows);
-        Guarded<bf16> dg(to_bf16(g));
+        Guarded<float> dx(x), y(rows), dg(g);
         std::vector<double> xn = ref_rmsnorm(x, g, 1e-6f);
+        const Tensor w = gpu::bf16_matrix(dW.ptr(), rows, cols);
 
         gpu::matvec_ref(dW.ptr(), dx.ptr(), y.ptr(), rows, cols, launch());
         CHECK(nmse(y.check(), ref_matvec(W, x, rows, cols)) <= 1e-10);
 
-        gpu::matvec(dW.ptr(), dx.ptr(), y.ptr(), rows, cols, launch());
+        gpu::matvec(w, dx.ptr(), y.ptr(), launch());
         CHECK(nmse(y.check(), ref_matvec(W, x, rows, cols)) <= 1e-10);
 
-        gpu::rmsnorm_matvec(dW.ptr(), dx.ptr(), dg.ptr(), 1e-6f, y.ptr(), rows, cols, launch());
+        gpu::rmsnorm_matvec(gpu::mat_rows({&w}), dx.ptr(), dg.ptr(), 1e-6f, y.ptr(), launch());
         CHECK(nmse(y.check(), ref_matvec(W, xn, rows, cols)) <= 1e-10);
 
         y.upload(y0);
-        gpu::matvec_residual(dW.ptr(), dx.ptr(), y.ptr(), rows, cols, launch());
+        gpu::matvec_residual(w, dx.ptr(), y.ptr(), launch());
         std::vector<double> ref = ref_matvec(W, x, rows, cols);
         for (int r = 0; r < rows; r++) ref[size_t(r)] += y0[size_t(r)];
         CHECK(nmse(y.check(), ref) <= 1e-10);
@@ -249,7 +250,9 @@ TEST_CASE("gpu: matvec and its fused forms match the CPU") {
         if (rows % 2 == 0) {  // W as (2 * ffn, cols): gate rows, then up rows
             int ffn = rows / 2;
             Guarded<float> h(ffn);
-            gpu::rmsnorm_matvec_swiglu(dW.ptr(), dx.ptr(), dg.ptr(), 1e-6f, h.ptr(), ffn, cols, launch());
+            const Tensor gate = gpu::bf16_matrix(dW.ptr(), ffn, cols),
+                         up = gpu::bf16_matrix(dW.ptr() + size_t(ffn) * cols, ffn, cols);
+            gpu::rmsnorm_matvec_swiglu(gate, up, dx.ptr(), dg.ptr(), 1e-6f, h.ptr(), launch());
             std::vector<double> gu = ref_matvec(W, xn, rows, cols), want(ffn);
             for (int i = 0; i < ffn; i++) want[size_t(i)] = ref_silu(gu[size_t(i)]) * gu[size_t(ffn + i)];
             CHECK(nmse(h.check(), want) <= 1e-10);
@@ -284,6 +287,108 @@ TEST_CASE("gpu: gemm (cuBLAS, bf16 in, fp32 out) matches the CPU, with and witho
 }
 
 // ============================================================================
+// Weights in llama.cpp's block types: fused dequantize-matvec, embedding, the prefill's bf16 decoding
+// ============================================================================
+
+namespace {
+
+const DType kAllTypes[] = {DT_F32, DT_F16, DT_BF16, DT_Q8_0, DT_Q4_0, DT_Q5_0, DT_Q5_1, DT_Q4_K, DT_Q5_K, DT_Q6_K};
+
+// A random (rows, cols) matrix stored in type t (quantized: random blocks as bench.hpp makes them), and its values
+// as the CPU decodes them.
+struct TypedMatrix {
+    DType type;
+    int rows, cols;
+    std::vector<uint8_t> bytes;
+    std::vector<float> values;  // (rows, cols) dequantize_row of each row
+    TypedMatrix(DType t, int r, int c, uint64_t seed) : type(t), rows(r), cols(c) {
+        Tensor v{nullptr, t, r, c};
+        bytes.resize(size_t(v.bytes()));
+        if (is_quantized(t)) {
+            bench::random_blocks(bytes.data(), t, bytes.size() / size_t(dtype_info(t).bytes), 0.1f, seed);
+        } else {
+            std::vector<float> x = randn(size_t(r) * c, 0.05f);
+            for (size_t i = 0; i < x.size(); i++) {
+                uint16_t h = t == DT_F16 ? f32_to_f16(x[i]) : f32_to_bf16(x[i]);
+                if (t == DT_F32) memcpy(&bytes[4 * i], &x[i], 4);
+                else memcpy(&bytes[2 * i], &h, 2);
+            }
+        }
+        v.data = bytes.data();
+        values.resize(size_t(r) * c);
+        for (int i = 0; i < r; i++) dequantize_row(v, i, &values[size_t(i) * c]);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("gpu: the fused dequantize-matvec of every type matches the CPU's decoded values") {
+    // odd row counts; rows from one 256-value block to Qwen2-7B's 18944
+    const int shapes[][2] = {{37, 256}, {3, 768}, {129, 896}, {5, 3584}, {3, 18944}};
+    for (DType t : kAllTypes) {
+        for (auto& sh : shapes) {
+            int rows = sh[0], cols = sh[1];
+            if (cols % dtype_info(t).block) continue;
+            const std::string type = dtype_name(t);
+            CAPTURE(type);
+            CAPTURE(rows);
+            CAPTURE(cols);
+            TypedMatrix W(t, rows, cols, 11 + uint64_t(rows)), U(t, rows, cols, 99);
+            std::vector<float> x = randn(cols), g = randn(cols), y0 = randn(rows);
+            Guarded<uint8_t> dW(W.bytes), dU(U.bytes);
+            Guarded<float> dx(x), dg(g), y(rows);
+            const Tensor w{dW.ptr(), t, rows, cols}, u{dU.ptr(), t, rows, cols};
+            std::vector<double> want = ref_matvec(W.values, x, rows, cols);
+
+            gpu::matvec(w, dx.ptr(), y.ptr(), launch());
+            CHECK(nmse(y.check(), want) <= 1e-10);
+
+            y.upload(y0);
+            gpu::matvec_residual(w, dx.ptr(), y.ptr(), launch());
+            std::vector<double> acc = want;
+            for (int r = 0; r < rows; r++) acc[size_t(r)] += y0[size_t(r)];
+            CHECK(nmse(y.check(), acc) <= 1e-10);
+
+            // q, k, v as three matrices in one launch (W, U, W), and gate / up with SwiGLU
+            std::vector<double> xn = ref_rmsnorm(x, g, 1e-6f), wx = ref_matvec(W.values, xn, rows, cols),
+                                ux = ref_matvec(U.values, xn, rows, cols), qkv = wx, h(static_cast<size_t>(rows));
+            qkv.insert(qkv.end(), ux.begin(), ux.end());
+            qkv.insert(qkv.end(), wx.begin(), wx.end());
+            Guarded<float> y3(3 * size_t(rows)), hy(rows);
+            gpu::rmsnorm_matvec(gpu::mat_rows({&w, &u, &w}), dx.ptr(), dg.ptr(), 1e-6f, y3.ptr(), launch());
+            CHECK(nmse(y3.check(), qkv) <= 1e-10);
+            gpu::rmsnorm_matvec_swiglu(w, u, dx.ptr(), dg.ptr(), 1e-6f, hy.ptr(), launch());
+            for (int r = 0; r < rows; r++) h[size_t(r)] = ref_silu(wx[size_t(r)]) * ux[size_t(r)];
+            CHECK(nmse(hy.check(), h) <= 1e-10);
+        }
+    }
+}
+
+TEST_CASE("gpu: embedding rows and the prefill's bf16 matrices decode as the CPU does") {
+    for (DType t : kAllTypes) {
+        const std::string type = dtype_name(t);
+        CAPTURE(type);
+        const int rows = 7, cols = 512;
+        TypedMatrix E(t, rows, cols, 5);
+        Guarded<uint8_t> dE(E.bytes);
+        const Tensor e{dE.ptr(), t, rows, cols};
+        std::vector<int> ids = {6, 0, 3, 6};
+        Guarded<int> dids(ids);
+        Guarded<float> x(ids.size() * cols);
+        gpu::embed(e, dids.ptr(), x.ptr(), int(ids.size()), launch());
+        std::vector<float> got = x.check();
+        bool same = true;  // exactly: the same decoder on the same bytes
+        for (size_t i = 0; i < ids.size(); i++)
+            same = same && memcmp(&got[i * cols], &E.values[size_t(ids[i]) * cols], cols * sizeof(float)) == 0;
+        CHECK(same);
+        Guarded<bf16> wb(size_t(rows) * cols);
+        gpu::dequantize_bf16(e, wb.ptr(), launch());
+        std::vector<bf16> b = wb.check();
+        for (size_t i = 0; i < b.size(); i++) REQUIRE(b[i] == f32_to_bf16(E.values[i]));
+    }
+}
+
+// ============================================================================
 // q/k/v epilogue: bias, q/k norm, RoPE, KV-cache write
 // ============================================================================
 
@@ -307,16 +412,16 @@ TEST_CASE("gpu: qkv_epilogue applies bias, q/k norm and RoPE and fills the cache
         int width = q_dim + 2 * kv_dim, half = cs.D / 2;
         float eps = 1e-6f;
         double theta = 1e6;
-        std::vector<float> qkv = randn(size_t(n) * width), bias = randn_bf(width), qn = randn_bf(cs.D),
-                           kn = randn_bf(cs.D);
+        std::vector<float> qkv = randn(size_t(n) * width), bias = randn(width), qn = randn(cs.D), kn = randn(cs.D);
         std::vector<float> inv(half);
         for (int i = 0; i < half; i++) inv[size_t(i)] = float(1.0 / std::pow(theta, 2.0 * i / cs.D));
         Guarded<float> dqkv(qkv), dinv(inv);
-        Guarded<bf16> db(to_bf16(bias)), dqn(to_bf16(qn)), dkn(to_bf16(kn));
+        Guarded<float> db(bias), dqn(qn), dkn(kn);
         Guarded<bf16> kc(size_t(context) * kv_dim), vc(size_t(context) * kv_dim);
         Guarded<int> dpos(std::vector<int>{pos0});
         gpu::QkvLayer L;
-        L.bias = cs.bias ? db.ptr() : nullptr;
+        for (int k = 0; k < 3; k++)  // the q, k and v biases: consecutive parts of one array here
+            L.bias[k] = cs.bias ? db.ptr() + (k == 0 ? 0 : k == 1 ? q_dim : q_dim + kv_dim) : nullptr;
         L.q_norm = cs.norm ? dqn.ptr() : nullptr;
         L.k_norm = cs.norm ? dkn.ptr() : nullptr;
         L.k_cache = kc.ptr();
@@ -913,6 +1018,46 @@ TEST_CASE("gpu engine: synthetic weights give finite logits, the same with and w
         // the same 20 tokens as one prefill (bf16 GEMM inputs): close to the decoded logits
         b->forward(ids.data(), int(ids.size()), 0);
         CHECK(nmse(row(b->logits(), c.vocab_size), la) <= 1e-3);
+    }
+}
+
+TEST_CASE("gpu engine: GGUF files (block types, mixed q/k/v and gate/up types, tied heads) match the CPU engine") {
+    struct File {
+        const char* path;
+        int n_decode;  // decode steps after the prompt (the emulated device is slow on the larger files)
+    };
+    for (File f : {File{"build/gguf/tiny-qwen2-mix.gguf", 12}, File{"build/gguf/tiny-qwen3-mix.gguf", 12},
+                   File{"test/data/gguf/sq2-Q4_K_M.gguf", 3}, File{"test/data/gguf/sq3-Q4_0.gguf", 3},
+                   File{"test/data/gguf/sq2-Q5_K_M.gguf", 2}, File{"test/data/gguf/sq3-Q8_0.gguf", 2}}) {
+        const std::string path = f.path;
+        CAPTURE(path);
+        REQUIRE_MESSAGE(std::ifstream(path).good(), "missing ", path, " (run `make fixtures`)");
+        Model m = load_model(f.path);
+        const int V = m.config.vocab_size;
+        GpuEngine gpu(m, 64);
+        CpuEngine cpu(m, 64);
+        std::vector<int> ids = {51, 383, 289, 68, 266, 71, 261, 311, 67, 352, 374};  // "The weather today is"
+        const int n = int(ids.size());
+        double worst_prefill = 0, worst_decode = 0;
+        gpu.forward(ids.data(), n, 0);  // prefill: weights decoded to bf16 for the GEMMs
+        cpu.forward(ids.data(), n, 0);
+        worst_prefill = nmse(row(gpu.logits(), V), row(cpu.logits(), V));
+        for (int t = n; t < n + f.n_decode; t++) {  // decode: the fused kernels, exact weights
+            int next = argmax(cpu.logits(), V);
+            ids.push_back(next);
+            gpu.forward(&next, 1, t);
+            cpu.forward(&next, 1, t);
+            worst_decode = std::max(worst_decode, nmse(row(gpu.logits(), V), row(cpu.logits(), V)));
+        }
+        // Token by token from the start (decode only): the prefill's bf16 rounding out of the way.
+        GpuEngine dec(m, 64);
+        for (int t = 0; t < int(ids.size()); t++) dec.forward(&ids[size_t(t)], 1, t);
+        double worst_all_decode = nmse(row(dec.logits(), V), row(cpu.logits(), V));
+        MESSAGE(path, ": NMSE vs the CPU engine: prefill ", worst_prefill, ", decode after it ", worst_decode,
+                ", decode only ", worst_all_decode);
+        CHECK(worst_prefill <= 1e-3);
+        CHECK(worst_decode <= 1e-3);
+        CHECK(worst_all_decode <= 1e-4);  // what remains: the bf16 KV cache
     }
 }
 

@@ -65,19 +65,24 @@ struct SafeTensors {
     }
 };
 
-// A stacked tensor holds, for each layer, its parts one after the other: checks every element.
-static void check_stacked(const SafeTensors& st, const bf16* stacked, int n_layers,
-                          const std::vector<std::string>& parts) {
-    REQUIRE(stacked != nullptr);
-    size_t pos = 0;
-    for (int l = 0; l < n_layers; l++) {
-        for (const std::string& part : parts) {
-            std::string name = "model.layers." + std::to_string(l) + "." + part;
-            std::vector<bf16> want = st.tensor(name);
-            CHECK_MESSAGE(memcmp(stacked + pos, want.data(), want.size() * 2) == 0, name);
-            pos += want.size();
-        }
-    }
+// A matrix view holds the checkpoint's bf16 values byte for byte.
+static void check_matrix(const SafeTensors& st, const qwen::Tensor& t, const std::string& name) {
+    REQUIRE_MESSAGE(t.data != nullptr, name);
+    CHECK(t.type == qwen::DT_BF16);
+    std::vector<bf16> want = st.tensor(name);
+    REQUIRE(uint64_t(want.size()) * 2 == t.bytes());
+    CHECK_MESSAGE(memcmp(t.data, want.data(), want.size() * 2) == 0, name);
+}
+
+// A vector view (norm gain, bias) holds the checkpoint's bf16 values widened to fp32.
+static void check_vector(const SafeTensors& st, const qwen::Tensor& t, const std::string& name) {
+    REQUIRE_MESSAGE(t.data != nullptr, name);
+    CHECK(t.type == qwen::DT_F32);
+    std::vector<bf16> want = st.tensor(name);
+    REQUIRE(int(want.size()) == t.cols);
+    bool same = true;
+    for (size_t i = 0; i < want.size(); i++) same = same && t.f32()[i] == qwen::bf16_to_f32(want[i]);
+    CHECK_MESSAGE(same, name);
 }
 
 static void check_fixture(const std::string& name) {
@@ -121,38 +126,50 @@ static void check_fixture(const std::string& name) {
     // Every weight, byte for byte, against the checkpoint.
     SafeTensors st(dir + "model.safetensors");
     const qwen::Weights& w = m.weights;
-    int L = c.n_layers;
-    std::vector<bf16> embd = st.tensor("model.embed_tokens.weight");
-    CHECK(memcmp(w.token_embd, embd.data(), embd.size() * 2) == 0);
-    check_stacked(st, w.attn_norm, L, {"input_layernorm.weight"});
-    check_stacked(st, w.wqkv, L, {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"});
-    check_stacked(st, w.wo, L, {"self_attn.o_proj.weight"});
-    check_stacked(st, w.ffn_norm, L, {"post_attention_layernorm.weight"});
-    check_stacked(st, w.w_gate_up, L, {"mlp.gate_proj.weight", "mlp.up_proj.weight"});
-    check_stacked(st, w.w_down, L, {"mlp.down_proj.weight"});
-    std::vector<bf16> norm = st.tensor("model.norm.weight");
-    CHECK(memcmp(w.out_norm, norm.data(), norm.size() * 2) == 0);
-    if (c.qkv_bias)
-        check_stacked(st, w.bqkv, L, {"self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"});
-    else
-        CHECK(w.bqkv == nullptr);
-    if (c.qk_norm) {
-        check_stacked(st, w.q_norm, L, {"self_attn.q_norm.weight"});
-        check_stacked(st, w.k_norm, L, {"self_attn.k_norm.weight"});
-    } else {
-        CHECK(w.q_norm == nullptr);
-        CHECK(w.k_norm == nullptr);
+    REQUIRE(w.layers.size() == size_t(c.n_layers));
+    check_matrix(st, w.token_embd, "model.embed_tokens.weight");
+    check_vector(st, w.out_norm, "model.norm.weight");
+    for (int l = 0; l < c.n_layers; l++) {
+        CAPTURE(l);
+        const qwen::Layer& y = w.layers[size_t(l)];
+        std::string p = "model.layers." + std::to_string(l) + ".";
+        check_vector(st, y.attn_norm, p + "input_layernorm.weight");
+        check_matrix(st, y.wq, p + "self_attn.q_proj.weight");
+        check_matrix(st, y.wk, p + "self_attn.k_proj.weight");
+        check_matrix(st, y.wv, p + "self_attn.v_proj.weight");
+        check_matrix(st, y.wo, p + "self_attn.o_proj.weight");
+        check_vector(st, y.ffn_norm, p + "post_attention_layernorm.weight");
+        check_matrix(st, y.w_gate, p + "mlp.gate_proj.weight");
+        check_matrix(st, y.w_up, p + "mlp.up_proj.weight");
+        check_matrix(st, y.w_down, p + "mlp.down_proj.weight");
+        // weights.bin stacks q, k, v (and gate, up) of a layer: the views follow one another in the file.
+        CHECK(y.wk.data == y.wq.data + y.wq.bytes());
+        CHECK(y.wv.data == y.wk.data + y.wk.bytes());
+        CHECK(y.w_up.data == y.w_gate.data + y.w_gate.bytes());
+        if (c.qkv_bias) {
+            check_vector(st, y.bq, p + "self_attn.q_proj.bias");
+            check_vector(st, y.bk, p + "self_attn.k_proj.bias");
+            check_vector(st, y.bv, p + "self_attn.v_proj.bias");
+        } else {
+            CHECK(y.bq.data == nullptr);
+        }
+        if (c.qk_norm) {
+            check_vector(st, y.q_norm, p + "self_attn.q_norm.weight");
+            check_vector(st, y.k_norm, p + "self_attn.k_norm.weight");
+        } else {
+            CHECK(y.q_norm.data == nullptr);
+            CHECK(y.k_norm.data == nullptr);
+        }
     }
     if (c.tied) {
-        CHECK(w.lm_head == w.token_embd);
+        CHECK(w.lm_head.data == w.token_embd.data);
     } else {
-        std::vector<bf16> head = st.tensor("lm_head.weight");
-        CHECK(memcmp(w.lm_head, head.data(), head.size() * 2) == 0);
+        check_matrix(st, w.lm_head, "lm_head.weight");
     }
-    // Weights sit inside the mapping at 256-byte alignment (the mapping itself is page aligned).
-    for (const bf16* p : {w.token_embd, w.wqkv, w.w_down, w.out_norm, w.lm_head}) {
-        CHECK((reinterpret_cast<uintptr_t>(p) - reinterpret_cast<uintptr_t>(m.file.data)) % 256 == 0);
-        CHECK(reinterpret_cast<const uint8_t*>(p) < m.file.data + m.file.size);
+    // Matrices sit inside the mapping, each stacked tensor at 256-byte alignment (the mapping is page aligned).
+    for (const qwen::Tensor* t : {&w.token_embd, &w.layers[0].wq, &w.layers[0].w_down, &w.lm_head}) {
+        CHECK((reinterpret_cast<uintptr_t>(t->data) - reinterpret_cast<uintptr_t>(m.file.data)) % 256 == 0);
+        CHECK(t->data + t->bytes() <= m.file.data + m.file.size);
     }
 }
 
@@ -164,11 +181,15 @@ TEST_CASE("model: tiny-qwen3 (q/k norm, head_dim*heads != dim) loads") { check_f
 
 TEST_CASE("model: the Model can be moved and keeps its weights") {
     qwen::Model a = qwen::load_model("build/tiny-qwen2.bin");
-    const bf16* embd = a.weights.token_embd;
-    bf16 first = embd[0];
+    const uint8_t* embd = a.weights.token_embd.data;
+    const float* norm = a.weights.out_norm.f32();  // widened from bf16: in the Model's own memory
+    uint8_t first = embd[0];
+    float gain = norm[0];
     qwen::Model b = std::move(a);
-    CHECK(b.weights.token_embd == embd);
-    CHECK(b.weights.token_embd[0] == first);
+    CHECK(b.weights.token_embd.data == embd);
+    CHECK(b.weights.token_embd.data[0] == first);
+    CHECK(b.weights.out_norm.f32() == norm);
+    CHECK(b.weights.out_norm.f32()[0] == gain);
     CHECK(b.file.data != nullptr);
 }
 
@@ -176,7 +197,7 @@ TEST_CASE("model: tokenizer-only files") {
     qwen::Model small = qwen::load_tokenizer("build/tokenizer-small.bin");
     CHECK_FALSE(small.has_weights);
     CHECK(small.config.dim == 0);
-    CHECK(small.weights.token_embd == nullptr);
+    CHECK(small.weights.token_embd.data == nullptr);
     CHECK(small.vocab.tokens.size() == 512);
     CHECK(small.chat.default_system == "You are a helpful assistant.");
     CHECK(small.chat.stop_ids == std::vector<int>{511});
@@ -250,8 +271,8 @@ static const std::vector<Corruption> corruptions = {
     {"cut inside the tensor data", [](Bytes& b) { b.resize(b.size() - 1000); }, "lies outside the file"},
     // header fields
     {"wrong magic", [](Bytes& b) { b[0] = 'X'; }, "bad magic"},
-    {"future version", [](Bytes& b) { put<uint32_t>(b, H_VERSION, 2); },
-     "written by a newer exporter (version 2), this build reads version 1"},
+    {"future version", [](Bytes& b) { put<uint32_t>(b, H_VERSION, 3); },
+     "written by a newer exporter (version 3), this build reads versions 1 and 2"},
     {"version 0", [](Bytes& b) { put<uint32_t>(b, H_VERSION, 0); }, "unknown format version 0"},
     {"unknown flag", [](Bytes& b) { b[H_FLAGS] |= 0x40; }, "unknown header flags 0x40"},
     {"qk_norm flag without its tensors", [](Bytes& b) { b[H_FLAGS] |= qwen::FLAG_QK_NORM; },
@@ -340,7 +361,15 @@ static const std::vector<Corruption> corruptions = {
          put<uint64_t>(b, H_N_TENS, 8);
      },
      "unexpected tensor 'bqkv'"},
-    {"dtype 1", [](Bytes& b) { put<uint32_t>(b, entry(b, 0) + E_DTYPE, 1); }, "dtype 1"},
+    {"dtype 1 (Q8_0) in a version-1 file", [](Bytes& b) { put<uint32_t>(b, entry(b, 0) + E_DTYPE, 1); },
+     "'token_embd' has dtype 1, expected 0 (bf16) in a version-1 file"},
+    {"dtype 2", [](Bytes& b) { put<uint32_t>(b, entry(b, 0) + E_DTYPE, 2); }, "dtype 2"},
+    {"Q8_0 norm in a version-2 file",
+     [](Bytes& b) {
+         put<uint32_t>(b, H_VERSION, 2);
+         put<uint32_t>(b, entry(b, 1) + E_DTYPE, 1);
+     },
+     "'attn_norm' has dtype 1 (Q8_0), which only matrices may have"},
     {"ndim 4", [](Bytes& b) { put<uint32_t>(b, entry(b, 0) + E_NDIM, 4); }, "ndim 4"},
     {"shape near 2^32", [](Bytes& b) { put<uint32_t>(b, entry(b, 0) + E_SHAPE, 0xFFFFFFFF); },
      "'token_embd' has shape (4294967295, 64), config implies (512, 64)"},

@@ -2,6 +2,7 @@
 """Export a Hugging Face Qwen checkpoint folder to one self-contained weights.bin.
 
     python3 tools/export.py HF_DIR OUT.bin                   # model + tokenizer + chat facts
+    python3 tools/export.py --quant q8_0 HF_DIR OUT.bin      # the same with Q8_0 matrices (half the bytes)
     python3 tools/export.py --tokenizer-only HF_DIR OUT.bin  # tokenizer + chat facts only
 
 HF_DIR holds config.json, generation_config.json (optional), tokenizer.json, tokenizer_config.json and
@@ -10,9 +11,11 @@ Supported: Qwen2ForCausalLM (Qwen1.5, Qwen2, Qwen2.5) and Qwen3ForCausalLM, dens
 
 The output format is specified in docs/format.md. The weights are stacked over layers (wqkv holds every
 layer's q, k and v rows), so the engine finds each tensor with one pointer. bf16 weights are copied byte for byte in chunks, so memory use stays small
-whatever the model size; F16/F32 weights are rounded to bf16 (needs numpy).
+whatever the model size; F16/F32 weights are rounded to bf16 (needs numpy). With --quant q8_0 the matrices
+are stored in llama.cpp's Q8_0 blocks instead (format version 2; needs numpy), quantized from the checkpoint's
+own values exactly as llama.cpp's quantize_row_q8_0 does; norms and biases stay bf16.
 
-Only the Python standard library is needed (numpy only for F16/F32 checkpoints).
+Only the Python standard library is needed (numpy only for F16/F32 checkpoints and --quant).
 """
 import argparse
 import json
@@ -23,11 +26,12 @@ import struct
 import sys
 
 MAGIC = b"QWENBIN\0"
-VERSION = 1
+VERSION = 1                      # bf16 only; version 2 adds Q8_0 matrices (dtype 1)
 HEADER_SIZE = 256
 TENSOR_ENTRY_SIZE = 64
 ALIGN = 256                      # tensor data alignment in the file
 DTYPE_BF16 = 0
+DTYPE_Q8_0 = 1                   # llama.cpp's Q8_0: 32 values in 34 bytes (f16 scale d, 32 int8 q), x = d * q
 MAX_STOP_IDS = 8
 CHUNK = 16 << 20                 # bytes copied per read: bounds memory whatever the tensor size
 
@@ -421,7 +425,7 @@ def pack_tokenizer(tokens, merges):
     return bytes(out)
 
 
-def pack_header(c, chat, flags, sections):
+def pack_header(c, chat, flags, sections, version=VERSION):
     """The 256-byte header; offsets in the comments are the field offsets of the format."""
     h = bytearray(HEADER_SIZE)
     # A tokenizer-only file has all model dims 0.
@@ -429,7 +433,7 @@ def pack_header(c, chat, flags, sections):
                                        "head_dim", "vocab_size", "max_seq_len")]
     norm_eps, rope_theta = (c["norm_eps"], c["rope_theta"]) if c else (0.0, 0.0)
     stops = chat["stop_ids"] + [0] * (MAX_STOP_IDS - len(chat["stop_ids"]))
-    struct.pack_into("<8sII", h, 0, MAGIC, VERSION, flags)                      # 0..15
+    struct.pack_into("<8sII", h, 0, MAGIC, version, flags)                      # 0..15
     struct.pack_into("<9I", h, 16, *dims)                                       # 16..51
     struct.pack_into("<fd", h, 52, norm_eps, rope_theta)                        # 52..63
     struct.pack_into("<ffif", h, 64, *chat["sampling"])                         # 64..79
@@ -467,6 +471,45 @@ def convert_to_bf16(src, nbytes, dtype, dst, progress=None):
             progress.add(len(chunk) // size * 2)
 
 
+def quantize_q8_0(x):
+    """(rows, cols) float32, cols a multiple of 32 -> (rows, cols / 32 * 34) bytes of Q8_0 blocks, as llama.cpp's
+    quantize_row_q8_0 computes them in fp32: d = max|x| / 127 (stored as f16), q = round(x / d) half away from
+    zero (x * (1 / d), as llama.cpp multiplies by the inverse)."""
+    import numpy as np
+    blocks = x.reshape(-1, 32).astype(np.float32)
+    d = np.abs(blocks).max(axis=1, keepdims=True) / np.float32(127)
+    with np.errstate(divide="ignore"):
+        inv = np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
+    scaled = blocks * inv
+    a = np.abs(scaled)
+    q = np.sign(scaled) * (np.floor(a) + np.floor(np.float32(2) * (a - np.floor(a))))  # round half away from 0
+    out = np.concatenate([d.astype("<f2").view(np.uint8), q.astype(np.int8).view(np.uint8)], axis=1)
+    return out.reshape(x.shape[0], -1)
+
+
+def copy_q8_0(src, nbytes, dtype, cols, dst, progress):
+    """A bf16 / f16 / f32 matrix with rows of `cols` values -> Q8_0, whole rows at a time, in chunks."""
+    import numpy as np
+    size = DTYPE_SIZES[dtype]
+    rows_per_chunk = max(1, CHUNK // (cols * size))
+    while nbytes > 0:
+        chunk = src.read(min(rows_per_chunk * cols * size, nbytes))
+        if len(chunk) == 0 or len(chunk) % (cols * size):
+            fail(f"{src.name}: unexpected end of file")
+        nbytes -= len(chunk)
+        if dtype == "BF16":
+            x = (np.frombuffer(chunk, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+        else:
+            x = np.frombuffer(chunk, dtype="<f2" if dtype == "F16" else "<f4").astype(np.float32)
+        q = quantize_q8_0(x.reshape(-1, cols))
+        dst.write(q.tobytes())
+        progress.add(q.size)
+
+
+def tensor_bytes(shape, dtype):
+    return math.prod(shape) // 32 * 34 if dtype == DTYPE_Q8_0 else math.prod(shape) * 2
+
+
 class Progress:
     """Bytes written and percent on stderr, only for a terminal."""
 
@@ -487,18 +530,20 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def write_tensor_data(out, plan, tensors, offsets, progress):
+def write_tensor_data(out, plan, tensors, offsets, dtypes, progress):
     files = {}
     try:
-        for (_, _, parts), offset in zip(plan, offsets):
+        for (_, _, parts), offset, dtype in zip(plan, offsets, dtypes):
             padding = offset - out.tell()
             out.write(b"\0" * padding)
             progress.add(padding)
-            for hf_name, _ in parts:
+            for hf_name, shape in parts:
                 t = tensors[hf_name]
                 src = files.get(t["path"]) or files.setdefault(t["path"], open(t["path"], "rb"))
                 src.seek(t["begin"])
-                if t["dtype"] == "BF16":
+                if dtype == DTYPE_Q8_0:
+                    copy_q8_0(src, t["end"] - t["begin"], t["dtype"], shape[-1], out, progress)
+                elif t["dtype"] == "BF16":
                     copy_bf16(src, t["end"] - t["begin"], out, progress)
                 else:
                     convert_to_bf16(src, t["end"] - t["begin"], t["dtype"], out, progress)
@@ -507,7 +552,10 @@ def write_tensor_data(out, plan, tensors, offsets, progress):
             f.close()
 
 
-def export(folder, out_path, tokenizer_only):
+MATRICES = {"token_embd", "wqkv", "wo", "w_gate_up", "w_down", "lm_head"}
+
+
+def export(folder, out_path, tokenizer_only, quant=None):
     if not os.path.isdir(folder):
         fail(f"{folder} is not a folder")
     c = None if tokenizer_only else read_config(folder)
@@ -516,6 +564,16 @@ def export(folder, out_path, tokenizer_only):
         tensors = find_tensors(folder)
         plan = tensor_plan(c)
         check_sources(plan, tensors)
+    if quant:
+        try:
+            import numpy  # noqa: F401
+        except ImportError:
+            fail("--quant needs numpy (pip install numpy)")
+        for name, shape, _ in plan:
+            if name in MATRICES and shape[-1] % 32:
+                fail(f"{name}: rows of {shape[-1]} values are not whole Q8_0 blocks of 32")
+    # Matrices in Q8_0 with --quant (format version 2), everything else bf16.
+    dtypes = [DTYPE_Q8_0 if quant and name in MATRICES else DTYPE_BF16 for name, _, _ in plan]
     tokens, merges = read_tokenizer(folder)
     if c and len(tokens) > c["vocab_size"]:
         fail(f"tokenizer has {len(tokens)} tokens but the embedding has only {c['vocab_size']} rows")
@@ -529,12 +587,12 @@ def export(folder, out_path, tokenizer_only):
     table_offset = align_up(tokenizer_offset + len(tokenizer))
     offsets, table = [], bytearray()
     end = table_offset + TENSOR_ENTRY_SIZE * len(plan)
-    for name, shape, _ in plan:
+    for (name, shape, _), dtype in zip(plan, dtypes):
         offsets.append(align_up(end))
-        entry = struct.pack("<32sII3IQ", name.encode(), DTYPE_BF16, len(shape),
+        entry = struct.pack("<32sII3IQ", name.encode(), dtype, len(shape),
                             *(shape + [0] * (3 - len(shape))), offsets[-1])
         table += entry + b"\0" * (TENSOR_ENTRY_SIZE - len(entry))           # last 4: reserved u32
-        end = offsets[-1] + math.prod(shape) * 2
+        end = offsets[-1] + tensor_bytes(shape, dtype)
     file_size = end                                 # the file ends with the last tensor's data
 
     flags = (FLAG_DEFAULT_SYSTEM if chat["default_system"] else 0) | (FLAG_THINKING if chat["thinking"] else 0)
@@ -542,7 +600,7 @@ def export(folder, out_path, tokenizer_only):
         flags |= FLAG_HAS_WEIGHTS | (FLAG_TIED if c["tied"] else 0)
         flags |= (FLAG_QKV_BIAS if c["qkv_bias"] else 0) | (FLAG_QK_NORM if c["qk_norm"] else 0)
     sections = (strings_offset, len(strings), tokenizer_offset, len(tokenizer), table_offset, len(plan))
-    header = pack_header(c, chat, flags, sections)
+    header = pack_header(c, chat, flags, sections, 2 if quant else VERSION)
 
     tmp_path = out_path + ".tmp"
     progress = Progress(file_size)
@@ -551,7 +609,7 @@ def export(folder, out_path, tokenizer_only):
             out.write(header + strings + tokenizer)
             out.write(b"\0" * (table_offset - out.tell()) + table)
             progress.add(out.tell())
-            write_tensor_data(out, plan, tensors, offsets, progress)
+            write_tensor_data(out, plan, tensors, offsets, dtypes, progress)
         os.replace(tmp_path, out_path)
     except OSError as e:
         fail(f"{e.filename or out_path}: {e.strerror}")
@@ -562,7 +620,8 @@ def export(folder, out_path, tokenizer_only):
 
     what = "tokenizer only" if not c else (
         f"{c['arch_name']}, dim {c['dim']}, ffn {c['ffn_dim']}, {c['n_layers']} layers, "
-        f"heads {c['n_heads']}/{c['n_kv_heads']} x {c['head_dim']}, vocab {c['vocab_size']}")
+        f"heads {c['n_heads']}/{c['n_kv_heads']} x {c['head_dim']}, vocab {c['vocab_size']}"
+        + (", Q8_0 matrices" if quant else ""))
     print(f"wrote {out_path}: {what}, {len(tokens)} tokens, {len(merges)} merges, "
           f"{file_size / 1e6:.2f} MB")
 
@@ -571,11 +630,14 @@ def main():
     ap = argparse.ArgumentParser(prog="export.py",
                                  description="Export a Hugging Face Qwen checkpoint folder to weights.bin.")
     ap.add_argument("--tokenizer-only", action="store_true", help="write the tokenizer and chat facts only")
+    ap.add_argument("--quant", choices=["q8_0"], help="store the matrices in llama.cpp's Q8_0 blocks (needs numpy)")
     ap.add_argument("hf_dir", help="checkpoint folder (config.json, tokenizer.json, *.safetensors, ...)")
     ap.add_argument("out", help="output file, e.g. weights.bin")
     args = ap.parse_args()
     try:
-        export(args.hf_dir, args.out, args.tokenizer_only)
+        if args.quant and args.tokenizer_only:
+            fail("--quant and --tokenizer-only do not go together (a tokenizer has no weights)")
+        export(args.hf_dir, args.out, args.tokenizer_only, args.quant)
     except ExportError as e:
         print(f"export.py: error: {e}", file=sys.stderr)
         sys.exit(1)
