@@ -462,10 +462,15 @@ TEST_CASE("model: truncated at every length and randomly damaged files never cra
         // stop id is a token (damage in the weights' values or the strings may load; nothing else may).
         loaded++;
         CHECK_NOTHROW(qwen::Tokenizer{m.vocab});
-        for (const qwen::TensorSpec& t : qwen::tensor_table(m.config)) {
-            const uint8_t* p = reinterpret_cast<const uint8_t*>(m.weights.*t.field);
-            REQUIRE((p >= b.data() && p + t.count() * sizeof(qwen::bf16) <= b.data() + b.size()));
-        }
+        // (the norm gains and biases are widened to fp32 into m.widened: there instead)
+        auto within = [](const qwen::Tensor& t, const void* base, size_t n) {
+            const uint8_t* lo = static_cast<const uint8_t*>(base);
+            return t.data >= lo && t.data + t.bytes() <= lo + n;
+        };
+        qwen::for_each_weight(m.config, m.weights, [&](const qwen::TensorSpec& s, int, const qwen::Tensor& t) {
+            if (s.kind == qwen::TensorSpec::MATRIX) REQUIRE(within(t, b.data(), b.size()));
+            else REQUIRE(within(t, m.widened.data(), m.widened.size() * sizeof(float)));
+        });
         for (int id : m.chat.stop_ids) CHECK(id < int(m.vocab.tokens.size()));
     }
     CHECK(failed > 0);
