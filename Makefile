@@ -90,7 +90,7 @@ build/test_cpu: build/obj/test_main.o $(patsubst test/%.cpp,build/obj/%.o,$(CPU_
 build/test_asan: test/test_main.cpp test/test_model.cpp test/test_tokenizer.cpp test/test_grammar.cpp $(HEADERS) | build
 	$(CXX) $(SAN_FLAGS) -o $@ test/test_main.cpp test/test_model.cpp test/test_tokenizer.cpp test/test_grammar.cpp
 
-DEV_CANDIDATES := dev/attention_prefill_tc.cuh dev/sample_candidates.cuh   # tested here until promoted
+DEV_CANDIDATES := dev/attention_prefill_v1.cuh dev/sample_candidates.cuh   # earlier versions and candidates, tested here
 build/test_gpu: test/test_gpu.cu test/test_main.cpp test/fixtures.hpp $(DEV_CANDIDATES) $(FRONT) | build
 	$(NVCC) $(NVFLAGS) -I. -o $@ test/test_gpu.cu test/test_main.cpp $(CUDA_LIBS)
 
