@@ -430,37 +430,43 @@ constexpr int ATT_MAX_D = 256;
 
 constexpr int ATT_MAX_GROUP = 8;  // query heads one attention block serves (registers per thread grow with it)
 
-// Flash-decoding, part 1. The T = *pos + 1 cached tokens are cut into n_parts equal chunks. The query heads
-// that share a kv head (GQA: G = n_heads / n_kv_heads of them) are served by one block, or by ceil(G / 8)
-// blocks of up to 8 heads each, so each cached K/V row is read once per block rather than once per head.
-// Block (b, part) scores its chunk's tokens against its heads' queries (one token per thread, 16-byte K loads),
-// then accumulates the outputs over the tile's V rows, keeping an online softmax per head:
+// Tokens per context chunk: T spread over n_parts chunks, but at least one full tile of ATT_THREADS tokens, so that
+// a short context is scored by a few full blocks (the rest exit at once) and combined from few partial results.
+__device__ __forceinline__ int attention_chunk(int T, int n_parts) { return max(ceil_div(T, n_parts), ATT_THREADS); }
+
+// Flash-decoding, part 1. The T = *pos + 1 cached tokens are cut into chunks of attention_chunk(T, n_parts)
+// tokens; the blocks of parts past the last token exit at once. The query heads that share a kv head (GQA:
+// G = n_heads / n_kv_heads of them) are served by one block, or by ceil(G / 8) blocks of up to 8 heads each, so
+// each cached K/V row is read once per block rather than once per head. Per tile of ATT_THREADS tokens, each
+// thread scores one token against the block's heads (16-byte K loads), one warp per head updates that head's
+// online softmax, then the threads accumulate the outputs over the tile's V rows:
 //   m = max_t s_t,  l = sum_t exp(s_t - m),  o[d] = sum_t exp(s_t - m) V[t, d],   s_t = q . K[t] / sqrt(D)
-// and writes these unnormalised partial results per (head, part) for attention_reduce_kernel. The chunk length
+// and write these unnormalised partial results per (head, part) for attention_reduce_kernel. The chunk length
 // comes from device memory, so the launch shape is the same at every position (a CUDA graph can replay it).
 // grid (n_kv_heads * ceil(G / ATT_MAX_GROUP), n_parts), block ATT_THREADS, smem min(G, ATT_MAX_GROUP) * D floats
 static __global__ void __launch_bounds__(ATT_THREADS)
     attention_decode_kernel(const float* q, const bf16* K, const bf16* V, const int* pos, float* part_o,
                             float* part_ml, int n_heads, int n_kv_heads, int D) {
+    constexpr int WARPS = ATT_THREADS / 32, PER_WARP = ATT_MAX_GROUP / WARPS;  // heads whose softmax a warp keeps
     extern __shared__ float4 smem4[];
     float* qs = reinterpret_cast<float*>(smem4);          // (Gb, D) the block's queries, pre-scaled by 1/sqrt(D)
-    __shared__ float p_tile[ATT_MAX_GROUP][ATT_THREADS];  // exp(s - m) per head for the current tile
-    int part = blockIdx.y, n_parts = gridDim.y, tid = threadIdx.x;
+    __shared__ float p_tile[ATT_MAX_GROUP][ATT_THREADS];  // per head: the tile's scores, then exp(s - m)
+    __shared__ float corr[ATT_MAX_GROUP];                 // per head: exp(m_old - m_new) for this tile
+    int part = blockIdx.y, n_parts = gridDim.y, tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    int T = *pos + 1, chunk = attention_chunk(T, n_parts);
+    int t_begin = part * chunk, t_end = min(T, t_begin + chunk);
+    if (t_begin >= T) return;  // past the context: attention_reduce_kernel reads only the live parts
     int G = n_heads / n_kv_heads, n_sub = ceil_div(G, ATT_MAX_GROUP), kv_dim = n_kv_heads * D;
     int kvh = blockIdx.x / n_sub, h0 = kvh * G + (blockIdx.x % n_sub) * ATT_MAX_GROUP;  // kv head, first q head
     int Gb = min(ATT_MAX_GROUP, (kvh + 1) * G - h0);                                    // q heads of this block
-    int T = *pos + 1, chunk = ceil_div(T, n_parts);
-    int t_begin = part * chunk, t_end = min(T, t_begin + chunk);
     for (int e = tid; e < Gb * D; e += ATT_THREADS) qs[e] = q[size_t(h0) * D + e] * rsqrtf(float(D));
     __syncthreads();
-    float m[ATT_MAX_GROUP], lsum[ATT_MAX_GROUP], acc[ATT_MAX_GROUP * ATT_MAX_D / ATT_THREADS] = {};
+    float m[PER_WARP], lsum[PER_WARP], acc[ATT_MAX_GROUP * ATT_MAX_D / ATT_THREADS] = {};  // head warp + WARPS * i
 #pragma unroll
-    for (int g = 0; g < ATT_MAX_GROUP; g++) m[g] = -INFINITY, lsum[g] = 0;
+    for (int i = 0; i < PER_WARP; i++) m[i] = -INFINITY, lsum[i] = 0;
     for (int t0 = t_begin; t0 < t_end; t0 += ATT_THREADS) {
         int t = t0 + tid;
-        float s[ATT_MAX_GROUP];
-#pragma unroll
-        for (int g = 0; g < ATT_MAX_GROUP; g++) s[g] = t < t_end && g < Gb ? 0.0f : -INFINITY;
+        float s[ATT_MAX_GROUP] = {};
         if (t < t_end) {
             const uint4* k4 = reinterpret_cast<const uint4*>(K + size_t(t) * kv_dim + size_t(kvh) * D);
             for (int j = 0; j < D / 8; j++) {
@@ -473,33 +479,42 @@ static __global__ void __launch_bounds__(ATT_THREADS)
                 }
             }
         }
-        float corr[ATT_MAX_GROUP];
 #pragma unroll
-        for (int g = 0; g < ATT_MAX_GROUP; g++) {
-            if (g >= Gb) break;  // uniform: every thread of the block has the same Gb
-            float m_new = fmaxf(m[g], block_max(s[g]));  // finite: the tile holds at least one token
-            float e = t < t_end ? expf(s[g] - m_new) : 0.0f;
-            p_tile[g][tid] = e;
-            corr[g] = expf(m[g] - m_new);                // rescales the sums so far (0 on the first tile)
-            lsum[g] = lsum[g] * corr[g] + block_sum(e);  // its barriers publish p_tile[g]
-            m[g] = m_new;
+        for (int g = 0; g < ATT_MAX_GROUP; g++)
+            if (g < Gb) p_tile[g][tid] = t < t_end ? s[g] : -INFINITY;
+        __syncthreads();
+#pragma unroll
+        for (int i = 0; i < PER_WARP; i++) {  // warp-wide online softmax of head g over the tile's scores
+            int g = warp + WARPS * i;
+            if (g >= Gb) break;
+            float sv[WARPS], mx = -INFINITY, sum = 0;
+#pragma unroll
+            for (int j = 0; j < WARPS; j++) mx = fmaxf(mx, sv[j] = p_tile[g][lane + 32 * j]);
+            float m_new = fmaxf(m[i], warp_max(mx));  // finite: the tile holds at least one token
+#pragma unroll
+            for (int j = 0; j < WARPS; j++) {
+                float e = sv[j] == -INFINITY ? 0.0f : expf(sv[j] - m_new);
+                p_tile[g][lane + 32 * j] = e;
+                sum += e;
+            }
+            float c = expf(m[i] - m_new);  // rescales the sums so far (0 on the first tile)
+            lsum[i] = lsum[i] * c + warp_sum(sum);
+            m[i] = m_new;
+            if (lane == 0) corr[g] = c;
         }
+        __syncthreads();
         int n_t = min(ATT_THREADS, t_end - t0);
         // outputs (g, d) are spread over the threads: output o = tid + k * ATT_THREADS
 #pragma unroll
         for (int k = 0; k < ATT_MAX_GROUP * ATT_MAX_D / ATT_THREADS; k++) {
             int o = tid + k * ATT_THREADS, g = o / D, d = o % D;
             if (g >= Gb) break;
-            float c = 1.0f;
-#pragma unroll
-            for (int gg = 0; gg < ATT_MAX_GROUP; gg++)
-                if (gg == g) c = corr[gg];  // constant indices keep corr in registers
-            float a = acc[k] * c;
+            float a = acc[k] * corr[g];
 #pragma unroll 8
             for (int j = 0; j < n_t; j++) a += p_tile[g][j] * bf2f(V[size_t(t0 + j) * kv_dim + size_t(kvh) * D + d]);
             acc[k] = a;
         }
-        __syncthreads();  // p_tile is rewritten by the next tile
+        __syncthreads();  // p_tile and corr are rewritten by the next tile
     }
 #pragma unroll
     for (int k = 0; k < ATT_MAX_GROUP * ATT_MAX_D / ATT_THREADS; k++) {
@@ -507,30 +522,29 @@ static __global__ void __launch_bounds__(ATT_THREADS)
         if (g >= Gb) break;
         part_o[(size_t(h0 + g) * n_parts + part) * D + d] = acc[k];
     }
-    if (tid < Gb) {
-        float mm = 0, ll = 0;
 #pragma unroll
-        for (int gg = 0; gg < ATT_MAX_GROUP; gg++)
-            if (gg == tid) mm = m[gg], ll = lsum[gg];
-        size_t slot = size_t(h0 + tid) * n_parts + part;
-        part_ml[2 * slot] = mm;  // -inf for an empty chunk
-        part_ml[2 * slot + 1] = ll;
+    for (int i = 0; i < PER_WARP; i++) {
+        int g = warp + WARPS * i;
+        if (g < Gb && lane == 0) {
+            size_t slot = size_t(h0 + g) * n_parts + part;
+            part_ml[2 * slot] = m[i];
+            part_ml[2 * slot + 1] = lsum[i];
+        }
     }
 }
 
-// Flash-decoding, part 2: combine the partial softmaxes with their log-sum-exp weights,
-//   M = max_p m_p,  out[d] = sum_p exp(m_p - M) o_p[d] / sum_p exp(m_p - M) l_p
+// Flash-decoding, part 2: combine the partial softmaxes of the live parts (those holding tokens) with their
+// log-sum-exp weights,   M = max_p m_p,  out[d] = sum_p exp(m_p - M) o_p[d] / sum_p exp(m_p - M) l_p
 // grid (n_heads), block 256 (one thread per output dimension)
-static __global__ void attention_reduce_kernel(const float* part_o, const float* part_ml, float* out, int n_parts,
-                                               int D) {
-    int h = blockIdx.x, d = threadIdx.x;
+static __global__ void attention_reduce_kernel(const float* part_o, const float* part_ml, const int* pos, float* out,
+                                               int n_parts, int D) {
+    int h = blockIdx.x, d = threadIdx.x, T = *pos + 1, live = ceil_div(T, attention_chunk(T, n_parts));
     const float* ml = part_ml + size_t(h) * n_parts * 2;
     float M = -INFINITY;
-    for (int p = 0; p < n_parts; p++) M = fmaxf(M, ml[2 * p]);
+    for (int p = 0; p < live; p++) M = fmaxf(M, ml[2 * p]);
     if (d >= D) return;
     float num = 0, den = 0;
-    for (int p = 0; p < n_parts; p++) {
-        if (ml[2 * p] == -INFINITY) continue;  // empty chunk
+    for (int p = 0; p < live; p++) {
         float w = expf(ml[2 * p] - M);
         num += w * part_o[(size_t(h) * n_parts + p) * D + d];
         den += w * ml[2 * p + 1];
@@ -561,7 +575,7 @@ inline void attention_decode(const float* q, const bf16* K, const bf16* V, const
     attention_decode_kernel<<<dim3(attention_blocks_per_part(n_heads, n_kv_heads), n_parts), ATT_THREADS, smem,
                               l.stream>>>(q, K, V, pos, part_o, part_ml, n_heads, n_kv_heads, D);
     CUDA_CHECK(cudaGetLastError());
-    attention_reduce_kernel<<<n_heads, 256, 0, l.stream>>>(part_o, part_ml, out, n_parts, D);
+    attention_reduce_kernel<<<n_heads, 256, 0, l.stream>>>(part_o, part_ml, pos, out, n_parts, D);
     CUDA_CHECK(cudaGetLastError());
 }
 
