@@ -22,6 +22,7 @@
 #include <cuda_runtime.h>
 
 #include <cub/cub.cuh>
+#include <mma.h>
 
 #include <algorithm>
 #include <cfloat>
@@ -260,23 +261,28 @@ constexpr int MV_UNROLL = 4;  // independent 16-byte weight loads in flight per 
 
 enum MatvecOut { MV_STORE, MV_ADD, MV_SWIGLU };
 
-// Stages the matvec input in shared memory: xs[c] = x[c], or with NORM the RMS-normalised
-// x[c] * rsqrt(mean(x^2) + eps) * g[c]. Every block computes the (cheap, L2-resident) scale itself.
-template <bool NORM>
-__device__ void stage_input(const float* x, const float* g, float eps, int cols, float* xs) {
-    float scale = 1.0f;
-    if (NORM) {
-        float ss = 0;
-        for (int c = threadIdx.x; c < cols; c += blockDim.x) ss += x[c] * x[c];
-        scale = rsqrtf(block_sum(ss) / cols + eps);
+// Stages the RMS-normalised matvec input in shared memory: xs[c] = x[c] * rsqrt(mean(x^2) + eps) * g[c].
+// Every block computes the (cheap, L2-resident) scale itself; 16-byte loads when cols % 4 == 0.
+__device__ inline void stage_norm_input(const float* x, const float* g, float eps, int cols, float* xs) {
+    float ss = 0;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) ss += x[c] * x[c];
+    float scale = rsqrtf(block_sum(ss) / cols + eps);
+    if (cols % 4 == 0) {
+        const float4 *x4 = reinterpret_cast<const float4*>(x), *g4 = reinterpret_cast<const float4*>(g);
+        for (int c = threadIdx.x; c < cols / 4; c += blockDim.x) {
+            float4 v = x4[c], w = g4[c];
+            reinterpret_cast<float4*>(xs)[c] =
+                make_float4(v.x * scale * w.x, v.y * scale * w.y, v.z * scale * w.z, v.w * scale * w.w);
+        }
+    } else {
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) xs[c] = x[c] * scale * g[c];
     }
-    for (int c = threadIdx.x; c < cols; c += blockDim.x) xs[c] = NORM ? x[c] * scale * g[c] : x[c];
     __syncthreads();
 }
 
-// NR dot products of bf16 or f16 rows with the staged input, by one warp. Each lane streams 16-byte chunks
-// (8 values) of every row, MV_UNROLL chunks per row loaded before any is used, so enough bytes are in flight
-// to cover memory latency. Weights are read once per token: load them with the evict-first hint.
+// NR dot products of bf16 or f16 rows with the input xs (shared or global memory), by one warp. Each lane
+// streams 16-byte chunks (8 values) of every row, MV_UNROLL chunks per row loaded before any is used, so enough
+// bytes are in flight to cover memory latency. Weights are read once per token: load them with the evict-first hint.
 template <DType T, int NR>
 __device__ void warp_rows_dot16(const uint8_t* const (&rows)[NR], const float* xs, int cols, float (&out)[NR]) {
     int lane = threadIdx.x % 32, n8 = cols / 8;
@@ -361,7 +367,7 @@ __device__ void warp_rows_blocks(const uint8_t* const (&rows)[NR], const float* 
     }
 }
 
-// NR dot products of whole rows with the staged input, with 16-byte loads where the type and the rows allow.
+// NR dot products of whole rows with the input, with 16-byte loads where the type and the rows allow.
 template <DType T, int NR>
 __device__ void warp_rows(const uint8_t* const (&rows)[NR], const float* xs, int cols, float (&out)[NR], uint4* win) {
     if constexpr (is_quantized(T)) return warp_rows_blocks<T, NR>(rows, xs, cols, out, win);
@@ -404,22 +410,27 @@ inline MatRows mat_rows(std::initializer_list<const Tensor*> parts) {
     return m;
 }
 
-// The decode matvec, y = W xs with xs staged by stage_input<NORM> and W's rows in storage type T; OUT picks
-// the epilogue:
+// The decode matvec, y = W xs with W's rows in storage type T; OUT picks the epilogue:
 //   MV_STORE  y[r] = W[r] . xs                     (q/k/v projection, lm_head)
 //   MV_ADD    y[r] += W[r] . xs                    (wo and w_down: the residual add)
 //   MV_SWIGLU y[r] = silu(Wgate[r] . xs) * (Wup[r] . xs)   (W's parts 0 and 1)
-// grid (ceil(rows / rows_per_block)), block 32 * MV_WARPS, smem matvec_smem(T, cols) bytes
+// With NORM, xs = rmsnorm(x, g) staged in shared memory by stage_norm_input; without, xs = x read straight from
+// global memory (it stays in L1/L2): no staged copy, so occupancy is not limited by long inputs (w_down's 18,944
+// floats would be 74 KB per block) and no block waits for a staging loop before its first weight load.
+// grid (ceil(rows / rows_per_block)), block 32 * MV_WARPS, smem matvec_smem(T, NORM, cols) bytes
 template <DType T, bool NORM, int OUT>
 static __global__ void __launch_bounds__(32 * MV_WARPS)
     matvec_kernel(MatRows W, const float* __restrict__ x, const float* __restrict__ g, float eps,
                   float* __restrict__ y, int rows_per_block) {
     extern __shared__ float4 smem4[];
     const int rows = OUT == MV_SWIGLU ? W.rows[0] : W.n_rows, cols = W.cols;
-    float* xs = reinterpret_cast<float*>(smem4);  // (cols) the staged input
+    const float* xs = x;
+    if (NORM) {
+        stage_norm_input(x, g, eps, cols, reinterpret_cast<float*>(smem4));
+        xs = reinterpret_cast<const float*>(smem4);  // (cols) the normalised input
+    }
     int warp = threadIdx.x / 32, r_end = min(rows, (blockIdx.x + 1) * rows_per_block);
-    uint4* win = reinterpret_cast<uint4*>(smem4 + ceil_div(cols, 4)) + warp * MV_WINDOW;  // block types: a window
-    stage_input<NORM>(x, g, eps, cols, xs);
+    uint4* win = reinterpret_cast<uint4*>(smem4 + (NORM ? ceil_div(cols, 4) : 0)) + warp * MV_WINDOW;  // block types
     for (int r = blockIdx.x * rows_per_block + warp; r < r_end; r += MV_WARPS) {
         if (OUT == MV_SWIGLU) {
             const uint8_t* rr[2] = {W.data[0] + uint64_t(r) * W.row_bytes, W.data[1] + uint64_t(r) * W.row_bytes};
@@ -435,17 +446,19 @@ static __global__ void __launch_bounds__(32 * MV_WARPS)
     }
 }
 
-// Rows per block: whole warps, enough blocks for ~4 waves over the device, at most 8 rows per warp (more rows
-// per block amortise the staging of the input).
-inline int matvec_rows_per_block(int rows, const Launch& l) {
+// Rows per block. Without staging, one row per warp: the most blocks, every SM streaming. With a staged input,
+// whole warps and enough blocks for ~4 waves over the device, at most 8 rows per warp (more rows per block
+// amortise the staging).
+inline int matvec_rows_per_block(bool staged, int rows, const Launch& l) {
+    if (!staged) return MV_WARPS;
     int per_block = ceil_div(rows, 4 * l.sm_count);
     per_block = ceil_div(per_block, MV_WARPS) * MV_WARPS;
     return std::min(std::max(per_block, MV_WARPS), 8 * MV_WARPS);
 }
 
-// Shared memory of a matvec block: the staged input, and for the block types a window per warp.
-inline size_t matvec_smem(DType t, int cols) {
-    return size_t(ceil_div(cols, 4)) * 16 + (is_quantized(t) ? size_t(MV_WARPS) * MV_WINDOW * 16 : 0);
+// Shared memory of a matvec block: the staged input with NORM, and for the block types a window per warp.
+inline size_t matvec_smem(DType t, bool norm, int cols) {
+    return (norm ? size_t(ceil_div(cols, 4)) * 16 : 0) + (is_quantized(t) ? size_t(MV_WARPS) * MV_WINDOW * 16 : 0);
 }
 
 // W: device views (for MV_SWIGLU: gate and up, (rows, cols) each); x: (cols) fp32; g: (cols) fp32 when NORM;
@@ -456,12 +469,13 @@ void matvec_launch(const MatRows& W, const float* x, const float* g, float eps, 
     const int rows = OUT == MV_SWIGLU ? W.rows[0] : W.n_rows, cols = W.cols;
     if (rows < 1 || cols < 1) fail("matvec: bad shape %d x %d", rows, cols);
     if (OUT == MV_SWIGLU && (W.rows[1] != rows || W.rows[2] != 0)) fail("matvec: swiglu needs gate and up of one shape");
+    bool wide = (W.type == DT_BF16 || W.type == DT_F16) && cols % 8 == 0;  // 16-byte loads of W (and of x)
     for (int p = 0; p < 3; p++)
-        if (W.rows[p] && (W.type == DT_BF16 || W.type == DT_F16) && cols % 8 == 0 &&
-            reinterpret_cast<uintptr_t>(W.data[p]) % 16 != 0)
+        if (W.rows[p] && wide && reinterpret_cast<uintptr_t>(W.data[p]) % 16 != 0)
             fail("matvec: the weights are not 16-byte aligned");
-    size_t smem = matvec_smem(W.type, cols);
-    int rpb = matvec_rows_per_block(rows, l);
+    if (wide && !NORM && reinterpret_cast<uintptr_t>(x) % 16 != 0) fail("matvec: the input is not 16-byte aligned");
+    size_t smem = matvec_smem(W.type, NORM, cols);
+    int rpb = matvec_rows_per_block(NORM, rows, l);
     with_dtype(W.type, "matvec", [&](auto T) {
         allow_smem(matvec_kernel<T.value, NORM, OUT>, smem, l, "matvec");
         matvec_kernel<T.value, NORM, OUT><<<ceil_div(rows, rpb), 32 * MV_WARPS, smem, l.stream>>>(W, x, g, eps, y, rpb);
@@ -563,37 +577,43 @@ constexpr int ATT_MAX_D = 256;
 
 constexpr int ATT_MAX_GROUP = 8;  // query heads one attention block serves (registers per thread grow with it)
 
-// Flash-decoding, part 1. The T = *pos + 1 cached tokens are cut into n_parts equal chunks. The query heads
-// that share a kv head (GQA: G = n_heads / n_kv_heads of them) are served by one block, or by ceil(G / 8)
-// blocks of up to 8 heads each, so each cached K/V row is read once per block rather than once per head.
-// Block (b, part) scores its chunk's tokens against its heads' queries (one token per thread, 16-byte K loads),
-// then accumulates the outputs over the tile's V rows, keeping an online softmax per head:
+// Tokens per context chunk: T spread over n_parts chunks, but at least one full tile of ATT_THREADS tokens, so that
+// a short context is scored by a few full blocks (the rest exit at once) and combined from few partial results.
+__device__ __forceinline__ int attention_chunk(int T, int n_parts) { return max(ceil_div(T, n_parts), ATT_THREADS); }
+
+// Flash-decoding, part 1. The T = *pos + 1 cached tokens are cut into chunks of attention_chunk(T, n_parts)
+// tokens; the blocks of parts past the last token exit at once. The query heads that share a kv head (GQA:
+// G = n_heads / n_kv_heads of them) are served by one block, or by ceil(G / 8) blocks of up to 8 heads each, so
+// each cached K/V row is read once per block rather than once per head. Per tile of ATT_THREADS tokens, each
+// thread scores one token against the block's heads (16-byte K loads), one warp per head updates that head's
+// online softmax, then the threads accumulate the outputs over the tile's V rows:
 //   m = max_t s_t,  l = sum_t exp(s_t - m),  o[d] = sum_t exp(s_t - m) V[t, d],   s_t = q . K[t] / sqrt(D)
-// and writes these unnormalised partial results per (head, part) for attention_reduce_kernel. The chunk length
+// and write these unnormalised partial results per (head, part) for attention_reduce_kernel. The chunk length
 // comes from device memory, so the launch shape is the same at every position (a CUDA graph can replay it).
 // grid (n_kv_heads * ceil(G / ATT_MAX_GROUP), n_parts), block ATT_THREADS, smem min(G, ATT_MAX_GROUP) * D floats
 static __global__ void __launch_bounds__(ATT_THREADS)
     attention_decode_kernel(const float* q, const bf16* K, const bf16* V, const int* pos, float* part_o,
                             float* part_ml, int n_heads, int n_kv_heads, int D) {
+    constexpr int WARPS = ATT_THREADS / 32, PER_WARP = ATT_MAX_GROUP / WARPS;  // heads whose softmax a warp keeps
     extern __shared__ float4 smem4[];
     float* qs = reinterpret_cast<float*>(smem4);          // (Gb, D) the block's queries, pre-scaled by 1/sqrt(D)
-    __shared__ float p_tile[ATT_MAX_GROUP][ATT_THREADS];  // exp(s - m) per head for the current tile
-    int part = blockIdx.y, n_parts = gridDim.y, tid = threadIdx.x;
+    __shared__ float p_tile[ATT_MAX_GROUP][ATT_THREADS];  // per head: the tile's scores, then exp(s - m)
+    __shared__ float corr[ATT_MAX_GROUP];                 // per head: exp(m_old - m_new) for this tile
+    int part = blockIdx.y, n_parts = gridDim.y, tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    int T = *pos + 1, chunk = attention_chunk(T, n_parts);
+    int t_begin = part * chunk, t_end = min(T, t_begin + chunk);
+    if (t_begin >= T) return;  // past the context: attention_reduce_kernel reads only the live parts
     int G = n_heads / n_kv_heads, n_sub = ceil_div(G, ATT_MAX_GROUP), kv_dim = n_kv_heads * D;
     int kvh = blockIdx.x / n_sub, h0 = kvh * G + (blockIdx.x % n_sub) * ATT_MAX_GROUP;  // kv head, first q head
     int Gb = min(ATT_MAX_GROUP, (kvh + 1) * G - h0);                                    // q heads of this block
-    int T = *pos + 1, chunk = ceil_div(T, n_parts);
-    int t_begin = part * chunk, t_end = min(T, t_begin + chunk);
     for (int e = tid; e < Gb * D; e += ATT_THREADS) qs[e] = q[size_t(h0) * D + e] * rsqrtf(float(D));
     __syncthreads();
-    float m[ATT_MAX_GROUP], lsum[ATT_MAX_GROUP], acc[ATT_MAX_GROUP * ATT_MAX_D / ATT_THREADS] = {};
+    float m[PER_WARP], lsum[PER_WARP], acc[ATT_MAX_GROUP * ATT_MAX_D / ATT_THREADS] = {};  // head warp + WARPS * i
 #pragma unroll
-    for (int g = 0; g < ATT_MAX_GROUP; g++) m[g] = -INFINITY, lsum[g] = 0;
+    for (int i = 0; i < PER_WARP; i++) m[i] = -INFINITY, lsum[i] = 0;
     for (int t0 = t_begin; t0 < t_end; t0 += ATT_THREADS) {
         int t = t0 + tid;
-        float s[ATT_MAX_GROUP];
-#pragma unroll
-        for (int g = 0; g < ATT_MAX_GROUP; g++) s[g] = t < t_end && g < Gb ? 0.0f : -INFINITY;
+        float s[ATT_MAX_GROUP] = {};
         if (t < t_end) {
             const uint4* k4 = reinterpret_cast<const uint4*>(K + size_t(t) * kv_dim + size_t(kvh) * D);
             for (int j = 0; j < D / 8; j++) {
@@ -606,33 +626,42 @@ static __global__ void __launch_bounds__(ATT_THREADS)
                 }
             }
         }
-        float corr[ATT_MAX_GROUP];
 #pragma unroll
-        for (int g = 0; g < ATT_MAX_GROUP; g++) {
-            if (g >= Gb) break;  // uniform: every thread of the block has the same Gb
-            float m_new = fmaxf(m[g], block_max(s[g]));  // finite: the tile holds at least one token
-            float e = t < t_end ? expf(s[g] - m_new) : 0.0f;
-            p_tile[g][tid] = e;
-            corr[g] = expf(m[g] - m_new);                // rescales the sums so far (0 on the first tile)
-            lsum[g] = lsum[g] * corr[g] + block_sum(e);  // its barriers publish p_tile[g]
-            m[g] = m_new;
+        for (int g = 0; g < ATT_MAX_GROUP; g++)
+            if (g < Gb) p_tile[g][tid] = t < t_end ? s[g] : -INFINITY;
+        __syncthreads();
+#pragma unroll
+        for (int i = 0; i < PER_WARP; i++) {  // warp-wide online softmax of head g over the tile's scores
+            int g = warp + WARPS * i;
+            if (g >= Gb) break;
+            float sv[WARPS], mx = -INFINITY, sum = 0;
+#pragma unroll
+            for (int j = 0; j < WARPS; j++) mx = fmaxf(mx, sv[j] = p_tile[g][lane + 32 * j]);
+            float m_new = fmaxf(m[i], warp_max(mx));  // finite: the tile holds at least one token
+#pragma unroll
+            for (int j = 0; j < WARPS; j++) {
+                float e = sv[j] == -INFINITY ? 0.0f : expf(sv[j] - m_new);
+                p_tile[g][lane + 32 * j] = e;
+                sum += e;
+            }
+            float c = expf(m[i] - m_new);  // rescales the sums so far (0 on the first tile)
+            lsum[i] = lsum[i] * c + warp_sum(sum);
+            m[i] = m_new;
+            if (lane == 0) corr[g] = c;
         }
+        __syncthreads();
         int n_t = min(ATT_THREADS, t_end - t0);
         // outputs (g, d) are spread over the threads: output o = tid + k * ATT_THREADS
 #pragma unroll
         for (int k = 0; k < ATT_MAX_GROUP * ATT_MAX_D / ATT_THREADS; k++) {
             int o = tid + k * ATT_THREADS, g = o / D, d = o % D;
             if (g >= Gb) break;
-            float c = 1.0f;
-#pragma unroll
-            for (int gg = 0; gg < ATT_MAX_GROUP; gg++)
-                if (gg == g) c = corr[gg];  // constant indices keep corr in registers
-            float a = acc[k] * c;
+            float a = acc[k] * corr[g];
 #pragma unroll 8
             for (int j = 0; j < n_t; j++) a += p_tile[g][j] * bf2f(V[size_t(t0 + j) * kv_dim + size_t(kvh) * D + d]);
             acc[k] = a;
         }
-        __syncthreads();  // p_tile is rewritten by the next tile
+        __syncthreads();  // p_tile and corr are rewritten by the next tile
     }
 #pragma unroll
     for (int k = 0; k < ATT_MAX_GROUP * ATT_MAX_D / ATT_THREADS; k++) {
@@ -640,30 +669,29 @@ static __global__ void __launch_bounds__(ATT_THREADS)
         if (g >= Gb) break;
         part_o[(size_t(h0 + g) * n_parts + part) * D + d] = acc[k];
     }
-    if (tid < Gb) {
-        float mm = 0, ll = 0;
 #pragma unroll
-        for (int gg = 0; gg < ATT_MAX_GROUP; gg++)
-            if (gg == tid) mm = m[gg], ll = lsum[gg];
-        size_t slot = size_t(h0 + tid) * n_parts + part;
-        part_ml[2 * slot] = mm;  // -inf for an empty chunk
-        part_ml[2 * slot + 1] = ll;
+    for (int i = 0; i < PER_WARP; i++) {
+        int g = warp + WARPS * i;
+        if (g < Gb && lane == 0) {
+            size_t slot = size_t(h0 + g) * n_parts + part;
+            part_ml[2 * slot] = m[i];
+            part_ml[2 * slot + 1] = lsum[i];
+        }
     }
 }
 
-// Flash-decoding, part 2: combine the partial softmaxes with their log-sum-exp weights,
-//   M = max_p m_p,  out[d] = sum_p exp(m_p - M) o_p[d] / sum_p exp(m_p - M) l_p
+// Flash-decoding, part 2: combine the partial softmaxes of the live parts (those holding tokens) with their
+// log-sum-exp weights,   M = max_p m_p,  out[d] = sum_p exp(m_p - M) o_p[d] / sum_p exp(m_p - M) l_p
 // grid (n_heads), block 256 (one thread per output dimension)
-static __global__ void attention_reduce_kernel(const float* part_o, const float* part_ml, float* out, int n_parts,
-                                               int D) {
-    int h = blockIdx.x, d = threadIdx.x;
+static __global__ void attention_reduce_kernel(const float* part_o, const float* part_ml, const int* pos, float* out,
+                                               int n_parts, int D) {
+    int h = blockIdx.x, d = threadIdx.x, T = *pos + 1, live = ceil_div(T, attention_chunk(T, n_parts));
     const float* ml = part_ml + size_t(h) * n_parts * 2;
     float M = -INFINITY;
-    for (int p = 0; p < n_parts; p++) M = fmaxf(M, ml[2 * p]);
+    for (int p = 0; p < live; p++) M = fmaxf(M, ml[2 * p]);
     if (d >= D) return;
     float num = 0, den = 0;
-    for (int p = 0; p < n_parts; p++) {
-        if (ml[2 * p] == -INFINITY) continue;  // empty chunk
+    for (int p = 0; p < live; p++) {
         float w = expf(ml[2 * p] - M);
         num += w * part_o[(size_t(h) * n_parts + p) * D + d];
         den += w * ml[2 * p + 1];
@@ -694,7 +722,7 @@ inline void attention_decode(const float* q, const bf16* K, const bf16* V, const
     attention_decode_kernel<<<dim3(attention_blocks_per_part(n_heads, n_kv_heads), n_parts), ATT_THREADS, smem,
                               l.stream>>>(q, K, V, pos, part_o, part_ml, n_heads, n_kv_heads, D);
     CUDA_CHECK(cudaGetLastError());
-    attention_reduce_kernel<<<n_heads, 256, 0, l.stream>>>(part_o, part_ml, out, n_parts, D);
+    attention_reduce_kernel<<<n_heads, 256, 0, l.stream>>>(part_o, part_ml, pos, out, n_parts, D);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -730,97 +758,147 @@ inline void dequantize_bf16(const Tensor& W, bf16* out, const Launch& l) {
     CUDA_CHECK(cudaGetLastError());
 }
 
-constexpr int PF_BQ = 32;  // queries per block
-constexpr int PF_BK = 32;  // keys per tile
+constexpr int TC_BQ = 64;  // queries per block: 4 warps, 16 query rows each
+constexpr int TC_BK = 64;  // keys per tile
+
+// Shared-memory layout of attention_prefill_kernel<D>: byte offsets of its arrays, each 32-byte aligned
+// (wmma's requirement); rows padded by 16 bytes so that a warp's row accesses spread over the banks.
+template <int D>
+struct TcSmem {
+    static constexpr int LD = D + 8;       // row stride (elements) of Q, K, V (bf16)
+    static constexpr int LS = TC_BK + 4;   // of S (fp32)
+    static constexpr int LP = TC_BK + 8;   // of P (bf16)
+    static constexpr int LO = D + 4;       // of O (fp32)
+    static constexpr size_t up32(size_t b) { return (b + 31) / 32 * 32; }
+    static constexpr size_t max(size_t a, size_t b) { return a > b ? a : b; }
+    // Q is only read into registers before the first tile, so the scores S reuse its space.
+    static constexpr size_t Q = 0;                                               // (TC_BQ, LD) bf16 queries
+    static constexpr size_t S = 0;                                               // (TC_BQ, LS) fp32 scores
+    static constexpr size_t K = up32(max(TC_BQ * LD * 2, TC_BQ * LS * 4));       // (TC_BK, LD) bf16 key tile
+    static constexpr size_t V = up32(K + TC_BK * LD * 2);                        // (TC_BK, LD) bf16 value tile
+    static constexpr size_t P = up32(V + TC_BK * LD * 2);                        // (TC_BQ, LP) bf16 probabilities
+    static constexpr size_t O = up32(P + TC_BQ * LP * 2);                        // (TC_BQ, LO) fp32 output
+    static constexpr size_t BYTES = up32(O + TC_BQ * LO * 4);  // D = 128: 93 KB, D = 256: 173 KB
+};
 
 // Causal attention for n queries at positions *pos + i against cache rows 0 .. *pos + i (the chunk's own keys
-// were written by qkv_epilogue first). Block (h, qb) owns queries qb*PF_BQ .. +PF_BQ of head h; 4 threads
-// per query row, each holding D/4 output dimensions in registers. Per key tile: S = Q K^T / sqrt(D) with the
-// causal mask, online-softmax update of (m, l, o) per row, o += P V.
-// grid (n_heads, ceil(n / PF_BQ)), block 128, smem PF_BQ*(D+1) floats + 2*PF_BK*D bf16 + PF_BQ*PF_BK floats
+// were written by qkv_epilogue first), both products on tensor cores (wmma: bf16 in, fp32 accumulation). Block (h, qb)
+// owns queries qb*TC_BQ .. +TC_BQ of head h; warp w owns 16 of those rows and, per key tile of TC_BK keys:
+//   S = Q K^T (wmma)  ->  per row: s = S / sqrt(D) masked causally, m' = max(m, max s), p = exp(s - m'),
+//   l = l exp(m - m') + sum p, O = O exp(m - m')  ->  O += P V (wmma, P rounded to bf16)
+// and at the end out = O / l. Q is rounded to bf16 for the tensor cores (the model's attention runs in bf16).
+// Two lanes share a row in the softmax (each half the keys and half of O); m and l stay in their registers.
+// O lives in shared memory because a wmma accumulator's element-to-row map is unspecified, so it cannot be
+// rescaled per row in registers.   grid (n_heads, ceil(n / TC_BQ)), block 128, smem TcSmem<D>::BYTES
 template <int D>
 static __global__ void __launch_bounds__(128)
     attention_prefill_kernel(const float* qkv, const bf16* K, const bf16* V, const int* pos, bf16* out, int n,
-                             int n_heads, int n_kv_heads) {
-    extern __shared__ float4 pf_smem4[];
-    constexpr int QS = D + 1;                              // padded row stride: no bank conflicts
-    float* Qs = reinterpret_cast<float*>(pf_smem4);        // (PF_BQ, QS) queries, pre-scaled
-    bf16* Ks = reinterpret_cast<bf16*>(Qs + PF_BQ * QS);   // (PF_BK, D) 16-byte aligned: PF_BQ % 4 == 0
-    bf16* Vs = Ks + PF_BK * D;                             // (PF_BK, D)
-    float* Ps = reinterpret_cast<float*>(Vs + PF_BK * D);  // (PF_BQ, PF_BK) probabilities
-    int h = blockIdx.x, q0 = blockIdx.y * PF_BQ, tid = threadIdx.x;
-    int row = tid / 4, sub = tid % 4;  // this thread's query row and its quarter of the keys / dimensions
+                                int n_heads, int n_kv_heads) {
+    namespace wmma = nvcuda::wmma;
+    using L = TcSmem<D>;
+    using frag_q = wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major>;
+    using frag_kt = wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major>;
+    using frag_v = wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major>;
+    using frag_acc = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+    extern __shared__ __align__(128) float4 tc_smem4[];  // wmma needs 32-byte aligned tiles
+    unsigned char* smem = reinterpret_cast<unsigned char*>(tc_smem4);
+    bf16* Qs = reinterpret_cast<bf16*>(smem + L::Q);
+    bf16* Ks = reinterpret_cast<bf16*>(smem + L::K);
+    bf16* Vs = reinterpret_cast<bf16*>(smem + L::V);
+    float* Ss = reinterpret_cast<float*>(smem + L::S);
+    bf16* Ps = reinterpret_cast<bf16*>(smem + L::P);
+    float* Os = reinterpret_cast<float*>(smem + L::O);
+    auto tc = [](const bf16* p) { return reinterpret_cast<const __nv_bfloat16*>(p); };
+
+    int h = blockIdx.x, q0 = blockIdx.y * TC_BQ, tid = threadIdx.x, lane = tid % 32, r0 = (tid / 32) * 16;
     int q_dim = n_heads * D, kv_dim = n_kv_heads * D, stride = q_dim + 2 * kv_dim;
     int kv_off = (h / (n_heads / n_kv_heads)) * D, p0 = *pos;
-    float scale = rsqrtf(float(D));
-    for (int e = tid; e < PF_BQ * D; e += 128) {
+    int kv_end = p0 + min(n, q0 + TC_BQ);  // keys needed by the block's last query
+    for (int e = tid; e < TC_BQ * D; e += 128) {
         int r = e / D, d = e % D;
-        Qs[r * QS + d] = q0 + r < n ? qkv[size_t(q0 + r) * stride + h * D + d] * scale : 0.0f;
+        Qs[r * L::LD + d] = f2bf(q0 + r < n ? qkv[size_t(q0 + r) * stride + h * D + d] : 0.0f);
+        Os[r * L::LO + d] = 0.0f;
     }
-    int q_pos = p0 + q0 + row;             // this row's position (rows past n are computed, not stored)
-    int kv_end = p0 + min(n, q0 + PF_BQ);  // keys needed by the block's last query
-    float m = -INFINITY, lsum = 0, o[D / 4];
+    __syncthreads();
+    frag_q q[D / 16];  // the warp's 16 query rows, kept in registers for every tile (Qs is S from here on;
+                       // the barrier after the first K/V tile orders every warp's loads before any S store)
 #pragma unroll
-    for (int j = 0; j < D / 4; j++) o[j] = 0;
-    for (int k0 = 0; k0 < kv_end; k0 += PF_BK) {
-        __syncthreads();  // previous tile fully used (and Qs written, on the first pass)
-        for (int e = tid; e < PF_BK * D / 8; e += 128) {  // 16-byte copies of the K and V tiles
+    for (int kk = 0; kk < D / 16; kk++) wmma::load_matrix_sync(q[kk], tc(Qs + r0 * L::LD + kk * 16), L::LD);
+
+    int row = r0 + lane / 2, half = lane % 2;  // this lane's row, and which half of the keys / of O it handles
+    int q_pos = p0 + q0 + row;                 // rows past n are computed, not stored
+    float scale = rsqrtf(float(D)), m = -INFINITY, l = 0;
+    for (int k0 = 0; k0 < kv_end; k0 += TC_BK) {
+        for (int e = tid; e < TC_BK * D / 8; e += 128) {  // 16-byte copies of the K and V tiles, zeros past kv_end
             int r = e / (D / 8), c = e % (D / 8);
-            uint4 zero = make_uint4(0, 0, 0, 0);
             bool ok = k0 + r < kv_end;
-            reinterpret_cast<uint4*>(Ks)[e] =
+            uint4 zero = make_uint4(0, 0, 0, 0);
+            *reinterpret_cast<uint4*>(Ks + r * L::LD + 8 * c) =
                 ok ? reinterpret_cast<const uint4*>(K + size_t(k0 + r) * kv_dim + kv_off)[c] : zero;
-            reinterpret_cast<uint4*>(Vs)[e] =
+            *reinterpret_cast<uint4*>(Vs + r * L::LD + 8 * c) =
                 ok ? reinterpret_cast<const uint4*>(V + size_t(k0 + r) * kv_dim + kv_off)[c] : zero;
         }
         __syncthreads();
-        float s[PF_BK / 4], tile_max = -INFINITY;
+        // S (16, TC_BK) = Q K^T for the warp's rows: K's rows read as the columns of K^T
 #pragma unroll
-        for (int j = 0; j < PF_BK / 4; j++) {
-            int key = sub + 4 * j;
-            float acc = 0;
-#pragma unroll 8
-            for (int d = 0; d < D; d++) acc += Qs[row * QS + d] * bf2f(Ks[key * D + d]);
-            s[j] = k0 + key <= q_pos ? acc : -INFINITY;  // causal mask (also hides keys past kv_end)
-            tile_max = fmaxf(tile_max, s[j]);
-        }
-        // the 4 threads of a row are adjacent lanes: reduce across them with xor 1, 2
-        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-        float m_new = fmaxf(m, tile_max);
-        float corr = m_new == -INFINITY ? 1.0f : expf(m - m_new);
-        float psum = 0;
+        for (int j = 0; j < TC_BK / 16; j++) {
+            frag_acc s;
+            wmma::fill_fragment(s, 0.0f);
 #pragma unroll
-        for (int j = 0; j < PF_BK / 4; j++) {
-            float e = s[j] == -INFINITY ? 0.0f : expf(s[j] - m_new);
-            Ps[row * PF_BK + sub + 4 * j] = e;
-            psum += e;
+            for (int kk = 0; kk < D / 16; kk++) {
+                frag_kt kt;
+                wmma::load_matrix_sync(kt, tc(Ks + j * 16 * L::LD + kk * 16), L::LD);
+                wmma::mma_sync(s, q[kk], kt, s);
+            }
+            wmma::store_matrix_sync(Ss + r0 * L::LS + j * 16, s, L::LS, wmma::mem_row_major);
         }
-        psum += __shfl_xor_sync(0xffffffffu, psum, 1);
-        psum += __shfl_xor_sync(0xffffffffu, psum, 2);
-        lsum = lsum * corr + psum;
+        __syncwarp();
+        // online softmax of this lane's half row; m' is finite: key 0 is in the first tile and never masked
+        const float* srow = Ss + row * L::LS;
+        int c0 = half * (TC_BK / 2);
+        float mx = -INFINITY;
+        for (int c = c0; c < c0 + TC_BK / 2; c++) mx = fmaxf(mx, k0 + c <= q_pos ? srow[c] * scale : -INFINITY);
+        float m_new = fmaxf(m, fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1)));
+        float corr = expf(m - m_new), psum = 0;  // corr = 0 on the first tile (m = -inf)
+        for (int c = c0; c < c0 + TC_BK / 2; c++) {
+            bf16 p = f2bf(k0 + c <= q_pos ? expf(srow[c] * scale - m_new) : 0.0f);
+            Ps[row * L::LP + c] = p;
+            psum += bf2f(p);  // the sum of what P V multiplies, so the normalisation matches
+        }
+        l = l * corr + psum + __shfl_xor_sync(0xffffffffu, psum, 1);
         m = m_new;
-        __syncwarp();  // a row's probabilities come from its own warp
+        for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++) Os[row * L::LO + d] *= corr;
+        __syncwarp();
+        // O (16, D) += P (16, TC_BK) V (TC_BK, D), the accumulators round-tripping through Os
 #pragma unroll
-        for (int j = 0; j < D / 4; j++) {
-            float acc = o[j] * corr;
-            for (int key = 0; key < PF_BK; key++) acc += Ps[row * PF_BK + key] * bf2f(Vs[key * D + sub + 4 * j]);
-            o[j] = acc;
+        for (int j = 0; j < D / 16; j++) {
+            frag_acc o;
+            wmma::load_matrix_sync(o, Os + r0 * L::LO + j * 16, L::LO, wmma::mem_row_major);
+#pragma unroll
+            for (int kk = 0; kk < TC_BK / 16; kk++) {
+                frag_q p;
+                frag_v v;
+                wmma::load_matrix_sync(p, tc(Ps + r0 * L::LP + kk * 16), L::LP);
+                wmma::load_matrix_sync(v, tc(Vs + kk * 16 * L::LD + j * 16), L::LD);
+                wmma::mma_sync(o, p, v, o);
+            }
+            wmma::store_matrix_sync(Os + r0 * L::LO + j * 16, o, L::LO, wmma::mem_row_major);
         }
+        __syncthreads();  // every warp is done with the K and V tiles (and its own Os stores are visible)
     }
     if (q0 + row >= n) return;
     bf16* dst = out + size_t(q0 + row) * q_dim + h * D;
-#pragma unroll
-    for (int j = 0; j < D / 4; j++) dst[sub + 4 * j] = f2bf(o[j] / lsum);
+    for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++) dst[d] = f2bf(Os[row * L::LO + d] / l);
 }
 
+// The shared memory is TcSmem<D>::BYTES: 93 KB at D = 128 (every Qwen head size is 64 or 128), which every GPU
+// from sm_80 up gives a block; allow_smem refuses clearly where the device cannot.
 template <int D>
 void attention_prefill_launch(const float* qkv, const bf16* K, const bf16* V, const int* pos, bf16* out, int n,
                               int n_heads, int n_kv_heads, const Launch& l) {
-    size_t smem = PF_BQ * (D + 1) * sizeof(float) + 2 * PF_BK * D * sizeof(bf16) + PF_BQ * PF_BK * sizeof(float);
-    allow_smem(attention_prefill_kernel<D>, smem, l, "attention_prefill");
-    attention_prefill_kernel<D>
-        <<<dim3(n_heads, ceil_div(n, PF_BQ)), 128, smem, l.stream>>>(qkv, K, V, pos, out, n, n_heads, n_kv_heads);
+    allow_smem(attention_prefill_kernel<D>, TcSmem<D>::BYTES, l, "attention_prefill");
+    attention_prefill_kernel<D><<<dim3(n_heads, ceil_div(n, TC_BQ)), 128, TcSmem<D>::BYTES, l.stream>>>(
+        qkv, K, V, pos, out, n, n_heads, n_kv_heads);
     CUDA_CHECK(cudaGetLastError());
 }
 

@@ -5,14 +5,17 @@
 //       then the engine's log-sum-exp reduce; each K/V row is read once per query head
 //   v3  qwen::gpu::attention_decode, the engine's: one block per (kv head, chunk) scores all the query heads of
 //       its GQA group (up to 8; larger groups take several blocks), so each K/V row is read once instead of once
-//       per query head (7x less traffic for Qwen2-7B)
+//       per query head (7x less traffic for Qwen2-7B); one warp per head keeps the online softmax (2 barriers
+//       per tile; the first version reduced over the block per head: 6 barriers per head, 38 us at T = 128 on
+//       an H200), chunks of at least one full tile, so a short context runs in few blocks and a short reduce
 // usage: ./dev/bin/attention_decode [version]   (Qwen2-7B: 28 heads, 4 kv heads, head_dim 128; one layer)
 #include "common.cuh"
 
 using qwen::bf16;
 using namespace qwen::gpu;
 
-// Flash-decoding, part 1. The T = *pos + 1 cached tokens are cut into n_parts equal chunks; block (h, part)
+// Flash-decoding, part 1. The T = *pos + 1 cached tokens are cut into chunks of attention_chunk(T, n_parts)
+// tokens (the engine's rule; blocks past the context exit); block (h, part)
 // runs an online softmax over its chunk for query head h and writes the unnormalised partial result:
 //   m = max_t s_t,  l = sum_t exp(s_t - m),  o[d] = sum_t exp(s_t - m) V[t, d],   s_t = q . K[t] / sqrt(D)
 // Tiles of ATT_THREADS tokens: each thread scores one token (16-byte K loads), then each thread accumulates
@@ -27,8 +30,9 @@ static __global__ void __launch_bounds__(ATT_THREADS)
     __shared__ float p_tile[ATT_THREADS];             // exp(s_t - m) for the current tile
     int h = blockIdx.x, part = blockIdx.y, n_parts = gridDim.y, tid = threadIdx.x;
     int kv_dim = n_kv_heads * D, kv_off = (h / (n_heads / n_kv_heads)) * D;
-    int T = *pos + 1, chunk = ceil_div(T, n_parts);
+    int T = *pos + 1, chunk = attention_chunk(T, n_parts);
     int t_begin = part * chunk, t_end = min(T, t_begin + chunk);
+    if (t_begin >= T) return;
     float scale = rsqrtf(float(D));
     for (int d = tid; d < D; d += ATT_THREADS) qs[d] = q[size_t(h) * D + d] * scale;
     __syncthreads();
@@ -67,7 +71,7 @@ static __global__ void __launch_bounds__(ATT_THREADS)
         if (d < D) part_o[slot * D + d] = acc[k];
     }
     if (tid == 0) {
-        part_ml[2 * slot] = m;  // -inf for an empty chunk
+        part_ml[2 * slot] = m;
         part_ml[2 * slot + 1] = lsum;
     }
 }
@@ -78,7 +82,7 @@ static void attention_decode_v2(const float* q, const bf16* K, const bf16* V, co
     attention_decode_v2_kernel<<<dim3(n_heads, n_parts), ATT_THREADS, D * sizeof(float), l.stream>>>(
         q, K, V, pos, part_o, part_ml, n_heads, n_kv_heads, D);
     CUDA_CHECK(cudaGetLastError());
-    attention_reduce_kernel<<<n_heads, 256, 0, l.stream>>>(part_o, part_ml, out, n_parts, D);
+    attention_reduce_kernel<<<n_heads, 256, 0, l.stream>>>(part_o, part_ml, pos, out, n_parts, D);
     CUDA_CHECK(cudaGetLastError());
 }
 

@@ -2,9 +2,10 @@
 // token, so its speed is the memory bandwidth it reaches.
 //   v1  one thread per row (qwen::gpu::matvec_ref): uncoalesced, the baseline
 //   v2  one warp per row, 4-byte loads (2 bf16 per lane): coalesced, few bytes in flight
-//   v3  qwen::gpu::matvec: warp per row, 16-byte loads, 4 loads in flight per lane, x staged in shared memory
-//   v4  as v3 but x read through the read-only cache instead of staged: no shared memory, so occupancy is not
-//       limited by long inputs (w_down: 74 KB of staged x allows only 3 blocks per SM). Not in the engine yet.
+//   v3  warp per row, 16-byte loads, 4 loads in flight per lane, x staged in shared memory by every block
+//       (the engine's until measured on an H200: w_down 1747 GB/s, its 74 KB of staged x allow 3 blocks per SM)
+//   v4  qwen::gpu::matvec: as v3 but x read straight from global memory (L1/L2), one row per warp: no shared
+//       memory, so occupancy is not limited by long inputs (H200: w_down 3365 GB/s)
 // usage: ./dev/bin/matvec [version]   (Qwen2-7B shapes; checks against the CPU, prints GB/s)
 #include "common.cuh"
 
@@ -22,27 +23,30 @@ static __global__ void matvec_v2_kernel(const bf16* W, const float* x, float* y,
     if (lane == 0) y[r] = s;
 }
 
-// y[r] = sum_c W[r, c] x[c], warp per row, 16-byte weight loads (4 in flight per lane), x from global memory
-// through the read-only cache   grid (ceil(rows / 8)), block 256
-static __global__ void __launch_bounds__(256) matvec_v4_kernel(const bf16* __restrict__ W, const float* __restrict__ x,
-                                                               float* __restrict__ y, int rows, int cols) {
-    int r = blockIdx.x * 8 + threadIdx.x / 32, lane = threadIdx.x % 32, n8 = cols / 8;
-    if (r >= rows) return;
-    const uint4* w = reinterpret_cast<const uint4*>(W + size_t(r) * cols);
-    const float4* x4 = reinterpret_cast<const float4*>(x);
-    float acc = 0;
-    for (int base = lane; base < n8; base += 32 * 4) {
-        uint4 wv[4];
-#pragma unroll
-        for (int u = 0; u < 4; u++) wv[u] = base + 32 * u < n8 ? __ldcs(w + base + 32 * u) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-        for (int u = 0; u < 4; u++) {
-            int i = base + 32 * u;
-            if (i < n8) acc += dot8<qwen::DT_BF16>(wv[u], __ldg(x4 + 2 * i), __ldg(x4 + 2 * i + 1));
-        }
+// y[r] = sum_c W[r, c] xs[c] with x staged in shared memory by every block, rows_per_block rows per block
+// (~4 waves, at most 64)   grid (ceil(rows / rows_per_block)), block 256, smem cols floats
+static __global__ void __launch_bounds__(256)
+    matvec_v3_kernel(const bf16* __restrict__ W, const float* __restrict__ x, float* __restrict__ y, int rows,
+                     int cols, int rows_per_block) {
+    extern __shared__ float4 v3_smem4[];
+    float* xs = reinterpret_cast<float*>(v3_smem4);
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) xs[c] = x[c];
+    __syncthreads();
+    int warp = threadIdx.x / 32, r_end = min(rows, (blockIdx.x + 1) * rows_per_block);
+    for (int r = blockIdx.x * rows_per_block + warp; r < r_end; r += MV_WARPS) {
+        const uint8_t* rr[1] = {reinterpret_cast<const uint8_t*>(W + size_t(r) * cols)};
+        float d[1];
+        warp_rows<qwen::DT_BF16, 1>(rr, xs, cols, d, nullptr);
+        if (threadIdx.x % 32 == 0) y[r] = d[0];
     }
-    acc = warp_sum(acc);
-    if (lane == 0) y[r] = acc;
+}
+
+static void matvec_v3(const bf16* W, const float* x, float* y, int rows, int cols, const Launch& l) {
+    size_t smem = size_t(cols) * sizeof(float);
+    allow_smem(matvec_v3_kernel, smem, l, "matvec_v3");
+    int rpb = matvec_rows_per_block(true, rows, l);
+    matvec_v3_kernel<<<ceil_div(rows, rpb), 256, smem, l.stream>>>(W, x, y, rows, cols, rpb);
+    CUDA_CHECK(cudaGetLastError());
 }
 
 static void run(int v, const bf16* W, const float* x, float* y, int rows, int cols, const Launch& l) {
@@ -51,11 +55,8 @@ static void run(int v, const bf16* W, const float* x, float* y, int rows, int co
         matvec_v2_kernel<<<ceil_div(rows, 8), 256, 0, l.stream>>>(W, x, y, rows, cols);
         CUDA_CHECK(cudaGetLastError());
     }
-    if (v == 3) matvec(bf16_matrix(W, rows, cols), x, y, l);
-    if (v == 4) {
-        matvec_v4_kernel<<<ceil_div(rows, 8), 256, 0, l.stream>>>(W, x, y, rows, cols);
-        CUDA_CHECK(cudaGetLastError());
-    }
+    if (v == 3) matvec_v3(W, x, y, rows, cols, l);
+    if (v == 4) matvec(bf16_matrix(W, rows, cols), x, y, l);
 }
 
 static int body(int argc, char** argv) {
