@@ -381,16 +381,19 @@ class EngineWorker {
                 queue_.pop_front();
                 running_ = job;
             }
-            execute(*job);
-            std::lock_guard<std::mutex> lock(mu_);
-            running_.reset();
-            cv_.notify_all();
+            std::string error = execute(*job);
+            {
+                std::lock_guard<std::mutex> lock(mu_);
+                running_.reset();
+                cv_.notify_all();
+            }
+            job->finish(std::move(error));  // after the engine is free: the client's next request finds it so
         }
     }
 
     // The choices one after another, choice i seeded with seed + i; a failure ends the job (and resets the
-    // cache, which may hold a half-finished step).
-    void execute(Job& job) {
+    // cache, which may hold a half-finished step). Returns the failure, or "".
+    std::string execute(Job& job) {
         std::string error;
         if (!job.cancel) job.started = true;
         for (int i = 0; i < job.n && error.empty(); i++) {
@@ -425,7 +428,7 @@ class EngineWorker {
                 session_.reset();
             }
         }
-        job.finish(std::move(error));
+        return error;
     }
 
     qwen::Session session_;
