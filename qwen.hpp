@@ -1605,15 +1605,16 @@ inline void validate(const SamplingParams& p) {
     if (!(p.frequency_penalty >= -2 && p.frequency_penalty <= 2))
         fail("frequency_penalty must be in [-2, 2], got %g", double(p.frequency_penalty));
     if (p.repeat_last_n < -1) fail("repeat_last_n must be >= -1 (-1 = the whole context), got %d", p.repeat_last_n);
-    for (size_t i = 0; i < p.logit_bias.size(); i++) {
-        if (p.logit_bias[i].first < 0) fail("logit_bias: token id %d is negative", p.logit_bias[i].first);
-        if (!(p.logit_bias[i].second >= -100 && p.logit_bias[i].second <= 100))
-            fail("logit_bias: the bias of token %d must be in [-100, 100], got %g", p.logit_bias[i].first,
-                 double(p.logit_bias[i].second));
-        for (size_t j = 0; j < i; j++)
-            if (p.logit_bias[j].first == p.logit_bias[i].first)
-                fail("logit_bias: token %d is given twice", p.logit_bias[i].first);
+    std::vector<int> ids;
+    for (const auto& [id, bias] : p.logit_bias) {
+        if (id < 0) fail("logit_bias: token id %d is negative", id);
+        if (!(bias >= -100 && bias <= 100))
+            fail("logit_bias: the bias of token %d must be in [-100, 100], got %g", id, double(bias));
+        ids.push_back(id);
     }
+    std::sort(ids.begin(), ids.end());
+    auto twice = std::adjacent_find(ids.begin(), ids.end());
+    if (twice != ids.end()) fail("logit_bias: token %d is given twice", *twice);
     if (p.logprobs < -1 || p.logprobs > MAX_TOP_LOGPROBS)
         fail("logprobs must be in [0, %d] (-1 = off), got %d", MAX_TOP_LOGPROBS, p.logprobs);
 }

@@ -710,3 +710,4 @@ def test_command_line_of_the_new_flags():
         assert "-ngl 99 has no effect" in s.log_text() and "flash attention is always on" in s.log_text()
     finally:
         assert s.stop() == 0
+

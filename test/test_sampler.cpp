@@ -250,6 +250,11 @@ TEST_CASE("sampler: validate rejects each bad value with a clear message") {
     edge.frequency_penalty = 2, edge.repeat_last_n = -1, edge.logit_bias = {{0, -100.0f}, {1, 100.0f}};
     edge.logprobs = 20;
     CHECK_NOTHROW(validate(edge));
+    SamplingParams every;  // a bias for each id of a 152k vocabulary: checked by sorting, not pair by pair
+    for (int id = 151935; id >= 0; id--) every.logit_bias.push_back({id, 1.0f});
+    CHECK_NOTHROW(validate(every));
+    every.logit_bias.push_back({70000, 2.0f});
+    CHECK_THROWS_WITH_AS(validate(every), "logit_bias: token 70000 is given twice", Error);
 }
 
 TEST_CASE("sampler: frequency penalty, logit bias and the repetition window as OpenAI and llama.cpp define them") {
