@@ -1785,6 +1785,108 @@ static std::string chat_finish_reason(const qwen::GenerateResult& r, size_t n_ca
     return f == "stop" && n_calls > 0 ? "tool_calls" : f;
 }
 
+// A chat stream's events: per choice, its parser splits the text into reasoning, answer and tool calls; the logprobs
+// of text not yet sent ride on the next chunk (or the last one).
+static StreamFormat chat_stream(const ServerContext& ctx, const json& head, const GenerationParams& g, bool reasoning,
+                                bool parse_calls) {
+    struct State {
+        std::vector<qwen::ChatOutputParser> parsers;
+        std::vector<int> calls;                                  // calls sent so far (their delta index)
+        std::vector<std::vector<qwen::StepLogprobs>> logprobs;   // not yet sent
+    };
+    auto st = std::make_shared<State>();
+    for (int i = 0; i < g.n; i++) st->parsers.emplace_back(reasoning, parse_calls);
+    st->calls.assign(size_t(g.n), 0);
+    st->logprobs.resize(size_t(g.n));
+    const bool want_logprobs = g.sampling.logprobs >= 0;
+    auto chunk = [head](int index, const json& delta, const json& finish, const json& logprobs) {
+        json c = head;
+        c["choices"] = json::array({{{"index", index}, {"delta", delta}, {"logprobs", logprobs},
+                                     {"finish_reason", finish}}});
+        return c;
+    };
+    auto chunks = [&ctx, st, chunk, want_logprobs](int i, std::vector<qwen::ChatPart> parts, const json& finish) {
+        auto take_logprobs = [&]() -> json {
+            if (!want_logprobs) return nullptr;
+            json lp = chat_logprobs_json(ctx, st->logprobs[size_t(i)]);
+            st->logprobs[size_t(i)].clear();
+            return lp;
+        };
+        std::vector<json> out;
+        for (qwen::ChatPart& p : parts) {
+            json delta;
+            if (p.kind == qwen::ChatPart::CONTENT) delta = {{"content", p.text}};
+            else if (p.kind == qwen::ChatPart::REASONING) delta = {{"reasoning_content", p.text}};
+            else
+                delta = {{"tool_calls", json::array({{{"index", st->calls[size_t(i)]++}, {"id", random_id("call_")},
+                                                      {"type", "function"},
+                                                      {"function", {{"name", p.call.name},
+                                                                    {"arguments", p.call.arguments}}}}})}};
+            out.push_back(chunk(i, delta, nullptr, out.empty() ? take_logprobs() : json(nullptr)));
+        }
+        if (!finish.is_null()) out.push_back(chunk(i, json::object(), finish, take_logprobs()));
+        return out;
+    };
+    StreamFormat f;
+    for (int i = 0; i < g.n; i++) f.first.push_back(chunk(i, {{"role", "assistant"}, {"content", ""}}, nullptr, nullptr));
+    f.piece = [st, chunks](const Job::Piece& p) {
+        auto& held = st->logprobs[size_t(p.index)];
+        held.insert(held.end(), p.logprobs.begin(), p.logprobs.end());
+        return chunks(p.index, st->parsers[size_t(p.index)].push(qwen::utf8_sanitize(p.text)), nullptr);
+    };
+    f.end = [st, chunks](int i, const qwen::GenerateResult& r) {
+        std::vector<qwen::ChatPart> parts = st->parsers[size_t(i)].finish();
+        size_t calls = size_t(st->calls[size_t(i)]);
+        for (const qwen::ChatPart& p : parts) calls += p.kind == qwen::ChatPart::TOOL_CALL;
+        return chunks(i, std::move(parts), chat_finish_reason(r, calls));
+    };
+    f.usage = usage_chunk(head, g);
+    return f;
+}
+
+// A whole answer's choice: {"index", "message": {"role", "content", "reasoning_content"?, "tool_calls"?},
+// "logprobs", "finish_reason"}.
+static json chat_choice(const ServerContext& ctx, int index, const qwen::GenerateResult& r, const Job& job,
+                        bool reasoning, bool parse_calls) {
+    qwen::ChatOutputParser parser(reasoning, parse_calls);
+    ChatAnswer a;
+    a.add(parser.push(qwen::utf8_sanitize(r.text)));
+    a.add(parser.finish());
+    json message = {{"role", "assistant"},
+                    {"content", a.content.empty() && !a.calls.empty() ? json(nullptr) : json(a.content)}};
+    if (!a.reasoning.empty()) message["reasoning_content"] = a.reasoning;
+    if (!a.calls.empty()) {
+        json calls = json::array();
+        for (const qwen::ToolCall& c : a.calls)
+            calls.push_back({{"id", random_id("call_")}, {"type", "function"},
+                             {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+        message["tool_calls"] = calls;
+    }
+    json lp = job.sampling.logprobs >= 0 ? chat_logprobs_json(ctx, answer_logprobs(r, job.options.stop_ids))
+                                         : json(nullptr);
+    return {{"index", index}, {"message", message}, {"logprobs", lp},
+            {"finish_reason", chat_finish_reason(r, a.calls.size())}};
+}
+
+// The grammar of a request: its structured-output field, or the forced calls of tool_choice "required" / a named
+// function (with Qwen3 thinking on, a reasoning block may come first). "" = none.
+static std::string chat_grammar(const ServerContext& ctx, const json& body, const ToolRequest& tools, bool thinking,
+                                std::string& field) {
+    std::string gbnf = structured_output_gbnf(body, field);
+    if (tools.choice != "required" && tools.choice != "function") return gbnf;
+    if (!field.empty())
+        throw bad_request("tool_choice '" + tools.choice + "' and '" + field + "' cannot be combined", "invalid_value",
+                          "tool_choice");
+    std::vector<qwen::ToolSpec> specs;
+    for (const qwen::ToolSpec& s : tools.specs)
+        if (tools.choice == "required" || s.name == tools.name) specs.push_back(s);
+    field = "tools";
+    return convert("tools", [&] {
+        return qwen::tool_calls_gbnf(specs, tools.parallel && tools.choice == "required",
+                                     ctx.model.chat.thinking && thinking);
+    });
+}
+
 static void handle_chat_completions(const ServerContext& ctx, const HttpRequest& req, HttpResponse& res,
                                     LogPtr log) {
     GenerationParams g;
@@ -1797,112 +1899,17 @@ static void handle_chat_completions(const ServerContext& ctx, const HttpRequest&
         qwen::ChatOptions opts;
         std::vector<qwen::Message> msgs = chat_request(body, tools, opts);
         g = parse_generation(body, ctx, "max_completion_tokens", "top_logprobs");
-        std::string field, gbnf = structured_output_gbnf(body, field);
-        if (tools.choice == "required" || tools.choice == "function") {
-            if (!field.empty())
-                throw bad_request("tool_choice '" + tools.choice + "' and '" + field + "' cannot be combined",
-                                  "invalid_value", "tool_choice");
-            std::vector<qwen::ToolSpec> specs;
-            for (const qwen::ToolSpec& s : tools.specs)
-                if (tools.choice == "required" || s.name == tools.name) specs.push_back(s);
-            bool think = ctx.model.chat.thinking && opts.enable_thinking;
-            field = "tools";
-            gbnf = convert("tools", [&] {
-                return qwen::tool_calls_gbnf(specs, tools.parallel && tools.choice == "required", think);
-            });
-        }
+        std::string field, gbnf = chat_grammar(ctx, body, tools, opts.enable_thinking, field);
         if (!gbnf.empty()) g.grammar = bound_grammar(ctx, gbnf, field);
         prompt = chat_prompt(ctx, msgs, opts);
     }
     auto job = start_job(ctx, std::move(prompt), g);
     const bool reasoning = ctx.split_reasoning && ctx.model.chat.thinking, parse_calls = tools.parse();
-    const bool want_logprobs = g.sampling.logprobs >= 0;
-
     json head = response_head(ctx, "chatcmpl-", "chat.completion.chunk");
-    if (g.stream) {
-        // Per choice: its parser, the calls it made, and logprobs not yet sent (they go with the next chunk).
-        struct State {
-            std::vector<qwen::ChatOutputParser> parsers;
-            std::vector<int> calls;
-            std::vector<std::vector<qwen::StepLogprobs>> logprobs;
-        };
-        auto st = std::make_shared<State>();
-        for (int i = 0; i < g.n; i++) st->parsers.emplace_back(reasoning, parse_calls);
-        st->calls.assign(size_t(g.n), 0);
-        st->logprobs.resize(size_t(g.n));
-        auto chunk = [head](int index, const json& delta, const json& finish, const json& logprobs) {
-            json c = head;
-            c["choices"] = json::array({{{"index", index}, {"delta", delta}, {"logprobs", logprobs},
-                                         {"finish_reason", finish}}});
-            return c;
-        };
-        // The chunks of some parts; the logprobs held so far ride on the first (or, with `finish`, on the last).
-        auto chunks = [&ctx, st, chunk, want_logprobs](int i, std::vector<qwen::ChatPart> parts, const json& finish) {
-            std::vector<json> out;
-            auto take_logprobs = [&]() -> json {
-                if (!want_logprobs) return nullptr;
-                json lp = chat_logprobs_json(ctx, st->logprobs[size_t(i)]);
-                st->logprobs[size_t(i)].clear();
-                return lp;
-            };
-            for (qwen::ChatPart& p : parts) {
-                json delta;
-                if (p.kind == qwen::ChatPart::CONTENT) delta = {{"content", p.text}};
-                else if (p.kind == qwen::ChatPart::REASONING) delta = {{"reasoning_content", p.text}};
-                else {
-                    p.call.id = random_id("call_");
-                    delta = {{"tool_calls", json::array({{{"index", st->calls[size_t(i)]++}, {"id", p.call.id},
-                                                          {"type", "function"},
-                                                          {"function", {{"name", p.call.name},
-                                                                        {"arguments", p.call.arguments}}}}})}};
-                }
-                out.push_back(chunk(i, delta, nullptr, out.empty() ? take_logprobs() : json(nullptr)));
-            }
-            if (!finish.is_null()) out.push_back(chunk(i, json::object(), finish, take_logprobs()));
-            return out;
-        };
-        StreamFormat f;
-        for (int i = 0; i < g.n; i++) f.first.push_back(chunk(i, {{"role", "assistant"}, {"content", ""}}, nullptr, nullptr));
-        f.piece = [st, chunks](const Job::Piece& p) {
-            auto& held = st->logprobs[size_t(p.index)];
-            held.insert(held.end(), p.logprobs.begin(), p.logprobs.end());
-            return chunks(p.index, st->parsers[size_t(p.index)].push(qwen::utf8_sanitize(p.text)), nullptr);
-        };
-        f.end = [st, chunks](int i, const qwen::GenerateResult& r) {
-            std::vector<qwen::ChatPart> parts = st->parsers[size_t(i)].finish();
-            size_t calls = size_t(st->calls[size_t(i)]);
-            for (const qwen::ChatPart& p : parts) calls += p.kind == qwen::ChatPart::TOOL_CALL;
-            return chunks(i, std::move(parts), chat_finish_reason(r, calls));
-        };
-        f.usage = usage_chunk(head, g);
-        stream_job(res, job, log, std::move(f));
-        return;
-    }
+    if (g.stream) return stream_job(res, job, log, chat_stream(ctx, head, g, reasoning, parse_calls));
     const std::vector<qwen::GenerateResult>& results = finish_job(*job, log);
-    json choices = json::array();
-    for (int i = 0; i < g.n; i++) {
-        const qwen::GenerateResult& r = results[size_t(i)];
-        qwen::ChatOutputParser parser(reasoning, parse_calls);
-        ChatAnswer a;
-        a.add(parser.push(qwen::utf8_sanitize(r.text)));
-        a.add(parser.finish());
-        json message = {{"role", "assistant"},
-                        {"content", a.content.empty() && !a.calls.empty() ? json(nullptr) : json(a.content)}};
-        if (!a.reasoning.empty()) message["reasoning_content"] = a.reasoning;
-        if (!a.calls.empty()) {
-            json calls = json::array();
-            for (qwen::ToolCall& c : a.calls) {
-                c.id = random_id("call_");
-                calls.push_back({{"id", c.id}, {"type", "function"},
-                                 {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
-            }
-            message["tool_calls"] = calls;
-        }
-        json lp = want_logprobs ? chat_logprobs_json(ctx, answer_logprobs(r, job->options.stop_ids)) : json(nullptr);
-        choices.push_back({{"index", i}, {"message", message}, {"logprobs", lp},
-                           {"finish_reason", chat_finish_reason(r, a.calls.size())}});
-    }
-    json out = head;
+    json out = head, choices = json::array();
+    for (int i = 0; i < g.n; i++) choices.push_back(chat_choice(ctx, i, results[size_t(i)], *job, reasoning, parse_calls));
     out["object"] = "chat.completion";
     out["choices"] = choices;
     out["usage"] = usage_json(results);
