@@ -167,9 +167,11 @@ struct LlamaFlags {
     std::string note() const {
         std::string s;
         if (n_gpu_layers)
-            s += "-ngl " + std::to_string(*n_gpu_layers) + " has no effect: every layer runs on the GPU when there is one";
+            s += "-ngl " + std::to_string(*n_gpu_layers) + " has no effect: every layer runs on the GPU when there is "
+                 "one";
         if (flash_attn)
-            s += std::string(s.empty() ? "" : "; ") + "-fa " + *flash_attn + " has no effect: flash attention is always on";
+            s += std::string(s.empty() ? "" : "; ") + "-fa " + *flash_attn +
+                 " has no effect: flash attention is always on";
         return s;
     }
 };

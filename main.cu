@@ -1,9 +1,10 @@
 // main.cu: the `qwen` command line. A thin client of the headers: it parses flags, picks the engine (GPU when
 // present, else CPU), and runs one of the modes: one-shot prompt (chat or --raw), -i interactive chat (or a raw
 // session with llama-cli's --in-prefix / --in-suffix), --batch over a file of prompts, --tokenize, --bench
-// (bench.hpp). --grammar, --json-schema and --json-object constrain every answer (structured output). Every generating mode goes through one function,
-// generate(). stdout carries only generated text (or ids, or JSON lines), so it can be piped; everything else
-// goes to stderr. Compiled by nvcc (GPU and CPU engines) or by a plain C++ compiler (CPU engine only).
+// (bench.hpp). --grammar, --json-schema and --json-object constrain every answer (structured output). Every
+// generating mode goes through one function, generate(). stdout carries only generated text (or ids, or JSON
+// lines), so it can be piped; everything else goes to stderr. Compiled by nvcc (GPU and CPU engines) or by a
+// plain C++ compiler (CPU engine only).
 //
 // Exit status: 0 ok, 1 runtime error (unreadable model, prompt too long, ...), 2 command-line error.
 
@@ -176,7 +177,8 @@ static Options parse_args(int argc, char** argv) {
     if (modes > 1) usage_error("-i, --batch and --tokenize cannot be combined");
     if (!o.batch_file.empty() && (o.prompt || o.prompt_file))
         usage_error("--batch reads its prompts from the file; drop -p/-f");
-    if (o.raw && o.system) usage_error("-sys needs the chat template, which --raw (or --in-prefix/--in-suffix) turns off");
+    if (o.raw && o.system)
+        usage_error("-sys needs the chat template, which --raw (or --in-prefix/--in-suffix) turns off");
     if (o.raw && o.no_think) usage_error("--no-think needs the chat template, which --raw turns off");
     if (!o.interactive && o.batch_file.empty() && !o.prompt && !o.prompt_file)
         usage_error("no prompt given (-p TEXT, -f FILE, -i or --batch FILE)");
@@ -437,7 +439,8 @@ static int run_raw_interactive(const Options& o, const qwen::Model& m, qwen::Ses
     const int room = o.n_predict >= 0 ? std::min(o.n_predict, context - 1) : context / 4;
     const bool tty = isatty(STDIN_FILENO);
     const std::vector<int> start = prompt ? tok.encode(*prompt, /*parse_special=*/true) : std::vector<int>();
-    const std::vector<int> prefix = tok.encode(o.in_prefix.value_or(""), true), suffix = tok.encode(o.in_suffix.value_or(""), true);
+    const std::vector<int> prefix = tok.encode(o.in_prefix.value_or(""), /*parse_special=*/true);
+    const std::vector<int> suffix = tok.encode(o.in_suffix.value_or(""), /*parse_special=*/true);
     std::vector<int> ids = start;
     if (tty) fprintf(stderr, "qwen: raw session with %s; /reset starts over, /exit or Ctrl-D leaves\n",
                      m.chat.model_name.c_str());

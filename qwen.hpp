@@ -1479,7 +1479,8 @@ inline ChatPieces chat_pieces(const ChatInfo& chat, const std::vector<Message>& 
             p.add_markup("\n</tool_response>");
             if (i + 1 == msgs.size() || msgs[i + 1].role != "tool") p.add_markup("<|im_end|>\n");
         } else if (m.role == "assistant" && chat.thinking) {
-            auto [reasoning, answer] = m.reasoning ? std::make_pair(*m.reasoning, m.content) : split_reasoning(m.content);
+            auto [reasoning, answer] =
+                m.reasoning ? std::make_pair(*m.reasoning, m.content) : split_reasoning(m.content);
             bool last = i + 1 == msgs.size();
             p.add_markup("<|im_start|>");
             p.add_text(m.role);
@@ -1535,7 +1536,8 @@ inline std::vector<int> chat_tokens(const Tokenizer& tok, const ChatInfo& chat, 
         if (bad != msgs[i].content.size())
             fail("message %zu (%s): invalid UTF-8 at byte %zu", i, msgs[i].role.c_str(), bad);
         const std::string& r = msgs[i].reasoning ? *msgs[i].reasoning : std::string();
-        if ((bad = utf8_first_invalid(r)) != r.size()) fail("message %zu: reasoning: invalid UTF-8 at byte %zu", i, bad);
+        if ((bad = utf8_first_invalid(r)) != r.size())
+            fail("message %zu: reasoning: invalid UTF-8 at byte %zu", i, bad);
         for (const ToolCall& c : msgs[i].tool_calls)
             if ((bad = utf8_first_invalid(c.name)) != c.name.size())
                 fail("message %zu: tool call name: invalid UTF-8 at byte %zu", i, bad);
@@ -4102,7 +4104,8 @@ inline std::string python_number(const std::string& text) {
     int point = exp + 1;  // digits d1 d2 ... with the decimal point after `point` of them
     if (point > -4 && point <= 16) {
         if (point <= 0) return sign + "0." + std::string(size_t(-point), '0') + digits;
-        if (size_t(point) >= digits.size()) return sign + digits + std::string(size_t(point) - digits.size(), '0') + ".0";
+        if (size_t(point) >= digits.size())
+            return sign + digits + std::string(size_t(point) - digits.size(), '0') + ".0";
         return sign + digits.substr(0, size_t(point)) + "." + digits.substr(size_t(point));
     }
     std::string mant = digits.substr(0, 1) + (digits.size() > 1 ? "." + digits.substr(1) : "");
@@ -4867,7 +4870,8 @@ inline std::string tool_calls_gbnf(const std::vector<ToolSpec>& tools, bool para
         }
         alts += (i ? " | " : "") + gbnf_literal(tools[i].name + "\", \"arguments\": ") + " " + args;
     }
-    std::string root = std::string("root ::= ") + (think ? "think? " : "") + (parallel ? "call (\"\\n\" call)*\n" : "call\n");
+    std::string root =
+        std::string("root ::= ") + (think ? "think? " : "") + (parallel ? "call (\"\\n\" call)*\n" : "call\n");
     return root + "call ::= \"<tool_call>\\n{\\\"name\\\": \\\"\" (" + alts + ") \"}\\n</tool_call>\"\n" +
            "think ::= \"<think>\\n\" ([^<] | \"<\" [^/])* \"</think>\\n\\n\"\n" + rules + json_base_gbnf();
 }
@@ -5057,7 +5061,8 @@ struct ChatOutputParser {
                     return true;
                 }
                 lead_ = false;
-                std::string ready = strip_newlines(buf_.substr(0, buf_.size() - partial_(buf_, "</think>")), false, true);
+                std::string ready =
+                    strip_newlines(buf_.substr(0, buf_.size() - partial_(buf_, "</think>")), false, true);
                 add_(out, ChatPart::REASONING, ready);
                 buf_.erase(0, ready.size());
                 return false;

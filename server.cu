@@ -282,7 +282,8 @@ struct Job {
     void push(int index, const std::string& text, const qwen::StepLogprobs* lp = nullptr) {
         if (!stream) return;
         std::lock_guard<std::mutex> lock(mu);
-        if (pending.empty() || pending.back().index != index || pending.back().end) pending.push_back({index, {}, {}, false});
+        if (pending.empty() || pending.back().index != index || pending.back().end)
+            pending.push_back({index, {}, {}, false});
         pending.back().text += text;
         if (lp) pending.back().logprobs.push_back(*lp);
         cv.notify_all();
@@ -605,11 +606,12 @@ static std::vector<qwen::ToolCall> parse_tool_calls(const json& list, const std:
         std::string at = where + "[" + std::to_string(k) + "]";
         auto f = c.is_object() ? c.find("function") : c.end();
         if (f == c.end() || !f->is_object() || !f->contains("name") || !(*f)["name"].is_string())
-            throw bad_request(at + " must be {\"type\": \"function\", \"function\": {\"name\": ..., \"arguments\": ...}}",
-                              "invalid_value", "messages");
+            throw bad_request(at + " must be {\"type\": \"function\", \"function\": {\"name\": ..., "
+                                   "\"arguments\": ...}}", "invalid_value", "messages");
         qwen::ToolCall call;
         call.name = (*f)["name"].get<std::string>();
-        call.arguments = f->contains("arguments") ? arguments_text((*f)["arguments"], at + ".function.arguments") : "{}";
+        call.arguments =
+            f->contains("arguments") ? arguments_text((*f)["arguments"], at + ".function.arguments") : "{}";
         if (c.contains("id") && c["id"].is_string()) call.id = c["id"].get<std::string>();
         calls.push_back(std::move(call));
     }
@@ -1063,8 +1065,8 @@ class HttpServer {
             res.content_type = "text/plain";
             if (!p.cors.empty()) {
                 const char* asked = header("Access-Control-Request-Headers");
-                bool plain = asked && strspn(asked, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_, ") ==
-                                          strlen(asked);
+                const char* kTokenChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_, ";
+                bool plain = asked && strspn(asked, kTokenChars) == strlen(asked);
                 res.headers.push_back({"Access-Control-Allow-Methods", allowed + ", OPTIONS"});
                 res.headers.push_back({"Access-Control-Allow-Headers",
                                        plain && *asked ? std::string(asked) : "Authorization, Content-Type"});
@@ -1334,8 +1336,8 @@ static GenerationParams parse_generation(const json& body, const ServerContext& 
             char* end = nullptr;
             long long id = strtoll(key.c_str(), &end, 10);
             if (key.empty() || *end || id < 0 || id >= ctx.n_vocab())
-                throw bad_request("logit_bias: '" + key + "' is not a token id in [0, " + std::to_string(ctx.n_vocab()) +
-                                      ")", "invalid_value", "logit_bias");
+                throw bad_request("logit_bias: '" + key + "' is not a token id in [0, " +
+                                      std::to_string(ctx.n_vocab()) + ")", "invalid_value", "logit_bias");
             if (!v.is_number() || !(v.get<double>() >= -100 && v.get<double>() <= 100))
                 throw bad_request("logit_bias: the bias of token " + key + " must be a number in [-100, 100], got " +
                                       v.dump(), "invalid_value", "logit_bias");
@@ -1363,7 +1365,8 @@ static GenerationParams parse_generation(const json& body, const ServerContext& 
     auto ids = body.find("stop_token_ids");
     if (ids != body.end() && !ids->is_null()) {
         if (!ids->is_array() || ids->size() > 64)
-            throw bad_request("'stop_token_ids' must be a list of at most 64 token ids", "invalid_type", "stop_token_ids");
+            throw bad_request("'stop_token_ids' must be a list of at most 64 token ids", "invalid_type",
+                              "stop_token_ids");
         for (const json& id : *ids) {
             if (!id.is_number_integer() || id.get<long long>() < 0 || id.get<long long>() >= ctx.n_vocab())
                 throw bad_request("stop_token_ids: " + id.dump() + " is not a token id in [0, " +
@@ -1426,14 +1429,15 @@ static std::string structured_output_gbnf(const json& body, std::string& field) 
     };
     if (given("response_format")) {
         const json& rf = body["response_format"];
-        std::string type = rf.is_object() && rf.contains("type") && rf["type"].is_string() ? rf["type"].get<std::string>() : "";
+        std::string type =
+            rf.is_object() && rf.contains("type") && rf["type"].is_string() ? rf["type"].get<std::string>() : "";
         if (type == "json_object") {
             take("response_format", qwen::json_object_gbnf());
         } else if (type == "json_schema") {
             auto js = rf.find("json_schema");
             if (js == rf.end() || !js->is_object() || !js->contains("schema"))
-                throw bad_request("response_format json_schema needs {\"json_schema\": {\"name\": ..., \"schema\": {...}}}",
-                                  "invalid_value", "response_format");
+                throw bad_request("response_format json_schema needs {\"json_schema\": {\"name\": ..., "
+                                  "\"schema\": {...}}}", "invalid_value", "response_format");
             std::string text = schema_text((*js)["schema"], "response_format");
             take("response_format", convert("response_format", [&] { return qwen::json_schema_to_gbnf(text); }));
         } else if (type != "text") {
@@ -1462,7 +1466,8 @@ static std::string structured_output_gbnf(const json& body, std::string& field) 
     }
     for (const char* key : {"grammar", "guided_grammar"})
         if (given(key)) {
-            if (!body[key].is_string()) throw bad_request(std::string("'") + key + "' must be GBNF text", "invalid_type", key);
+            if (!body[key].is_string())
+                throw bad_request(std::string("'") + key + "' must be GBNF text", "invalid_type", key);
             take(key, body[key].get<std::string>());
         }
     return gbnf;
@@ -1494,12 +1499,13 @@ static ToolRequest parse_tools(const json& body) {
                                   "invalid_value", "tools");
             auto name = f->find("name");
             std::string n = name != f->end() && name->is_string() ? name->get<std::string>() : "";
-            if (n.empty() || n.size() > 64 ||
-                n.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:") != std::string::npos)
+            const char* kNameChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:";
+            if (n.empty() || n.size() > 64 || n.find_first_not_of(kNameChars) != std::string::npos)
                 throw bad_request(where + ".function.name must be 1 to 64 of a-z, A-Z, 0-9, _ - . :", "invalid_value",
                                   "tools");
             for (const qwen::ToolSpec& s : t.specs)
-                if (s.name == n) throw bad_request(where + ": the tool '" + n + "' is defined twice", "invalid_value", "tools");
+                if (s.name == n)
+                    throw bad_request(where + ": the tool '" + n + "' is defined twice", "invalid_value", "tools");
             auto params = f->find("parameters");
             if (params != f->end() && !params->is_null() && !params->is_object())
                 throw bad_request(where + ".function.parameters must be a JSON Schema object", "invalid_type", "tools");
@@ -1513,7 +1519,8 @@ static ToolRequest parse_tools(const json& body) {
             t.choice = choice->get<std::string>();
             if (t.choice != "none" && t.choice != "auto" && t.choice != "required")
                 throw bad_request("'tool_choice' must be none, auto, required or {\"type\": \"function\", "
-                                  "\"function\": {\"name\": ...}}, got '" + t.choice + "'", "invalid_value", "tool_choice");
+                                  "\"function\": {\"name\": ...}}, got '" + t.choice + "'",
+                                  "invalid_value", "tool_choice");
         } else {
             auto f = choice->is_object() ? choice->find("function") : choice->end();
             if (f == choice->end() || !f->is_object() || !f->contains("name") || !(*f)["name"].is_string())
@@ -1638,7 +1645,8 @@ static json completion_logprobs_json(const ServerContext& ctx, const std::vector
 }
 
 // The logprobs of a choice's answer tokens: a final stop id's are left out, as its text is.
-static std::vector<qwen::StepLogprobs> answer_logprobs(const qwen::GenerateResult& r, const std::vector<int>& stop_ids) {
+static std::vector<qwen::StepLogprobs> answer_logprobs(const qwen::GenerateResult& r,
+                                                       const std::vector<int>& stop_ids) {
     std::vector<qwen::StepLogprobs> lp = r.logprobs;
     if (!lp.empty() && !r.ids.empty() && std::count(stop_ids.begin(), stop_ids.end(), r.ids.back()))
         lp.pop_back();
@@ -1828,7 +1836,8 @@ static StreamFormat chat_stream(const ServerContext& ctx, const json& head, cons
         return out;
     };
     StreamFormat f;
-    for (int i = 0; i < g.n; i++) f.first.push_back(chunk(i, {{"role", "assistant"}, {"content", ""}}, nullptr, nullptr));
+    for (int i = 0; i < g.n; i++)
+        f.first.push_back(chunk(i, {{"role", "assistant"}, {"content", ""}}, nullptr, nullptr));
     f.piece = [st, chunks](const Job::Piece& p) {
         auto& held = st->logprobs[size_t(p.index)];
         held.insert(held.end(), p.logprobs.begin(), p.logprobs.end());
@@ -1909,7 +1918,8 @@ static void handle_chat_completions(const ServerContext& ctx, const HttpRequest&
     if (g.stream) return stream_job(res, job, log, chat_stream(ctx, head, g, reasoning, parse_calls));
     const std::vector<qwen::GenerateResult>& results = finish_job(*job, log);
     json out = head, choices = json::array();
-    for (int i = 0; i < g.n; i++) choices.push_back(chat_choice(ctx, i, results[size_t(i)], *job, reasoning, parse_calls));
+    for (int i = 0; i < g.n; i++)
+        choices.push_back(chat_choice(ctx, i, results[size_t(i)], *job, reasoning, parse_calls));
     out["object"] = "chat.completion";
     out["choices"] = choices;
     out["usage"] = usage_json(results);
@@ -1937,14 +1947,16 @@ static void handle_completions(const ServerContext& ctx, const HttpRequest& req,
     json head = response_head(ctx, "cmpl-", "text_completion");
     auto choice = [head](int index, const std::string& text, const json& logprobs, const json& finish) {
         json c = head;
-        c["choices"] = json::array({{{"index", index}, {"text", text}, {"logprobs", logprobs}, {"finish_reason", finish}}});
+        c["choices"] =
+            json::array({{{"index", index}, {"text", text}, {"logprobs", logprobs}, {"finish_reason", finish}}});
         return c;
     };
     if (g.stream) {
         auto offsets = std::make_shared<std::vector<size_t>>(size_t(g.n), 0);
         StreamFormat f;
         f.piece = [&ctx, choice, offsets, want_logprobs](const Job::Piece& p) {
-            json lp = want_logprobs ? completion_logprobs_json(ctx, p.logprobs, (*offsets)[size_t(p.index)]) : json(nullptr);
+            json lp = want_logprobs ? completion_logprobs_json(ctx, p.logprobs, (*offsets)[size_t(p.index)])
+                                    : json(nullptr);
             return std::vector<json>{choice(p.index, qwen::utf8_sanitize(p.text), lp, nullptr)};
         };
         f.end = [choice](int i, const qwen::GenerateResult& r) {
@@ -2036,7 +2048,8 @@ static void handle_tokenize(const ServerContext& ctx, const HttpRequest& req, Ht
     std::optional<std::string> content = opt_string(body, "content");
     if (!content) throw bad_request("'content' is required and must be a string", "missing_field", "content");
     opt_bool(body, "add_special");
-    bool special = opt_bool(body, "parse_special").value_or(true), pieces = opt_bool(body, "with_pieces").value_or(false);
+    bool special = opt_bool(body, "parse_special").value_or(true);
+    bool pieces = opt_bool(body, "with_pieces").value_or(false);
     json tokens = json::array();
     for (int id : ctx.tok.encode(*content, special)) {
         if (!pieces) {
@@ -2064,8 +2077,8 @@ static void handle_detokenize(const ServerContext& ctx, const HttpRequest& req, 
     std::string text;
     for (const json& id : *tokens) {
         if (!id.is_number_integer() || id.get<long long>() < 0 || id.get<long long>() >= ctx.tok.n_tokens())
-            throw bad_request("tokens: " + id.dump() + " is not a token id in [0, " + std::to_string(ctx.tok.n_tokens()) +
-                                  ")", "invalid_value", "tokens");
+            throw bad_request("tokens: " + id.dump() + " is not a token id in [0, " +
+                                  std::to_string(ctx.tok.n_tokens()) + ")", "invalid_value", "tokens");
         text += ctx.tok.token_bytes(id.get<int>());
     }
     res.set_json({{"content", qwen::utf8_sanitize(text)}});

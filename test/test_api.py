@@ -637,11 +637,12 @@ def test_cors_preflight_and_headers(server):
         assert h["Access-Control-Allow-Origin"] == "http://app.example"
         assert "POST" in h["Access-Control-Allow-Methods"]
         assert h["Access-Control-Allow-Headers"] == "authorization, content-type, x-stainless-os"
-        status, h, _ = raw_request(s, "GET", "/v1/models", {"Origin": "http://app.example", "Authorization": "Bearer k"})
+        key = {"Authorization": "Bearer k"}
+        status, h, _ = raw_request(s, "GET", "/v1/models", {"Origin": "http://app.example", **key})
         assert status == 200 and h["Access-Control-Allow-Origin"] == "http://app.example"
         status, h, _ = raw_request(s, "GET", "/v1/models", {"Origin": "http://app.example"})  # errors carry it too
         assert status == 401 and h["Access-Control-Allow-Origin"] == "http://app.example"
-        status, h, _ = raw_request(s, "GET", "/v1/models", {"Origin": "http://evil.example", "Authorization": "Bearer k"})
+        status, h, _ = raw_request(s, "GET", "/v1/models", {"Origin": "http://evil.example", **key})
         assert status == 200 and "Access-Control-Allow-Origin" not in h
         assert raw_request(s, "OPTIONS", "/nowhere", pre)[0] == 404
     finally:

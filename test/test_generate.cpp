@@ -185,14 +185,15 @@ TEST_CASE("ChatOutputParser: Qwen3 reasoning goes apart from the answer, newline
 }
 
 TEST_CASE("ChatOutputParser: tool calls become calls, several of them, malformed ones stay text") {
-    Parsed p = parse_all_ways("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\",\"days\":2}}\n"
-                              "</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>",
+    Parsed p = parse_all_ways("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\","
+                              "\"days\":2}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n"
+                              "</tool_call>",
                               false, true);
     CHECK(p.content == "");
     CHECK(p.calls == std::vector<std::string>{"get_weather|{\"city\": \"Paris\", \"days\": 2}", "get_time|{}"});
     // reasoning, then words, then a call: the whitespace before the call goes
-    p = parse_all_ways("<think>\nneed weather\n</think>\n\nLet me check.\n<tool_call>\n{\"name\": \"w\", \"arguments\": "
-                       "{\"q\": \"雨\"}}\n</tool_call>", true, true);
+    p = parse_all_ways("<think>\nneed weather\n</think>\n\nLet me check.\n<tool_call>\n{\"name\": \"w\", "
+                       "\"arguments\": {\"q\": \"雨\"}}\n</tool_call>", true, true);
     CHECK(p.reasoning == "need weather");
     CHECK(p.content == "Let me check.");
     CHECK(p.calls == std::vector<std::string>{"w|{\"q\": \"雨\"}"});
@@ -260,14 +261,16 @@ TEST_CASE("tool_calls_gbnf: the calls the templates ask for, arguments under eac
     CHECK(one.matches(w));
     CHECK(one.matches(n));
     CHECK_FALSE(one.matches(w + "\n" + n));  // one call only
-    CHECK_FALSE(one.matches("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Bergen\"}}\n</tool_call>"));
+    CHECK_FALSE(one.matches("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Bergen\"}}\n"
+                            "</tool_call>"));
     CHECK_FALSE(one.matches("<tool_call>\n{\"name\": \"other\", \"arguments\": {}}\n</tool_call>"));
     CHECK_FALSE(one.matches("<think>\nhm\n</think>\n\n" + w));  // no thinking unless asked
     Grammar many = grammar_from_gbnf(tool_calls_gbnf(tools, true, true));
     CHECK(many.matches(w + "\n" + n + "\n" + w));
     CHECK(many.matches("<think>\nWeather first, then the time.\n</think>\n\n" + w + "\n" + n));
     CHECK_FALSE(many.matches("<think>\nno </ inside\n</think>\n\n" + w));
-    CHECK_THROWS_WITH_AS(tool_calls_gbnf({{"f", R"({"type": "object", "properties": {"a": {"oneOf": []}}})"}}, false, false),
+    std::vector<ToolSpec> bad = {{"f", R"({"type": "object", "properties": {"a": {"oneOf": []}}})"}};
+    CHECK_THROWS_WITH_AS(tool_calls_gbnf(bad, false, false),
                          "tool 'f': json schema: /properties/a: unsupported keyword 'oneOf'", Error);
     CHECK_THROWS_AS(tool_calls_gbnf({}, false, false), Error);
 }

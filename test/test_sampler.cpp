@@ -236,12 +236,15 @@ TEST_CASE("sampler: validate rejects each bad value with a clear message") {
     bad([](SamplingParams& p) { p.presence_penalty = NAN; }, "presence_penalty must be in [-2, 2], got nan");
 
     bad([](SamplingParams& p) { p.frequency_penalty = -2.5f; }, "frequency_penalty must be in [-2, 2], got -2.5");
-    bad([](SamplingParams& p) { p.repeat_last_n = -2; }, "repeat_last_n must be >= -1 (-1 = the whole context), got -2");
+    bad([](SamplingParams& p) { p.repeat_last_n = -2; },
+        "repeat_last_n must be >= -1 (-1 = the whole context), got -2");
     bad([](SamplingParams& p) { p.logit_bias = {{3, 101.0f}}; },
         "logit_bias: the bias of token 3 must be in [-100, 100], got 101");
-    bad([](SamplingParams& p) { p.logit_bias = {{3, NAN}}; }, "logit_bias: the bias of token 3 must be in [-100, 100], got nan");
+    bad([](SamplingParams& p) { p.logit_bias = {{3, NAN}}; },
+        "logit_bias: the bias of token 3 must be in [-100, 100], got nan");
     bad([](SamplingParams& p) { p.logit_bias = {{-1, 1.0f}}; }, "logit_bias: token id -1 is negative");
-    bad([](SamplingParams& p) { p.logit_bias = {{5, 1.0f}, {2, 0.0f}, {5, 2.0f}}; }, "logit_bias: token 5 is given twice");
+    bad([](SamplingParams& p) { p.logit_bias = {{5, 1.0f}, {2, 0.0f}, {5, 2.0f}}; },
+        "logit_bias: token 5 is given twice");
     bad([](SamplingParams& p) { p.logprobs = 21; }, "logprobs must be in [0, 20] (-1 = off), got 21");
     bad([](SamplingParams& p) { p.logprobs = -2; }, "logprobs must be in [0, 20] (-1 = off), got -2");
 

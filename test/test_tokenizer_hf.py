@@ -226,7 +226,8 @@ def random_tool(rng, name):
     props = {}
     for _ in range(rng.randint(0, 3)):
         key = rng.choice(['city', 'unit', 'query', 'n', 'ünïcode', 'days'])
-        props[key] = rng.choice([{'type': 'string', 'description': rng.choice(['The city', '城市', 'quote " and \\'])},
+        described = {'type': 'string', 'description': rng.choice(['The city', '城市', 'quote " and \\'])}
+        props[key] = rng.choice([described,
                                  {'type': 'integer', 'minimum': rng.choice([0, 1.5, -3])},
                                  {'type': 'string', 'enum': ['c', 'f']}, {'type': 'number'}])
     fn = {'name': name, 'description': rng.choice(['Get the weather.', 'Look it up', '', '计算'])}
@@ -244,7 +245,8 @@ def random_tool_conversation(rng, qwen3):
     if rng.random() < 0.5:
         msgs.append({'role': 'system', 'content': rng.choice(['Be brief.', '', 'You are a tool user.'])})
     for _ in range(rng.randint(1, 5)):
-        msgs.append({'role': 'user', 'content': ''.join(rng.choice(CHAT_PIECES[:17]) for _ in range(rng.randint(0, 4)))})
+        text = ''.join(rng.choice(CHAT_PIECES[:17]) for _ in range(rng.randint(0, 4)))  # no special tokens
+        msgs.append({'role': 'user', 'content': text})
         if rng.random() < 0.7:
             calls = [{'id': 'call_%d' % k, 'type': 'function',
                       'function': {'name': rng.choice(TOOL_WORDS), 'arguments': random_args(rng)}}
@@ -254,10 +256,11 @@ def random_tool_conversation(rng, qwen3):
                 m['reasoning_content'] = rng.choice(['think', '\nstep 1\n', ''])
             msgs.append(m)
             for k in range(len(calls)):
-                msgs.append({'role': 'tool', 'tool_call_id': 'call_%d' % k, 'content': rng.choice(['{"temp": 21}', 'sunny',
-                                                                                                   ''])})
+                result = rng.choice(['{"temp": 21}', 'sunny', ''])
+                msgs.append({'role': 'tool', 'tool_call_id': 'call_%d' % k, 'content': result})
         if rng.random() < 0.6:
-            msgs.append({'role': 'assistant', 'content': rng.choice(['Done.', '<think>\nhm\n</think>\n\nIt is 21.', ''])})
+            answer = rng.choice(['Done.', '<think>\nhm\n</think>\n\nIt is 21.', ''])
+            msgs.append({'role': 'assistant', 'content': answer})
     return msgs
 
 
@@ -274,8 +277,8 @@ def tools_fixture(name, tmp_root):
     cfg['chat_template'] = template
     (folder / 'tokenizer_config.json').write_text(json.dumps(cfg))
     out = tmp_root / 'qwen25-tokenizer.bin'
-    subprocess.run([sys.executable, str(ROOT / 'tools/export.py'), '--tokenizer-only', str(folder), str(out)], check=True,
-                   capture_output=True)
+    subprocess.run([sys.executable, str(ROOT / 'tools/export.py'), '--tokenizer-only', str(folder), str(out)],
+                   check=True, capture_output=True)
     return out, template
 
 
