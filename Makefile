@@ -231,7 +231,7 @@ test: all build/cpu/qwen build/test_cpu build/test_asan $(GPU_TEST) build/tokeni
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := build-essential pkg-config python3 python3-pip clang xxd curl ca-certificates doctest-dev \
                 libmicrohttpd-dev nlohmann-json3-dev chromium fonts-wqy-microhei
-PY_PACKAGES := numpy tokenizers pytest openai playwright jinja2 jsonschema gguf
+PY_PACKAGES := numpy tokenizers pytest openai playwright jinja2 jsonschema gguf prometheus_client
 deps:
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES) >/dev/null

@@ -7,8 +7,11 @@
 //   UsageError, usage_error    a command-line mistake (exit status 2), as opposed to qwen::Error (exit status 1)
 //   parse_float, parse_int,    whole-string number parsing: "12x", "", "nan", "inf" and out-of-range values are
 //   parse_seed                 usage errors, never 12, 0 or a clamped value
-//   SamplingFlags              --temp --top-p --top-k --min-p --repeat-penalty --presence-penalty: parsing, help
-//                              text, and the parameters they give over the model's own defaults
+//   SamplingFlags              --temp --top-p --top-k --min-p --repeat-penalty --repeat-last-n --presence-penalty
+//                              --frequency-penalty: parsing, help text, and the parameters they give over the
+//                              model's own defaults
+//   LlamaFlags                 llama.cpp's -ngl / --n-gpu-layers and -fa / --flash-attn, accepted for habit's sake
+//                              (every layer runs on the GPU when there is one; flash attention is always on)
 //   context_for                -c: the model's max_seq_len at most, min(max_seq_len, 4096) by default
 //   open_engine                the GPU engine when there is a usable GPU, else the CPU engine (said on stderr)
 #pragma once
@@ -85,8 +88,8 @@ inline std::optional<uint64_t> parse_seed(const std::string& flag, const std::st
 // The sampling flags both programs take. Unset ones keep qwen::default_sampling(model.chat): the checkpoint's
 // generation config, else the Sampler's defaults.
 struct SamplingFlags {
-    std::optional<float> temperature, top_p, min_p, repeat_penalty, presence_penalty;
-    std::optional<int> top_k;
+    std::optional<float> temperature, top_p, min_p, repeat_penalty, presence_penalty, frequency_penalty;
+    std::optional<int> top_k, repeat_last_n;
 
     static constexpr const char* HELP =
         "  --temp X                 temperature, 0 = greedy (default: the model's generation config, else 0.7)\n"
@@ -94,7 +97,9 @@ struct SamplingFlags {
         "  --top-k N                keep the N most likely tokens, 0 = off (default: the model's, else 20)\n"
         "  --min-p X                drop tokens below X times the top probability, in [0, 1] (default 0)\n"
         "  --repeat-penalty X       penalty for tokens already in the context, 1 = off (default: the model's, else 1)\n"
-        "  --presence-penalty X     penalty for tokens already generated, in [-2, 2] (default 0)\n";
+        "  --repeat-last-n N        the repeat penalty looks at the last N tokens only; -1 = all (default), 0 = off\n"
+        "  --presence-penalty X     penalty for tokens already generated, in [-2, 2] (default 0)\n"
+        "  --frequency-penalty X    penalty per occurrence of a generated token, in [-2, 2] (default 0)\n";
 
     // Takes `flag` if it is a sampling flag, reading its value with value(); false if it is not one.
     template <typename Value>
@@ -105,6 +110,8 @@ struct SamplingFlags {
         else if (flag == "--min-p") min_p = parse_float(flag, value());
         else if (flag == "--repeat-penalty") repeat_penalty = parse_float(flag, value());
         else if (flag == "--presence-penalty") presence_penalty = parse_float(flag, value());
+        else if (flag == "--frequency-penalty") frequency_penalty = parse_float(flag, value());
+        else if (flag == "--repeat-last-n") repeat_last_n = int(parse_int(flag, value(), -1, INT32_MAX));
         else return false;
         return true;
     }
@@ -118,12 +125,54 @@ struct SamplingFlags {
         if (min_p) p.min_p = *min_p;
         if (repeat_penalty) p.repetition_penalty = *repeat_penalty;
         if (presence_penalty) p.presence_penalty = *presence_penalty;
+        if (frequency_penalty) p.frequency_penalty = *frequency_penalty;
+        if (repeat_last_n) p.repeat_last_n = *repeat_last_n;
         try {
             qwen::validate(p);
         } catch (const qwen::Error& e) {
             throw UsageError(e.what());
         }
         return p;
+    }
+};
+
+// llama.cpp's engine flags, which its users type out of habit. They change nothing here: every layer runs on the
+// GPU when there is one, and attention is always the fused (flash) kind. take() consumes the flag and its value
+// (-fa's is optional: on, off or auto) from argv; note() is the --verbose line that says so.
+struct LlamaFlags {
+    std::optional<int> n_gpu_layers;
+    std::optional<std::string> flash_attn;
+
+    static constexpr const char* HELP =
+        "  -ngl, --n-gpu-layers N   accepted for llama.cpp habits: every layer runs on the GPU when there is one\n"
+        "  -fa, --flash-attn [on|off|auto]  accepted for llama.cpp habits: flash attention is always on\n";
+
+    bool take(int argc, char** argv, int& i) {
+        const std::string flag = argv[i];
+        if (flag == "-ngl" || flag == "--n-gpu-layers" || flag == "--gpu-layers") {
+            if (i + 1 >= argc) usage_error("%s needs a value", flag.c_str());
+            n_gpu_layers = int(parse_int(flag, argv[++i], -1, INT32_MAX));
+            return true;
+        }
+        if (flag == "-fa" || flag == "--flash-attn") {
+            flash_attn = "on";
+            if (i + 1 < argc) {
+                std::string v = argv[i + 1];
+                if (v == "on" || v == "off" || v == "auto" || v == "1" || v == "0") flash_attn = argv[++i];
+            }
+            return true;
+        }
+        return false;
+    }
+    std::string note() const {
+        std::string s;
+        if (n_gpu_layers)
+            s += "-ngl " + std::to_string(*n_gpu_layers) + " has no effect: every layer runs on the GPU when there is "
+                 "one";
+        if (flash_attn)
+            s += std::string(s.empty() ? "" : "; ") + "-fa " + *flash_attn +
+                 " has no effect: flash attention is always on";
+        return s;
     }
 };
 

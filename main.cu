@@ -1,8 +1,10 @@
 // main.cu: the `qwen` command line. A thin client of the headers: it parses flags, picks the engine (GPU when
-// present, else CPU), and runs one of the modes: one-shot prompt (chat or --raw), -i interactive chat, --batch
-// over a file of prompts, --tokenize, --bench (bench.hpp). Every generating mode goes through one function,
-// generate(). stdout carries only generated text (or ids, or JSON lines), so it can be piped; everything else
-// goes to stderr. Compiled by nvcc (GPU and CPU engines) or by a plain C++ compiler (CPU engine only).
+// present, else CPU), and runs one of the modes: one-shot prompt (chat or --raw), -i interactive chat (or a raw
+// session with llama-cli's --in-prefix / --in-suffix), --batch over a file of prompts, --tokenize, --bench
+// (bench.hpp). --grammar, --json-schema and --json-object constrain every answer (structured output). Every
+// generating mode goes through one function, generate(). stdout carries only generated text (or ids, or JSON
+// lines), so it can be piped; everything else goes to stderr. Compiled by nvcc (GPU and CPU engines) or by a
+// plain C++ compiler (CPU engine only).
 //
 // Exit status: 0 ok, 1 runtime error (unreadable model, prompt too long, ...), 2 command-line error.
 
@@ -47,6 +49,12 @@ static const std::string USAGE = std::string(
     "  --raw                    no chat template: complete the prompt text as is (special tokens written in\n"
     "                           it are recognised); stdout gets only the continuation\n"
     "  --no-think               Qwen3: answer without the <think> block\n"
+    "  -no-cnv, --no-conversation  the same as --raw (llama-cli's name)\n"
+    "\n"
+    "structured output (every answer stays inside the language; an invalid grammar or schema: exit status 2):\n"
+    "  --grammar FILE           a GBNF grammar file (llama.cpp's syntax); also --grammar-file FILE\n"
+    "  --json-schema FILE       a JSON Schema file: the answer is JSON valid under it; also --json-schema-file FILE\n"
+    "  --json-object            the answer is one JSON object (JSON mode; --json is the benchmark's output flag)\n"
     "\n"
     "generation:\n"
     "  -n, --n-predict N        max new tokens (default -1: until a stop token or the context is full)\n"
@@ -56,7 +64,13 @@ static const std::string USAGE = std::string(
     "\n"
     "modes:\n"
     "  -i, --interactive        multi-turn chat reading lines from stdin; /reset clears the history,\n"
-    "                           /exit or end of input (Ctrl-D) leaves\n"
+    "                           /exit or end of input (Ctrl-D) leaves. With --raw, --in-prefix or --in-suffix:\n"
+    "                           a raw session as llama-cli's: the -p/-f text, then each line as\n"
+    "                           PREFIX + line + SUFFIX, the answers continuing the same text\n"
+    "  -if, --interactive-first -i, waiting for a line before generating anything\n"
+    "  --in-prefix TEXT         -i: text before each line (\\n, \\t, \\\\, \\\" and \\xHH escapes are read)\n"
+    "  --in-suffix TEXT         -i: text after each line (escapes as --in-prefix)\n"
+    "  -co, --color             -i: colour the '> ' prompt on a terminal\n"
     "  --batch FILE             one prompt per line, or JSON objects {\"prompt\": ..., \"temperature\": ...};\n"
     "                           writes one JSON result per line to stdout ('-' = stdin)\n"
     "  --tokenize               print the prompt's token ids (the whole chat prompt unless --raw) and exit;\n"
@@ -71,12 +85,16 @@ static const std::string USAGE = std::string(
     "engine:\n"
     "  --cpu                    use the CPU even when a CUDA device is present\n"
     "  -t, --threads N          CPU threads (default 0: all cores)\n"
-    "  --verbose                print model, engine, sampling settings and per-turn details to stderr\n"
+    "  --verbose                print model, engine, sampling settings and per-turn details to stderr\n" +
+    std::string(cli::LlamaFlags::HELP) +
     "  -h, --help               show this help and exit\n";
 
 struct Options {
     std::string model_path;
     std::optional<std::string> prompt, prompt_file, system;
+    std::optional<std::string> grammar_file, schema_file, in_prefix, in_suffix;
+    bool json_object = false, interactive_first = false, color = false;
+    cli::LlamaFlags llama;
     std::string batch_file, bench, bench_type;
     int n_predict = -1;  // -1 = until a stop token or the context is full
     int context = 0;     // 0 = min(model max_seq_len, 4096)
@@ -87,6 +105,30 @@ struct Options {
     bool verbose = false, json = false, help = false;
 };
 
+// llama.cpp's escapes in --in-prefix / --in-suffix: \n \r \t \\ \' \" and \xHH; any other backslash stays.
+static std::string process_escapes(const std::string& s) {
+    std::string out;
+    for (size_t i = 0; i < s.size(); i++) {
+        char c = s[i], n = i + 1 < s.size() ? s[i + 1] : '\0';
+        if (c != '\\' || !n) {
+            out += c;
+            continue;
+        }
+        const char* from = "nrt\\'\"";
+        const char* to = "\n\r\t\\'\"";
+        if (const char* k = strchr(from, n)) {
+            out += to[k - from];
+            i++;
+        } else if (n == 'x' && i + 3 < s.size() && isxdigit(uint8_t(s[i + 2])) && isxdigit(uint8_t(s[i + 3]))) {
+            out += char(strtol(s.substr(i + 2, 2).c_str(), nullptr, 16));
+            i += 3;
+        } else {
+            out += c;
+        }
+    }
+    return out;
+}
+
 static Options parse_args(int argc, char** argv) {
     Options o;
     for (int i = 1; i < argc; i++) {
@@ -95,7 +137,7 @@ static Options parse_args(int argc, char** argv) {
             if (i + 1 >= argc) usage_error("%s needs a value", flag.c_str());
             return argv[++i];
         };
-        if (o.sampling.take(flag, value)) continue;
+        if (o.sampling.take(flag, value) || o.llama.take(argc, argv, i)) continue;
         if (flag == "-m" || flag == "--model") o.model_path = value();
         else if (flag == "-p" || flag == "--prompt") o.prompt = value();
         else if (flag == "-f" || flag == "--file") o.prompt_file = value();
@@ -103,7 +145,14 @@ static Options parse_args(int argc, char** argv) {
         else if (flag == "-n" || flag == "--n-predict") o.n_predict = int(cli::parse_int(flag, value(), -1, INT32_MAX));
         else if (flag == "-c" || flag == "--ctx-size") o.context = int(cli::parse_int(flag, value(), 1, INT32_MAX));
         else if (flag == "-s" || flag == "--seed") o.seed = cli::parse_seed(flag, value());
-        else if (flag == "--raw") o.raw = true;
+        else if (flag == "--raw" || flag == "-no-cnv" || flag == "--no-conversation") o.raw = true;
+        else if (flag == "--grammar" || flag == "--grammar-file") o.grammar_file = value();
+        else if (flag == "--json-schema" || flag == "--json-schema-file") o.schema_file = value();
+        else if (flag == "--json-object") o.json_object = true;
+        else if (flag == "-if" || flag == "--interactive-first") o.interactive = o.interactive_first = true;
+        else if (flag == "--in-prefix") o.in_prefix = process_escapes(value());
+        else if (flag == "--in-suffix") o.in_suffix = process_escapes(value());
+        else if (flag == "-co" || flag == "--color") o.color = true;
         else if (flag == "--no-think") o.no_think = true;
         else if (flag == "-i" || flag == "--interactive") o.interactive = true;
         else if (flag == "--batch") o.batch_file = value();
@@ -123,16 +172,21 @@ static Options parse_args(int argc, char** argv) {
     }
     if (o.help || !o.bench.empty()) return o;
 
-    if (o.json) usage_error("--json only goes with --bench");
+    if (o.json) usage_error("--json only goes with --bench (JSON mode for answers is --json-object)");
     if (!o.bench_type.empty()) usage_error("--type only goes with --bench");
+    int structured = int(bool(o.grammar_file)) + int(bool(o.schema_file)) + int(o.json_object);
+    if (structured > 1) usage_error("give one of --grammar, --json-schema and --json-object");
+    if (structured && o.tokenize) usage_error("--tokenize generates nothing to constrain; drop the grammar");
+    if ((o.in_prefix || o.in_suffix) && !o.interactive) usage_error("--in-prefix and --in-suffix go with -i");
+    if (o.in_prefix || o.in_suffix) o.raw = true;  // the prefix and suffix are the template (llama-cli's way)
     if (o.model_path.empty()) usage_error("no model given (-m FILE)");
     if (o.prompt && o.prompt_file) usage_error("give the prompt with -p or with -f, not both");
     int modes = int(o.interactive) + int(!o.batch_file.empty()) + int(o.tokenize);
     if (modes > 1) usage_error("-i, --batch and --tokenize cannot be combined");
     if (!o.batch_file.empty() && (o.prompt || o.prompt_file))
         usage_error("--batch reads its prompts from the file; drop -p/-f");
-    if (o.interactive && o.raw) usage_error("-i is a chat; it cannot be combined with --raw");
-    if (o.raw && o.system) usage_error("-sys needs the chat template, which --raw turns off");
+    if (o.raw && o.system)
+        usage_error("-sys needs the chat template, which --raw (or --in-prefix/--in-suffix) turns off");
     if (o.raw && o.no_think) usage_error("--no-think needs the chat template, which --raw turns off");
     if (!o.interactive && o.batch_file.empty() && !o.prompt && !o.prompt_file)
         usage_error("no prompt given (-p TEXT, -f FILE, -i or --batch FILE)");
@@ -322,13 +376,13 @@ static std::vector<int> fit_history(std::vector<qwen::Message>& history, const O
 
 // The next chat message: `pending` (the -p/-f prompt) first if given, then lines of stdin (a CRLF line end
 // counts as one), with a "> " prompt on a terminal. False at the end of input.
-static bool next_message(std::optional<std::string>& pending, bool tty, std::string& line) {
+static bool next_message(std::optional<std::string>& pending, bool tty, std::string& line, bool color = false) {
     if (pending) {
         line = std::move(*pending);
         pending.reset();
         return true;
     }
-    if (tty) fputs("> ", stderr);
+    if (tty) fputs(color && isatty(STDERR_FILENO) ? "\033[32m> \033[0m" : "> ", stderr);
     if (!std::getline(std::cin, line)) return false;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     return true;
@@ -349,7 +403,7 @@ static int run_interactive(const Options& o, const qwen::Model& m, qwen::Session
                      m.chat.model_name.c_str());
 
     std::string line;
-    for (int n = 1; next_message(pending, tty, line);) {
+    for (int n = 1; next_message(pending, tty, line, o.color);) {
         if (line == "/exit") break;
         if (line == "/reset") {
             history = base;
@@ -379,6 +433,61 @@ static int run_interactive(const Options& o, const qwen::Model& m, qwen::Session
         history.push_back({"assistant", qwen::utf8_sanitize(r.text)});
         if (o.verbose) print_stats(r, "turn " + std::to_string(n) + ": ");
         n++;
+    }
+    return 0;
+}
+
+// -i with --raw, --in-prefix or --in-suffix: llama-cli's session without a chat template. The context starts as
+// the -p/-f text (special tokens in it count), which is answered first unless -if; then each line adds
+// PREFIX + line + SUFFIX (the line's special tokens stay text) and the answer continues the whole text, stop
+// token included, so only the new part runs through the model each turn.
+static int run_raw_interactive(const Options& o, const qwen::Model& m, qwen::Session& session,
+                               const qwen::Tokenizer& tok, Request turn, const std::optional<std::string>& prompt) {
+    const int context = session.engine.context_size();
+    const int room = o.n_predict >= 0 ? std::min(o.n_predict, context - 1) : context / 4;
+    const bool tty = isatty(STDIN_FILENO);
+    const std::vector<int> start = prompt ? tok.encode(*prompt, /*parse_special=*/true) : std::vector<int>();
+    const std::vector<int> prefix = tok.encode(o.in_prefix.value_or(""), /*parse_special=*/true);
+    const std::vector<int> suffix = tok.encode(o.in_suffix.value_or(""), /*parse_special=*/true);
+    std::vector<int> ids = start;
+    if (tty) fprintf(stderr, "qwen: raw session with %s; /reset starts over, /exit or Ctrl-D leaves\n",
+                     m.chat.model_name.c_str());
+    auto answer = [&](std::vector<int>& text) {
+        turn.ids = text;
+        qwen::GenerateResult r = generate(session, turn, /*stream=*/true);
+        write_out("\n");
+        text.insert(text.end(), r.ids.begin(), r.ids.end());
+        if (o.verbose) print_stats(r);
+    };
+    if (!o.interactive_first && !ids.empty()) {
+        check_fits(ids.size(), context);
+        answer(ids);
+    }
+    std::optional<std::string> none;
+    std::string line;
+    while (next_message(none, tty, line, o.color)) {
+        if (line == "/exit") break;
+        if (line == "/reset") {
+            ids = start;
+            fprintf(stderr, "qwen: context cleared\n");
+            continue;
+        }
+        if (!qwen::utf8_valid(line)) {
+            fprintf(stderr, "qwen: error: that line is not valid UTF-8; ignored\n");
+            continue;
+        }
+        std::vector<int> next = ids, body = tok.encode(line, /*parse_special=*/false);
+        next.insert(next.end(), prefix.begin(), prefix.end());
+        next.insert(next.end(), body.begin(), body.end());
+        next.insert(next.end(), suffix.begin(), suffix.end());
+        if (next.empty()) continue;
+        if (next.size() + size_t(room) > size_t(context)) {
+            fprintf(stderr, "qwen: error: the session has filled the context of %d tokens (%zu used, %d kept for the "
+                    "answer); /reset starts over\n", context, next.size(), room);
+            continue;
+        }
+        ids = std::move(next);
+        answer(ids);
     }
     return 0;
 }
@@ -450,6 +559,8 @@ static void apply_fields(const json& obj, Request& req) {
         else if (key == "min_p") p.min_p = json_float(v, k);
         else if (key == "repeat_penalty" || key == "repetition_penalty") p.repetition_penalty = json_float(v, k);
         else if (key == "presence_penalty") p.presence_penalty = json_float(v, k);
+        else if (key == "frequency_penalty") p.frequency_penalty = json_float(v, k);
+        else if (key == "repeat_last_n") p.repeat_last_n = json_int(v, k, -1, INT32_MAX);
         else if (key == "max_tokens") req.options.max_new_tokens = json_int(v, k, -1, INT32_MAX);
         else if (key == "seed") {
             if (!v.is_number_unsigned()) qwen::fail("\"seed\" must be an integer in [0, 2^64)");
@@ -516,6 +627,29 @@ static int run_batch(qwen::Session& session, const std::vector<Request>& batch) 
     return 0;
 }
 
+// --grammar, --json-schema or --json-object, compiled and bound to the vocabulary once for every answer (null:
+// none). A grammar or schema that does not compile is a command-line mistake (exit status 2), with its place.
+static std::shared_ptr<const qwen::TokenGrammar> structured_output(const Options& o, const qwen::Model& m,
+                                                                   const qwen::Tokenizer& tok) {
+    if (!o.grammar_file && !o.schema_file && !o.json_object) return nullptr;
+    const std::string* file = o.grammar_file ? &*o.grammar_file : o.schema_file ? &*o.schema_file : nullptr;
+    std::string text = file ? read_file(*file) : "";
+    qwen::Grammar g;
+    try {
+        g = o.grammar_file ? qwen::grammar_from_gbnf(text)
+            : o.schema_file ? qwen::grammar_from_json_schema(text)
+                            : qwen::grammar_json_object();
+    } catch (const qwen::Error& e) {
+        cli::usage_error("%s %s: %s", o.grammar_file ? "--grammar" : "--json-schema", file ? file->c_str() : "",
+                         e.what());
+    }
+    double t0 = qwen::now_seconds();
+    auto trie = std::make_shared<const qwen::TokenTrie>(m.vocab, std::min(tok.n_tokens(), m.config.vocab_size));
+    auto bound = qwen::bind_grammar(std::move(g), trie);
+    if (o.verbose) fprintf(stderr, "qwen: grammar bound to the vocabulary in %.3f s\n", qwen::now_seconds() - t0);
+    return bound;
+}
+
 static void print_setup(const qwen::Model& m, const qwen::Engine& e, const qwen::SamplingParams& p) {
     const qwen::Config& c = m.config;
     fprintf(stderr, "qwen: model %s: arch qwen%d, %d layers, dim %d, ffn %d, heads %d/%d x %d, vocab %d\n",
@@ -523,9 +657,10 @@ static void print_setup(const qwen::Model& m, const qwen::Engine& e, const qwen:
             c.vocab_size);
     fprintf(stderr, "qwen: engine %s, context %d tokens\n", e.name(), e.context_size());
     fprintf(stderr,
-            "qwen: sampling temp %g, top-p %g, top-k %d, min-p %g, repeat-penalty %g, presence-penalty %g, "
-            "seed %" PRIu64 "\n",
-            p.temperature, p.top_p, p.top_k, p.min_p, p.repetition_penalty, p.presence_penalty, p.seed);
+            "qwen: sampling temp %g, top-p %g, top-k %d, min-p %g, repeat-penalty %g (last %d), presence-penalty %g, "
+            "frequency-penalty %g, seed %" PRIu64 "\n",
+            p.temperature, p.top_p, p.top_k, p.min_p, p.repetition_penalty, p.repeat_last_n, p.presence_penalty,
+            p.frequency_penalty, p.seed);
 }
 
 static int run(const Options& o) {
@@ -544,6 +679,7 @@ static int run(const Options& o) {
     sampling.seed = o.seed ? *o.seed : uint64_t(std::chrono::system_clock::now().time_since_epoch().count());
     qwen::Tokenizer tok(model.vocab);
     Request req = make_request(o, model, sampling);
+    req.options.grammar = structured_output(o, model, tok);
 
     // All input is read and checked before the engine is made (on a GPU that uploads the weights).
     std::vector<Request> batch;
@@ -557,8 +693,10 @@ static int run(const Options& o) {
     }
     std::unique_ptr<qwen::Engine> engine = cli::open_engine(model, context, o.cpu, o.threads, o.verbose, "qwen");
     if (o.verbose) print_setup(model, *engine, sampling);
+    if (o.verbose && !o.llama.note().empty()) fprintf(stderr, "qwen: %s\n", o.llama.note().c_str());
     qwen::Session session(*engine, tok);
     if (!o.batch_file.empty()) return run_batch(session, batch);
+    if (o.interactive && o.raw) return run_raw_interactive(o, model, session, tok, req, prompt);
     if (o.interactive) return run_interactive(o, model, session, tok, req, prompt);
     return run_once(o, session, req);
 }

@@ -939,26 +939,25 @@ inline void attention_prefill(const float* qkv, const bf16* K, const bf16* V, co
 
 constexpr int SAMPLE_THREADS = 1024;  // the selection kernels run as one block
 
-// HF repetition penalty over ids[0..n_rep), then the presence penalty over ids[n_rep..n); each list distinct.
-// As on the CPU, a repetition-penalised logit is clamped to the finite floats.   grid (ceil(n / 256)), block 256
-static __global__ void penalty_kernel(float* logits, const int* ids, int n_rep, int n, float rep, float presence) {
+// The Sampler's steps 1-3 over one list of distinct ids: PEN_BIAS l += v[i] and PEN_REPEAT (HF: l < 0 ? l * rep :
+// l / rep), both clamped to the finite floats as on the CPU; PEN_SUBTRACT l -= v[i] (presence + frequency).
+// grid (ceil(n / 256)), block 256
+enum PenaltyOp : int { PEN_BIAS, PEN_REPEAT, PEN_SUBTRACT };
+static __global__ void penalty_kernel(float* logits, const int* ids, const float* values, int n, int op, float rep) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     float& l = logits[ids[i]];
-    if (i < n_rep) l = fminf(fmaxf(l < 0 ? l * rep : l / rep, -FLT_MAX), FLT_MAX);
-    else l -= presence;
+    if (op == PEN_BIAS) l = fminf(fmaxf(l + values[i], -FLT_MAX), FLT_MAX);
+    else if (op == PEN_REPEAT) l = fminf(fmaxf(l < 0 ? l * rep : l / rep, -FLT_MAX), FLT_MAX);
+    else l -= values[i];
 }
-// The two passes must not race on a token in both lists: run them as two launches.
-inline void apply_penalties(float* logits, const int* ids, int n_rep, int n_pres, float rep, float presence,
-                            const Launch& l) {
-    if (n_rep > 0) {
-        penalty_kernel<<<ceil_div(n_rep, 256), 256, 0, l.stream>>>(logits, ids, n_rep, n_rep, rep, 0);
-        CUDA_CHECK(cudaGetLastError());
-    }
-    if (n_pres > 0) {
-        penalty_kernel<<<ceil_div(n_pres, 256), 256, 0, l.stream>>>(logits, ids + n_rep, 0, n_pres, 1, presence);
-        CUDA_CHECK(cudaGetLastError());
-    }
+// ids (n) distinct, in [0, vocab); values (n): PEN_BIAS, PEN_SUBTRACT. Lists that share ids must be separate
+// launches (one after the other on the stream), in the Sampler's order.
+inline void apply_penalty(float* logits, const int* ids, const float* values, int n, PenaltyOp op, float rep,
+                          const Launch& l) {
+    if (n <= 0) return;
+    penalty_kernel<<<ceil_div(n, 256), 256, 0, l.stream>>>(logits, ids, values, n, int(op), rep);
+    CUDA_CHECK(cudaGetLastError());
 }
 
 // out[i] = in[i] where bit i of the token mask is set (bit i % 32 of word i / 32), else -inf: structured output,
@@ -1146,6 +1145,52 @@ inline void select_token(const float* p, const int* ids, int n, const SampleFilt
     CUDA_CHECK(cudaGetLastError());
 }
 
+// The Sampler's logprobs (token_logprobs) of the model's logits x (n): lse = m + log sum exp(x - m) (the sum in
+// double); out[0] = x[*chosen] - lse (NaN if *chosen is not an id: the argmax's error codes), and for k < top_n the
+// k-th largest x (ties: lowest id) in top_ids[k], out[1 + k] its log p. Each of the top_n rounds is a block argmax
+// over the values after the previous pick in that order.   grid (1), block SAMPLE_THREADS
+static __global__ void __launch_bounds__(SAMPLE_THREADS)
+    logprobs_kernel(const float* x, int n, const int* chosen, int top_n, int* top_ids, float* out) {
+    float m = -INFINITY;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) m = fmaxf(m, x[i]);
+    m = block_max(m);
+    using Sum = cub::BlockReduce<double, SAMPLE_THREADS>;
+    using Reduce = cub::BlockReduce<ArgMax, SAMPLE_THREADS>;
+    __shared__ typename Sum::TempStorage sum_tmp;
+    __shared__ typename Reduce::TempStorage max_tmp;
+    __shared__ double lse_s;
+    __shared__ ArgMax prev_s;
+    double s = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += double(expf(x[i] - m));
+    double total = Sum(sum_tmp).Sum(s);
+    if (threadIdx.x == 0) {
+        lse_s = double(m) + log(total);
+        int c = *chosen;
+        out[0] = c >= 0 && c < n ? float(double(x[c]) - lse_s) : NAN;
+        prev_s = ArgMax{INFINITY, -1};
+    }
+    __syncthreads();
+    for (int k = 0; k < top_n; k++) {
+        ArgMax prev = prev_s, best{-INFINITY, n};
+        for (int i = threadIdx.x; i < n; i += blockDim.x)
+            if (x[i] < prev.v || (x[i] == prev.v && i > prev.i)) best = better(best, ArgMax{x[i], i});
+        ArgMax r = Reduce(max_tmp).Reduce(best, Better());
+        if (threadIdx.x == 0) {
+            top_ids[k] = r.i;
+            out[1 + k] = float(double(r.v) - lse_s);
+            prev_s = r;
+        }
+        __syncthreads();
+    }
+}
+// x: (n) fp32; chosen: one device int; top_ids: (top_n) ints, out: (1 + top_n) floats on the device.
+inline void logprobs(const float* x, int n, const int* chosen, int top_n, int* top_ids, float* out, const Launch& l) {
+    if (n < 1 || top_n < 0 || top_n > std::min(n, MAX_TOP_LOGPROBS))
+        fail("logprobs: n %d must be >= 1 and top_n %d in [0, min(n, %d)]", n, top_n, MAX_TOP_LOGPROBS);
+    logprobs_kernel<<<1, SAMPLE_THREADS, 0, l.stream>>>(x, n, chosen, top_n, top_ids, out);
+    CUDA_CHECK(cudaGetLastError());
+}
+
 // ============================================================================
 // Device memory: allocations, the weights upload through pinned staging buffers, the decode step
 // ============================================================================
@@ -1327,7 +1372,7 @@ struct GpuEngine : Engine {
             src = work_;
         }
         gpu::argmax(src, n_vocab, choice_, launch_);  // the greedy choice, and the check that the logits are usable
-        if (p.temperature == 0.0f) return read_choice();
+        if (p.temperature == 0.0f) return finish_sample(s, n_vocab, 0);
         gpu::SampleFilter f;
         f.top_k = p.top_k;
         f.top_p = p.top_p;
@@ -1337,13 +1382,13 @@ struct GpuEngine : Engine {
         gpu::softmax(src, n_vocab, p.temperature, prob_, launch_);
         if (!filtered) {
             gpu::select_token(prob_, nullptr, n_vocab, f, choice_ + 1, launch_);
-            return read_choice(1);
+            return finish_sample(s, n_vocab, 1);
         }
         size_t tmp_bytes = sort_tmp_bytes_;  // sort by probability, descending; stable, so ties stay in id order
         CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(sort_tmp_, tmp_bytes, prob_, prob_sorted_, ids_,
                                                              ids_sorted_, n_vocab, 0, 32, h_.stream));
         gpu::select_token(prob_sorted_, ids_sorted_, n_vocab, f, choice_ + 1, launch_);
-        return read_choice(1);
+        return finish_sample(s, n_vocab, 1);
     }
 
     // Decode steps are replayed from a captured CUDA graph (default on); off runs the same kernels one by one.
@@ -1409,7 +1454,10 @@ struct GpuEngine : Engine {
     float* prob_sorted_ = nullptr;  // (vocab_size) most probable first
     int* ids_ = nullptr;            // (vocab_size) 0, 1, 2, ...
     int* ids_sorted_ = nullptr;     // (vocab_size) ids in prob_sorted_ order
-    int* pen_ids_ = nullptr;        // (2 * vocab_size) distinct context ids, then distinct generated ids
+    int* pen_ids_ = nullptr;        // (3 * vocab_size) ids of the logit bias, the repetition and the other penalties
+    float* pen_vals_ = nullptr;     // (3 * vocab_size) their values (bias; presence + frequency * count)
+    int* lp_ids_ = nullptr;         // (MAX_TOP_LOGPROBS) the most probable ids, for logprobs
+    float* lp_vals_ = nullptr;      // (1 + MAX_TOP_LOGPROBS) the chosen token's log p, then theirs
     uint32_t* mask_ = nullptr;      // (ceil(vocab_size / 32)) the tokens a grammar allows, one bit each
     void* sort_tmp_ = nullptr;      // (sort_tmp_bytes_) cub radix-sort scratch
     size_t sort_tmp_bytes_ = 0;
@@ -1478,7 +1526,10 @@ struct GpuEngine : Engine {
         prob_sorted_ = mem_.get<float>(V, s);
         ids_ = mem_.get<int>(V, s);
         ids_sorted_ = mem_.get<int>(V, s);
-        pen_ids_ = mem_.get<int>(2 * V, s);
+        pen_ids_ = mem_.get<int>(3 * V, s);
+        pen_vals_ = mem_.get<float>(3 * V, s);
+        lp_ids_ = mem_.get<int>(MAX_TOP_LOGPROBS, s);
+        lp_vals_ = mem_.get<float>(1 + MAX_TOP_LOGPROBS, s);
         mask_ = mem_.get<uint32_t>((V + 31) / 32, s);
         choice_ = mem_.get<int>(2, s);
         std::vector<int> iota(V);
@@ -1678,32 +1729,63 @@ struct GpuEngine : Engine {
 
     // ---- sampling helpers ----
 
-    // The penalised logits (a device copy) when a penalty is on, else the logits themselves.
+    // The logits after the logit bias and the penalties (a device copy) when one is on, else the logits themselves.
+    // The host lists the ids and values of each step (as the CPU Sampler computes them); one upload, one launch each.
     const float* apply_penalties(const SamplingParams& p, int n_vocab, const std::vector<int>& tokens,
                                  size_t n_prompt) {
-        if (p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f) return logits_;
-        std::vector<int> ids, gen;
-        if (p.repetition_penalty != 1.0f) ids = distinct_tokens(tokens, 0, n_vocab);
-        if (p.presence_penalty != 0.0f) gen = distinct_tokens(tokens, std::min(n_prompt, tokens.size()), n_vocab);
-        int n_rep = int(ids.size()), n_pres = int(gen.size());
-        ids.insert(ids.end(), gen.begin(), gen.end());
+        std::vector<int> ids;
+        std::vector<float> vals;
+        for (const auto& [id, b] : p.logit_bias)
+            if (id >= 0 && id < n_vocab) ids.push_back(id), vals.push_back(b);
+        const int n_bias = int(ids.size());
+        if (p.repetition_penalty != 1.0f && p.repeat_last_n != 0)
+            for (int id : distinct_tokens(tokens, repeat_window_begin(tokens.size(), p.repeat_last_n), n_vocab))
+                ids.push_back(id), vals.push_back(0);
+        const int n_rep = int(ids.size()) - n_bias;
+        for (const auto& [id, v] : openai_penalties(tokens, std::min(n_prompt, tokens.size()), n_vocab,
+                                                    p.presence_penalty, p.frequency_penalty))
+            ids.push_back(id), vals.push_back(v);
+        const int n_sub = int(ids.size()) - n_bias - n_rep;
+        if (ids.empty()) return logits_;
         CUDA_CHECK(
             cudaMemcpyAsync(work_, logits_, size_t(n_vocab) * sizeof(float), cudaMemcpyDeviceToDevice, h_.stream));
-        if (!ids.empty())
-            CUDA_CHECK(
-                cudaMemcpyAsync(pen_ids_, ids.data(), ids.size() * sizeof(int), cudaMemcpyHostToDevice, h_.stream));
-        gpu::apply_penalties(work_, pen_ids_, n_rep, n_pres, p.repetition_penalty, p.presence_penalty, launch_);
-        synchronize();  // the copy reads from ids, a local
+        CUDA_CHECK(cudaMemcpyAsync(pen_ids_, ids.data(), ids.size() * sizeof(int), cudaMemcpyHostToDevice, h_.stream));
+        CUDA_CHECK(
+            cudaMemcpyAsync(pen_vals_, vals.data(), vals.size() * sizeof(float), cudaMemcpyHostToDevice, h_.stream));
+        gpu::apply_penalty(work_, pen_ids_, pen_vals_, n_bias, gpu::PEN_BIAS, 1, launch_);
+        gpu::apply_penalty(work_, pen_ids_ + n_bias, pen_vals_ + n_bias, n_rep, gpu::PEN_REPEAT,
+                           p.repetition_penalty, launch_);
+        gpu::apply_penalty(work_, pen_ids_ + n_bias + n_rep, pen_vals_ + n_bias + n_rep, n_sub, gpu::PEN_SUBTRACT, 1,
+                           launch_);
+        synchronize();  // the copies read from ids and vals, locals
         return work_;
     }
 
-    // choice_[which] (0: the argmax, 1: the sampled id), after checking the argmax's verdict on the logits.
-    int read_choice(int which = 0) {
+    // The chosen id, choice_[which] (0: the argmax, 1: the sampled id), after checking the argmax's verdict on the
+    // logits; with logprobs on, those of the model's logits (before the penalties) are computed on the device and
+    // only the few numbers asked for cross to the host, into s.logprobs.
+    int finish_sample(Sampler& s, int n_vocab, int which) {
+        const int top_n = std::min(s.params.logprobs, n_vocab);
+        if (top_n >= 0) gpu::logprobs(logits_, n_vocab, choice_ + which, top_n, lp_ids_, lp_vals_, launch_);
         int c[2] = {0, 0};
+        int top_ids[MAX_TOP_LOGPROBS];
+        float vals[1 + MAX_TOP_LOGPROBS];
         CUDA_CHECK(cudaMemcpyAsync(c, choice_, sizeof c, cudaMemcpyDeviceToHost, h_.stream));
+        if (top_n >= 0) {
+            CUDA_CHECK(cudaMemcpyAsync(vals, lp_vals_, size_t(1 + top_n) * sizeof(float), cudaMemcpyDeviceToHost,
+                                       h_.stream));
+            if (top_n > 0)
+                CUDA_CHECK(cudaMemcpyAsync(top_ids, lp_ids_, size_t(top_n) * sizeof(int), cudaMemcpyDeviceToHost,
+                                           h_.stream));
+        }
         synchronize();
         if (c[0] == gpu::ARGMAX_NOT_FINITE) fail("sampler: the model produced a non-finite logit (NaN or +inf)");
         if (c[0] == gpu::ARGMAX_ALL_NEG_INF) fail("sampler: every logit is -inf");
+        if (top_n >= 0) {
+            s.logprobs.chosen = {c[which], vals[0]};
+            s.logprobs.top.clear();
+            for (int k = 0; k < top_n; k++) s.logprobs.top.push_back({top_ids[k], vals[1 + k]});
+        }
         return c[which];
     }
 };

@@ -13,16 +13,18 @@
 //   Tokenizer, StreamDecoder     byte-level BPE that matches Hugging Face token for token; UTF-8-safe streaming
 //   utf8_valid, utf8_sanitize    UTF-8 validation and repair (U+FFFD); nfc: Unicode NFC normalisation
 //   chat_text, chat_tokens       ChatML prompts of Qwen1.5/2/2.5/3 (Message, ChatOptions: default system
-//                                prompt, Qwen3 thinking)
-//   SamplingParams, Sampler      temperature, top-k, top-p, min-p, repetition and presence penalties, seeded;
-//                                default_sampling (the checkpoint's defaults), validate; an optional bit mask of
-//                                the tokens allowed
+//                                prompt, Qwen3 thinking, tools and tool calls as Qwen2.5/Qwen3 render them)
+//   SamplingParams, Sampler      temperature, top-k, top-p, min-p, logit bias, repetition, presence and frequency
+//                                penalties, seeded; default_sampling (the checkpoint's defaults), validate; an
+//                                optional bit mask of the tokens allowed; log-probabilities (StepLogprobs)
 //   Engine, CpuEngine            the model interface (forward checks its arguments once for every engine) and
 //                                the CPU reference forward pass (the GPU's spec); ThreadPool, the cpu:: kernels
 //   Grammar, GrammarMatcher      structured output: GBNF grammars (grammar_from_gbnf) and the converters from JSON
 //                                Schema, json_object, regex and choice lists, run as a pushdown automaton over bytes;
 //                                TokenTrie, bind_grammar (TokenGrammar) and GrammarMatcher::allowed give the bit mask
-//                                of the tokens allowed next; parse_json (strict, for schemas)
+//                                of the tokens allowed next; parse_json (strict, for schemas), python_json (the
+//                                templates' tojson); tool_calls_gbnf (calls forced to the tools' schemas)
+//   ChatOutputParser             model output -> reasoning, answer and tool calls (ChatPart), streamed or whole
 //   Session                      the prefill + decode loop: stop ids and strings (StopMatcher), KV-cache reuse
 //                                across turns, grammar-constrained output (GenerateOptions, GenerateResult)
 //
@@ -50,6 +52,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <queue>
 #include <stdexcept>
 #include <string>
@@ -490,7 +493,8 @@ enum HeaderFlag : uint32_t {
     FLAG_QK_NORM = 1u << 3,         // q_norm, k_norm present (Qwen3)
     FLAG_DEFAULT_SYSTEM = 1u << 4,  // strings[1] is the template's default system prompt
     FLAG_THINKING = 1u << 5,        // the chat template has a <think> mode
-    FLAG_ALL = (1u << 6) - 1,
+    FLAG_TOOLS = 1u << 6,           // the chat template renders tools and tool calls (Qwen2.5, Qwen3)
+    FLAG_ALL = (1u << 7) - 1,
 };
 
 enum Arch : int { ARCH_QWEN2 = 2, ARCH_QWEN3 = 3 };  // Qwen2ForCausalLM (Qwen1.5/2/2.5), Qwen3ForCausalLM
@@ -516,6 +520,7 @@ struct ChatInfo {                     // facts the front ends need, recorded by 
     bool has_default_system = false;  // none for Qwen3
     std::string default_system;
     bool thinking = false;            // template has a <think> mode (Qwen3)
+    bool tools = false;               // template renders tools and tool calls (Qwen2.5, Qwen3)
     std::vector<int> stop_ids;        // (1..8) token ids: eos ids from generation_config + <|im_end|>
     float temperature = NAN, top_p = NAN, repetition_penalty = NAN;  // NAN = not given
     int top_k = -1;                                                  // -1 = not given
@@ -775,6 +780,7 @@ inline Header read_header(const uint8_t* data, size_t size, const char* file, Co
     c.qk_norm = h.flags & FLAG_QK_NORM;
     chat.has_default_system = h.flags & FLAG_DEFAULT_SYSTEM;
     chat.thinking = h.flags & FLAG_THINKING;
+    chat.tools = h.flags & FLAG_TOOLS;
     if (h.flags & FLAG_HAS_WEIGHTS) {
         check_config(file, c);
     } else if (c.arch || c.dim || c.ffn_dim || c.n_layers || c.n_heads || c.n_kv_heads || c.head_dim ||
@@ -2371,18 +2377,36 @@ inline std::string StreamDecoder::push(int id) {
 //   - Qwen1.5/2/2.5 insert a default system prompt when the first message is not a system message;
 //   - Qwen2.5 and Qwen3 render role "tool" as a user turn wrapping "<tool_response>\n...\n</tool_response>"
 //     (consecutive tool messages share one turn); this is done here for every model;
-//   - Qwen3 (ChatInfo::thinking) drops the reasoning ("<think>...</think>") of assistant messages before
-//     the last user query, writes it in a normalised form after it, and with enable_thinking = false
-//     appends an empty "<think>\n\n</think>\n\n" to the generation prompt.
+//   - Qwen2.5 and Qwen3 (ChatInfo::tools) write the tool definitions into the system turn ("# Tools ...
+//     <tools>\n{json}\n...</tools> ...") and an assistant message's tool calls as
+//     "<tool_call>\n{"name": "...", "arguments": {json}}\n</tool_call>" after its content, one line apart;
+//     the JSON is written as the templates' tojson does (Python's json.dumps: ", " and ": " separators, keys in
+//     the given order, non-ASCII as is);
+//   - Qwen3 (ChatInfo::thinking) drops the reasoning ("<think>...</think>", or Message::reasoning) of
+//     assistant messages before the last user query, writes it in a normalised form after it, and with
+//     enable_thinking = false appends an empty "<think>\n\n</think>\n\n" to the generation prompt.
+struct ToolCall {
+    std::string id;         // the client's handle for it (not rendered)
+    std::string name;       // the function's name
+    std::string arguments;  // JSON text (an object), e.g. {"city": "Paris"}
+};
+
 struct Message {
     std::string role, content;
+    std::vector<ToolCall> tool_calls = {};      // assistant: the calls it made
+    std::optional<std::string> reasoning = {};  // assistant, Qwen3: its reasoning, when kept apart from content
 };
 
 struct ChatOptions {
     bool add_generation_prompt = true;
     bool enable_thinking = true;     // Qwen3: false appends "<think>\n\n</think>\n\n" after the assistant header
     bool use_default_system = true;  // insert ChatInfo::default_system when messages[0] is not a system message
+    std::vector<std::string> tools;  // (n_tools) JSON text of each tool definition ({"type": "function", ...})
 };
+
+// JSON text rewritten as Python's json.dumps(ensure_ascii=False) writes it (the templates' tojson); defined with
+// the JSON reader in the structured-output section.
+inline std::string python_json(const std::string& json_text);
 
 // The rendered prompt as pieces: markup (the template's own text, where special tokens are real) and
 // text that came from the caller (roles, contents: special tokens in it stay plain text).
@@ -2422,8 +2446,34 @@ inline std::pair<std::string, std::string> split_reasoning(const std::string& co
     return {strip_newlines(before, true, false), answer};
 }
 
+// The system turn's tool section of Qwen2.5 and Qwen3 (after the system prompt and a blank line, if any).
+inline void add_tools(ChatPieces& p, const std::vector<std::string>& tools) {
+    p.add_markup("# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided "
+                 "with function signatures within <tools></tools> XML tags:\n<tools>");
+    for (const std::string& t : tools) {
+        p.add_markup("\n");
+        p.add_text(python_json(t));
+    }
+    p.add_markup("\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+                 "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": "
+                 "<args-json-object>}\n</tool_call><|im_end|>\n");
+}
+
+// One call as the templates write it: <tool_call>\n{"name": "NAME", "arguments": {json}}\n</tool_call>
+inline void add_tool_call(ChatPieces& p, const ToolCall& c) {
+    p.add_markup("<tool_call>\n{\"name\": \"");
+    p.add_text(c.name);
+    p.add_markup("\", \"arguments\": ");
+    p.add_text(python_json(c.arguments));
+    p.add_markup("}\n</tool_call>");
+}
+
 // Renders msgs as the checkpoint's chat template does, keeping track of which bytes are template markup.
 inline ChatPieces chat_pieces(const ChatInfo& chat, const std::vector<Message>& msgs, const ChatOptions& o) {
+    bool any_calls = false;
+    for (const Message& m : msgs) any_calls = any_calls || !m.tool_calls.empty();
+    if ((!o.tools.empty() || any_calls) && !chat.tools)
+        fail("the chat template of %s has no tool calling (Qwen2.5's and Qwen3's have)", chat.model_name.c_str());
     ChatPieces p;
     auto turn = [&](const std::string& role, const std::string& content) {
         p.add_markup("<|im_start|>");
@@ -2432,8 +2482,18 @@ inline ChatPieces chat_pieces(const ChatInfo& chat, const std::vector<Message>& 
         p.add_text(content);
         p.add_markup("<|im_end|>\n");
     };
-    if (chat.has_default_system && o.use_default_system && !msgs.empty() && msgs[0].role != "system")
+    const bool has_system = !msgs.empty() && msgs[0].role == "system";
+    const bool default_system = chat.has_default_system && o.use_default_system && !has_system && !msgs.empty();
+    if (!o.tools.empty()) {  // the system prompt (the model's default if none is given) and the tools, one turn
+        p.add_markup("<|im_start|>system\n");
+        if (has_system || default_system) {
+            p.add_text(has_system ? msgs[0].content : chat.default_system);
+            p.add_markup("\n\n");
+        }
+        add_tools(p, o.tools);
+    } else if (default_system) {
         turn("system", chat.default_system);
+    }
 
     // Qwen3: the last user message that is not a wrapped tool response (its reasoning rule pivots on it).
     long last_query = long(msgs.size()) - 1;
@@ -2447,6 +2507,7 @@ inline ChatPieces chat_pieces(const ChatInfo& chat, const std::vector<Message>& 
     }
     for (size_t i = 0; i < msgs.size(); i++) {
         const Message& m = msgs[i];
+        if (i == 0 && has_system && !o.tools.empty()) continue;  // written with the tools
         if (m.role == "tool") {
             if (i == 0 || msgs[i - 1].role != "tool") p.add_markup("<|im_start|>user");
             p.add_markup("\n<tool_response>\n");
@@ -2454,7 +2515,8 @@ inline ChatPieces chat_pieces(const ChatInfo& chat, const std::vector<Message>& 
             p.add_markup("\n</tool_response>");
             if (i + 1 == msgs.size() || msgs[i + 1].role != "tool") p.add_markup("<|im_end|>\n");
         } else if (m.role == "assistant" && chat.thinking) {
-            auto [reasoning, answer] = split_reasoning(m.content);
+            auto [reasoning, answer] =
+                m.reasoning ? std::make_pair(*m.reasoning, m.content) : split_reasoning(m.content);
             bool last = i + 1 == msgs.size();
             p.add_markup("<|im_start|>");
             p.add_text(m.role);
@@ -2466,6 +2528,22 @@ inline ChatPieces chat_pieces(const ChatInfo& chat, const std::vector<Message>& 
                 p.add_text(strip_newlines(answer, true, false));
             } else {
                 p.add_text(answer);
+            }
+            for (size_t k = 0; k < m.tool_calls.size(); k++) {  // Qwen3: a line break before each but a first one
+                if (k > 0 || !answer.empty()) p.add_markup("\n");  // that follows no content
+                add_tool_call(p, m.tool_calls[k]);
+            }
+            p.add_markup("<|im_end|>\n");
+        } else if (m.role == "assistant" && !m.tool_calls.empty()) {  // Qwen2.5: no line break before no content
+            p.add_markup("<|im_start|>");
+            p.add_text(m.role);
+            if (!m.content.empty()) {
+                p.add_markup("\n");
+                p.add_text(m.content);
+            }
+            for (const ToolCall& c : m.tool_calls) {
+                p.add_markup("\n");
+                add_tool_call(p, c);
             }
             p.add_markup("<|im_end|>\n");
         } else {
@@ -2493,6 +2571,12 @@ inline std::vector<int> chat_tokens(const Tokenizer& tok, const ChatInfo& chat, 
         bad = utf8_first_invalid(msgs[i].content);
         if (bad != msgs[i].content.size())
             fail("message %zu (%s): invalid UTF-8 at byte %zu", i, msgs[i].role.c_str(), bad);
+        const std::string& r = msgs[i].reasoning ? *msgs[i].reasoning : std::string();
+        if ((bad = utf8_first_invalid(r)) != r.size())
+            fail("message %zu: reasoning: invalid UTF-8 at byte %zu", i, bad);
+        for (const ToolCall& c : msgs[i].tool_calls)
+            if ((bad = utf8_first_invalid(c.name)) != c.name.size())
+                fail("message %zu: tool call name: invalid UTF-8 at byte %zu", i, bad);
     }
     ChatPieces p = chat_pieces(chat, msgs, o);
     return tok.encode_trusted(p.text, p.markup);
@@ -2502,18 +2586,24 @@ inline std::vector<int> chat_tokens(const Tokenizer& tok, const ChatInfo& chat, 
 // Sampler: penalties, temperature, top-k / top-p / min-p, and a seeded draw
 // ============================================================================
 // The next token is chosen from the (n_vocab) fp32 logits in this order (that of Hugging Face generate()):
-//   1. repetition penalty  (HF RepetitionPenaltyLogitsProcessor) over every distinct token of the context,
-//                          prompt included: l = l < 0 ? l * penalty : l / penalty
-//   2. presence penalty    (OpenAI / vLLM) over every distinct *generated* token: l -= presence_penalty
-//   2b. mask (optional)    l = -inf for every token outside the `allowed` bit set (structured output: the grammar's
+//   0. logprobs (optional) log-softmax of the logits as the model gave them, before anything below: recorded for
+//                          the chosen token and the `logprobs` most probable ones (what OpenAI's API returns)
+//   1. logit bias          l += bias for each (id, bias) of logit_bias (OpenAI / vLLM)
+//   2. repetition penalty  (HF RepetitionPenaltyLogitsProcessor) over every distinct token of the context,
+//                          prompt included (or of its last repeat_last_n tokens): l = l < 0 ? l * penalty : l / penalty
+//   3. presence and        (OpenAI / vLLM) over every distinct *generated* token, c times in the answer so far:
+//      frequency penalty   l -= c * frequency_penalty + presence_penalty
+//   3b. mask (optional)    l = -inf for every token outside the `allowed` bit set (structured output: the grammar's
 //                          choice). After the penalties, whose clamp to the finite floats must not revive a token
-//   3. temperature         0 => argmax (lowest id on ties), done. Otherwise p = softmax(l / temperature)
-//   4. top-k               keep the k most probable tokens (and any tied with the k-th)
-//   5. top-p               of those, keep the smallest most-probable set whose mass >= top_p of theirs
-//   6. min-p               of those, keep the tokens with p >= min_p * p_max
-//   7. draw                renormalise the kept probabilities and draw one with Rng::uniform()
+//   4. temperature         0 => argmax (lowest id on ties), done. Otherwise p = softmax(l / temperature)
+//   5. top-k               keep the k most probable tokens (and any tied with the k-th)
+//   6. top-p               of those, keep the smallest most-probable set whose mass >= top_p of theirs
+//   7. min-p               of those, keep the tokens with p >= min_p * p_max
+//   8. draw                renormalise the kept probabilities and draw one with Rng::uniform()
 // Every filter keeps at least the most probable token. Nothing sorts the whole vocabulary: top-k selects
 // with nth_element, and top-p / min-p sort only the tokens above a probability cutoff (see Sampler::keep).
+
+constexpr int MAX_TOP_LOGPROBS = 20;  // OpenAI's limit for top_logprobs
 
 struct SamplingParams {
     float temperature = 0.7f;         // 0 = greedy (argmax)
@@ -2521,7 +2611,11 @@ struct SamplingParams {
     int top_k = 20;                   // 0 = off
     float min_p = 0.0f;               // [0, 1]; 0 = off
     float repetition_penalty = 1.0f;  // > 0; 1 = off. HF semantics, over prompt + generated tokens
+    int repeat_last_n = -1;           // the repetition penalty's window: the last N context tokens; -1 = all, 0 = none
     float presence_penalty = 0.0f;    // [-2, 2]; 0 = off. OpenAI/vLLM semantics, over generated tokens only
+    float frequency_penalty = 0.0f;   // [-2, 2]; 0 = off. OpenAI: times each generated token's count
+    std::vector<std::pair<int, float>> logit_bias;  // (n) (token id, bias in [-100, 100]), distinct ids
+    int logprobs = -1;                // -1 = off; 0..MAX_TOP_LOGPROBS: record log-probabilities (Sampler::logprobs)
     uint64_t seed = 0;
 };
 
@@ -2546,6 +2640,21 @@ inline void validate(const SamplingParams& p) {
         fail("repetition_penalty must be a finite number > 0, got %g", double(p.repetition_penalty));
     if (!(p.presence_penalty >= -2 && p.presence_penalty <= 2))
         fail("presence_penalty must be in [-2, 2], got %g", double(p.presence_penalty));
+    if (!(p.frequency_penalty >= -2 && p.frequency_penalty <= 2))
+        fail("frequency_penalty must be in [-2, 2], got %g", double(p.frequency_penalty));
+    if (p.repeat_last_n < -1) fail("repeat_last_n must be >= -1 (-1 = the whole context), got %d", p.repeat_last_n);
+    std::vector<int> ids;
+    for (const auto& [id, bias] : p.logit_bias) {
+        if (id < 0) fail("logit_bias: token id %d is negative", id);
+        if (!(bias >= -100 && bias <= 100))
+            fail("logit_bias: the bias of token %d must be in [-100, 100], got %g", id, double(bias));
+        ids.push_back(id);
+    }
+    std::sort(ids.begin(), ids.end());
+    auto twice = std::adjacent_find(ids.begin(), ids.end());
+    if (twice != ids.end()) fail("logit_bias: token %d is given twice", *twice);
+    if (p.logprobs < -1 || p.logprobs > MAX_TOP_LOGPROBS)
+        fail("logprobs must be in [0, %d] (-1 = off), got %d", MAX_TOP_LOGPROBS, p.logprobs);
 }
 
 // xorshift64* (Vigna, 2014): 64 bits of state, the high 32 bits of each output are of good quality.
@@ -2577,22 +2686,54 @@ inline std::vector<int> distinct_tokens(const std::vector<int>& tokens, size_t b
     return ids;
 }
 
-// HF RepetitionPenaltyLogitsProcessor: each distinct context token once; dividing a positive logit and
-// multiplying a negative one both make the token less likely when penalty > 1.
-inline void apply_repetition_penalty(float* logits, int n_vocab, const std::vector<int>& tokens, float penalty) {
+// l += bias for each (id, bias) with id < n_vocab, clamped to the finite floats.
+inline void apply_logit_bias(float* logits, int n_vocab, const std::vector<std::pair<int, float>>& bias) {
+    const float max = std::numeric_limits<float>::max();
+    for (const auto& [id, b] : bias)
+        if (id >= 0 && id < n_vocab) logits[id] = std::max(-max, std::min(max, logits[id] + b));
+}
+
+// Where the repetition penalty's window of the last `last_n` of n_tokens context tokens begins (n_tokens: none).
+inline size_t repeat_window_begin(size_t n_tokens, int last_n) {
+    if (last_n < 0) return 0;
+    return n_tokens - std::min(n_tokens, size_t(last_n));
+}
+
+// HF RepetitionPenaltyLogitsProcessor: each distinct context token of tokens[begin..] once; dividing a positive
+// logit and multiplying a negative one both make the token less likely when penalty > 1.
+inline void apply_repetition_penalty(float* logits, int n_vocab, const std::vector<int>& tokens, float penalty,
+                                     size_t begin = 0) {
     if (penalty == 1.0f) return;
     const float max = std::numeric_limits<float>::max();  // an extreme penalty must not make a logit infinite
-    for (int id : distinct_tokens(tokens, 0, n_vocab)) {
+    for (int id : distinct_tokens(tokens, begin, n_vocab)) {
         float l = logits[id] < 0 ? logits[id] * penalty : logits[id] / penalty;
         logits[id] = std::max(-max, std::min(max, l));
     }
 }
 
-// OpenAI / vLLM presence penalty: subtracted once from each distinct token generated so far.
+// What the presence and frequency penalties subtract: (id, c * frequency + presence) for each distinct token id
+// that occurs c > 0 times in tokens[n_prompt..], sorted by id.
+inline std::vector<std::pair<int, float>> openai_penalties(const std::vector<int>& tokens, size_t n_prompt,
+                                                           int n_vocab, float presence, float frequency) {
+    std::vector<std::pair<int, float>> out;
+    if (presence == 0.0f && frequency == 0.0f) return out;
+    std::vector<int> gen;
+    for (size_t i = n_prompt; i < tokens.size(); i++)
+        if (tokens[i] >= 0 && tokens[i] < n_vocab) gen.push_back(tokens[i]);
+    std::sort(gen.begin(), gen.end());
+    for (size_t i = 0; i < gen.size();) {
+        size_t j = i;
+        while (j < gen.size() && gen[j] == gen[i]) j++;
+        out.push_back({gen[i], float(j - i) * frequency + presence});
+        i = j;
+    }
+    return out;
+}
+
+// OpenAI / vLLM presence and frequency penalties: l -= c * frequency + presence for each token generated c > 0 times.
 inline void apply_presence_penalty(float* logits, int n_vocab, const std::vector<int>& tokens, size_t n_prompt,
-                                   float penalty) {
-    if (penalty == 0.0f) return;
-    for (int id : distinct_tokens(tokens, n_prompt, n_vocab)) logits[id] -= penalty;
+                                   float presence, float frequency = 0.0f) {
+    for (const auto& [id, v] : openai_penalties(tokens, n_prompt, n_vocab, presence, frequency)) logits[id] -= v;
 }
 
 // l[i] = -inf for each token i whose bit in `allowed` (bit i % 32 of word i / 32) is clear.
@@ -2609,6 +2750,33 @@ inline int argmax(const float* logits, int n) {
     return best;
 }
 
+// The log-probability of a token and of the most probable ones, from the model's logits.
+struct TokenLogprob {
+    int id = -1;
+    float logprob = 0;  // log softmax(logits)[id], <= 0
+};
+struct StepLogprobs {
+    TokenLogprob chosen;             // the token sampled
+    std::vector<TokenLogprob> top;   // (<= MAX_TOP_LOGPROBS) most probable first, lowest id first on ties
+};
+
+// log p_i = l_i - (m + log sum_j exp(l_j - m)), m = max_j l_j (sum in double); top_n of them, most probable first.
+inline StepLogprobs token_logprobs(const float* logits, int n, int chosen, int top_n) {
+    float m = logits[argmax(logits, n)];
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += std::exp(logits[i] - m);
+    const double lse = double(m) + std::log(sum);
+    StepLogprobs out;
+    out.chosen = {chosen, float(double(logits[chosen]) - lse)};
+    std::vector<int> ids(static_cast<size_t>(n));
+    for (int i = 0; i < n; i++) ids[size_t(i)] = i;
+    size_t k = size_t(std::min(std::max(top_n, 0), n));
+    std::partial_sort(ids.begin(), ids.begin() + long(k), ids.end(),
+                      [&](int a, int b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+    for (size_t i = 0; i < k; i++) out.top.push_back({ids[i], float(double(logits[ids[i]]) - lse)});
+    return out;
+}
+
 // Owns the parameters, the random state and the scratch buffers: one Sampler per generation stream.
 struct Sampler {
     struct Candidate {
@@ -2621,19 +2789,25 @@ struct Sampler {
 
     explicit Sampler(const SamplingParams& p) : params(p), rng(p.seed) { validate(p); }
 
+    StepLogprobs logprobs;  // with params.logprobs >= 0: those of the last token sampled
+
     // logits: (n_vocab) fp32, modified in place (penalties, mask). tokens: the whole context so far (prompt, then
     // generated); tokens[n_prompt..] are the generated ones. allowed: null, or a bit set of (n_vocab + 31) / 32
     // words: only the tokens whose bit is set may be chosen. Returns the chosen id.
     int sample(float* logits, int n_vocab, const std::vector<int>& tokens, size_t n_prompt,
                const uint32_t* allowed = nullptr) {
         if (n_vocab <= 0) fail("sampler: vocabulary size must be positive, got %d", n_vocab);
-        apply_repetition_penalty(logits, n_vocab, tokens, params.repetition_penalty);
-        apply_presence_penalty(logits, n_vocab, tokens, n_prompt, params.presence_penalty);
+        if (params.logprobs >= 0) raw_.assign(logits, logits + n_vocab);
+        apply_logit_bias(logits, n_vocab, params.logit_bias);
+        if (params.repeat_last_n != 0)
+            apply_repetition_penalty(logits, n_vocab, tokens, params.repetition_penalty,
+                                     repeat_window_begin(tokens.size(), params.repeat_last_n));
+        apply_presence_penalty(logits, n_vocab, tokens, n_prompt, params.presence_penalty, params.frequency_penalty);
         if (allowed) apply_token_mask(logits, n_vocab, allowed);
         check_finite_(logits, n_vocab);
-        if (params.temperature == 0.0f) return argmax(logits, n_vocab);
-        const std::vector<Candidate>& kept = keep(logits, n_vocab);
-        return draw(kept);
+        int id = params.temperature == 0.0f ? argmax(logits, n_vocab) : draw(keep(logits, n_vocab));
+        if (params.logprobs >= 0) logprobs = token_logprobs(raw_.data(), n_vocab, id, params.logprobs);
+        return id;
     }
 
     // Steps 3-6 above for temperature > 0: the tokens that may be drawn, each with its softmax(logits / temperature)
@@ -2668,6 +2842,7 @@ struct Sampler {
     }
 
   private:
+    std::vector<float> raw_;       // (n_vocab) fp32: the logits as given, when logprobs are recorded
     std::vector<float> prob_;      // (n_vocab) fp32: softmax(logits / temperature)
     std::vector<Candidate> cand_;  // (<= n_vocab) the kept tokens, most probable first once filtered
 
@@ -4993,6 +5168,60 @@ inline std::string json_dump(const JsonValue& v) {
     return out;
 }
 
+// A JSON number as Python's json.dumps writes the value json.loads reads from it: an integer as it is (-0 as 0),
+// any other number as repr(float): the fewest significant digits that read back as the same double, in fixed
+// notation when the decimal exponent is -4..15 (1e-05, 0.0001, 1e+16, 1000000000000000.0, 2.5).
+inline std::string python_number(const std::string& text) {
+    if (text.find_first_of(".eE") == std::string::npos) return text == "-0" ? "0" : text;
+    double v = strtod(text.c_str(), nullptr);
+    if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+    char buf[40];
+    for (int prec = 0; prec <= 17; prec++) {  // "-d.ddde-XX": the shortest that round-trips
+        snprintf(buf, sizeof buf, "%.*e", prec, v);
+        if (strtod(buf, nullptr) == v) break;
+    }
+    std::string m = buf, sign;
+    if (m[0] == '-') sign = "-", m.erase(0, 1);
+    size_t e = m.find('e');
+    int exp = atoi(m.c_str() + e + 1);
+    std::string digits = m.substr(0, 1) + (e > 2 ? m.substr(2, e - 2) : "");
+    while (digits.size() > 1 && digits.back() == '0') digits.pop_back();
+    int point = exp + 1;  // digits d1 d2 ... with the decimal point after `point` of them
+    if (point > -4 && point <= 16) {
+        if (point <= 0) return sign + "0." + std::string(size_t(-point), '0') + digits;
+        if (size_t(point) >= digits.size())
+            return sign + digits + std::string(size_t(point) - digits.size(), '0') + ".0";
+        return sign + digits.substr(0, size_t(point)) + "." + digits.substr(size_t(point));
+    }
+    std::string mant = digits.substr(0, 1) + (digits.size() > 1 ? "." + digits.substr(1) : "");
+    return sign + mant + sformat("e%c%02d", exp < 0 ? '-' : '+', std::abs(exp));
+}
+
+// A value as Python's json.dumps(value, ensure_ascii=False) writes it (the chat templates' tojson).
+inline std::string python_json_dump(const JsonValue& v) {
+    std::string out;
+    switch (v.type) {
+        case JsonValue::NUMBER:
+            return python_number(v.text);
+        case JsonValue::ARRAY:
+            out = "[";
+            for (size_t i = 0; i < v.items.size(); i++) out += (i ? ", " : "") + python_json_dump(v.items[i]);
+            return out + "]";
+        case JsonValue::OBJECT:
+            out = "{";
+            for (size_t i = 0; i < v.members.size(); i++) {
+                if (i) out += ", ";
+                json_quote(out, v.members[i].first);
+                out += ": " + python_json_dump(v.members[i].second);
+            }
+            return out + "}";
+        default:
+            return json_dump(v);
+    }
+}
+
+inline std::string python_json(const std::string& json_text) { return python_json_dump(parse_json(json_text)); }
+
 // ----------------------------------------------------------------------------
 // Writing GBNF: literals and classes; regex -> GBNF
 // ----------------------------------------------------------------------------
@@ -5661,13 +5890,18 @@ struct SchemaToGbnf {
         return "\"{\" ws " + rest[0] + " ws \"}\"";
     }
 
-    std::string convert() {
+    // The expression for the whole schema; the rules it uses are in `rules` afterwards (with json_base_gbnf's).
+    std::string visit_all() {
         std::string top = visit(root, "");
         while (!todo.empty()) {
             auto [name, pointer] = todo.back();
             todo.pop_back();
             rules += name + " ::= " + visit(resolve(pointer, ""), pointer) + "\n";
         }
+        return top;
+    }
+    std::string convert() {
+        std::string top = visit_all();
         return "root ::= " + top + "\n" + rules + json_base_gbnf();
     }
 };
@@ -5690,6 +5924,41 @@ inline std::string choices_to_gbnf(const std::vector<std::string>& choices) {
         out += (i ? " | " : "") + gbnf_literal(choices[i]);
     }
     return out + "\n";
+}
+
+// A function the model may call: its name and the JSON Schema of its arguments ("" = any JSON object).
+struct ToolSpec {
+    std::string name, parameters;
+};
+
+// GBNF for Qwen's tool calls, as the chat templates ask for them: <tool_call>\n{"name": "NAME", "arguments": ARGS}
+// \n</tool_call>, ARGS valid under that tool's schema; one call, or with `parallel` several, one line apart. With
+// `think` (Qwen3 thinking) a reasoning block may come first: "<think>\n" text without "</" "</think>\n\n".
+// Errors name the tool ("tool 'get_weather': json schema: /properties/unit: unsupported keyword 'oneOf'").
+inline std::string tool_calls_gbnf(const std::vector<ToolSpec>& tools, bool parallel, bool think) {
+    if (tools.empty()) fail("tool calls: no tools to call");
+    std::string rules, alts;
+    int n_rules = 0;
+    for (size_t i = 0; i < tools.size(); i++) {
+        std::string args = "json-object";
+        if (!tools[i].parameters.empty()) {
+            try {
+                JsonValue schema = parse_json(tools[i].parameters, "json schema");
+                SchemaToGbnf conv{schema, {}, {}, {}, n_rules};
+                std::string top = conv.visit_all();
+                n_rules = conv.n_rules;
+                args = "args-" + std::to_string(i);
+                rules += conv.rules + args + " ::= " + top + "\n";
+            } catch (const Error& e) {
+                fail("tool '%s': %s", tools[i].name.c_str(), e.what());
+            }
+        }
+        alts += (i ? " | " : "") + gbnf_literal(tools[i].name + "\", \"arguments\": ") + " " + args;
+    }
+    std::string root =
+        std::string("root ::= ") + (think ? "think? " : "") + (parallel ? "call (\"\\n\" call)*\n" : "call\n");
+    return root + "call ::= \"<tool_call>\\n{\\\"name\\\": \\\"\" (" + alts + ") \"}\\n</tool_call>\"\n" +
+           "think ::= \"<think>\\n\" ([^<] | \"<\" [^/])* \"</think>\\n\\n\"\n" + rules + json_base_gbnf();
 }
 
 inline Grammar grammar_from_json_schema(const std::string& schema) {
@@ -5758,6 +6027,169 @@ struct StopMatcher {
     }
 };
 
+// Model output -> the parts an API returns: Qwen3's reasoning, the answer, and tool calls, from streamed pieces
+// (what vLLM's qwen3 reasoning parser and hermes tool parser do):
+//   - reasoning (when asked for): output that starts with "<think>" (after whitespace) is reasoning up to
+//     "</think>"; newlines around it and after "</think>" are dropped, as the template drops them. Without the
+//     closing tag (cut short) everything is reasoning. Output that does not start with "<think>" is all answer;
+//   - tool calls (when asked for): each "<tool_call>JSON</tool_call>" whose JSON is an object with a string
+//     "name" and an object "arguments" becomes a call (arguments written as Python's json.dumps writes them,
+//     as the templates render them back); anything else there, or a call never closed, stays answer text. With
+//     tools on, whitespace at the end of the answer text and before a call is dropped once there is a call.
+// Text that could be the start of a tag is held back until the next piece settles it, so the parts of a stream
+// add up to the parts of the whole output.
+struct ChatPart {
+    enum Kind { CONTENT, REASONING, TOOL_CALL };
+    Kind kind = CONTENT;
+    std::string text;  // CONTENT, REASONING
+    ToolCall call;     // TOOL_CALL: name and arguments (no id)
+};
+
+struct ChatOutputParser {
+    ChatOutputParser(bool reasoning, bool tools) : tools_(tools), state_(reasoning ? START : CONTENT) {}
+
+    std::vector<ChatPart> push(const std::string& piece) {
+        buf_ += piece;
+        std::vector<ChatPart> out;
+        while (step_(out)) {
+        }
+        return out;
+    }
+
+    // End of the output: whatever was held back.
+    std::vector<ChatPart> finish() {
+        std::vector<ChatPart> out;
+        if (state_ == START) {
+            add_(out, ChatPart::CONTENT, buf_);
+        } else if (state_ == THINK) {
+            add_(out, ChatPart::REASONING, strip_newlines(buf_, lead_, true));
+        } else if (state_ == CONTENT || state_ == CALL) {
+            content_(out, state_ == CALL ? "<tool_call>" + buf_ : buf_);
+            if (calls_ == 0) add_(out, ChatPart::CONTENT, ws_);
+        }
+        buf_.clear(), ws_.clear();
+        state_ = DONE;
+        return out;
+    }
+    int calls() const { return calls_; }
+
+  private:
+    enum State { START, THINK, AFTER_THINK, CONTENT, CALL, DONE };
+    bool tools_;
+    State state_;
+    bool lead_ = true;  // THINK: no reasoning text yet (its leading newlines are dropped)
+    std::string buf_;   // received, not yet settled
+    std::string ws_;    // tools: whitespace at the end of the answer text so far, held back
+    int calls_ = 0;
+
+    static void add_(std::vector<ChatPart>& out, ChatPart::Kind k, const std::string& text) {
+        if (text.empty()) return;
+        if (!out.empty() && out.back().kind == k && k != ChatPart::TOOL_CALL) out.back().text += text;
+        else out.push_back({k, text, {}});
+    }
+    // The length of the longest end of s that is a proper beginning of tag.
+    static size_t partial_(const std::string& s, const char* tag) {
+        size_t n = strlen(tag);
+        for (size_t len = std::min(s.size(), n - 1); len > 0; len--)
+            if (s.compare(s.size() - len, len, tag, len) == 0) return len;
+        return 0;
+    }
+    // Answer text: with tools on, its trailing whitespace is held back (dropped if a call follows).
+    void content_(std::vector<ChatPart>& out, const std::string& text) {
+        if (!tools_) return add_(out, ChatPart::CONTENT, text);
+        std::string t = ws_ + text;
+        size_t end = t.find_last_not_of(" \t\r\n");
+        end = end == std::string::npos ? 0 : end + 1;
+        ws_ = t.substr(end);
+        add_(out, ChatPart::CONTENT, t.substr(0, end));
+    }
+    // A call's text between the tags, as a part.
+    void call_(std::vector<ChatPart>& out, const std::string& body) {
+        try {
+            JsonValue v = parse_json(body, "tool call");
+            const JsonValue *name = v.get("name"), *args = v.get("arguments");
+            if (v.type == JsonValue::OBJECT && name && name->type == JsonValue::STRING && args &&
+                args->type == JsonValue::OBJECT) {
+                ws_.clear();
+                out.push_back({ChatPart::TOOL_CALL, "", {"", name->text, python_json_dump(*args)}});
+                calls_++;
+                return;
+            }
+        } catch (const Error&) {
+        }
+        content_(out, "<tool_call>" + body + "</tool_call>");  // malformed: it stays text
+    }
+    // One move of the state machine; false when it needs more text.
+    bool step_(std::vector<ChatPart>& out) {
+        switch (state_) {
+            case START: {
+                size_t i = buf_.find_first_not_of(" \t\r\n");
+                if (i == std::string::npos) return false;
+                if (buf_.compare(i, 7, "<think>") == 0) {
+                    buf_.erase(0, i + 7);
+                    state_ = THINK;
+                } else if (buf_.size() - i < 7 && std::string("<think>").compare(0, buf_.size() - i, buf_, i) == 0) {
+                    return false;
+                } else {
+                    state_ = CONTENT;
+                }
+                return true;
+            }
+            case THINK: {
+                if (lead_) buf_ = strip_newlines(buf_, true, false);
+                if (buf_.empty()) return false;
+                size_t close = buf_.find("</think>");
+                if (close != std::string::npos) {
+                    add_(out, ChatPart::REASONING, strip_newlines(buf_.substr(0, close), lead_, true));
+                    buf_.erase(0, close + 8);
+                    state_ = AFTER_THINK;
+                    return true;
+                }
+                lead_ = false;
+                std::string ready =
+                    strip_newlines(buf_.substr(0, buf_.size() - partial_(buf_, "</think>")), false, true);
+                add_(out, ChatPart::REASONING, ready);
+                buf_.erase(0, ready.size());
+                return false;
+            }
+            case AFTER_THINK:
+                buf_ = strip_newlines(buf_, true, false);
+                if (buf_.empty()) return false;
+                state_ = CONTENT;
+                return true;
+            case CONTENT: {
+                if (!tools_) {
+                    add_(out, ChatPart::CONTENT, buf_);
+                    buf_.clear();
+                    return false;
+                }
+                size_t open = buf_.find("<tool_call>");
+                if (open != std::string::npos) {
+                    content_(out, buf_.substr(0, open));
+                    buf_.erase(0, open + 11);
+                    state_ = CALL;
+                    return true;
+                }
+                size_t ready = buf_.size() - partial_(buf_, "<tool_call>");
+                content_(out, buf_.substr(0, ready));
+                buf_.erase(0, ready);
+                return false;
+            }
+            case CALL: {
+                size_t close = buf_.find("</tool_call>");
+                if (close == std::string::npos) return false;
+                call_(out, buf_.substr(0, close));
+                buf_.erase(0, close + 12);
+                state_ = CONTENT;
+                return true;
+            }
+            case DONE:
+                return false;
+        }
+        return false;
+    }
+};
+
 struct GenerateOptions {
     int max_new_tokens = -1;            // -1: until a stop or the context is full
     std::vector<int> stop_ids;          // (n) token ids that end generation (not printed)
@@ -5765,9 +6197,15 @@ struct GenerateOptions {
     // Structured output: every token keeps the text inside this grammar's language (bind_grammar); the stop ids
     // are allowed only where the text is complete, and generation stops ("stop") once nothing else can follow.
     std::shared_ptr<const TokenGrammar> grammar;
+    int min_new_tokens = 0;             // the stop ids may not come before this many tokens (vLLM's min_tokens)
+    // Called with each generated token that is part of the answer (not a stop id), before its text is passed on:
+    // the sampler's logprobs are those of this token then.
+    std::function<void(int id)> on_token;
 };
 
 struct GenerateResult {
+    std::vector<int> ids;               // the tokens sampled, a final stop id included
+    std::vector<StepLogprobs> logprobs; // with the sampler's logprobs on: one per id
     std::string text;                   // the generated text, stop string excluded
     int prompt_tokens = 0;              // tokens in the prompt
     int prefill_tokens = 0;             // of those, tokens actually run (the rest came from the cache)
@@ -5818,7 +6256,7 @@ struct Session {
             return out.empty() || !on_text || on_text(out);
         };
         std::unique_ptr<GrammarMatcher> grammar;
-        std::vector<uint32_t> mask;  // (mask words) the tokens the grammar allows next
+        std::vector<uint32_t> mask;  // (mask words) the tokens allowed next (grammar, min_new_tokens); empty: all
         if (opt.grammar) {
             grammar = std::make_unique<GrammarMatcher>(opt.grammar);
             mask.resize(size_t(mask_words(std::max(n_vocab, grammar->n_vocab()))));
@@ -5827,17 +6265,31 @@ struct Session {
                 r.prefill_seconds = now_seconds() - t0;
                 return r;
             }
-            next_mask(*grammar, opt.stop_ids, n_vocab, mask);
         }
+        // min_new_tokens without a grammar: a mask of every token but the stop ids, until that many have come.
+        const bool hold_stops = opt.min_new_tokens > 0 && !opt.stop_ids.empty();
+        if (!grammar && hold_stops) mask.resize(size_t(mask_words(n_vocab)));
+        auto update_mask = [&] {
+            bool stops_ok = r.completion_tokens >= opt.min_new_tokens;
+            if (grammar) return next_mask(*grammar, stops_ok ? opt.stop_ids : std::vector<int>(), n_vocab, mask);
+            if (!hold_stops || stops_ok) return mask.clear();
+            std::fill(mask.begin(), mask.end(), ~0u);
+            for (int id : opt.stop_ids)
+                if (id >= 0 && id < n_vocab) mask[size_t(id >> 5)] &= ~(1u << (id & 31));
+        };
+        update_mask();
 
         for (;;) {
-            int next = engine.sample(sampler, n_vocab, tokens, size_t(n_prompt), grammar ? mask.data() : nullptr);
+            int next = engine.sample(sampler, n_vocab, tokens, size_t(n_prompt), mask.empty() ? nullptr : mask.data());
             if (r.completion_tokens == 0) r.prefill_seconds = now_seconds() - t0;
             r.completion_tokens++;
+            r.ids.push_back(next);
+            if (sampler.params.logprobs >= 0) r.logprobs.push_back(sampler.logprobs);
             if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), next) != opt.stop_ids.end()) {
                 r.finish_reason = "stop";
                 break;
             }
+            if (opt.on_token) opt.on_token(next);
             tokens.push_back(next);
             if (grammar && !grammar->advance(next)) fail("grammar: token %d was sampled outside the mask", next);
             if (!emit(decoder.push(next))) {
@@ -5855,7 +6307,7 @@ struct Session {
             engine.forward(&next, 1, int(tokens.size()) - 1);
             cached.push_back(next);
             // The GPU engine's forward() returns once the step is queued: the mask is made while the GPU runs it.
-            if (grammar) next_mask(*grammar, opt.stop_ids, n_vocab, mask);
+            update_mask();
         }
         if (r.finish_reason != "cancelled" && !stops.stopped) emit(decoder.flush());
         if (r.finish_reason != "cancelled") {

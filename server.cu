@@ -2,15 +2,19 @@
 //
 //   GET  /                      the chat page (web/chat.html, embedded at build time)
 //   POST /                      {"prompt", "history"} -> {"response", "history", "status", "time"}
-//   POST /v1/chat/completions   OpenAI chat completions, whole or streamed as server-sent events
+//   POST /v1/chat/completions   OpenAI chat completions, whole or streamed as server-sent events: tools and tool
+//                               calls, Qwen3 reasoning apart from the answer, structured output, logprobs, n
 //   POST /v1/completions        OpenAI text completions: the raw prompt, no chat template
 //   GET  /v1/models             the one model served
 //   GET  /health                {"status": "ok"}
+//   GET  /metrics               Prometheus text: requests, tokens, queue, latency histograms
+//   POST /tokenize, /detokenize, /apply-template   llama-server's: text <-> ids, messages -> prompt text
 //
 // The HTTP threads (libmicrohttpd, one per connection) parse and check a request, turn it into prompt tokens
-// and hand a Job to the one engine thread, which owns the engine and runs the jobs one at a time; the
-// generated text flows back to the HTTP thread through the job. All the JSON and HTTP code lives in this
-// file: the headers know nothing of it.
+// (and a grammar, bound to the vocabulary once and cached) and hand a Job to the one engine thread, which owns
+// the engine and runs the jobs one at a time; the generated text flows back to the HTTP thread through the job,
+// where it is split into reasoning, answer and tool calls. All the JSON and HTTP code lives in this file: the
+// headers know nothing of it.
 //
 // Every request is bounded, whatever the client sends: the request line and headers by --max-header-bytes,
 // the body by --max-body (any transfer encoding; compressed bodies are refused), JSON nesting to 64 levels,
@@ -27,6 +31,7 @@
 
 #include <arpa/inet.h>
 #include <climits>
+#include <list>
 #include <csignal>
 #include <ctime>
 #include <deque>
@@ -39,7 +44,7 @@
 
 #include "chat_html.h"  // build/chat_html.h: unsigned char chat_html[]; unsigned int chat_html_len;
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;  // keys in the order sent: tools are rendered as given
 
 // ============================================================================
 // Command line
@@ -60,7 +65,12 @@ struct ServerArgs {
     int max_connections = 128;       // open connections, each with its own thread
     std::vector<std::string> allow_hosts;  // Host header names accepted besides the loopback ones ("*": any)
     double shutdown_grace = 5;       // seconds generations get to finish after SIGTERM
+    std::string api_key;             // required as "Authorization: Bearer KEY" when set (--api-key, QWEN_API_KEY)
+    std::vector<std::string> cors_origins;  // origins answered with CORS headers ("*": any); none: no CORS
+    std::string alias;               // the model id; "" = the file name without .bin
+    bool split_reasoning = true;     // Qwen3: <think>...</think> -> reasoning_content (--reasoning-format none: inline)
     cli::SamplingFlags sampling;     // defaults for requests that do not say; unset: the model's generation config
+    cli::LlamaFlags llama;           // -ngl, -fa: accepted, no effect
 };
 
 static const std::string kUsage = std::string(
@@ -72,7 +82,15 @@ static const std::string kUsage = std::string(
     "  --cpu                    use the CPU engine even when a GPU is present\n"
     "  -t, --threads N          CPU engine threads (default: all cores)\n"
     "  -n, --n-predict N        default limit on generated tokens per request (default 512)\n"
-    "sampling defaults for requests that do not give them:\n") +
+    "  --alias NAME             the model's id in answers and /v1/models (default: the file name without .bin)\n"
+    "  --api-key KEY            require 'Authorization: Bearer KEY' on every endpoint but /health and the page\n"
+    "                           (default: the QWEN_API_KEY environment variable; unset: no key)\n"
+    "  --cors-origin ORIGIN     answer browsers from ORIGIN (e.g. http://localhost:3000; '*' = any) with CORS\n"
+    "                           headers and preflight OPTIONS (repeatable; default: no CORS headers)\n"
+    "  --reasoning-format FMT   Qwen3's <think> part: 'auto' puts it in reasoning_content (default), 'none'\n"
+    "                           leaves it inline in content\n") +
+    cli::LlamaFlags::HELP +
+    "sampling defaults for requests that do not give them:\n" +
     cli::SamplingFlags::HELP +
     "limits (a request over one gets a 4xx, a connection over one is closed):\n"
     "  --max-body BYTES          largest request body, however it is sent (default 1048576; more: 413)\n"
@@ -97,6 +115,7 @@ using cli::UsageError;
 // Returns nullopt for -h (usage printed); throws UsageError for anything it does not understand.
 static std::optional<ServerArgs> parse_args(int argc, char** argv) {
     ServerArgs a;
+    if (const char* key = getenv("QWEN_API_KEY")) a.api_key = key;
     for (int i = 1; i < argc; i++) {
         std::string flag = argv[i];
         if (flag == "-h" || flag == "--help") {
@@ -107,6 +126,7 @@ static std::optional<ServerArgs> parse_args(int argc, char** argv) {
             a.cpu = true;
             continue;
         }
+        if (a.llama.take(argc, argv, i)) continue;
         auto value = [&]() -> std::string {
             if (i + 1 >= argc) usage_error("%s needs a value", flag.c_str());
             return argv[++i];
@@ -125,55 +145,170 @@ static std::optional<ServerArgs> parse_args(int argc, char** argv) {
         else if (flag == "--max-connections") a.max_connections = int(parse_int(flag, value(), 4, 65536));
         else if (flag == "--allow-host") a.allow_hosts.push_back(value());
         else if (flag == "--shutdown-grace") a.shutdown_grace = double(parse_int(flag, value(), 0, 3600));
+        else if (flag == "--api-key") a.api_key = value();
+        else if (flag == "--cors-origin") a.cors_origins.push_back(value());
+        else if (flag == "--alias") a.alias = value();
+        else if (flag == "--reasoning-format") {
+            std::string f = value();
+            if (f != "auto" && f != "deepseek" && f != "none")
+                usage_error("--reasoning-format must be auto, deepseek (the same) or none, got '%s'", f.c_str());
+            a.split_reasoning = f != "none";
+        }
         else if (flag[0] == '-') usage_error("unknown option %s", flag.c_str());
         else usage_error("unexpected argument '%s'", flag.c_str());
     }
     if (a.model_path.empty()) usage_error("-m weights.bin is required");
+    for (const std::string& o : a.cors_origins)
+        if (o.empty() || o.find_first_of(" \t\r\n,") != std::string::npos)
+            usage_error("--cors-origin takes one origin such as http://localhost:3000 (or '*'), got '%s'", o.c_str());
+    if (!a.alias.empty() && !qwen::utf8_valid(a.alias)) usage_error("--alias is not valid UTF-8");
     return a;
 }
+
+// ============================================================================
+// Metrics: what GET /metrics reports, in Prometheus's text format
+// ============================================================================
+
+// Observations counted in fixed buckets (upper bounds in seconds; +Inf implied), with their sum.
+struct Histogram {
+    std::vector<double> bounds;
+    std::vector<uint64_t> counts;  // (bounds + 1) observations in each bucket (not cumulative)
+    double sum = 0;
+    uint64_t count = 0;
+
+    explicit Histogram(std::vector<double> b) : bounds(std::move(b)), counts(bounds.size() + 1, 0) {}
+    void observe(double v) {
+        size_t i = size_t(std::lower_bound(bounds.begin(), bounds.end(), v) - bounds.begin());
+        counts[i]++;
+        sum += v;
+        count++;
+    }
+    void write(std::string& out, const char* name, const char* help) const {
+        out += qwen::sformat("# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+        uint64_t cumulative = 0;
+        for (size_t i = 0; i <= bounds.size(); i++) {
+            cumulative += counts[i];
+            std::string le = i < bounds.size() ? qwen::sformat("%g", bounds[i]) : "+Inf";
+            out += qwen::sformat("%s_bucket{le=\"%s\"} %llu\n", name, le.c_str(), (unsigned long long)cumulative);
+        }
+        out += qwen::sformat("%s_sum %.6f\n%s_count %llu\n", name, sum, name, (unsigned long long)count);
+    }
+};
+
+// Counters and histograms, updated by the HTTP threads (requests) and the engine thread (generations).
+class Metrics {
+  public:
+    // An HTTP request answered; endpoint is a route's path (or "other"), so the label set stays small.
+    void request(const std::string& endpoint, int status) {
+        std::lock_guard<std::mutex> lock(mu_);
+        requests_[{endpoint, status}]++;
+    }
+    // A generation (one choice) finished: its new prompt tokens (once per request), its tokens, the time to its
+    // first token and its whole time.
+    void generation(int prompt_tokens, int completion_tokens, double ttft, double seconds) {
+        std::lock_guard<std::mutex> lock(mu_);
+        prompt_tokens_ += uint64_t(prompt_tokens);
+        generation_tokens_ += uint64_t(completion_tokens);
+        if (completion_tokens > 0) ttft_.observe(ttft);
+        duration_.observe(seconds);
+    }
+    void token_gap(double seconds) {  // the time between two tokens of one answer
+        std::lock_guard<std::mutex> lock(mu_);
+        itl_.observe(seconds);
+    }
+    std::string text(int running, int waiting) const {
+        std::lock_guard<std::mutex> lock(mu_);
+        std::string out = "# HELP qwen_requests_total HTTP requests answered, by endpoint and status.\n"
+                          "# TYPE qwen_requests_total counter\n";
+        for (const auto& [key, n] : requests_)
+            out += qwen::sformat("qwen_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n", key.first.c_str(),
+                                 key.second, (unsigned long long)n);
+        out += qwen::sformat("# HELP qwen_prompt_tokens_total Prompt tokens of the generation requests.\n"
+                             "# TYPE qwen_prompt_tokens_total counter\nqwen_prompt_tokens_total %llu\n"
+                             "# HELP qwen_generation_tokens_total Tokens generated.\n"
+                             "# TYPE qwen_generation_tokens_total counter\nqwen_generation_tokens_total %llu\n"
+                             "# HELP qwen_requests_running Generation requests on the engine now (0 or 1).\n"
+                             "# TYPE qwen_requests_running gauge\nqwen_requests_running %d\n"
+                             "# HELP qwen_requests_waiting Generation requests queued for the engine.\n"
+                             "# TYPE qwen_requests_waiting gauge\nqwen_requests_waiting %d\n",
+                             (unsigned long long)prompt_tokens_, (unsigned long long)generation_tokens_, running,
+                             waiting);
+        ttft_.write(out, "qwen_time_to_first_token_seconds", "Time from the start of a generation to its first token.");
+        itl_.write(out, "qwen_inter_token_latency_seconds", "Time between two consecutive tokens of an answer.");
+        duration_.write(out, "qwen_request_duration_seconds", "Time a generation took, first token to last.");
+        return out;
+    }
+
+  private:
+    mutable std::mutex mu_;
+    std::map<std::pair<std::string, int>, uint64_t> requests_;
+    uint64_t prompt_tokens_ = 0, generation_tokens_ = 0;
+    Histogram ttft_{{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}};
+    Histogram itl_{{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}};
+    Histogram duration_{{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}};
+};
 
 // ============================================================================
 // Jobs and the engine thread
 // ============================================================================
 
-// One generation on its way through the engine thread. The HTTP thread that made it fills the inputs and
-// then reads the output; the engine thread writes the output. Output fields are guarded by `mu`.
+// One generation request on its way through the engine thread: n choices from one prompt, made one after
+// another (the prompt is prefilled once: the KV cache keeps it). The HTTP thread that made it fills the inputs
+// and then reads the output; the engine thread writes the output. Output fields are guarded by `mu`.
 struct Job {
     std::vector<int> prompt;              // (n_prompt) token ids
-    qwen::SamplingParams sampling;
+    qwen::SamplingParams sampling;        // choice i draws with the seed sampling.seed + i
     qwen::GenerateOptions options;
+    int n = 1;                            // choices
+    bool stream = false;                  // the reader takes pieces as they come (else only the results)
     std::atomic<bool> cancel{false};      // set when the client has gone, or at shutdown
     std::atomic<bool> started{false};     // the engine began it (false at the end: cancelled while queued)
 
+    // A choice's text and logprobs as they come, or the end of a choice (then results[index] is complete).
+    struct Piece {
+        int index = 0;
+        std::string text;
+        std::vector<qwen::StepLogprobs> logprobs;
+        bool end = false;
+    };
     std::mutex mu;
     std::condition_variable cv;
-    std::string pending;                  // text generated and not yet taken by the reader
+    std::deque<Piece> pending;            // pieces not yet taken by the reader (stream only)
     bool done = false;
-    qwen::GenerateResult result;          // complete once done
+    std::vector<qwen::GenerateResult> results;  // (n) each complete once its end piece is out (all once done)
     std::string error;                    // non-empty if the engine failed
 
     // Engine side.
-    void push(const std::string& text) {
+    void push(int index, const std::string& text, const qwen::StepLogprobs* lp = nullptr) {
+        if (!stream) return;
         std::lock_guard<std::mutex> lock(mu);
-        pending += text;
+        if (pending.empty() || pending.back().index != index || pending.back().end)
+            pending.push_back({index, {}, {}, false});
+        pending.back().text += text;
+        if (lp) pending.back().logprobs.push_back(*lp);
         cv.notify_all();
     }
-    void finish(qwen::GenerateResult r, std::string err) {
+    void end_choice(int index, qwen::GenerateResult r) {
         std::lock_guard<std::mutex> lock(mu);
-        result = std::move(r);
+        results[size_t(index)] = std::move(r);
+        if (stream) pending.push_back({index, {}, {}, true});
+        cv.notify_all();
+    }
+    void finish(std::string err) {
+        std::lock_guard<std::mutex> lock(mu);
         error = std::move(err);
         done = true;
         cv.notify_all();
     }
 
-    // Reader side: waits for new text and moves it into `text`. Returns false, with `text` empty, once the
-    // job is finished and everything has been read. Pieces that arrive together come out as one.
-    bool next(std::string& text) {
+    // Reader side: waits for pieces and moves them into `out`. Returns false, with `out` empty, once the job is
+    // finished and everything has been read. Pieces of a choice that arrive together come out as one.
+    bool next(std::vector<Piece>& out) {
         std::unique_lock<std::mutex> lock(mu);
         cv.wait(lock, [&] { return done || !pending.empty(); });
-        text = std::move(pending);
+        out.assign(std::make_move_iterator(pending.begin()), std::make_move_iterator(pending.end()));
         pending.clear();
-        return !text.empty();
+        return !out.empty();
     }
     void wait() {
         std::unique_lock<std::mutex> lock(mu);
@@ -189,8 +324,8 @@ struct Job {
 // an engine that keeps one KV cache per sequence and a forward pass over a batch of positions).
 class EngineWorker {
   public:
-    EngineWorker(qwen::Engine& engine, const qwen::Tokenizer& tok, size_t max_waiting)
-        : session_(engine, tok), max_waiting_(max_waiting) {
+    EngineWorker(qwen::Engine& engine, const qwen::Tokenizer& tok, size_t max_waiting, Metrics& metrics)
+        : session_(engine, tok), max_waiting_(max_waiting), metrics_(metrics) {
         thread_ = std::thread([this] { run(); });
     }
     ~EngineWorker() { stop(); }
@@ -206,6 +341,12 @@ class EngineWorker {
         queue_.push_back(std::move(job));
         cv_.notify_all();
         return Submit::QUEUED;
+    }
+
+    // (running, waiting) jobs now.
+    std::pair<int, int> load() {
+        std::lock_guard<std::mutex> lock(mu_);
+        return {running_ ? 1 : 0, int(queue_.size())};
     }
 
     // Shutdown, in steps: refuse new jobs, give the current ones up to `grace` seconds, cancel the rest (the
@@ -241,36 +382,59 @@ class EngineWorker {
                 queue_.pop_front();
                 running_ = job;
             }
-            execute(*job);
-            std::lock_guard<std::mutex> lock(mu_);
-            running_.reset();
-            cv_.notify_all();
+            std::string error = execute(*job);
+            {
+                std::lock_guard<std::mutex> lock(mu_);
+                running_.reset();
+                cv_.notify_all();
+            }
+            job->finish(std::move(error));  // after the engine is free: the client's next request finds it so
         }
     }
 
-    void execute(Job& job) {
-        qwen::GenerateResult r;
+    // The choices one after another, choice i seeded with seed + i; a failure ends the job (and resets the
+    // cache, which may hold a half-finished step). Returns the failure, or "".
+    std::string execute(Job& job) {
         std::string error;
-        if (job.cancel) {
-            r.finish_reason = "cancelled";
-        } else {
-            job.started = true;
+        if (!job.cancel) job.started = true;
+        for (int i = 0; i < job.n && error.empty(); i++) {
+            qwen::GenerateResult r;
+            if (job.cancel) {
+                r.finish_reason = "cancelled";
+                job.end_choice(i, std::move(r));
+                continue;
+            }
+            qwen::SamplingParams sp = job.sampling;
+            sp.seed = job.sampling.seed + uint64_t(i);
             try {
-                qwen::Sampler sampler(job.sampling);
-                r = session_.generate(job.prompt, sampler, job.options, [&](const std::string& text) {
-                    job.push(text);
+                qwen::Sampler sampler(sp);
+                qwen::GenerateOptions opt = job.options;
+                double last = 0;  // when the previous token came
+                opt.on_token = [&](int) {
+                    double now = qwen::now_seconds();
+                    if (last > 0) metrics_.token_gap(now - last);
+                    last = now;
+                    if (sp.logprobs >= 0) job.push(i, "", &sampler.logprobs);
+                };
+                double t0 = qwen::now_seconds();
+                r = session_.generate(job.prompt, sampler, opt, [&](const std::string& text) {
+                    job.push(i, text);
                     return !job.cancel;
                 });
+                metrics_.generation(i == 0 ? r.prompt_tokens : 0, r.completion_tokens, r.prefill_seconds,
+                                    qwen::now_seconds() - t0);
+                job.end_choice(i, std::move(r));
             } catch (const std::exception& e) {
                 error = e.what();
-                session_.reset();  // the cache may hold a half-finished step
+                session_.reset();
             }
         }
-        job.finish(std::move(r), std::move(error));
+        return error;
     }
 
     qwen::Session session_;
     const size_t max_waiting_;        // queued jobs, not counting the running one
+    Metrics& metrics_;
     std::mutex mu_;
     std::condition_variable cv_;
     std::deque<std::shared_ptr<Job>> queue_;
@@ -283,23 +447,28 @@ class EngineWorker {
 // Request parsing: JSON fields -> prompt tokens, sampling parameters, options
 // ============================================================================
 
-// An error answered in OpenAI's shape: {"error": {"message", "type", "code"}} with this HTTP status.
+// An error answered in OpenAI's shape: {"error": {"message", "type", "code", "param"}} with this HTTP status;
+// param names the request field at fault (null when none is).
 struct ApiError {
     int status;
     std::string message;
     std::string code;
+    std::string param = {};
 };
 
-static ApiError bad_request(const std::string& message, const std::string& code = "invalid_request") {
-    return {400, message, code};
+static ApiError bad_request(const std::string& message, const std::string& code = "invalid_request",
+                            const std::string& param = "") {
+    return {400, message, code, param};
 }
 
 static json error_body(const ApiError& e) {
     std::string type = e.status == 413 ? "request_too_large"
                      : e.status == 404 ? "not_found_error"
+                     : e.status == 401 ? "authentication_error"
                      : e.status >= 500 ? "server_error"
                                        : "invalid_request_error";
-    return {{"error", {{"message", e.message}, {"type", type}, {"code", e.code}}}};
+    return {{"error", {{"message", e.message}, {"type", type}, {"code", e.code},
+                       {"param", e.param.empty() ? json(nullptr) : json(e.param)}}}};
 }
 
 // JSON must be valid UTF-8, and generated text may not be (a random or confused model can emit bytes that do
@@ -347,7 +516,7 @@ static json parse_body(const std::string& text) {
 static std::optional<double> opt_number(const json& body, const char* key) {
     auto it = body.find(key);
     if (it == body.end() || it->is_null()) return std::nullopt;
-    if (!it->is_number()) throw bad_request(std::string("'") + key + "' must be a number", "invalid_type");
+    if (!it->is_number()) throw bad_request(std::string("'") + key + "' must be a number", "invalid_type", key);
     return it->get<double>();
 }
 
@@ -358,8 +527,17 @@ static std::optional<long long> opt_integer(const json& body, const char* key) {
     const json& j = body[key];
     if (j.is_number_unsigned()) return (long long)std::min<uint64_t>(j.get<uint64_t>(), LLONG_MAX);
     if (j.is_number_integer()) return j.get<long long>();
-    if (*v != std::floor(*v)) throw bad_request(std::string("'") + key + "' must be an integer", "invalid_type");
+    if (*v != std::floor(*v)) throw bad_request(std::string("'") + key + "' must be an integer", "invalid_type", key);
     return *v >= 9.2e18 ? LLONG_MAX : *v <= -9.2e18 ? LLONG_MIN : (long long)*v;
+}
+
+// An integer field that must lie in [lo, hi].
+static std::optional<long long> opt_int_in(const json& body, const char* key, long long lo, long long hi) {
+    std::optional<long long> v = opt_integer(body, key);
+    if (v && (*v < lo || *v > hi))
+        throw bad_request(qwen::sformat("'%s' must be in [%lld, %lld], got %s", key, lo, hi, body[key].dump().c_str()),
+                          "invalid_value", key);
+    return v;
 }
 
 // A seed is any 64-bit integer: 0 .. 2^64-1 as the CLI takes it, a negative one as its two's complement.
@@ -370,14 +548,21 @@ static std::optional<uint64_t> opt_seed(const json& body) {
     if (j.is_number_unsigned()) return j.get<uint64_t>();
     if (j.is_number_integer()) return uint64_t(j.get<long long>());
     if (*v == std::floor(*v) && std::fabs(*v) < 9.2e18) return uint64_t((long long)*v);
-    throw bad_request("'seed' must be an integer in [-2^63, 2^64 - 1], got " + j.dump(), "invalid_value");
+    throw bad_request("'seed' must be an integer in [-2^63, 2^64 - 1], got " + j.dump(), "invalid_value", "seed");
 }
 
 static std::optional<bool> opt_bool(const json& body, const char* key) {
     auto it = body.find(key);
     if (it == body.end() || it->is_null()) return std::nullopt;
-    if (!it->is_boolean()) throw bad_request(std::string("'") + key + "' must be true or false", "invalid_type");
+    if (!it->is_boolean()) throw bad_request(std::string("'") + key + "' must be true or false", "invalid_type", key);
     return it->get<bool>();
+}
+
+static std::optional<std::string> opt_string(const json& body, const char* key) {
+    auto it = body.find(key);
+    if (it == body.end() || it->is_null()) return std::nullopt;
+    if (!it->is_string()) throw bad_request(std::string("'") + key + "' must be a string", "invalid_type", key);
+    return it->get<std::string>();
 }
 
 // Message content is a string, or (newer OpenAI clients) a list of parts of which the text ones count.
@@ -392,29 +577,75 @@ static std::string content_text(const json& content, const std::string& where) {
             if (!part.is_object() || type == part.end() || *type != "text" || piece == part.end() ||
                 !piece->is_string())
                 throw bad_request(where + ": only text content parts ({\"type\": \"text\", \"text\": \"...\"}) "
-                                  "are supported");
+                                  "are supported", "invalid_value", "messages");
             text += piece->get<std::string>();
         }
         return text;
     }
-    throw bad_request(where + ".content must be a string");
+    throw bad_request(where + ".content must be a string", "invalid_type", "messages");
 }
 
-// [{"role", "content"}, ...] as OpenAI sends it.
+// JSON text of a value that must be an object (a tool call's arguments), as the client sent it: an object, or
+// a string holding one (OpenAI's form).
+static std::string arguments_text(const json& v, const std::string& where) {
+    if (v.is_object()) return dump(v);
+    json parsed;  // parsed only when it nests no deeper than the body may (the parser recurses)
+    if (v.is_string() && json_depth(v.get<std::string>(), kMaxJsonDepth) <= kMaxJsonDepth)
+        parsed = json::parse(v.get<std::string>(), nullptr, false);
+    if (!parsed.is_object())
+        throw bad_request(where + " must be a JSON object, or a string holding one", "invalid_value", "messages");
+    return dump(parsed);
+}
+
+// An assistant message's tool_calls: [{"id", "type": "function", "function": {"name", "arguments"}}, ...].
+static std::vector<qwen::ToolCall> parse_tool_calls(const json& list, const std::string& where) {
+    if (!list.is_array()) throw bad_request(where + " must be a list", "invalid_type", "messages");
+    std::vector<qwen::ToolCall> calls;
+    for (size_t k = 0; k < list.size(); k++) {
+        const json& c = list[k];
+        std::string at = where + "[" + std::to_string(k) + "]";
+        auto f = c.is_object() ? c.find("function") : c.end();
+        if (f == c.end() || !f->is_object() || !f->contains("name") || !(*f)["name"].is_string())
+            throw bad_request(at + " must be {\"type\": \"function\", \"function\": {\"name\": ..., "
+                                   "\"arguments\": ...}}", "invalid_value", "messages");
+        qwen::ToolCall call;
+        call.name = (*f)["name"].get<std::string>();
+        call.arguments =
+            f->contains("arguments") ? arguments_text((*f)["arguments"], at + ".function.arguments") : "{}";
+        if (c.contains("id") && c["id"].is_string()) call.id = c["id"].get<std::string>();
+        calls.push_back(std::move(call));
+    }
+    return calls;
+}
+
+// [{"role", "content"}, ...] as OpenAI sends it; assistant messages may carry tool_calls and (Qwen3, as vLLM
+// returns it) reasoning_content, tool messages answer a call (tool_call_id is not rendered by the templates).
 static std::vector<qwen::Message> parse_messages(const json& list, const std::string& field) {
-    if (!list.is_array()) throw bad_request("'" + field + "' must be a list of messages");
+    if (!list.is_array()) throw bad_request("'" + field + "' must be a list of messages", "invalid_type", field);
     std::vector<qwen::Message> msgs;
     for (size_t i = 0; i < list.size(); i++) {
         const json& m = list[i];
         std::string where = field + "[" + std::to_string(i) + "]";
         if (!m.is_object() || !m.contains("role") || !m["role"].is_string())
-            throw bad_request(where + " must be an object with a string 'role'");
+            throw bad_request(where + " must be an object with a string 'role'", "invalid_value", field);
         std::string role = m["role"].get<std::string>();
         if (role == "developer") role = "system";  // OpenAI's newer name for the system role
-        if (role != "system" && role != "user" && role != "assistant")
-            throw bad_request(where + ".role must be system, user or assistant, got '" + role + "'");
+        if (role != "system" && role != "user" && role != "assistant" && role != "tool")
+            throw bad_request(where + ".role must be system, user, assistant or tool, got '" + role + "'",
+                              "invalid_value", field);
         auto content = m.find("content");
-        msgs.push_back({role, content == m.end() ? std::string() : content_text(*content, where)});
+        qwen::Message msg{role, content == m.end() ? std::string() : content_text(*content, where)};
+        if (role == "assistant") {
+            auto calls = m.find("tool_calls");
+            if (calls != m.end() && !calls->is_null()) msg.tool_calls = parse_tool_calls(*calls, where + ".tool_calls");
+            auto reasoning = m.find("reasoning_content");
+            if (reasoning != m.end() && !reasoning->is_null()) {
+                if (!reasoning->is_string())
+                    throw bad_request(where + ".reasoning_content must be a string", "invalid_type", field);
+                msg.reasoning = reasoning->get<std::string>();
+            }
+        }
+        msgs.push_back(std::move(msg));
     }
     return msgs;
 }
@@ -423,9 +654,13 @@ static std::vector<qwen::Message> parse_messages(const json& list, const std::st
 struct GenerationParams {
     qwen::SamplingParams sampling;
     int max_tokens = 0;
+    int min_tokens = 0;
+    int n = 1;                        // choices
     std::vector<std::string> stop;
+    std::vector<int> stop_ids;        // the model's stop tokens (unless ignore_eos) and stop_token_ids
     bool stream = false;
-    bool include_usage = false;  // stream_options.include_usage: a last chunk with the token counts
+    bool include_usage = false;       // stream_options.include_usage: a last chunk with the token counts
+    std::shared_ptr<const qwen::TokenGrammar> grammar;  // structured output, or null
 };
 
 // ============================================================================
@@ -475,12 +710,15 @@ struct RequestLog {
     std::string method, path, detail;
     int status = 0;
     double start = qwen::now_seconds();
+    std::string endpoint = "other";  // the route's path, for the metrics (the path itself is the client's)
+    Metrics* metrics = nullptr;
 
-    RequestLog(std::string m, std::string p) : method(std::move(m)), path(std::move(p)) {}
+    RequestLog(std::string m, std::string p, Metrics* mx) : method(std::move(m)), path(std::move(p)), metrics(mx) {}
     ~RequestLog() {
         fprintf(stderr, "%s %s %s %d %.3fs%s%s\n", local_time_string().c_str(), method.c_str(),
                 qwen::utf8_sanitize(path).c_str(), status, qwen::now_seconds() - start, detail.empty() ? "" : " ",
                 detail.c_str());
+        if (metrics) metrics->request(endpoint, status);
     }
     void add_detail(const std::string& d) { detail += (detail.empty() ? "" : "; ") + d; }
     // The decode rate counts the tokens after the first (whose time is the prefill's): "-" when there are none.
@@ -501,6 +739,7 @@ using Handler = std::function<void(const HttpRequest&, HttpResponse&, LogPtr)>;
 struct Route {
     std::string method, path;  // GET routes answer HEAD too
     Handler handler;
+    bool open = false;         // answered without the API key (the page, /health)
 };
 
 struct HttpLimits {
@@ -510,7 +749,29 @@ struct HttpLimits {
     int max_connections = 128;         // open connections (each has a thread)
     bool check_host = true;            // refuse a Host header that names no allowed host (403)
     std::vector<std::string> allow_hosts;  // besides localhost, 127.x.x.x, [::1]; "*" = any
+    std::string api_key;               // "" = none; else "Authorization: Bearer KEY" on routes not open (401)
+    std::vector<std::string> cors_origins;  // Origins given CORS headers ("*" = any); empty: no CORS at all
 };
+
+// a == b in time that depends on their lengths only, not on where they differ (an API key must not leak
+// through how long a wrong guess takes to refuse).
+static bool same_secret(const std::string& a, const std::string& b) {
+    size_t n = std::max(a.size(), b.size());
+    unsigned diff = unsigned(a.size() != b.size());
+    for (size_t i = 0; i < n; i++)
+        diff |= unsigned(uint8_t(i < a.size() ? a[i] : 0) ^ uint8_t(i < b.size() ? b[i] : 0));
+    return diff == 0;
+}
+
+// The value for Access-Control-Allow-Origin when `origin` (the request's Origin header) is allowed, else "".
+static std::string cors_allow(const std::vector<std::string>& allowed, const char* origin) {
+    if (!origin) return "";
+    for (const std::string& a : allowed) {
+        if (a == "*") return "*";
+        if (strcasecmp(a.c_str(), origin) == 0) return origin;
+    }
+    return "";
+}
 
 // True if the Host header names a loopback host, or one of `allowed` (any port; names are case-insensitive).
 static bool host_allowed(const std::string& header, const std::vector<std::string>& allowed) {
@@ -543,7 +804,8 @@ static std::string media_type(const char* header) {
 
 class HttpServer {
   public:
-    HttpServer(HttpLimits limits, std::vector<Route> routes) : limits_(std::move(limits)), routes_(std::move(routes)) {}
+    HttpServer(HttpLimits limits, std::vector<Route> routes, Metrics* metrics)
+        : limits_(std::move(limits)), routes_(std::move(routes)), metrics_(metrics) {}
     ~HttpServer() { stop(); }
 
     // Serves on a listening socket, which it owns from now on; throws if the daemon does not start.
@@ -606,6 +868,7 @@ class HttpServer {
         std::unique_ptr<HttpResponse> refusal;  // set: the body is read and dropped, then this is the answer
         bool answering = false;  // counted in answering_
         bool streamed = false;
+        std::string cors;        // Access-Control-Allow-Origin for the answer ("" = no CORS headers)
     };
 
     // A streamed answer being sent. libmicrohttpd calls read() from the connection's thread whenever the
@@ -696,7 +959,7 @@ class HttpServer {
                 *con_cls = p;
                 p->req.method = method;
                 p->req.path = url;
-                p->log = std::make_shared<RequestLog>(method, url);
+                p->log = std::make_shared<RequestLog>(method, url, self->metrics_);
                 HttpResponse refusal;
                 if (self->check_headers(c, version, *p, refusal)) return MHD_YES;
                 // Refused. A body on its way is read and dropped before the answer: closing a connection with
@@ -792,12 +1055,39 @@ class HttpServer {
             if (r.path != p.req.path) continue;
             if (r.method == method) p.route = &r;
             allowed += (allowed.empty() ? "" : ", ") + r.method;
+            p.log->endpoint = r.path;
         }
         if (allowed.empty())
             return refused({404, "no such endpoint: " + p.req.method + " " + p.req.path, "not_found"});
+        p.cors = cors_allow(limits_.cors_origins, header("Origin"));
+        if (method == "OPTIONS" && !limits_.cors_origins.empty()) {  // a browser's preflight: no key needed
+            res.status = 204;
+            res.content_type = "text/plain";
+            if (!p.cors.empty()) {
+                const char* asked = header("Access-Control-Request-Headers");
+                const char* kTokenChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_, ";
+                bool plain = asked && strspn(asked, kTokenChars) == strlen(asked);
+                res.headers.push_back({"Access-Control-Allow-Methods", allowed + ", OPTIONS"});
+                res.headers.push_back({"Access-Control-Allow-Headers",
+                                       plain && *asked ? std::string(asked) : "Authorization, Content-Type"});
+                res.headers.push_back({"Access-Control-Max-Age", "600"});
+            }
+            return false;
+        }
         if (!p.route) {
             res.headers.push_back({"Allow", allowed});
             return refused({405, p.req.method + " is not allowed here; use " + allowed, "method_not_allowed"});
+        }
+        if (!limits_.api_key.empty() && !p.route->open) {
+            const char* auth = header("Authorization");
+            bool bearer = auth && strncasecmp(auth, "Bearer ", 7) == 0;
+            if (!bearer || !same_secret(auth + 7, limits_.api_key)) {
+                res.headers.push_back({"WWW-Authenticate", "Bearer"});
+                return refused({401, auth ? "invalid API key (send 'Authorization: Bearer KEY' with the key given "
+                                            "to --api-key)"
+                                          : "an API key is required: send 'Authorization: Bearer KEY'",
+                                "invalid_api_key"});
+            }
         }
         if (method != "POST") return true;
 
@@ -843,6 +1133,10 @@ class HttpServer {
         if (!r) return MHD_NO;
         MHD_add_response_header(r, "Content-Type", res.content_type.c_str());
         for (const auto& [name, value] : res.headers) MHD_add_response_header(r, name.c_str(), value.c_str());
+        if (!p.cors.empty()) {
+            MHD_add_response_header(r, "Access-Control-Allow-Origin", p.cors.c_str());
+            if (p.cors != "*") MHD_add_response_header(r, "Vary", "Origin");
+        }
         MHD_Result queued = MHD_queue_response(c, unsigned(res.status), r);
         MHD_destroy_response(r);  // the connection holds it now (or, if not queued, the stream is closed)
         return queued;
@@ -866,6 +1160,7 @@ class HttpServer {
 
     const HttpLimits limits_;
     const std::vector<Route> routes_;
+    Metrics* metrics_;
     MHD_Daemon* daemon_ = nullptr;
     int listen_fd_ = -1;  // the listening socket once libmicrohttpd has handed it back
     std::mutex mu_;  // guards everything below, and each Connection
@@ -877,13 +1172,16 @@ class HttpServer {
 };
 
 // ============================================================================
-// The server: shared state and the handlers
+// The server: shared state, request fields, streaming
 // ============================================================================
 
 // Parsing and tokenizing a request is the costly part of it before the engine (up to --max-body of JSON,
 // whose parsed tree takes up to ~30 times its size, and the tokenizer's work): only kParseSlots requests do
 // it at once, so memory stays bounded however many arrive together.
 constexpr int kParseSlots = 2;
+constexpr int kMaxChoices = 16;            // n
+constexpr int kMaxCompletionLogprobs = 5;  // /v1/completions' logprobs, as OpenAI's
+constexpr size_t kGrammarCacheSize = 32;   // bound grammars kept
 
 // At most n holders at a time; the others wait their turn.
 class Gate {
@@ -916,6 +1214,44 @@ class Gate {
     int free_;
 };
 
+// Grammars compiled and bound to the vocabulary, by their GBNF text; the least recently used goes past
+// kGrammarCacheSize. Binding walks the vocabulary trie (built once at start-up and shared) for every grammar
+// state: milliseconds for a small schema, up to about a second for a large one, so a client that sends the
+// same schema again (as agents do on every turn) pays it once. A miss binds outside the lock.
+class GrammarCache {
+  public:
+    explicit GrammarCache(std::shared_ptr<const qwen::TokenTrie> trie) : trie_(std::move(trie)) {}
+
+    // Throws qwen::Error (with the place) when the grammar does not compile.
+    std::shared_ptr<const qwen::TokenGrammar> get(const std::string& gbnf) {
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            auto it = index_.find(gbnf);
+            if (it != index_.end()) {
+                lru_.splice(lru_.begin(), lru_, it->second);
+                return it->second->second;
+            }
+        }
+        auto bound = qwen::bind_grammar(qwen::grammar_from_gbnf(gbnf), trie_);
+        std::lock_guard<std::mutex> lock(mu_);
+        if (index_.count(gbnf)) return bound;  // bound twice at once: keep the first
+        lru_.emplace_front(gbnf, bound);
+        index_[gbnf] = lru_.begin();
+        if (lru_.size() > kGrammarCacheSize) {
+            index_.erase(lru_.back().first);
+            lru_.pop_back();
+        }
+        return bound;
+    }
+
+  private:
+    std::shared_ptr<const qwen::TokenTrie> trie_;
+    std::mutex mu_;
+    using Entry = std::pair<std::string, std::shared_ptr<const qwen::TokenGrammar>>;
+    std::list<Entry> lru_;  // most recently used first
+    std::unordered_map<std::string, std::list<Entry>::iterator> index_;
+};
+
 // What the handlers share. The HTTP threads tokenize prompts themselves, concurrently: the tokenizer is
 // read-only after construction. Only the engine thread touches the engine.
 struct ServerContext {
@@ -923,16 +1259,25 @@ struct ServerContext {
     const qwen::Tokenizer& tok;
     EngineWorker& worker;
     Gate& parse_gate;                  // held while a request is parsed and tokenized
-    std::string model_id;              // the weights file name without ".bin" / ".gguf"
+    GrammarCache& grammars;
+    Metrics& metrics;
+    std::string model_id;              // --alias, else the weights file name without ".bin" / ".gguf"
     int context_size = 0;              // tokens the KV cache holds
     qwen::SamplingParams sampling;     // defaults for requests that do not say (valid: checked at start)
     int max_tokens = 512;
     int max_queue = 32;                // requests that may wait for the engine (--max-queue)
+    bool split_reasoning = true;       // Qwen3's <think> part apart from the answer (--reasoning-format)
+    int n_vocab() const { return std::min(tok.n_tokens(), model.config.vocab_size); }  // the ids it samples from
 };
 
-// The token limit is the field max_key if present (max_completion_tokens; POST / calls it max_length), else
-// max_tokens. Error messages name the field the client sent.
-static GenerationParams parse_generation(const json& body, const ServerContext& ctx, const char* max_key) {
+// ---- request fields ---------------------------------------------------------------------------------------
+
+// The sampling fields and limits of a generation request. The token limit is the field max_key if present
+// (max_completion_tokens; POST / calls it max_length), else max_tokens, else llama.cpp's n_predict. Error messages
+// name the field the client sent. logprobs_key: "top_logprobs" (chat: with logprobs true), "logprobs" (completions:
+// a count), or null (none).
+static GenerationParams parse_generation(const json& body, const ServerContext& ctx, const char* max_key,
+                                         const char* logprobs_key) {
     GenerationParams g;
     g.sampling = ctx.sampling;
     // Each value is checked as the engine holds it, a float, and a refusal quotes what the client sent:
@@ -940,12 +1285,13 @@ static GenerationParams parse_generation(const json& body, const ServerContext& 
     using P = qwen::SamplingParams;
     const std::pair<const char*, float P::*> fields[] = {
         {"temperature", &P::temperature}, {"top_p", &P::top_p}, {"min_p", &P::min_p},
-        {"presence_penalty", &P::presence_penalty}, {"repetition_penalty", &P::repetition_penalty}};
+        {"presence_penalty", &P::presence_penalty}, {"frequency_penalty", &P::frequency_penalty},
+        {"repetition_penalty", &P::repetition_penalty}, {"repeat_penalty", &P::repetition_penalty}};
     for (const auto& [key, member] : fields) {
         std::optional<double> v = opt_number(body, key);
         if (!v) continue;
         if (std::fabs(*v) > std::numeric_limits<float>::max())  // would become inf, and be reported as such
-            throw bad_request(std::string(key) + " is out of range, got " + body[key].dump(), "invalid_value");
+            throw bad_request(std::string(key) + " is out of range, got " + body[key].dump(), "invalid_value", key);
         float f = float(*v);
         P one = ctx.sampling;  // the defaults are valid, so only this value can fail
         one.*member = f;
@@ -953,34 +1299,88 @@ static GenerationParams parse_generation(const json& body, const ServerContext& 
             qwen::validate(one);
         } catch (const qwen::Error& e) {
             std::string rule = e.what();
-            throw bad_request(rule.substr(0, rule.rfind(", got ")) + ", got " + body[key].dump(), "invalid_sampling");
+            rule = rule.substr(0, rule.rfind(", got "));
+            if (strcmp(key, "repeat_penalty") == 0) rule.replace(0, strlen("repetition_penalty"), key);
+            throw bad_request(rule + ", got " + body[key].dump(), "invalid_sampling", key);
         }
         g.sampling.*member = f;
     }
     if (auto v = opt_integer(body, "top_k")) {
         if (*v < -1) throw bad_request("top_k must be >= 0 (0 or -1 = off), got " + std::to_string(*v),
-                                       "invalid_sampling");
+                                       "invalid_sampling", "top_k");
         g.sampling.top_k = int(std::min<long long>(std::max<long long>(*v, 0), 1 << 30));  // vLLM's off is -1
     }
+    if (auto v = opt_int_in(body, "repeat_last_n", -1, INT32_MAX)) g.sampling.repeat_last_n = int(*v);
     if (auto v = opt_seed(body)) g.sampling.seed = *v;
     else g.sampling.seed = (uint64_t(std::random_device{}()) << 32) | std::random_device{}();
 
     g.max_tokens = ctx.max_tokens;
-    for (const char* key : {max_key, "max_tokens"}) {
+    bool limited = false;
+    for (const char* key : {max_key, "max_tokens", "n_predict"}) {  // each one given is checked; the first counts
         std::optional<long long> max = opt_integer(body, key);
         if (!max) continue;
-        if (*max < 1) throw bad_request(std::string("'") + key + "' must be at least 1", "invalid_value");
-        g.max_tokens = int(std::min<long long>(*max, 1 << 30));
-        break;
+        if (strcmp(key, "n_predict") == 0 && *max == -1) *max = LLONG_MAX;  // llama.cpp: until a stop
+        if (*max < 1) throw bad_request(std::string("'") + key + "' must be at least 1", "invalid_value", key);
+        if (!limited) g.max_tokens = int(std::min<long long>(*max, 1 << 30));
+        limited = true;
     }
-    if (auto n = opt_integer(body, "n"); n && *n != 1) throw bad_request("only n = 1 is supported", "invalid_value");
+    if (auto v = opt_int_in(body, "min_tokens", 0, g.max_tokens)) g.min_tokens = int(*v);
+    if (auto v = opt_int_in(body, "n", 1, kMaxChoices)) g.n = int(*v);
+
+    // logit_bias: {"token id": bias, ...}, ids of the vocabulary, biases in [-100, 100].
+    auto bias = body.find("logit_bias");
+    if (bias != body.end() && !bias->is_null()) {
+        if (!bias->is_object())
+            throw bad_request("'logit_bias' must be an object of token ids and biases", "invalid_type", "logit_bias");
+        for (const auto& [key, v] : bias->items()) {
+            char* end = nullptr;
+            long long id = strtoll(key.c_str(), &end, 10);
+            if (key.empty() || *end || id < 0 || id >= ctx.n_vocab())
+                throw bad_request("logit_bias: '" + key + "' is not a token id in [0, " +
+                                      std::to_string(ctx.n_vocab()) + ")", "invalid_value", "logit_bias");
+            if (!v.is_number() || !(v.get<double>() >= -100 && v.get<double>() <= 100))
+                throw bad_request("logit_bias: the bias of token " + key + " must be a number in [-100, 100], got " +
+                                      v.dump(), "invalid_value", "logit_bias");
+            g.sampling.logit_bias.push_back({int(id), v.get<float>()});
+        }
+        try {
+            qwen::validate(g.sampling);  // the same id written twice ("7" and "07")
+        } catch (const qwen::Error& e) {
+            throw bad_request(e.what(), "invalid_value", "logit_bias");
+        }
+    }
+
+    // logprobs: chat {"logprobs": true, "top_logprobs": 0..20}; completions {"logprobs": 0..5}.
+    if (logprobs_key && strcmp(logprobs_key, "top_logprobs") == 0) {
+        bool on = opt_bool(body, "logprobs").value_or(false);
+        std::optional<long long> top = opt_int_in(body, "top_logprobs", 0, qwen::MAX_TOP_LOGPROBS);
+        if (top && !on) throw bad_request("'top_logprobs' needs 'logprobs': true", "invalid_value", "top_logprobs");
+        if (on) g.sampling.logprobs = int(top.value_or(0));
+    } else if (logprobs_key) {
+        if (auto v = opt_int_in(body, "logprobs", 0, kMaxCompletionLogprobs)) g.sampling.logprobs = int(*v);
+    }
+
+    // Stop tokens: the model's (unless ignore_eos) and stop_token_ids.
+    if (!opt_bool(body, "ignore_eos").value_or(false)) g.stop_ids = ctx.model.chat.stop_ids;
+    auto ids = body.find("stop_token_ids");
+    if (ids != body.end() && !ids->is_null()) {
+        if (!ids->is_array() || ids->size() > 64)
+            throw bad_request("'stop_token_ids' must be a list of at most 64 token ids", "invalid_type",
+                              "stop_token_ids");
+        for (const json& id : *ids) {
+            if (!id.is_number_integer() || id.get<long long>() < 0 || id.get<long long>() >= ctx.n_vocab())
+                throw bad_request("stop_token_ids: " + id.dump() + " is not a token id in [0, " +
+                                      std::to_string(ctx.n_vocab()) + ")", "invalid_value", "stop_token_ids");
+            g.stop_ids.push_back(id.get<int>());
+        }
+    }
 
     auto stop = body.find("stop");
     if (stop != body.end() && !stop->is_null()) {
         if (!stop->is_string() && !(stop->is_array() && stop->size() <= 16))
-            throw bad_request("'stop' must be a string or a list of at most 16 strings", "invalid_type");
+            throw bad_request("'stop' must be a string or a list of at most 16 strings", "invalid_type", "stop");
         for (const json& s : stop->is_string() ? json::array({*stop}) : *stop) {
-            if (!s.is_string()) throw bad_request("'stop' must contain only strings", "invalid_type");
+            if (!s.is_string()) throw bad_request("'stop' must contain only strings", "invalid_type", "stop");
             if (!s.get<std::string>().empty()) g.stop.push_back(s.get<std::string>());
         }
     }
@@ -990,7 +1390,157 @@ static GenerationParams parse_generation(const json& body, const ServerContext& 
     return g;
 }
 
-// Checks the prompt fits, caps max_tokens at the room left, and queues the job.
+// A grammar from its GBNF, through the cache; a grammar that does not compile is the client's mistake.
+static std::shared_ptr<const qwen::TokenGrammar> bound_grammar(const ServerContext& ctx, const std::string& gbnf,
+                                                              const std::string& field) {
+    try {
+        return ctx.grammars.get(gbnf);
+    } catch (const qwen::Error& e) {
+        throw bad_request(field + ": " + e.what(), "invalid_grammar", field);
+    }
+}
+
+// The GBNF of a converter, or a 400 naming the field with the converter's message (which names the place).
+template <typename F>
+static std::string convert(const std::string& field, F&& f) {
+    try {
+        return f();
+    } catch (const qwen::Error& e) {
+        throw bad_request(field + ": " + e.what(), "invalid_grammar", field);
+    }
+}
+
+// Structured output, as OpenAI (response_format json_object / json_schema), vLLM (guided_json, guided_regex,
+// guided_choice) and llama-server (grammar: GBNF, json_schema) ask for it; at most one. "" = none given.
+static std::string structured_output_gbnf(const json& body, std::string& field) {
+    std::string gbnf;
+    auto take = [&](const char* key, std::string text) {
+        if (!field.empty())
+            throw bad_request("'" + field + "' and '" + key + "' both ask for structured output: give one",
+                              "invalid_value", key);
+        field = key;
+        gbnf = std::move(text);
+    };
+    auto given = [&](const char* key) { return body.contains(key) && !body[key].is_null(); };
+    auto schema_text = [](const json& v, const char* key) {
+        if (v.is_object() || v.is_boolean()) return dump(v);
+        if (v.is_string()) return v.get<std::string>();  // vLLM takes the schema as JSON text too
+        throw bad_request(std::string("'") + key + "' must be a JSON Schema (an object)", "invalid_type", key);
+    };
+    if (given("response_format")) {
+        const json& rf = body["response_format"];
+        std::string type =
+            rf.is_object() && rf.contains("type") && rf["type"].is_string() ? rf["type"].get<std::string>() : "";
+        if (type == "json_object") {
+            take("response_format", qwen::json_object_gbnf());
+        } else if (type == "json_schema") {
+            auto js = rf.find("json_schema");
+            if (js == rf.end() || !js->is_object() || !js->contains("schema"))
+                throw bad_request("response_format json_schema needs {\"json_schema\": {\"name\": ..., "
+                                  "\"schema\": {...}}}", "invalid_value", "response_format");
+            std::string text = schema_text((*js)["schema"], "response_format");
+            take("response_format", convert("response_format", [&] { return qwen::json_schema_to_gbnf(text); }));
+        } else if (type != "text") {
+            throw bad_request("response_format.type must be text, json_object or json_schema", "invalid_value",
+                              "response_format");
+        }
+    }
+    for (const char* key : {"guided_json", "json_schema"})
+        if (given(key)) {
+            std::string text = schema_text(body[key], key);
+            take(key, convert(key, [&] { return qwen::json_schema_to_gbnf(text); }));
+        }
+    if (given("guided_regex")) {
+        if (!body["guided_regex"].is_string())
+            throw bad_request("'guided_regex' must be a string", "invalid_type", "guided_regex");
+        std::string re = body["guided_regex"].get<std::string>();
+        take("guided_regex", convert("guided_regex", [&] { return "root ::= " + qwen::regex_to_gbnf(re) + "\n"; }));
+    }
+    if (given("guided_choice")) {
+        const json& c = body["guided_choice"];
+        if (!c.is_array() || c.empty() || !std::all_of(c.begin(), c.end(), [](const json& x) { return x.is_string(); }))
+            throw bad_request("'guided_choice' must be a non-empty list of strings", "invalid_type", "guided_choice");
+        std::vector<std::string> choices;
+        for (const json& x : c) choices.push_back(x.get<std::string>());
+        take("guided_choice", convert("guided_choice", [&] { return qwen::choices_to_gbnf(choices); }));
+    }
+    for (const char* key : {"grammar", "guided_grammar"})
+        if (given(key)) {
+            if (!body[key].is_string())
+                throw bad_request(std::string("'") + key + "' must be GBNF text", "invalid_type", key);
+            take(key, body[key].get<std::string>());
+        }
+    return gbnf;
+}
+
+// tools and tool_choice (OpenAI's shapes). The tool definitions go into the prompt as sent; `required` or a named
+// function forces a call with the grammar engine (tool_calls_gbnf); `none` renders them but reads no calls.
+struct ToolRequest {
+    std::vector<std::string> definitions;  // JSON text of each tool, for the template
+    std::vector<qwen::ToolSpec> specs;     // names and parameter schemas
+    std::string choice = "auto";           // none, auto, required, or "function" (then `name`)
+    std::string name;
+    bool parallel = true;                  // parallel_tool_calls
+    bool parse() const { return !definitions.empty() && choice != "none"; }
+};
+
+static ToolRequest parse_tools(const json& body) {
+    ToolRequest t;
+    auto tools = body.find("tools");
+    if (tools != body.end() && !tools->is_null()) {
+        if (!tools->is_array()) throw bad_request("'tools' must be a list", "invalid_type", "tools");
+        for (size_t i = 0; i < tools->size(); i++) {
+            const json& tool = (*tools)[i];
+            std::string where = "tools[" + std::to_string(i) + "]";
+            auto f = tool.is_object() ? tool.find("function") : tool.end();
+            if (!tool.is_object() || !tool.contains("type") || tool["type"] != "function" || f == tool.end() ||
+                !f->is_object())
+                throw bad_request(where + " must be {\"type\": \"function\", \"function\": {\"name\", ...}}",
+                                  "invalid_value", "tools");
+            auto name = f->find("name");
+            std::string n = name != f->end() && name->is_string() ? name->get<std::string>() : "";
+            const char* kNameChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:";
+            if (n.empty() || n.size() > 64 || n.find_first_not_of(kNameChars) != std::string::npos)
+                throw bad_request(where + ".function.name must be 1 to 64 of a-z, A-Z, 0-9, _ - . :", "invalid_value",
+                                  "tools");
+            for (const qwen::ToolSpec& s : t.specs)
+                if (s.name == n)
+                    throw bad_request(where + ": the tool '" + n + "' is defined twice", "invalid_value", "tools");
+            auto params = f->find("parameters");
+            if (params != f->end() && !params->is_null() && !params->is_object())
+                throw bad_request(where + ".function.parameters must be a JSON Schema object", "invalid_type", "tools");
+            t.definitions.push_back(dump(tool));
+            t.specs.push_back({n, params != f->end() && !params->is_null() ? dump(*params) : ""});
+        }
+    }
+    auto choice = body.find("tool_choice");
+    if (choice != body.end() && !choice->is_null()) {
+        if (choice->is_string()) {
+            t.choice = choice->get<std::string>();
+            if (t.choice != "none" && t.choice != "auto" && t.choice != "required")
+                throw bad_request("'tool_choice' must be none, auto, required or {\"type\": \"function\", "
+                                  "\"function\": {\"name\": ...}}, got '" + t.choice + "'",
+                                  "invalid_value", "tool_choice");
+        } else {
+            auto f = choice->is_object() ? choice->find("function") : choice->end();
+            if (f == choice->end() || !f->is_object() || !f->contains("name") || !(*f)["name"].is_string())
+                throw bad_request("'tool_choice' must be none, auto, required or {\"type\": \"function\", "
+                                  "\"function\": {\"name\": ...}}", "invalid_type", "tool_choice");
+            t.choice = "function";
+            t.name = (*f)["name"].get<std::string>();
+            if (std::none_of(t.specs.begin(), t.specs.end(), [&](const qwen::ToolSpec& s) { return s.name == t.name; }))
+                throw bad_request("tool_choice names the function '" + t.name + "', which is not in 'tools'",
+                                  "invalid_value", "tool_choice");
+        }
+        if ((t.choice == "required" || t.choice == "function") && t.definitions.empty())
+            throw bad_request("tool_choice '" + t.choice + "' needs 'tools'", "invalid_value", "tool_choice");
+    }
+    t.parallel = opt_bool(body, "parallel_tool_calls").value_or(true);
+    return t;
+}
+
+// Checks the prompt fits, caps max_tokens at the room left, and queues the job. Nothing reaches the engine (and
+// its KV cache) before every check of the request has passed.
 static std::shared_ptr<Job> start_job(const ServerContext& ctx, std::vector<int> prompt, const GenerationParams& g) {
     int n = int(prompt.size());
     if (n == 0) throw bad_request("the prompt is empty", "empty_prompt");
@@ -1003,8 +1553,13 @@ static std::shared_ptr<Job> start_job(const ServerContext& ctx, std::vector<int>
     job->prompt = std::move(prompt);
     job->sampling = g.sampling;
     job->options.max_new_tokens = std::min(g.max_tokens, ctx.context_size - n);
-    job->options.stop_ids = ctx.model.chat.stop_ids;
+    job->options.min_new_tokens = g.min_tokens;
+    job->options.stop_ids = g.stop_ids;
     job->options.stop = g.stop;
+    job->options.grammar = g.grammar;
+    job->n = g.n;
+    job->stream = g.stream;
+    job->results.resize(size_t(g.n));
     switch (ctx.worker.submit(job)) {
         case EngineWorker::Submit::QUEUED: return job;
         case EngineWorker::Submit::SHUTTING_DOWN: break;
@@ -1017,11 +1572,13 @@ static std::shared_ptr<Job> start_job(const ServerContext& ctx, std::vector<int>
 }
 
 // Waits for the whole answer; an engine failure becomes a 500, a job dropped from the queue at shutdown a 503.
-static const qwen::GenerateResult& finish_job(Job& job) {
+static const std::vector<qwen::GenerateResult>& finish_job(Job& job, const LogPtr& log) {
     job.wait();
     if (!job.error.empty()) throw ApiError{500, "generation failed: " + job.error, "engine_error"};
     if (!job.started) throw ApiError{503, "the server is shutting down", "shutting_down"};
-    return job.result;
+    log->describe(job.results[0]);
+    if (job.n > 1) log->add_detail(std::to_string(job.n) + " choices");
+    return job.results;
 }
 
 // A job cancelled by shutdown was cut short, which clients know as "length".
@@ -1029,10 +1586,11 @@ static std::string finish_reason(const qwen::GenerateResult& r) {
     return r.finish_reason == "cancelled" ? "length" : r.finish_reason;
 }
 
-static json usage_json(const qwen::GenerateResult& r) {
-    return {{"prompt_tokens", r.prompt_tokens},
-            {"completion_tokens", r.completion_tokens},
-            {"total_tokens", r.prompt_tokens + r.completion_tokens}};
+// The prompt counts once, the answers of every choice add up.
+static json usage_json(const std::vector<qwen::GenerateResult>& results) {
+    int prompt = results.empty() ? 0 : results[0].prompt_tokens, completion = 0;
+    for (const qwen::GenerateResult& r : results) completion += r.completion_tokens;
+    return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
 }
 
 static std::string random_id(const std::string& prefix) {
@@ -1043,26 +1601,81 @@ static std::string random_id(const std::string& prefix) {
     return id;
 }
 
+// ---- logprobs as OpenAI returns them ------------------------------------------------------------------------
+
+// {"token": its text (U+FFFD for bytes that are not whole characters), "logprob", "bytes": [its bytes]}
+static json token_logprob_json(const ServerContext& ctx, const qwen::TokenLogprob& t) {
+    const std::string& b = ctx.tok.token_bytes(t.id);
+    json bytes = json::array();
+    for (unsigned char c : b) bytes.push_back(int(c));
+    return {{"token", qwen::utf8_sanitize(b)}, {"logprob", t.logprob}, {"bytes", bytes}};
+}
+
+// Chat: {"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}, ...]}.
+static json chat_logprobs_json(const ServerContext& ctx, const std::vector<qwen::StepLogprobs>& steps) {
+    json content = json::array();
+    for (const qwen::StepLogprobs& s : steps) {
+        json e = token_logprob_json(ctx, s.chosen), top = json::array();
+        for (const qwen::TokenLogprob& t : s.top) top.push_back(token_logprob_json(ctx, t));
+        e["top_logprobs"] = top;
+        content.push_back(e);
+    }
+    return {{"content", content}};
+}
+
+// Completions (the legacy shape): {"tokens", "token_logprobs", "top_logprobs": [{text: logprob}], "text_offset"}
+// with offsets in bytes of the answer from `offset` on.
+static json completion_logprobs_json(const ServerContext& ctx, const std::vector<qwen::StepLogprobs>& steps,
+                                     size_t& offset) {
+    json tokens = json::array(), lps = json::array(), tops = json::array(), offsets = json::array();
+    for (const qwen::StepLogprobs& s : steps) {
+        const std::string& b = ctx.tok.token_bytes(s.chosen.id);
+        tokens.push_back(qwen::utf8_sanitize(b));
+        lps.push_back(s.chosen.logprob);
+        json top = json::object();
+        for (const qwen::TokenLogprob& t : s.top) {
+            std::string text = qwen::utf8_sanitize(ctx.tok.token_bytes(t.id));
+            if (!top.contains(text)) top[text] = t.logprob;
+        }
+        tops.push_back(top);
+        offsets.push_back(offset);
+        offset += b.size();
+    }
+    return {{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offsets}};
+}
+
+// The logprobs of a choice's answer tokens: a final stop id's are left out, as its text is.
+static std::vector<qwen::StepLogprobs> answer_logprobs(const qwen::GenerateResult& r,
+                                                       const std::vector<int>& stop_ids) {
+    std::vector<qwen::StepLogprobs> lp = r.logprobs;
+    if (!lp.empty() && !r.ids.empty() && std::count(stop_ids.begin(), stop_ids.end(), r.ids.back()))
+        lp.pop_back();
+    return lp;
+}
+
 // ---- streaming -------------------------------------------------------------------------------------
 // A stream is a sequence of server-sent events, each sent as its own chunk as soon as it is made: the first
-// event (if any) at once, then the job's text as it arrives, then the end. A client that goes away cancels
-// the job, and the engine moves on to the next one.
+// events at once, then the job's pieces as they arrive, then each choice's end, then the usage and [DONE]. A
+// client that goes away cancels the job, and the engine moves on to the next one.
 
-// Builds the JSON of one event from (text piece, finish reason or "" while running).
-using ChunkMaker = std::function<json(const std::string& text, const std::string& finish)>;
+// How a handler turns a job into events.
+struct StreamFormat {
+    std::vector<json> first;                                                   // sent at once
+    std::function<std::vector<json>(const Job::Piece&)> piece;                 // a choice's text and logprobs
+    std::function<std::vector<json>(int index, const qwen::GenerateResult&)> end;  // a choice's last events
+    std::optional<json> usage;  // with stream_options.include_usage: the last chunk, before its usage
+};
 
 class EventStream {
   public:
-    EventStream(std::shared_ptr<Job> job, LogPtr log, json first_event, ChunkMaker make_chunk,
-                std::optional<json> usage_chunk)
-        : job_(std::move(job)), log_(std::move(log)), make_chunk_(std::move(make_chunk)),
-          usage_chunk_(std::move(usage_chunk)) {
-        if (!first_event.is_null()) ready_.push_back(event(first_event));
+    EventStream(std::shared_ptr<Job> job, LogPtr log, StreamFormat format)
+        : job_(std::move(job)), log_(std::move(log)), format_(std::move(format)) {
+        for (const json& e : format_.first) ready_.push_back(event(e));
     }
 
     // The next event, waiting for the engine if need be; false after [DONE].
     bool next(std::string& out) {
-        if (ready_.empty() && !ended_) produce();
+        while (ready_.empty() && !ended_) produce();
         if (ready_.empty()) return false;
         out = std::move(ready_.front());
         ready_.pop_front();
@@ -1079,13 +1692,15 @@ class EventStream {
     static std::string event(const json& j) { return "data: " + dump(j) + "\n\n"; }
 
     void produce() {
-        std::string text;
-        if (job_->next(text)) {
-            ready_.push_back(event(make_chunk_(qwen::utf8_sanitize(text), "")));
+        std::vector<Job::Piece> pieces;
+        if (job_->next(pieces)) {
+            for (const Job::Piece& p : pieces)
+                for (const json& e : p.end ? format_.end(p.index, job_->results[size_t(p.index)]) : format_.piece(p))
+                    ready_.push_back(event(e));
             return;
         }
         ended_ = true;
-        log_->describe(job_->result);
+        log_->describe(job_->results[0]);
         if (!job_->error.empty()) {
             // Headers are gone already: report the failure as an error event, as OpenAI does mid-stream.
             log_->status = 500;
@@ -1093,36 +1708,28 @@ class EventStream {
         } else if (!job_->started) {  // dropped from the queue at shutdown
             log_->status = 503;
             ready_.push_back(event(error_body({503, "the server is shutting down", "shutting_down"})));
-        } else {
-            ready_.push_back(event(make_chunk_("", finish_reason(job_->result))));
-            if (usage_chunk_) {
-                json u = *usage_chunk_;
-                u["usage"] = usage_json(job_->result);
-                ready_.push_back(event(u));
-            }
+        } else if (format_.usage) {
+            json u = *format_.usage;
+            u["usage"] = usage_json(job_->results);
+            ready_.push_back(event(u));
         }
         ready_.push_back("data: [DONE]\n\n");
     }
 
     std::shared_ptr<Job> job_;
     LogPtr log_;
-    ChunkMaker make_chunk_;
-    std::optional<json> usage_chunk_;
+    StreamFormat format_;
     std::deque<std::string> ready_;  // events made and not yet sent
     bool ended_ = false;             // the job is done and its last events are in ready_
 };
 
-static void stream_job(HttpResponse& res, std::shared_ptr<Job> job, LogPtr log, json first_event,
-                       ChunkMaker make_chunk, std::optional<json> usage_chunk) {
-    auto stream = std::make_shared<EventStream>(std::move(job), std::move(log), std::move(first_event),
-                                                std::move(make_chunk), std::move(usage_chunk));
+static void stream_job(HttpResponse& res, std::shared_ptr<Job> job, LogPtr log, StreamFormat format) {
+    auto stream = std::make_shared<EventStream>(std::move(job), std::move(log), std::move(format));
     res.content_type = "text/event-stream";
     res.headers.push_back({"Cache-Control", "no-cache"});
     res.next = [stream](std::string& chunk) { return stream->next(chunk); };
     res.closed = [stream](bool whole) { stream->closed(whole); };
 }
-
-// ---- handlers ----------------------------------------------------------------------------------------
 
 // The fields every completion object and stream chunk starts with.
 static json response_head(const ServerContext& ctx, const std::string& id_prefix, const char* object) {
@@ -1138,51 +1745,184 @@ static std::optional<json> usage_chunk(const json& head, const GenerationParams&
     return u;
 }
 
+// ============================================================================
+// The handlers
+// ============================================================================
+
+// A chat request's prompt: messages (and tools) through the model's template, with Qwen3's thinking switch as
+// vLLM takes it (chat_template_kwargs) or as a plain field.
+static std::vector<qwen::Message> chat_request(const json& body, const ToolRequest& tools, qwen::ChatOptions& opts) {
+    if (!body.contains("messages")) throw bad_request("'messages' is required", "missing_field", "messages");
+    std::vector<qwen::Message> msgs = parse_messages(body["messages"], "messages");
+    if (msgs.empty()) throw bad_request("'messages' must not be empty", "invalid_value", "messages");
+    std::optional<bool> thinking = opt_bool(body, "enable_thinking");
+    if (body.contains("chat_template_kwargs") && body["chat_template_kwargs"].is_object())
+        if (auto t = opt_bool(body["chat_template_kwargs"], "enable_thinking")) thinking = t;
+    if (thinking) opts.enable_thinking = *thinking;
+    opts.tools = tools.definitions;
+    return msgs;
+}
+
+// The ids of a chat prompt; a template that cannot render the request (tools on a model without them) is a 400.
+static std::vector<int> chat_prompt(const ServerContext& ctx, const std::vector<qwen::Message>& msgs,
+                                    const qwen::ChatOptions& opts) {
+    try {
+        return qwen::chat_tokens(ctx.tok, ctx.model.chat, msgs, opts);
+    } catch (const qwen::Error& e) {
+        std::string why = e.what();
+        throw bad_request(why, "invalid_value", why.find("tool") != std::string::npos ? "tools" : "messages");
+    }
+}
+
+// A choice's answer as the API returns it: the parts of ChatOutputParser gathered.
+struct ChatAnswer {
+    std::string content, reasoning;
+    std::vector<qwen::ToolCall> calls;
+    void add(std::vector<qwen::ChatPart> parts) {
+        for (qwen::ChatPart& p : parts) {
+            if (p.kind == qwen::ChatPart::CONTENT) content += p.text;
+            else if (p.kind == qwen::ChatPart::REASONING) reasoning += p.text;
+            else calls.push_back(std::move(p.call));
+        }
+    }
+};
+
+// "tool_calls" when a finished answer made calls; else what generation said.
+static std::string chat_finish_reason(const qwen::GenerateResult& r, size_t n_calls) {
+    std::string f = finish_reason(r);
+    return f == "stop" && n_calls > 0 ? "tool_calls" : f;
+}
+
+// A chat stream's events: per choice, its parser splits the text into reasoning, answer and tool calls; the logprobs
+// of text not yet sent ride on the next chunk (or the last one).
+static StreamFormat chat_stream(const ServerContext& ctx, const json& head, const GenerationParams& g, bool reasoning,
+                                bool parse_calls) {
+    struct State {
+        std::vector<qwen::ChatOutputParser> parsers;
+        std::vector<int> calls;                                  // calls sent so far (their delta index)
+        std::vector<std::vector<qwen::StepLogprobs>> logprobs;   // not yet sent
+    };
+    auto st = std::make_shared<State>();
+    for (int i = 0; i < g.n; i++) st->parsers.emplace_back(reasoning, parse_calls);
+    st->calls.assign(size_t(g.n), 0);
+    st->logprobs.resize(size_t(g.n));
+    const bool want_logprobs = g.sampling.logprobs >= 0;
+    auto chunk = [head](int index, const json& delta, const json& finish, const json& logprobs) {
+        json c = head;
+        c["choices"] = json::array({{{"index", index}, {"delta", delta}, {"logprobs", logprobs},
+                                     {"finish_reason", finish}}});
+        return c;
+    };
+    auto chunks = [&ctx, st, chunk, want_logprobs](int i, std::vector<qwen::ChatPart> parts, const json& finish) {
+        auto take_logprobs = [&]() -> json {
+            if (!want_logprobs) return nullptr;
+            json lp = chat_logprobs_json(ctx, st->logprobs[size_t(i)]);
+            st->logprobs[size_t(i)].clear();
+            return lp;
+        };
+        std::vector<json> out;
+        for (qwen::ChatPart& p : parts) {
+            json delta;
+            if (p.kind == qwen::ChatPart::CONTENT) delta = {{"content", p.text}};
+            else if (p.kind == qwen::ChatPart::REASONING) delta = {{"reasoning_content", p.text}};
+            else
+                delta = {{"tool_calls", json::array({{{"index", st->calls[size_t(i)]++}, {"id", random_id("call_")},
+                                                      {"type", "function"},
+                                                      {"function", {{"name", p.call.name},
+                                                                    {"arguments", p.call.arguments}}}}})}};
+            out.push_back(chunk(i, delta, nullptr, out.empty() ? take_logprobs() : json(nullptr)));
+        }
+        if (!finish.is_null()) out.push_back(chunk(i, json::object(), finish, take_logprobs()));
+        return out;
+    };
+    StreamFormat f;
+    for (int i = 0; i < g.n; i++)
+        f.first.push_back(chunk(i, {{"role", "assistant"}, {"content", ""}}, nullptr, nullptr));
+    f.piece = [st, chunks](const Job::Piece& p) {
+        auto& held = st->logprobs[size_t(p.index)];
+        held.insert(held.end(), p.logprobs.begin(), p.logprobs.end());
+        return chunks(p.index, st->parsers[size_t(p.index)].push(qwen::utf8_sanitize(p.text)), nullptr);
+    };
+    f.end = [st, chunks](int i, const qwen::GenerateResult& r) {
+        std::vector<qwen::ChatPart> parts = st->parsers[size_t(i)].finish();
+        size_t calls = size_t(st->calls[size_t(i)]);
+        for (const qwen::ChatPart& p : parts) calls += p.kind == qwen::ChatPart::TOOL_CALL;
+        return chunks(i, std::move(parts), chat_finish_reason(r, calls));
+    };
+    f.usage = usage_chunk(head, g);
+    return f;
+}
+
+// A whole answer's choice: {"index", "message": {"role", "content", "reasoning_content"?, "tool_calls"?},
+// "logprobs", "finish_reason"}.
+static json chat_choice(const ServerContext& ctx, int index, const qwen::GenerateResult& r, const Job& job,
+                        bool reasoning, bool parse_calls) {
+    qwen::ChatOutputParser parser(reasoning, parse_calls);
+    ChatAnswer a;
+    a.add(parser.push(qwen::utf8_sanitize(r.text)));
+    a.add(parser.finish());
+    json message = {{"role", "assistant"},
+                    {"content", a.content.empty() && !a.calls.empty() ? json(nullptr) : json(a.content)}};
+    if (!a.reasoning.empty()) message["reasoning_content"] = a.reasoning;
+    if (!a.calls.empty()) {
+        json calls = json::array();
+        for (const qwen::ToolCall& c : a.calls)
+            calls.push_back({{"id", random_id("call_")}, {"type", "function"},
+                             {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+        message["tool_calls"] = calls;
+    }
+    json lp = job.sampling.logprobs >= 0 ? chat_logprobs_json(ctx, answer_logprobs(r, job.options.stop_ids))
+                                         : json(nullptr);
+    return {{"index", index}, {"message", message}, {"logprobs", lp},
+            {"finish_reason", chat_finish_reason(r, a.calls.size())}};
+}
+
+// The grammar of a request: its structured-output field, or the forced calls of tool_choice "required" / a named
+// function (with Qwen3 thinking on, a reasoning block may come first). "" = none.
+static std::string chat_grammar(const ServerContext& ctx, const json& body, const ToolRequest& tools, bool thinking,
+                                std::string& field) {
+    std::string gbnf = structured_output_gbnf(body, field);
+    if (tools.choice != "required" && tools.choice != "function") return gbnf;
+    if (!field.empty())
+        throw bad_request("tool_choice '" + tools.choice + "' and '" + field + "' cannot be combined", "invalid_value",
+                          "tool_choice");
+    std::vector<qwen::ToolSpec> specs;
+    for (const qwen::ToolSpec& s : tools.specs)
+        if (tools.choice == "required" || s.name == tools.name) specs.push_back(s);
+    field = "tools";
+    return convert("tools", [&] {
+        return qwen::tool_calls_gbnf(specs, tools.parallel && tools.choice == "required",
+                                     ctx.model.chat.thinking && thinking);
+    });
+}
+
 static void handle_chat_completions(const ServerContext& ctx, const HttpRequest& req, HttpResponse& res,
                                     LogPtr log) {
     GenerationParams g;
     std::vector<int> prompt;
+    ToolRequest tools;
     {
         Gate::Pass pass = ctx.parse_gate.enter();
         json body = parse_body(req.body);
-        if (!body.contains("messages")) throw bad_request("'messages' is required", "missing_field");
-        std::vector<qwen::Message> msgs = parse_messages(body["messages"], "messages");
-        if (msgs.empty()) throw bad_request("'messages' must not be empty", "invalid_value");
-        g = parse_generation(body, ctx, "max_completion_tokens");
+        tools = parse_tools(body);
         qwen::ChatOptions opts;
-        // Qwen3's thinking switch, as vLLM takes it (chat_template_kwargs) or as a plain field.
-        std::optional<bool> thinking = opt_bool(body, "enable_thinking");
-        if (body.contains("chat_template_kwargs") && body["chat_template_kwargs"].is_object())
-            if (auto t = opt_bool(body["chat_template_kwargs"], "enable_thinking")) thinking = t;
-        if (thinking) opts.enable_thinking = *thinking;
-        prompt = qwen::chat_tokens(ctx.tok, ctx.model.chat, msgs, opts);
+        std::vector<qwen::Message> msgs = chat_request(body, tools, opts);
+        g = parse_generation(body, ctx, "max_completion_tokens", "top_logprobs");
+        std::string field, gbnf = chat_grammar(ctx, body, tools, opts.enable_thinking, field);
+        if (!gbnf.empty()) g.grammar = bound_grammar(ctx, gbnf, field);
+        prompt = chat_prompt(ctx, msgs, opts);
     }
     auto job = start_job(ctx, std::move(prompt), g);
-
+    const bool reasoning = ctx.split_reasoning && ctx.model.chat.thinking, parse_calls = tools.parse();
     json head = response_head(ctx, "chatcmpl-", "chat.completion.chunk");
-    if (g.stream) {
-        auto chunk = [head](const json& delta, const json& finish) {
-            json c = head;
-            c["choices"] = json::array({{{"index", 0}, {"delta", delta}, {"logprobs", nullptr},
-                                         {"finish_reason", finish}}});
-            return c;
-        };
-        json first = chunk({{"role", "assistant"}, {"content", ""}}, nullptr);
-        ChunkMaker make = [chunk](const std::string& text, const std::string& finish) {
-            if (finish.empty()) return chunk({{"content", text}}, nullptr);
-            return chunk(json::object(), finish);
-        };
-        stream_job(res, job, log, first, make, usage_chunk(head, g));
-        return;
-    }
-    const qwen::GenerateResult& r = finish_job(*job);
-    log->describe(r);
-    json message = {{"role", "assistant"}, {"content", qwen::utf8_sanitize(r.text)}};
-    json out = head;
+    if (g.stream) return stream_job(res, job, log, chat_stream(ctx, head, g, reasoning, parse_calls));
+    const std::vector<qwen::GenerateResult>& results = finish_job(*job, log);
+    json out = head, choices = json::array();
+    for (int i = 0; i < g.n; i++)
+        choices.push_back(chat_choice(ctx, i, results[size_t(i)], *job, reasoning, parse_calls));
     out["object"] = "chat.completion";
-    out["choices"] = json::array(
-        {{{"index", 0}, {"message", message}, {"logprobs", nullptr}, {"finish_reason", finish_reason(r)}}});
-    out["usage"] = usage_json(r);
+    out["choices"] = choices;
+    out["usage"] = usage_json(results);
     res.set_json(out);
 }
 
@@ -1195,30 +1935,48 @@ static void handle_completions(const ServerContext& ctx, const HttpRequest& req,
         auto p = body.find("prompt");
         if (p != body.end() && p->is_array() && p->size() == 1) p = p->begin();  // a list holding one prompt
         if (p == body.end() || !p->is_string())
-            throw bad_request("'prompt' is required and must be a string", "missing_field");
-        g = parse_generation(body, ctx, "max_completion_tokens");
+            throw bad_request("'prompt' is required and must be a string", "missing_field", "prompt");
+        g = parse_generation(body, ctx, "max_completion_tokens", "logprobs");
+        std::string field, gbnf = structured_output_gbnf(body, field);
+        if (!gbnf.empty()) g.grammar = bound_grammar(ctx, gbnf, field);
         prompt = ctx.tok.encode(p->get<std::string>(), /*parse_special=*/true);
     }
     auto job = start_job(ctx, std::move(prompt), g);
+    const bool want_logprobs = g.sampling.logprobs >= 0;
 
     json head = response_head(ctx, "cmpl-", "text_completion");
-    auto choice = [](const std::string& text, const json& finish) {
-        return json::array({{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", finish}}});
+    auto choice = [head](int index, const std::string& text, const json& logprobs, const json& finish) {
+        json c = head;
+        c["choices"] =
+            json::array({{{"index", index}, {"text", text}, {"logprobs", logprobs}, {"finish_reason", finish}}});
+        return c;
     };
     if (g.stream) {
-        ChunkMaker make = [head, choice](const std::string& text, const std::string& finish) {
-            json c = head;
-            c["choices"] = choice(text, finish.empty() ? json(nullptr) : json(finish));
-            return c;
+        auto offsets = std::make_shared<std::vector<size_t>>(size_t(g.n), 0);
+        StreamFormat f;
+        f.piece = [&ctx, choice, offsets, want_logprobs](const Job::Piece& p) {
+            json lp = want_logprobs ? completion_logprobs_json(ctx, p.logprobs, (*offsets)[size_t(p.index)])
+                                    : json(nullptr);
+            return std::vector<json>{choice(p.index, qwen::utf8_sanitize(p.text), lp, nullptr)};
         };
-        stream_job(res, job, log, json(), make, usage_chunk(head, g));
+        f.end = [choice](int i, const qwen::GenerateResult& r) {
+            return std::vector<json>{choice(i, "", nullptr, finish_reason(r))};
+        };
+        f.usage = usage_chunk(head, g);
+        stream_job(res, job, log, std::move(f));
         return;
     }
-    const qwen::GenerateResult& r = finish_job(*job);
-    log->describe(r);
-    json out = head;
-    out["choices"] = choice(qwen::utf8_sanitize(r.text), finish_reason(r));
-    out["usage"] = usage_json(r);
+    const std::vector<qwen::GenerateResult>& results = finish_job(*job, log);
+    json out = head, choices = json::array();
+    for (int i = 0; i < g.n; i++) {
+        const qwen::GenerateResult& r = results[size_t(i)];
+        size_t offset = 0;
+        json lp = want_logprobs ? completion_logprobs_json(ctx, answer_logprobs(r, job->options.stop_ids), offset)
+                                : json(nullptr);
+        choices.push_back(choice(i, qwen::utf8_sanitize(r.text), lp, finish_reason(r))["choices"][0]);
+    }
+    out["choices"] = choices;
+    out["usage"] = usage_json(results);
     res.set_json(out);
 }
 
@@ -1237,12 +1995,12 @@ static void handle_seed(const ServerContext& ctx, const HttpRequest& req, HttpRe
         Gate::Pass pass = ctx.parse_gate.enter();
         json body = parse_body(req.body);
         if (!body.contains("prompt") || !body["prompt"].is_string())
-            throw bad_request("'prompt' is required and must be a string", "missing_field");
+            throw bad_request("'prompt' is required and must be a string", "missing_field", "prompt");
         prompt_text = body["prompt"].get<std::string>();
         const json none = json::array();
         auto given = body.find("history");
         const json& list = given == body.end() || given->is_null() ? none : *given;
-        if (!list.is_array()) throw bad_request("'history' must be a list");
+        if (!list.is_array()) throw bad_request("'history' must be a list", "invalid_type", "history");
 
         std::vector<qwen::Message> msgs;
         pairs = list.empty() || list[0].is_array();
@@ -1250,7 +2008,8 @@ static void handle_seed(const ServerContext& ctx, const HttpRequest& req, HttpRe
             for (size_t i = 0; i < list.size(); i++) {
                 const json& h = list[i];
                 if (!h.is_array() || h.size() != 2 || !h[0].is_string() || !h[1].is_string())
-                    throw bad_request("history[" + std::to_string(i) + "] must be a [user, assistant] pair of strings");
+                    throw bad_request("history[" + std::to_string(i) + "] must be a [user, assistant] pair of strings",
+                                      "invalid_value", "history");
                 msgs.push_back({"user", h[0].get<std::string>()});
                 msgs.push_back({"assistant", h[1].get<std::string>()});
                 history.push_back({msgs[msgs.size() - 2].content, msgs.back().content});
@@ -1261,13 +2020,13 @@ static void handle_seed(const ServerContext& ctx, const HttpRequest& req, HttpRe
                 history.push_back({{"role", list[i]["role"]}, {"content", msgs[i].content}});
         }
         msgs.push_back({"user", prompt_text});
-        g = parse_generation(body, ctx, "max_length");
-        prompt = qwen::chat_tokens(ctx.tok, ctx.model.chat, msgs);
+        g = parse_generation(body, ctx, "max_length", nullptr);
+        g.n = 1;
+        prompt = chat_prompt(ctx, msgs, {});
     }
     g.stream = false;
     auto job = start_job(ctx, std::move(prompt), g);
-    const qwen::GenerateResult& r = finish_job(*job);
-    log->describe(r);
+    const qwen::GenerateResult& r = finish_job(*job, log)[0];
 
     std::string answer = qwen::utf8_sanitize(r.text);
     if (pairs) {
@@ -1278,6 +2037,62 @@ static void handle_seed(const ServerContext& ctx, const HttpRequest& req, HttpRe
     }
     json out = {{"response", answer}, {"history", history}, {"status", 200}, {"time", local_time_string()}};
     res.set_json(out);
+}
+
+// llama-server's POST /tokenize: {"content", "add_special" (no effect: Qwen has no BOS), "parse_special" (default
+// true), "with_pieces"} -> {"tokens": [id, ...]} or, with pieces, [{"id", "piece": text, or its bytes when they are
+// not whole characters}].
+static void handle_tokenize(const ServerContext& ctx, const HttpRequest& req, HttpResponse& res, LogPtr) {
+    Gate::Pass pass = ctx.parse_gate.enter();
+    json body = parse_body(req.body);
+    std::optional<std::string> content = opt_string(body, "content");
+    if (!content) throw bad_request("'content' is required and must be a string", "missing_field", "content");
+    opt_bool(body, "add_special");
+    bool special = opt_bool(body, "parse_special").value_or(true);
+    bool pieces = opt_bool(body, "with_pieces").value_or(false);
+    json tokens = json::array();
+    for (int id : ctx.tok.encode(*content, special)) {
+        if (!pieces) {
+            tokens.push_back(id);
+            continue;
+        }
+        const std::string& b = ctx.tok.token_bytes(id);
+        json piece = b;
+        if (!qwen::utf8_valid(b)) {
+            piece = json::array();
+            for (unsigned char c : b) piece.push_back(int(c));
+        }
+        tokens.push_back({{"id", id}, {"piece", piece}});
+    }
+    res.set_json({{"tokens", tokens}});
+}
+
+// POST /detokenize: {"tokens": [id, ...]} -> {"content": text} (U+FFFD where the bytes are not whole characters).
+static void handle_detokenize(const ServerContext& ctx, const HttpRequest& req, HttpResponse& res, LogPtr) {
+    Gate::Pass pass = ctx.parse_gate.enter();
+    json body = parse_body(req.body);
+    auto tokens = body.find("tokens");
+    if (tokens == body.end() || !tokens->is_array())
+        throw bad_request("'tokens' is required and must be a list of token ids", "missing_field", "tokens");
+    std::string text;
+    for (const json& id : *tokens) {
+        if (!id.is_number_integer() || id.get<long long>() < 0 || id.get<long long>() >= ctx.tok.n_tokens())
+            throw bad_request("tokens: " + id.dump() + " is not a token id in [0, " +
+                                  std::to_string(ctx.tok.n_tokens()) + ")", "invalid_value", "tokens");
+        text += ctx.tok.token_bytes(id.get<int>());
+    }
+    res.set_json({{"content", qwen::utf8_sanitize(text)}});
+}
+
+// POST /apply-template (llama-server's): a chat request's messages (and tools) -> {"prompt": the rendered text}.
+static void handle_apply_template(const ServerContext& ctx, const HttpRequest& req, HttpResponse& res, LogPtr) {
+    Gate::Pass pass = ctx.parse_gate.enter();
+    json body = parse_body(req.body);
+    ToolRequest tools = parse_tools(body);
+    qwen::ChatOptions opts;
+    std::vector<qwen::Message> msgs = chat_request(body, tools, opts);
+    std::vector<int> ids = chat_prompt(ctx, msgs, opts);  // the same checks as a chat request
+    res.set_json({{"prompt", qwen::chat_text(ctx.model.chat, msgs, opts)}, {"n_tokens", ids.size()}});
 }
 
 // ============================================================================
@@ -1295,15 +2110,24 @@ static std::vector<Route> routes(const ServerContext& ctx) {
                   {"context_length", ctx.context_size}};
         res.set_json({{"object", "list"}, {"data", json::array({m})}});
     };
+    auto metrics = [&ctx](const HttpRequest&, HttpResponse& res, LogPtr) {
+        auto [running, waiting] = ctx.worker.load();
+        res.body = ctx.metrics.text(running, waiting);
+        res.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    };
     auto with_ctx = [&ctx](void (*f)(const ServerContext&, const HttpRequest&, HttpResponse&, LogPtr)) {
         return [&ctx, f](const HttpRequest& req, HttpResponse& res, LogPtr log) { f(ctx, req, res, log); };
     };
-    return {{"GET", "/", page},
+    return {{"GET", "/", page, /*open=*/true},
             {"POST", "/", with_ctx(handle_seed)},
-            {"GET", "/health", health},
+            {"GET", "/health", health, /*open=*/true},
             {"GET", "/v1/models", models},
+            {"GET", "/metrics", metrics},
             {"POST", "/v1/chat/completions", with_ctx(handle_chat_completions)},
-            {"POST", "/v1/completions", with_ctx(handle_completions)}};
+            {"POST", "/v1/completions", with_ctx(handle_completions)},
+            {"POST", "/tokenize", with_ctx(handle_tokenize)},
+            {"POST", "/detokenize", with_ctx(handle_detokenize)},
+            {"POST", "/apply-template", with_ctx(handle_apply_template)}};
 }
 
 // A listening TCP socket on host:port; throws with the reason (the host does not resolve, or the errno of
@@ -1434,10 +2258,18 @@ static int serve(const ServerArgs& args, ShutdownWatcher& watcher) {
         model.file = qwen::MappedFile();
         model.weights = qwen::Weights();
     }
-    EngineWorker worker(*engine, tok, size_t(args.max_queue));
+    // The vocabulary trie the grammars are bound to: built once, shared by every request.
+    double t0 = qwen::now_seconds();
+    auto trie = std::make_shared<const qwen::TokenTrie>(model.vocab, std::min(tok.n_tokens(), model.config.vocab_size));
+    if (!args.llama.note().empty()) fprintf(stderr, "qwen-server: %s\n", args.llama.note().c_str());
+    Metrics metrics;
+    EngineWorker worker(*engine, tok, size_t(args.max_queue), metrics);
     Gate parse_gate(kParseSlots);
-    ServerContext ctx{model, tok, worker, parse_gate, model_id_from_path(args.model_path), context, sampling,
-                      args.max_tokens, args.max_queue};
+    GrammarCache grammars(trie);
+    ServerContext ctx{model, tok, worker, parse_gate, grammars, metrics,
+                      args.alias.empty() ? model_id_from_path(args.model_path) : args.alias, context, sampling,
+                      args.max_tokens, args.max_queue, args.split_reasoning};
+    fprintf(stderr, "qwen-server: vocabulary trie for structured output built in %.2f s\n", qwen::now_seconds() - t0);
 
     bool loopback = false;
     int fd = -1;
@@ -1454,7 +2286,9 @@ static int serve(const ServerArgs& args, ShutdownWatcher& watcher) {
     limits.max_connections = args.max_connections;
     limits.check_host = loopback || !args.allow_hosts.empty();
     limits.allow_hosts = args.allow_hosts;
-    HttpServer http(limits, routes(ctx));
+    limits.api_key = args.api_key;
+    limits.cors_origins = args.cors_origins;
+    HttpServer http(limits, routes(ctx), &metrics);
     http.start(fd);
     fprintf(stderr, "qwen-server: %s (context %d tokens) on http://%s:%d/\n", ctx.model_id.c_str(), context,
             args.host.c_str(), args.port);

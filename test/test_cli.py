@@ -434,7 +434,9 @@ def test_help_lists_every_flag():
     for flag in ["-m", "-p", "-f", "-sys", "-n", "-c", "--temp", "--top-p", "--top-k", "--min-p",
                  "--repeat-penalty", "--presence-penalty", "-s, --seed", "--raw", "--no-think", "-i",
                  "--batch", "--cpu", "-t, --threads", "--tokenize", "--verbose", "--bench", "--type", "--json",
-                 "-h, --help"]:
+                 "-h, --help", "--grammar FILE", "--json-schema FILE", "--json-object", "--repeat-last-n",
+                 "--frequency-penalty", "-ngl, --n-gpu-layers", "-fa, --flash-attn", "-no-cnv", "--in-prefix",
+                 "--in-suffix", "-if, --interactive-first", "-co, --color"]:
         assert flag in text, flag
     assert ok("-h").stdout == p.stdout
 
@@ -534,7 +536,13 @@ def test_usage_errors_exit_2():
         (["-m", m, "-i", "--batch", "x"], "cannot be combined"),
         (["-m", m, "-p", "hi", "--json"], "--json only goes with --bench"),
         (["-m", m, "--batch", "x", "-p", "hi"], "drop -p/-f"),
-        (["-m", m, "-i", "--raw"], "cannot be combined with --raw"),
+        (["-m", m, "--in-prefix", "x", "-p", "hi"], "--in-prefix and --in-suffix go with -i"),
+        (["-m", m, "-i", "--in-suffix", "x", "-sys", "s"], "-sys needs the chat template"),
+        (["-m", m, "-p", "hi", "--json-object", "--grammar", "g"], "give one of --grammar, --json-schema"),
+        (["-m", m, "-p", "hi", "--json-object", "--tokenize"], "--tokenize generates nothing to constrain"),
+        (["-m", m, "-p", "hi", "-ngl", "many"], "-ngl expects an integer, got 'many'"),
+        (["-m", m, "-p", "hi", "--repeat-last-n", "-3"], "--repeat-last-n must be in [-1, 2147483647], got -3"),
+        (["-m", m, "-p", "hi", "--frequency-penalty", "3"], "frequency_penalty must be in [-2, 2], got 3"),
         (["-m", m, "--raw", "-sys", "Be brief.", "-p", "hi"], "-sys needs the chat template"),
         (["-m", m, "--raw", "--no-think", "-p", "hi"], "--no-think needs the chat template"),
         (["-m", m, "--tokenize", "--raw", "--no-think", "-p", "hi"], "--no-think needs the chat template"),
@@ -641,3 +649,112 @@ def test_stats_without_decode_steps():
     assert "1 tokens generated (length), decode - tok/s" in err, err
     p = ok("-m", model("tiny-qwen2"), "--raw", "--temp", "0", "-n", "3", "--cpu", "-p", "Once upon a time")
     assert re.search(r"decode \d+\.\d tok/s", p.stderr.decode()), p.stderr
+
+
+# ---- structured output: --grammar, --json-schema, --json-object ---------------------------------------------------
+
+FREE = ["--temp", "4", "--top-k", "0", "--top-p", "1"]  # the grammar's mask does the work on a random model
+
+
+def test_json_schema_answers_validate(tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 6},
+                                               "n": {"type": "integer", "minimum": 1, "maximum": 99},
+                                               "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 2}},
+              "required": ["name", "n"], "additionalProperties": False}
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(schema))
+    answers = set()
+    for seed in range(4):
+        p = ok("-m", model("tiny-qwen2"), "-p", "A record:", "--json-schema", path, "-n", "400", "-s", seed, *FREE)
+        text = p.stdout.decode()
+        assert text.endswith("\n") and "(stop)" in p.stderr.decode()
+        jsonschema.validate(json.loads(text), schema)
+        answers.add(text)
+    assert len(answers) > 1
+    # --raw too, and the llama.cpp spelling of the flag
+    p = ok("-m", model("tiny-qwen3"), "--raw", "-p", "{", "--json-schema-file", path, "-n", "400", "-s", "1", *FREE)
+    jsonschema.validate(json.loads(p.stdout.decode()), schema)
+
+
+def test_grammar_and_json_object(tmp_path):
+    g = tmp_path / "g.gbnf"
+    g.write_text('root ::= "[" item ("," item){0,3} "]"\nitem ::= [a-z] [0-9]\n')
+    for seed in range(3):
+        p = ok("-m", model("tiny-qwen2"), "-p", "list", "--grammar", g, "-n", "100", "-s", seed, *FREE)
+        assert re.fullmatch(r"\[[a-z][0-9](,[a-z][0-9]){0,3}\]\n", p.stdout.decode()), p.stdout
+    p = ok("-m", model("tiny-qwen2"), "-p", "obj", "--json-object", "-n", "900", "-s", "3", *FREE)
+    if "(stop)" in p.stderr.decode():
+        assert isinstance(json.loads(p.stdout.decode()), dict)
+    else:
+        assert p.stdout.startswith(b"{")
+    # the limit comes before the grammar's end: "length", and the text so far
+    p = ok("-m", model("tiny-qwen2"), "-p", "list", "--grammar", g, "-n", "2", "-s", "0", *FREE)
+    assert "2 tokens generated (length)" in p.stderr.decode() and p.stdout.startswith(b"[")
+    # -i: every answer keeps to it
+    p = ok("-m", model("tiny-qwen2"), "-i", "--grammar", g, "-n", "100", *FREE, stdin=b"one\ntwo\n")
+    lines = p.stdout.decode().splitlines()
+    assert len(lines) == 2 and all(re.fullmatch(r"\[[a-z][0-9](,[a-z][0-9]){0,3}\]", x) for x in lines), lines
+
+
+@pytest.mark.parametrize("flag, text, message", [
+    ("--json-schema", '{"type": "object", "properties": {"a": {"type": "integer", "multipleOf": 2}}}',
+     "--json-schema SCHEMA: json schema: /properties/a: unsupported keyword 'multipleOf'"),
+    ("--json-schema", '{"type": "object",\n "properties": {"a": 1,}}', "json schema: line 2 col 24"),
+    ("--grammar", 'root ::= "a" (', "--grammar SCHEMA: grammar: line 1 col 14: '(' is not closed"),
+    ("--grammar", 'root ::= x\nx ::= "(" x ")"\n', "can never end"),
+    ("--grammar", 'start ::= "a"\n', "root"),
+])
+def test_bad_grammars_exit_2_with_the_place(tmp_path, flag, text, message):
+    path = tmp_path / "SCHEMA"
+    path.write_text(text)
+    p = run("-m", model("tiny-qwen2"), "-p", "hi", flag, path)
+    err = p.stderr.decode()
+    assert p.returncode == 2 and p.stdout == b"", err
+    assert err.startswith("qwen: error: ") and err.count("\n") == 1, err
+    assert message.replace("SCHEMA", str(path)) in err, err
+    p = run("-m", model("tiny-qwen2"), "-p", "hi", flag, tmp_path / "missing")
+    assert p.returncode == 1 and b"cannot open" in p.stderr
+
+
+# ---- llama.cpp's flags and its interactive session ----------------------------------------------------------------
+
+def test_llama_cpp_flags_are_accepted():
+    m = model("tiny-qwen2")
+    plain = ok("-m", m, "--raw", "-p", "Once upon a time", "-n", "8", "--temp", "0", "--cpu").stdout
+    p = ok("-m", m, "-no-cnv", "-p", "Once upon a time", "-n", "8", "--temp", "0", "--cpu", "-ngl", "99", "-fa",
+           "--verbose")
+    assert p.stdout == plain  # -no-cnv is --raw; -ngl and -fa change nothing
+    err = p.stderr.decode()
+    assert "-ngl 99 has no effect" in err and "flash attention is always on" in err
+    for fa in (["-fa", "on"], ["-fa", "off"], ["--flash-attn", "auto"], ["--n-gpu-layers", "0", "-fa"]):
+        assert ok("-m", m, "--raw", "-p", "Once upon a time", "-n", "8", "--temp", "0", "--cpu", *fa).stdout == plain
+    # --repeat-last-n 0 turns the repetition penalty off: the same as no penalty
+    pen = ["--repeat-penalty", "1.8"]
+    base = ok("-m", m, "--raw", "-p", "Once upon a time", "-n", "12", "--temp", "0", "--cpu").stdout
+    off = ok("-m", m, "--raw", "-p", "Once upon a time", "-n", "12", "--temp", "0", "--cpu", *pen,
+             "--repeat-last-n", "0").stdout
+    on = ok("-m", m, "--raw", "-p", "Once upon a time", "-n", "12", "--temp", "0", "--cpu", *pen).stdout
+    assert off == base and on != base
+
+
+def test_the_llama_cli_qwen_command_line(tmp_path):
+    """llama-cli -m MODEL -n 512 -co -i -if -f prompts/chat-with-qwen.txt --in-prefix "<|im_start|>user\n"
+    --in-suffix "<|im_end|>\n<|im_start|>assistant\n" -ngl 24 -fa, with ./qwen in its place: a raw session whose
+    turns are the prompt file, then PREFIX + line + SUFFIX, each answered as a continuation of the whole text."""
+    prompt = tmp_path / "chat-with-qwen.txt"
+    prompt.write_text("You are a helpful assistant.")  # llama.cpp's prompts/chat-with-qwen.txt
+    m = model("tiny-qwen2")
+    args = ["-m", m, "-n", "16", "-co", "-i", "-if", "-f", prompt, "--in-prefix", r"<|im_start|>user\n",
+            "--in-suffix", r"<|im_end|>\n<|im_start|>assistant\n", "-ngl", "24", "-fa", "--temp", "0", "--cpu"]
+    p = ok(*args, stdin="Hello\nHow are you?\n".encode())
+    answers = p.stdout.decode("utf-8", "replace").split("\n")
+    assert len(answers) == 3 and answers[2] == "", answers  # two answers, each ends with a newline
+    # the first turn is the completion of exactly this text (the escapes read, the special tokens real)
+    text = "You are a helpful assistant.<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
+    first = ok("-m", m, "--raw", "-p", text, "-n", "16", "--temp", "0", "--cpu").stdout.decode("utf-8", "replace")
+    assert answers[0] == first.rstrip("\n") if first.endswith("\n") else answers[0] == first
+    # without -if the prompt file itself is answered first; /reset starts over from it
+    p = ok(*[a for a in args if a != "-if"], stdin=b"Hello\n/reset\nHello\n")
+    lines = p.stdout.decode("utf-8", "replace").split("\n")
+    assert len(lines) == 4 and lines[1] == lines[2], lines

@@ -101,3 +101,18 @@ def test_gpu_interactive_session_reuses_the_cache():
     err = p.stderr.decode()
     assert re.search(r"turn 2: prompt \d+ tokens \([1-9]\d* from the cache\)", err), err
     assert p.stdout == test_cli.ok(*args, "--cpu", stdin=stdin).stdout
+
+
+def test_gpu_json_schema_answer_validates(tmp_path):
+    """--json-schema on the GPU engine: the token mask goes to the device each step; the answer validates."""
+    jsonschema = pytest.importorskip("jsonschema")
+    import json
+    schema = {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99},
+                                               "b": {"type": "string", "enum": ["x", "yz"]}},
+              "required": ["a", "b"], "additionalProperties": False}
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(schema))
+    p = run_gpu("-m", model("tiny-qwen2"), "-p", "JSON", "--json-schema", path, "-n", "80", "-s", "2", "--temp", "4",
+                "--top-k", "0", "--top-p", "1", "--verbose", "-ngl", "99", "-fa")
+    jsonschema.validate(json.loads(p.stdout.decode()), schema)
+    assert "(stop)" in p.stderr.decode() and "flash attention is always on" in p.stderr.decode()

@@ -369,7 +369,7 @@ def test_default_system_prompt(template, expected):
 def test_qwen3_tokenizer_chat_facts(tmp_path):
     blob = export_ok(os.path.join(DATA, "qwen-tokenizer"), tmp_path / "tok.bin", "--tokenizer-only")
     h = header_of(blob)
-    assert h["flags"] == 0b100000                   # thinking only: no weights, no default system prompt
+    assert h["flags"] == 0b1100000                  # thinking and tools: no weights, no default system prompt
     assert (h["n_stop_ids"], h["stop0"]) == (1, 151645)
     assert h["n_tensors"] == 0 and h["dim"] == 0 and h["tensors_offset"] == len(blob)
     assert math.isnan(h["temperature"])             # no generation_config.json: nothing given

@@ -620,6 +620,34 @@ TEST_CASE("gpu: argmax flags NaN, +inf and an all -inf input, as the CPU Sampler
     CHECK(out.check()[0] == gpu::ARGMAX_ALL_NEG_INF);
 }
 
+TEST_CASE("gpu: logprobs match the CPU's log-softmax, the top ones in order with ties by id") {
+    for (int n : {1, 5, 1025, 151936}) {
+        std::vector<float> x = randn(size_t(n));
+        for (float& v : x) v *= 6.0f;
+        if (n > 10) x[3] = x[9] = 40.0f;  // a tie at the top: id 3 first
+        int top_n = std::min(n, MAX_TOP_LOGPROBS);
+        int chosen = n / 2;
+        StepLogprobs want = token_logprobs(x.data(), n, chosen, top_n);
+        Guarded<float> dx(x), out(size_t(1 + top_n));
+        Guarded<int> dc(std::vector<int>{chosen}), ids(size_t(std::max(top_n, 1)));
+        gpu::logprobs(dx.ptr(), n, dc.ptr(), top_n, ids.ptr(), out.ptr(), launch());
+        std::vector<float> got = out.check();
+        std::vector<int> got_ids = ids.check();
+        CAPTURE(n);
+        CHECK(got[0] == doctest::Approx(want.chosen.logprob).epsilon(1e-6));
+        for (int k = 0; k < top_n; k++) {
+            CHECK(got_ids[size_t(k)] == want.top[size_t(k)].id);
+            CHECK(got[size_t(1 + k)] == doctest::Approx(want.top[size_t(k)].logprob).epsilon(1e-6));
+        }
+    }
+    std::vector<float> x = randn(100);
+    Guarded<float> dx(x), out(1);
+    Guarded<int> bad(std::vector<int>{gpu::ARGMAX_NOT_FINITE}), ids(1);
+    gpu::logprobs(dx.ptr(), 100, bad.ptr(), 0, ids.ptr(), out.ptr(), launch());  // an error code: NaN, no read
+    CHECK(std::isnan(out.check()[0]));
+    CHECK_THROWS_AS(gpu::logprobs(dx.ptr(), 100, bad.ptr(), 21, ids.ptr(), out.ptr(), launch()), Error);
+}
+
 TEST_CASE("gpu: mask_logits keeps the allowed logits and makes the rest -inf, as the CPU Sampler's mask") {
     for (int n : {1, 31, 33, 1000, 151936}) {
         std::vector<float> x = randn(size_t(n));
@@ -884,6 +912,53 @@ TEST_CASE("gpu engine: on-device sampling matches the CPU Sampler draw for draw"
             int a = e.sample(on_gpu, V, tokens, 3);
             int b = e.Engine::sample(on_cpu, V, tokens, 3);  // the base class: the CPU Sampler on host logits
             CHECK(a == b);
+        }
+    }
+}
+
+TEST_CASE("gpu engine: logit bias, frequency penalty, the repetition window and logprobs as the CPU Sampler") {
+    Model model = load_fixture("tiny-qwen2");
+    GpuEngine e(model, 64);
+    const int V = model.config.vocab_size;
+    std::vector<int> tokens = {5, 17, 17, 300, 42, 42, 42, 7};
+    e.forward(tokens.data(), int(tokens.size()), 0);
+    std::vector<float> logits(e.logits(), e.logits() + V);
+    const int best = int(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    struct P {
+        float temp, top_p, rep, pres, freq;
+        int top_k, last_n, logprobs;
+        std::vector<std::pair<int, float>> bias;
+    };
+    std::vector<P> cases = {
+        {0, 1, 1, 0, 0, 0, -1, 5, {{best, -100.0f}, {9, 3.0f}}},   // greedy, the favourite pushed out
+        {0, 1, 1.4f, 0.3f, 1.5f, 0, 3, 0, {}},                     // penalties over a window, logprobs 0
+        {1.0f, 1, 1, 0, -0.7f, 0, -1, 20, {{42, 2.0f}}},           // no filter, 20 top logprobs
+        {0.8f, 0.9f, 1.2f, 0.5f, 0.5f, 30, 2, 3, {{17, -1.0f}, {300, 4.0f}}},
+        {1.5f, 1, 1e-38f, 0, 2.0f, 0, 0, -1, {{1, 100.0f}}},       // window 0: no repetition penalty
+    };
+    for (const P& p : cases) {
+        SamplingParams sp;
+        sp.temperature = p.temp, sp.top_p = p.top_p, sp.repetition_penalty = p.rep, sp.presence_penalty = p.pres;
+        sp.frequency_penalty = p.freq, sp.top_k = p.top_k, sp.repeat_last_n = p.last_n, sp.logprobs = p.logprobs;
+        sp.logit_bias = p.bias;
+        sp.seed = 5;
+        Sampler on_gpu(sp), on_cpu(sp);
+        for (int i = 0; i < 20; i++) {
+            CAPTURE(p.temp);
+            CAPTURE(p.last_n);
+            CAPTURE(i);
+            int a = e.sample(on_gpu, V, tokens, 4);
+            int b = e.Engine::sample(on_cpu, V, tokens, 4);
+            CHECK(a == b);
+            if (p.logprobs < 0) continue;
+            CHECK(on_gpu.logprobs.chosen.id == a);
+            CHECK(on_gpu.logprobs.chosen.logprob == doctest::Approx(on_cpu.logprobs.chosen.logprob).epsilon(1e-5));
+            REQUIRE(on_gpu.logprobs.top.size() == size_t(p.logprobs));
+            for (int k = 0; k < p.logprobs; k++) {
+                CHECK(on_gpu.logprobs.top[size_t(k)].id == on_cpu.logprobs.top[size_t(k)].id);
+                CHECK(on_gpu.logprobs.top[size_t(k)].logprob ==
+                      doctest::Approx(on_cpu.logprobs.top[size_t(k)].logprob).epsilon(1e-5));
+            }
         }
     }
 }

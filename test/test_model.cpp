@@ -274,7 +274,7 @@ static const std::vector<Corruption> corruptions = {
     {"future version", [](Bytes& b) { put<uint32_t>(b, H_VERSION, 3); },
      "written by a newer exporter (version 3), this build reads versions 1 and 2"},
     {"version 0", [](Bytes& b) { put<uint32_t>(b, H_VERSION, 0); }, "unknown format version 0"},
-    {"unknown flag", [](Bytes& b) { b[H_FLAGS] |= 0x40; }, "unknown header flags 0x40"},
+    {"unknown flag", [](Bytes& b) { b[H_FLAGS] |= 0x80; }, "unknown header flags 0x80"},
     {"qk_norm flag without its tensors", [](Bytes& b) { b[H_FLAGS] |= qwen::FLAG_QK_NORM; },
      "n_tensors = 9, the config and flags imply 11"},
     {"tied flag cleared", [](Bytes& b) { b[H_FLAGS] &= ~qwen::FLAG_TIED; }, "imply 10"},

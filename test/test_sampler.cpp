@@ -2,6 +2,7 @@
 // parameter validation.
 #include <doctest/doctest.h>
 
+#include <cfloat>
 #include <map>
 #include <set>
 
@@ -234,9 +235,125 @@ TEST_CASE("sampler: validate rejects each bad value with a clear message") {
     bad([](SamplingParams& p) { p.presence_penalty = 2.5f; }, "presence_penalty must be in [-2, 2], got 2.5");
     bad([](SamplingParams& p) { p.presence_penalty = NAN; }, "presence_penalty must be in [-2, 2], got nan");
 
+    bad([](SamplingParams& p) { p.frequency_penalty = -2.5f; }, "frequency_penalty must be in [-2, 2], got -2.5");
+    bad([](SamplingParams& p) { p.repeat_last_n = -2; },
+        "repeat_last_n must be >= -1 (-1 = the whole context), got -2");
+    bad([](SamplingParams& p) { p.logit_bias = {{3, 101.0f}}; },
+        "logit_bias: the bias of token 3 must be in [-100, 100], got 101");
+    bad([](SamplingParams& p) { p.logit_bias = {{3, NAN}}; },
+        "logit_bias: the bias of token 3 must be in [-100, 100], got nan");
+    bad([](SamplingParams& p) { p.logit_bias = {{-1, 1.0f}}; }, "logit_bias: token id -1 is negative");
+    bad([](SamplingParams& p) { p.logit_bias = {{5, 1.0f}, {2, 0.0f}, {5, 2.0f}}; },
+        "logit_bias: token 5 is given twice");
+    bad([](SamplingParams& p) { p.logprobs = 21; }, "logprobs must be in [0, 20] (-1 = off), got 21");
+    bad([](SamplingParams& p) { p.logprobs = -2; }, "logprobs must be in [0, 20] (-1 = off), got -2");
+
     SamplingParams edge;  // the ends of each range are valid
     edge.temperature = 0, edge.top_p = 1, edge.top_k = 0, edge.min_p = 1, edge.presence_penalty = -2;
+    edge.frequency_penalty = 2, edge.repeat_last_n = -1, edge.logit_bias = {{0, -100.0f}, {1, 100.0f}};
+    edge.logprobs = 20;
     CHECK_NOTHROW(validate(edge));
+    SamplingParams every;  // a bias for each id of a 152k vocabulary: checked by sorting, not pair by pair
+    for (int id = 151935; id >= 0; id--) every.logit_bias.push_back({id, 1.0f});
+    CHECK_NOTHROW(validate(every));
+    every.logit_bias.push_back({70000, 2.0f});
+    CHECK_THROWS_WITH_AS(validate(every), "logit_bias: token 70000 is given twice", Error);
+}
+
+TEST_CASE("sampler: frequency penalty, logit bias and the repetition window as OpenAI and llama.cpp define them") {
+    SamplingParams sp;
+    sp.temperature = 0.0f;
+    sp.frequency_penalty = 0.5f;
+    sp.presence_penalty = 0.25f;
+    Sampler freq(sp);
+    std::vector<float> l = {2.0f, 1.0f, 0.5f, 3.0f};
+    // prompt {3}; generated 1 three times, 2 once: l -= c * 0.5 + 0.25 (the prompt's token 3 is not touched)
+    freq.sample(l.data(), 4, {3, 1, 2, 1, 1}, 1);
+    CHECK(l == std::vector<float>{2.0f, 1.0f - 1.75f, 0.5f - 0.75f, 3.0f});
+
+    SamplingParams bias;
+    bias.temperature = 0.0f;
+    bias.logit_bias = {{0, 5.0f}, {3, -100.0f}, {77, 9.0f}};  // 77 is outside the vocabulary: ignored
+    Sampler b(bias);
+    l = {2.0f, 1.0f, 0.5f, 3.0f};
+    CHECK(b.sample(l.data(), 4, {}, 0) == 0);
+    CHECK(l == std::vector<float>{7.0f, 1.0f, 0.5f, -97.0f});
+    // the bias comes before the repetition penalty: a biased positive logit is divided whole
+    bias.logit_bias = {{0, 2.0f}};
+    bias.repetition_penalty = 2.0f;
+    Sampler br(bias);
+    l = {2.0f, 1.0f, 0.5f, 3.0f};
+    br.sample(l.data(), 4, {0}, 1);
+    CHECK(l[0] == 2.0f);
+    l = {FLT_MAX, 1.0f, 0.5f, 3.0f};  // and it never makes a logit infinite
+    bias.repetition_penalty = 1;
+    bias.logit_bias = {{0, 100.0f}};
+    Sampler clamp(bias);
+    clamp.sample(l.data(), 4, {}, 0);
+    CHECK(l[0] == FLT_MAX);
+
+    SamplingParams win;
+    win.temperature = 0.0f;
+    win.repetition_penalty = 2.0f;
+    win.repeat_last_n = 2;  // only the last two context tokens count
+    Sampler w(win);
+    l = {2.0f, 1.0f, 0.5f, 3.0f};
+    w.sample(l.data(), 4, {0, 1, 2, 3}, 4);
+    CHECK(l == std::vector<float>{2.0f, 1.0f, 0.25f, 1.5f});
+    win.repeat_last_n = 0;  // off
+    Sampler off(win);
+    l = {2.0f, 1.0f, 0.5f, 3.0f};
+    off.sample(l.data(), 4, {0, 1, 2, 3}, 4);
+    CHECK(l == std::vector<float>{2.0f, 1.0f, 0.5f, 3.0f});
+    CHECK(repeat_window_begin(10, -1) == 0);
+    CHECK(repeat_window_begin(10, 3) == 7);
+    CHECK(repeat_window_begin(2, 3) == 0);
+}
+
+TEST_CASE("sampler: logprobs are the log-softmax of the logits before the penalties, the top ones in order") {
+    const int n = 1000;
+    std::vector<float> logits = random_logits(n, 7, 8.0f);
+    logits[10] = logits[11] = 50.0f;  // a tie at the top: the lower id comes first
+    // the reference in long double
+    long double m = *std::max_element(logits.begin(), logits.end()), sum = 0;
+    for (float x : logits) sum += std::exp((long double)x - m);
+    auto logp = [&](int i) { return double((long double)logits[size_t(i)] - m - std::log(sum)); };
+    for (float temp : {0.0f, 0.7f, 1.5f}) {
+        SamplingParams sp;
+        sp.temperature = temp;
+        sp.top_k = 0;
+        sp.top_p = 1;
+        sp.repetition_penalty = 1.3f;  // penalties and temperature change the draw, not the logprobs
+        sp.presence_penalty = 1.0f;
+        sp.logit_bias = {{12, 40.0f}};
+        sp.logprobs = 5;
+        sp.seed = 3;
+        Sampler s(sp);
+        for (int step = 0; step < 20; step++) {
+            std::vector<float> l = logits;
+            int id = s.sample(l.data(), n, {10, 12, 500}, 1);
+            CAPTURE(temp);
+            CHECK(s.logprobs.chosen.id == id);
+            CHECK(s.logprobs.chosen.logprob == doctest::Approx(logp(id)).epsilon(1e-5));
+            REQUIRE(s.logprobs.top.size() == 5);
+            CHECK(s.logprobs.top[0].id == 10);
+            CHECK(s.logprobs.top[1].id == 11);
+            double total = 0;
+            for (size_t k = 0; k < 5; k++) {
+                CHECK(s.logprobs.top[k].logprob == doctest::Approx(logp(s.logprobs.top[k].id)).epsilon(1e-5));
+                if (k) CHECK(s.logprobs.top[k].logprob <= s.logprobs.top[k - 1].logprob);
+                total += std::exp(double(s.logprobs.top[k].logprob));
+            }
+            CHECK(total <= 1.0 + 1e-6);
+        }
+    }
+    // off: nothing recorded
+    SamplingParams none;
+    Sampler s(none);
+    std::vector<float> l = logits;
+    s.sample(l.data(), n, {}, 0);
+    CHECK(s.logprobs.top.empty());
+    CHECK(s.logprobs.chosen.id == -1);
 }
 
 TEST_CASE("sampler: default_sampling takes the generation-config values that are given") {

@@ -45,15 +45,16 @@ def free_port():
 class Server:
     """./qwen-server on a free loopback port; stderr (the request log) goes to a file."""
 
-    def __init__(self, name, *extra, binary=None, cpu=True, model=MODEL):
+    def __init__(self, name, *extra, binary=None, cpu=True, model=MODEL, env=None):
         os.makedirs(ARTIFACTS, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = os.path.join(ARTIFACTS, f"{name}.log")
         self.log = open(self.log_path, "w")
         engine = ["--cpu"] if cpu else []
-        self.proc = subprocess.Popen([binary or SERVER, "-m", model, *engine, "--port", str(self.port), "-n", "32",
-                                      *extra], stdout=subprocess.DEVNULL, stderr=self.log)
+        self.proc = subprocess.Popen([binary or SERVER, "-m", model, *engine, "--port", str(self.port), "-n",
+                                      "32", *extra], stdout=subprocess.DEVNULL, stderr=self.log,
+                                     env={**os.environ, **(env or {})})
         deadline = time.time() + 60
         while True:
             try:
@@ -522,7 +523,7 @@ def test_client_disconnect_does_not_stall(server):
 def error_of(status_and_body, status):
     got, _, body = status_and_body
     assert got == status, body
-    assert set(body["error"]) == {"message", "type", "code"}, body
+    assert set(body["error"]) == {"message", "type", "code", "param"}, body
     return body["error"]["message"]
 
 

@@ -10,7 +10,9 @@ Needs `make build/tokenize_lines fixtures` (make test does it first).
 import json
 import os
 import random
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -171,12 +173,18 @@ def random_conversation(rng, roles):
 
 
 def jinja_template(source):
-    """The template compiled in the environment transformers renders chat templates with."""
+    """The template compiled in the environment transformers renders chat templates with (its tojson included)."""
     pytest.importorskip('jinja2')
     from jinja2.ext import loopcontrols
     from jinja2.sandbox import ImmutableSandboxedEnvironment
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters['tojson'] = hf_tojson
     return env.from_string(source)
+
+
+def hf_tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    """transformers' tojson filter for chat templates (Python's json.dumps), which replaces Jinja's own."""
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
 @pytest.mark.parametrize('name, roles', [('qwen-tokenizer', ['user', 'assistant', 'tool', 'system']),
@@ -206,3 +214,117 @@ def test_chat_template_matches_jinja(name, roles):
         if not any(s in m['content'] for m in msgs for s in SPECIAL):  # else we refuse to parse them, by design
             tok.encode_special_tokens = False
             assert [int(x) for x in ids.split()] == tok.encode(expected, add_special_tokens=False).ids, msgs
+
+
+# ---- tools and tool calls: Qwen2.5's and Qwen3's templates, as transformers renders them -------------------------
+
+TOOL_WORDS = ['get_weather', 'search', 'add', 'convert_units', 'lookup_user', 'now']
+VALUES = [0, 1, -7, 2.5, 1e-07, 100.0, 1e16, 3.14159, True, False, None, 'Paris', '雨の日', 'a "quoted" \\ line\n',
+          'tab\there', '😀', '', [1, 2], {'nested': {'deep': [True, None]}}]
+
+
+def random_tool(rng, name):
+    props = {}
+    for _ in range(rng.randint(0, 3)):
+        key = rng.choice(['city', 'unit', 'query', 'n', 'ünïcode', 'days'])
+        described = {'type': 'string', 'description': rng.choice(['The city', '城市', 'quote " and \\'])}
+        props[key] = rng.choice([described,
+                                 {'type': 'integer', 'minimum': rng.choice([0, 1.5, -3])},
+                                 {'type': 'string', 'enum': ['c', 'f']}, {'type': 'number'}])
+    fn = {'name': name, 'description': rng.choice(['Get the weather.', 'Look it up', '', '计算'])}
+    if rng.random() < 0.8:
+        fn['parameters'] = {'type': 'object', 'properties': props, 'required': list(props)[:1]}
+    return {'type': 'function', 'function': fn}
+
+
+def random_args(rng):
+    return {rng.choice(['city', 'q', 'n', 'ключ']): rng.choice(VALUES) for _ in range(rng.randint(0, 3))}
+
+
+def random_tool_conversation(rng, qwen3):
+    msgs = []
+    if rng.random() < 0.5:
+        msgs.append({'role': 'system', 'content': rng.choice(['Be brief.', '', 'You are a tool user.'])})
+    for _ in range(rng.randint(1, 5)):
+        text = ''.join(rng.choice(CHAT_PIECES[:17]) for _ in range(rng.randint(0, 4)))  # no special tokens
+        msgs.append({'role': 'user', 'content': text})
+        if rng.random() < 0.7:
+            calls = [{'id': 'call_%d' % k, 'type': 'function',
+                      'function': {'name': rng.choice(TOOL_WORDS), 'arguments': random_args(rng)}}
+                     for k in range(rng.randint(1, 3))]
+            m = {'role': 'assistant', 'content': rng.choice(['', 'Let me check.', '\nok\n']), 'tool_calls': calls}
+            if qwen3 and rng.random() < 0.3:
+                m['reasoning_content'] = rng.choice(['think', '\nstep 1\n', ''])
+            msgs.append(m)
+            for k in range(len(calls)):
+                result = rng.choice(['{"temp": 21}', 'sunny', ''])
+                msgs.append({'role': 'tool', 'tool_call_id': 'call_%d' % k, 'content': result})
+        if rng.random() < 0.6:
+            answer = rng.choice(['Done.', '<think>\nhm\n</think>\n\nIt is 21.', ''])
+            msgs.append({'role': 'assistant', 'content': answer})
+    return msgs
+
+
+def tools_fixture(name, tmp_root):
+    """A tokenizer-only file of the real Qwen tokenizer with the named template (Qwen3's own, or Qwen2.5's)."""
+    if name == 'qwen3':
+        return fixture('qwen-tokenizer.bin'), json.loads((ROOT / 'test/data/qwen-tokenizer/tokenizer_config.json')
+                                                        .read_text())['chat_template']
+    fixture('qwen-tokenizer.bin')  # the same checks: the tools are built
+    template = (ROOT / 'test/data/chat-templates/Qwen2.5-7B-Instruct.jinja').read_text()
+    folder = tmp_root / 'qwen25-tokenizer'
+    shutil.copytree(ROOT / 'test/data/qwen-tokenizer', folder)
+    cfg = json.loads((folder / 'tokenizer_config.json').read_text())
+    cfg['chat_template'] = template
+    (folder / 'tokenizer_config.json').write_text(json.dumps(cfg))
+    out = tmp_root / 'qwen25-tokenizer.bin'
+    subprocess.run([sys.executable, str(ROOT / 'tools/export.py'), '--tokenizer-only', str(folder), str(out)],
+                   check=True, capture_output=True)
+    return out, template
+
+
+@pytest.mark.parametrize('name', ['qwen3', 'qwen2.5'])
+def test_chat_template_with_tools_matches_jinja(name, tmp_path):
+    """Tools in the system turn, assistant tool calls (arguments sent as JSON text or as an object, rendered as the
+    object, as vLLM does), tool results and Qwen3's reasoning: chat_text equal to the Jinja rendering, chat_tokens
+    equal to HF's tokens of it."""
+    model, source = tools_fixture(name, tmp_path)
+    template = jinja_template(source)
+    tok = tokenizers.Tokenizer.from_file(str(ROOT / 'test/data/qwen-tokenizer/tokenizer.json'))
+    rng = random.Random(SEED + 17)
+    cases, lines = [], []
+    for _ in range(300):
+        msgs = random_tool_conversation(rng, name == 'qwen3')
+        tools = [random_tool(rng, n) for n in rng.sample(TOOL_WORDS, rng.randint(0, 3))]
+        gen, think = rng.random() < 0.8, rng.random() < 0.5
+        sent = json.loads(json.dumps(msgs))  # what a client sends: arguments often as JSON text
+        for m in sent:
+            for c in m.get('tool_calls', []):
+                if rng.random() < 0.5:
+                    c['function']['arguments'] = json.dumps(c['function']['arguments'], ensure_ascii=rng.random() < 0.5,
+                                                            separators=rng.choice([(',', ':'), (', ', ': ')]))
+        cases.append((msgs, tools, gen, think))
+        lines.append(json.dumps({'messages': sent, 'tools': tools, 'add_generation_prompt': gen,
+                                 'enable_thinking': think}) + '\n')
+    out = subprocess.run([str(TOKENIZE_LINES), str(model), '--chat-json'], input=''.join(lines), capture_output=True,
+                         text=True, check=True).stdout.split('\n')
+    n_calls = 0
+    for (msgs, tools, gen, think), line in zip(cases, out):
+        assert not line.startswith('ERROR'), (line, msgs)
+        text_hex, ids = line.split(' | ')
+        kwargs = {'enable_thinking': think} if name == 'qwen3' else {}
+        expected = template.render(messages=msgs, tools=tools or None, add_generation_prompt=gen, **kwargs)
+        assert bytes.fromhex(text_hex).decode() == expected, 'messages: %r\ntools: %r' % (msgs, tools)
+        tok.encode_special_tokens = False
+        assert [int(x) for x in ids.split()] == tok.encode(expected, add_special_tokens=False).ids, msgs
+        n_calls += sum(len(m.get('tool_calls', [])) for m in msgs)
+    assert n_calls > 300  # the cases do exercise tool calls
+
+
+def test_tools_are_refused_by_a_template_without_them():
+    model = fixture('tokenizer-small.bin')
+    line = json.dumps({'messages': [{'role': 'user', 'content': 'hi'}],
+                       'tools': [{'type': 'function', 'function': {'name': 'f'}}]})
+    out = subprocess.run([str(TOKENIZE_LINES), str(model), '--chat-json'], input=line + '\n', capture_output=True,
+                         text=True, check=True).stdout
+    assert out.startswith('ERROR the chat template of tokenizer-small has no tool calling'), out

@@ -117,3 +117,35 @@ def test_stop_button(server, page):
     assert page.inner_text("#send") == "Send"
     assert page.inner_text(".msg.assistant .body") == "Once upon a time"
     assert "stopped" in page.inner_text(".msg.assistant .meta")
+
+
+def test_reasoning_shows_collapsed_and_the_key_is_sent(page):
+    """On a Qwen3 model the page shows the reasoning collapsed above the answer; with --api-key it sends the key
+    typed in its field. (The random model never thinks by itself: the request gets a grammar that makes it.)"""
+    from test_api import QWEN3_TEMPLATE, THINKING, chat_model
+    s = Server("web-qwen3", "--api-key", "page-key", model=chat_model("tiny-qwen3-chat", QWEN3_TEMPLATE))
+    try:
+        def add_grammar(route, request):
+            body = json.loads(request.post_data)
+            route.continue_(post_data=json.dumps({**body, "grammar": THINKING}))
+        page.route("**/v1/chat/completions", add_grammar)
+        page.goto(s.url + "/")
+        page.wait_for_function("document.getElementById('model').textContent === 'API key needed'")
+        page.fill("#api-key", "page-key")
+        page.dispatch_event("#api-key", "change")
+        page.wait_for_function("document.getElementById('model').textContent === 'tiny-qwen3-chat'")
+        page.fill("#input", "2+2?")
+        page.press("#input", "Enter")
+        page.wait_for_selector(".msg.assistant details.reasoning")
+        page.wait_for_selector("body[data-state=idle]")
+        details = page.locator(".msg.assistant details.reasoning")
+        assert details.get_attribute("open") is None  # collapsed
+        assert page.inner_text(".msg.assistant .body") == "It is 4."
+        box_r, box_a = details.bounding_box(), page.locator(".msg.assistant .body").bounding_box()
+        assert box_r["y"] < box_a["y"]  # above the answer
+        page.click(".msg.assistant details.reasoning summary")
+        assert page.inner_text(".msg.assistant details.reasoning .text") == "First, 2 + 2."
+        page.screenshot(path=os.path.join(ARTIFACTS, "chat-reasoning.png"))
+    finally:
+        page.unroute("**/v1/chat/completions")
+        assert s.stop() == 0

@@ -45,6 +45,7 @@ FLAG_QKV_BIAS = 1 << 2
 FLAG_QK_NORM = 1 << 3
 FLAG_DEFAULT_SYSTEM = 1 << 4
 FLAG_THINKING = 1 << 5
+FLAG_TOOLS = 1 << 6
 
 KIND_REGULAR, KIND_SPECIAL, KIND_ADDED = 0, 1, 2
 
@@ -399,6 +400,7 @@ def read_chat(folder, tokens, config_eos):
         "model_name": model_name(folder),
         "default_system": default_system_prompt(template),
         "thinking": "<think>" in template,
+        "tools": "tools" in template and "<tool_call>" in template,
         "stop_ids": stop_ids,
         "sampling": sampling_defaults(gen),
     }
@@ -596,6 +598,7 @@ def export(folder, out_path, tokenizer_only, quant=None):
     file_size = end                                 # the file ends with the last tensor's data
 
     flags = (FLAG_DEFAULT_SYSTEM if chat["default_system"] else 0) | (FLAG_THINKING if chat["thinking"] else 0)
+    flags |= FLAG_TOOLS if chat["tools"] else 0
     if c:
         flags |= FLAG_HAS_WEIGHTS | (FLAG_TIED if c["tied"] else 0)
         flags |= (FLAG_QKV_BIAS if c["qkv_bias"] else 0) | (FLAG_QK_NORM if c["qk_norm"] else 0)
