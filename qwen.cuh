@@ -9,8 +9,8 @@
 //                                        residual, + SwiGLU fusions; q/k/v in one launch), qkv_epilogue
 //                                        (bias, q/k norm, RoPE, KV-cache write), split-context GQA attention
 //     prefill kernels                    dequantize_bf16 + gemm (cuBLAS), tiled causal attention with online softmax
-//     sampling kernels                   penalties, the token mask, argmax, softmax, top-k / top-p / min-p
-//                                        selection and draw
+//     sampling kernels                   logit bias and penalties, the token mask, argmax, softmax, top-k /
+//                                        top-p / min-p selection and draw, logprobs
 //     device_available, device_unsupported   whether (and why not) the engine can run on this machine
 //     test oracles (end of file)         matvec_ref, attention_decode_ref
 //   GpuEngine                            qwen::Engine on one GPU: weights upload, KV cache, forward, sample

@@ -67,7 +67,7 @@ struct ServerArgs {
     double shutdown_grace = 5;       // seconds generations get to finish after SIGTERM
     std::string api_key;             // required as "Authorization: Bearer KEY" when set (--api-key, QWEN_API_KEY)
     std::vector<std::string> cors_origins;  // origins answered with CORS headers ("*": any); none: no CORS
-    std::string alias;               // the model id; "" = the file name without .bin
+    std::string alias;               // the model id; "" = the file name without .bin / .gguf
     bool split_reasoning = true;     // Qwen3: <think>...</think> -> reasoning_content (--reasoning-format none: inline)
     cli::SamplingFlags sampling;     // defaults for requests that do not say; unset: the model's generation config
     cli::LlamaFlags llama;           // -ngl, -fa: accepted, no effect
@@ -82,7 +82,7 @@ static const std::string kUsage = std::string(
     "  --cpu                    use the CPU engine even when a GPU is present\n"
     "  -t, --threads N          CPU engine threads (default: all cores)\n"
     "  -n, --n-predict N        default limit on generated tokens per request (default 512)\n"
-    "  --alias NAME             the model's id in answers and /v1/models (default: the file name without .bin)\n"
+    "  --alias NAME             the model's id in answers and /v1/models (default: the file name without .bin/.gguf)\n"
     "  --api-key KEY            require 'Authorization: Bearer KEY' on every endpoint but /health and the page\n"
     "                           (default: the QWEN_API_KEY environment variable; unset: no key)\n"
     "  --cors-origin ORIGIN     answer browsers from ORIGIN (e.g. http://localhost:3000; '*' = any) with CORS\n"
