@@ -428,11 +428,14 @@ def test_sampling_fields_take_effect_as_in_the_cli(server, field, flag, value):
     assert changed + "\n" == cli
 
 
-def test_n_other_than_1_is_refused(server):
-    for n in (0, 2, 5):
+def test_n_outside_1_to_16_is_refused(server):
+    for n in (0, -1, 17):
         status, _, out = post(server.url + "/v1/chat/completions",
                               {"messages": [{"role": "user", "content": "hi"}], "n": n})
         assert status == 400 and re.search(r"\bn\b", out["error"]["message"]), out
+    status, _, out = post(server.url + "/v1/chat/completions",
+                          {"messages": [{"role": "user", "content": "hi"}], "n": 2, "max_tokens": 4})
+    assert status == 200 and [c["index"] for c in out["choices"]] == [0, 1], out
 
 
 @pytest.fixture(scope="module")
