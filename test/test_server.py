@@ -45,14 +45,14 @@ def free_port():
 class Server:
     """./qwen-server on a free loopback port; stderr (the request log) goes to a file."""
 
-    def __init__(self, name, *extra, binary=None, cpu=True, model=MODEL, env=None):
+    def __init__(self, name, *extra, binary=None, cpu=True, model=None, env=None):
         os.makedirs(ARTIFACTS, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = os.path.join(ARTIFACTS, f"{name}.log")
         self.log = open(self.log_path, "w")
         engine = ["--cpu"] if cpu else []
-        self.proc = subprocess.Popen([binary or SERVER, "-m", model, *engine, "--port", str(self.port), "-n",
+        self.proc = subprocess.Popen([binary or SERVER, "-m", model or MODEL, *engine, "--port", str(self.port), "-n",
                                       "32", *extra], stdout=subprocess.DEVNULL, stderr=self.log,
                                      env={**os.environ, **(env or {})})
         deadline = time.time() + 60
