@@ -221,7 +221,8 @@ GPU_TEST := build/test_gpu build/test_emu build/test_gpu_emu build/qwen_emu \
             $(if $(filter yes,$(SERVER_OK)),build/qwen-server_emu)
 # Every launch of the emulated GPU tests runs under one schedule (the kinds take turns) with every access
 # race-checked; the kernel tests (not the engine's) also run every launch twice, compared byte for byte (test/emu).
-EMU_TWICE := gpu: rmsnorm*,gpu: swiglu*,gpu: matvec*,gpu: qkv*,gpu: argmax*,gpu: sample_candidates*,gpu: select_token*
+EMU_TWICE := gpu: rmsnorm*,gpu: swiglu*,gpu: matvec*,gpu: gemm*,gpu: the fused dequantize-matvec*,gpu: embedding*
+EMU_TWICE := $(EMU_TWICE),gpu: qkv*,gpu: argmax*,gpu: mask_logits*,gpu: sample_candidates*,gpu: select_token*
 run_gpu = ./build/test_gpu && ASAN_OPTIONS=detect_leaks=1 ./build/test_emu && \
           ASAN_OPTIONS=detect_leaks=1 ./build/test_gpu_emu && \
           QWEN_EMU_SCHEDULES=2 ASAN_OPTIONS=detect_leaks=1 ./build/test_gpu_emu -tc='$(EMU_TWICE)'
@@ -241,9 +242,10 @@ test: all build/cpu/qwen build/test_cpu build/test_asan $(GPU_TEST) build/tokeni
 	QWEN_TEST_STRICT=1 QWEN_BIN=build/cpu/qwen QWEN_NO_CUDA=1 $(PYTHON) -m pytest -q test/test_cli.py  # no CUDA
 
 # What the build and the tests need on Debian/Ubuntu (the CUDA toolkit aside), and the Python test packages.
+# libclang-rt-dev: clang's sanitizer and libFuzzer runtimes (only recommended by clang, and recommends are off).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := build-essential pkg-config python3 python3-pip clang xxd curl ca-certificates doctest-dev \
-                libmicrohttpd-dev nlohmann-json3-dev chromium fonts-wqy-microhei
+DEB_PACKAGES := build-essential pkg-config python3 python3-pip clang libclang-rt-dev xxd curl ca-certificates \
+                doctest-dev libmicrohttpd-dev nlohmann-json3-dev chromium fonts-wqy-microhei
 PY_PACKAGES := numpy tokenizers pytest openai playwright jinja2 jsonschema gguf
 deps:
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
