@@ -123,32 +123,41 @@ build/test_gpu: test/test_gpu.cu test/test_main.cpp test/fixtures.hpp $(DEV_CAND
 	$(NVCC) $(NVFLAGS) -I. -o $@ test/test_gpu.cu test/test_main.cpp $(CUDA_LIBS)
 
 # The same GPU tests on the CPU: qwen.cuh compiled as C++ against an emulated device (test/emu: every thread a
-# fiber, barriers and shuffles checked, the CUDA runtime and cuBLAS on host memory) under ASan + UBSan. The
-# launches `k<<<grid, block, smem, stream>>>(...)` and `extern __shared__` arrays are rewritten for it first.
+# fiber, varying schedules, every load and store checked for races, the CUDA runtime and cuBLAS on host memory)
+# under ASan + UBSan, by clang (its -fsanitize-coverage hooks every load and store). The launches
+# `k<<<grid, block, smem, stream>>>(...)` and the `__shared__` declarations are rewritten for it first.
+# cuda_emu.o, which holds those hooks, is built without them.
 CUDA_INC  := $(dir $(shell command -v $(NVCC) 2>/dev/null))../include
-EMU_FLAGS := -O1 -g -std=c++17 -pthread -Wall -Wno-unknown-pragmas -fsanitize=address,undefined \
+EMU_CXX   ?= $(CLANGXX)
+EMU_BASE  := -g -std=c++17 -pthread -Wall -Wno-unknown-pragmas -fsanitize=address,undefined \
              -fno-sanitize-recover=all -isystem $(CUDA_INC) -include test/emu/cuda_emu.hpp
+EMU_FLAGS := -O1 $(EMU_BASE) -fsanitize-coverage=func,inline-bool-flag,trace-loads,trace-stores
 EMU_REWRITE := perl -0pe 's/(\w+(?:<[^<>;()]*>)?)\s*<<<(.*?)>>>\s*\(/::qwen_emu::launch($$1, "$$1", $$2)(/gs; \
     s/extern __shared__ (?:__align__\(\d+\) )?(\w+) (\w+)\[\];/$$1* $$2 = ::qwen_emu::dynamic_smem<$$1>();/g; \
+    s/__shared__ ([\w:<>, ]+?)\s+(\w+)((?:\[[^\]]+\])*);/static char qwen_emu_key_$$2; \
+        auto& $$2 = ::qwen_emu::static_smem<$$1$$3>(&qwen_emu_key_$$2, "$$2");/g; \
     s/\#include <cub\/cub.cuh>//'
 build/emu/%: % Makefile | build
 	@mkdir -p $(dir $@)
-	$(EMU_REWRITE) $< > $@
-EMU_HEADERS := build/emu/qwen.cuh build/emu/cli.hpp build/emu/bench.hpp test/emu/cuda_emu.cpp test/emu/cuda_emu.hpp \
+	{ echo '#line 1 "$<"'; $(EMU_REWRITE) $<; } > $@
+build/emu/cuda_emu.o: test/emu/cuda_emu.cpp test/emu/cuda_emu.hpp | build
+	@mkdir -p build/emu
+	$(EMU_CXX) -O2 $(EMU_BASE) -c -o $@ test/emu/cuda_emu.cpp
+EMU_HEADERS := build/emu/qwen.cuh build/emu/cli.hpp build/emu/bench.hpp build/emu/cuda_emu.o test/emu/cuda_emu.hpp \
                $(HEADERS)
-# The emulator's own tests: barriers, shuffles, graph capture, and the faults it must report.
-build/test_emu: test/emu/test_emu.cpp test/test_main.cpp test/emu/cuda_emu.cpp test/emu/cuda_emu.hpp | build
-	$(CXX) $(EMU_FLAGS) -o $@ test/emu/test_emu.cpp test/test_main.cpp test/emu/cuda_emu.cpp
+# The emulator's own tests: barriers, shuffles, races, schedules, poison, graph capture, the faults it must report.
+build/test_emu: build/emu/test/emu/test_emu.cpp test/test_main.cpp build/emu/cuda_emu.o test/emu/cuda_emu.hpp
+	$(EMU_CXX) $(EMU_FLAGS) -o $@ build/emu/test/emu/test_emu.cpp test/test_main.cpp build/emu/cuda_emu.o
 # ./qwen on the emulated device (its GPU path end to end: test/test_cli_gpu.py).
 build/qwen_emu: build/emu/main.cu $(EMU_HEADERS)
-	$(CXX) $(EMU_FLAGS) -Ibuild/emu -I. -o $@ -x c++ build/emu/main.cu -x none test/emu/cuda_emu.cpp
+	$(EMU_CXX) $(EMU_FLAGS) -Ibuild/emu -I. -o $@ -x c++ build/emu/main.cu -x none build/emu/cuda_emu.o
 # qwen-server on the emulated device (test/test_server_gpu.py); only where its libraries are installed.
 build/qwen-server_emu: build/emu/server.cu build/chat_html.h $(EMU_HEADERS)
-	$(CXX) $(EMU_FLAGS) -Ibuild/emu -Ibuild -I. -o $@ -x c++ build/emu/server.cu -x none test/emu/cuda_emu.cpp \
+	$(EMU_CXX) $(EMU_FLAGS) -Ibuild/emu -Ibuild -I. -o $@ -x c++ build/emu/server.cu -x none build/emu/cuda_emu.o \
 	    $(SERVER_FLAGS)
 build/test_gpu_emu: test/test_gpu.cu test/test_main.cpp test/fixtures.hpp $(EMU_HEADERS) \
                     $(addprefix build/emu/,$(DEV_CANDIDATES))
-	$(CXX) $(EMU_FLAGS) -Ibuild/emu -I. -o $@ -x c++ test/test_gpu.cu -x none test/test_main.cpp test/emu/cuda_emu.cpp
+	$(EMU_CXX) $(EMU_FLAGS) -Ibuild/emu -I. -o $@ -x c++ test/test_gpu.cu -x none test/test_main.cpp build/emu/cuda_emu.o
 
 # Reads lines of hex-encoded UTF-8 on stdin, prints the ids of each (for the random comparison with HF).
 build/tokenize_lines: test/tokenize_lines.cpp $(HEADERS) | build
@@ -210,8 +219,13 @@ run_gpu = ./build/test_gpu && echo "SKIPPED: the emulated GPU tests run on x86-6
 else
 GPU_TEST := build/test_gpu build/test_emu build/test_gpu_emu build/qwen_emu \
             $(if $(filter yes,$(SERVER_OK)),build/qwen-server_emu)
+# Every launch of the emulated GPU tests runs under one schedule (the kinds take turns) with every access
+# race-checked; the kernel tests (not the engine's) also run every launch twice, compared byte for byte (test/emu).
+EMU_TWICE := gpu: rmsnorm*,gpu: swiglu*,gpu: matvec*,gpu: gemm*,gpu: the fused dequantize-matvec*,gpu: embedding*
+EMU_TWICE := $(EMU_TWICE),gpu: qkv*,gpu: argmax*,gpu: mask_logits*,gpu: sample_candidates*,gpu: select_token*
 run_gpu = ./build/test_gpu && ASAN_OPTIONS=detect_leaks=1 ./build/test_emu && \
-          ASAN_OPTIONS=detect_leaks=1 ./build/test_gpu_emu
+          ASAN_OPTIONS=detect_leaks=1 ./build/test_gpu_emu && \
+          QWEN_EMU_SCHEDULES=2 ASAN_OPTIONS=detect_leaks=1 ./build/test_gpu_emu -tc='$(EMU_TWICE)'
 endif
 
 # Every pytest test must run (a skip fails, see test/conftest.py) where everything can be built: with nvcc on x86-64.
@@ -228,9 +242,10 @@ test: all build/cpu/qwen build/test_cpu build/test_asan $(GPU_TEST) build/tokeni
 	QWEN_TEST_STRICT=1 QWEN_BIN=build/cpu/qwen QWEN_NO_CUDA=1 $(PYTHON) -m pytest -q test/test_cli.py  # no CUDA
 
 # What the build and the tests need on Debian/Ubuntu (the CUDA toolkit aside), and the Python test packages.
+# libclang-rt-dev: clang's sanitizer and libFuzzer runtimes (only recommended by clang, and recommends are off).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := build-essential pkg-config python3 python3-pip clang xxd curl ca-certificates doctest-dev \
-                libmicrohttpd-dev nlohmann-json3-dev chromium fonts-wqy-microhei
+DEB_PACKAGES := build-essential pkg-config python3 python3-pip clang libclang-rt-dev xxd curl ca-certificates \
+                doctest-dev libmicrohttpd-dev nlohmann-json3-dev chromium fonts-wqy-microhei
 PY_PACKAGES := numpy tokenizers pytest openai playwright jinja2 jsonschema gguf prometheus_client
 deps:
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq

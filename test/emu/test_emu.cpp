@@ -1,13 +1,16 @@
 // test_emu.cpp: the CPU emulator of the GPU (cuda_emu.hpp, cuda_emu.cpp) checked on its own, since every
-// emulated GPU test trusts it: thread coordinates, warp shuffles, block barriers, shared memory, launch checks,
-// graph capture, copies, cuBLAS, CUB, and the faults it must raise instead of hanging.
-// Kernels are plain functions here (the file is C++), launched as qwen_emu::launch(k, "k", grid, block, smem,
-// stream)(args...), which is what the Makefile rewrites `k<<<grid, block, smem, stream>>>(args...)` into.
+// emulated GPU test trusts it: thread coordinates, warp shuffles, block barriers, shared memory and its poison,
+// the race checks and the schedule comparison (each shown failing on a small mutant of a qwen.cuh kernel),
+// the device math, launch checks, graph capture, copies, cuBLAS, CUB, and the faults it must raise instead
+// of hanging. The file goes through the Makefile's rewrite (its `__shared__` declarations); kernels are
+// launched as qwen_emu::launch(k, "k", grid, block, smem, stream)(args...), which is what the rewrite makes of
+// `k<<<grid, block, smem, stream>>>(args...)`.
 #include <doctest/doctest.h>
 
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <string>
@@ -33,6 +36,18 @@ struct DeviceBuf {
         REQUIRE(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
         return h;
     }
+};
+
+// Emulator settings for one scope (the schedules, preemption, race checks), restored on exit.
+struct Settings {
+    qwen_emu::Options saved = qwen_emu::options();
+    explicit Settings(int schedules, int schedule = -1, unsigned preempt = 64, int races = 1) {
+        qwen_emu::Options& o = qwen_emu::options();
+        o.schedules = schedules, o.schedule = schedule, o.preempt = preempt, o.races = races;
+    }
+    Settings(const Settings&) = delete;
+    Settings& operator=(const Settings&) = delete;
+    ~Settings() { qwen_emu::options() = saved; }
 };
 
 }  // namespace
@@ -138,7 +153,7 @@ TEST_CASE("emu: a 48-thread block sums its full warp and, within 16 lanes, its p
 // Block barriers and shared memory
 // ============================================================================
 
-// Tree reduction in a static __shared__ array: one array serves every block (blocks run in turn).
+// Tree reduction in a static __shared__ array, each block its own.
 static __global__ void block_sums(const float* in, float* out) {
     __shared__ float part[256];
     int t = int(threadIdx.x);
@@ -215,6 +230,391 @@ TEST_CASE("emu: more than 48 KB of dynamic shared memory needs the opt-in attrib
     cudaFuncSetAttribute(big_smem, cudaFuncAttributeMaxDynamicSharedMemorySize, 48 << 10);  // as it was
 }
 
+// Each block reads its static __shared__ array before writing it, then dirties it for the next block.
+static __global__ void read_static_first(unsigned* out) {
+    __shared__ unsigned s[64];
+    if (threadIdx.x == 0)
+        for (int i = 0; i < 64; i++) out[blockIdx.x * 64 + unsigned(i)] = s[i];
+    __syncthreads();
+    s[threadIdx.x] = blockIdx.x;
+}
+
+TEST_CASE("emu: static __shared__ memory starts as NaN bytes in every block, whatever the block before wrote") {
+    DeviceBuf<unsigned> out(3 * 64);
+    for (int schedule : {0, 1, 2}) {  // blocks in order, reversed, shuffled
+        Settings s(1, schedule);
+        qwen_emu::launch(read_static_first, "read_static_first", 3, 64)(out.p);
+        for (unsigned u : out.get()) CHECK(u == 0xffffffffu);
+    }
+}
+
+TEST_CASE("emu: fresh device memory is NaN as fp32 and as bf16, -1 as integers") {
+    DeviceBuf<float> f(4);
+    DeviceBuf<uint16_t> h(4);
+    DeviceBuf<int> i(4);
+    for (float x : f.get()) CHECK(std::isnan(x));
+    for (uint16_t b : h.get()) CHECK(std::isnan(__uint_as_float(uint32_t(b) << 16)));  // bf16 is fp32's top half
+    CHECK(i.get() == std::vector<int>(4, -1));
+}
+
+// ============================================================================
+// Races: caught on every schedule, each shown on a small mutant of a qwen.cuh kernel
+// ============================================================================
+
+namespace {
+
+struct ChildResult {
+    bool aborted;     // died of SIGABRT
+    int exit_code;    // or exited with this (-1: killed otherwise)
+    std::string out;  // what it wrote to stdout and stderr
+};
+
+// A fault aborts the whole process, so `body` runs in a forked child whose output goes to a temporary file. The
+// child leaves by _exit: a body that does not fault returns neither into doctest nor through the leak check.
+template <typename F>
+ChildResult run_in_child(F body) {
+    FILE* log = tmpfile();
+    REQUIRE(log);
+    fflush(nullptr);  // or the child would print our buffered output a second time
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        signal(SIGABRT, SIG_DFL);  // doctest's crash handler would report the abort as a failed test
+        dup2(fileno(log), STDOUT_FILENO);
+        dup2(fileno(log), STDERR_FILENO);
+        body();
+        _exit(0);
+    }
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    std::string out(16384, '\0');
+    rewind(log);  // the child wrote through the same open file, so its offset moved: read from the start
+    out.resize(fread(&out[0], 1, out.size(), log));
+    fclose(log);
+    return {WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+bool has(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
+
+}  // namespace
+
+// The candidate pass of qwen.cuh's fast sampling, reduced: every x[i] >= threshold is appended to a list. The
+// slot must come from an atomicAdd; the mutant takes it with a plain c->count++ (two threads may get one slot).
+struct Appended {
+    int count;
+    float x[256];
+    int id[256];
+};
+template <bool ATOMIC>
+static __global__ void append_above(const float* x, int n, float threshold, Appended* c) {
+    for (int i = int(blockIdx.x * blockDim.x + threadIdx.x); i < n; i += int(gridDim.x * blockDim.x))
+        if (x[i] >= threshold) {
+            int k = ATOMIC ? atomicAdd(&c->count, 1) : c->count++;
+            if (k < 256) c->x[k] = x[i], c->id[k] = i;
+        }
+}
+
+std::vector<float> ramp(int n) {  // 0, 1/n, 2/n, ... in a scrambled order
+    std::vector<float> x(size_t(n), 0.0f);
+    for (int i = 0; i < n; i++) x[size_t(i)] = float((i * 37) % n) / float(n);
+    return x;
+}
+
+TEST_CASE("emu: an atomic append runs clean on every schedule; the mutant with a plain count++ is a data race") {
+    const int n = 4096;
+    std::vector<float> x = ramp(n);
+    DeviceBuf<float> dx(x);
+    DeviceBuf<Appended> c(1);
+    std::vector<int> want;
+    for (int i = 0; i < n; i++)
+        if (x[size_t(i)] >= 0.97f) want.push_back(i);
+    for (int schedules : {1, 3}) {  // 3: three runs per launch, compared (the later ones get the first's slots)
+        Settings s(schedules, -1, 4);
+        for (int launch = 0; launch < 3; launch++) {  // the schedules take turns
+            REQUIRE(cudaMemsetAsync(&c.p->count, 0, sizeof(int), nullptr) == cudaSuccess);
+            qwen_emu::launch(append_above<true>, "append_above<true>", 8, 128)(dx.p, n, 0.97f, c.p);
+            Appended got = c.get()[0];
+            REQUIRE(got.count == int(want.size()));
+            std::vector<int> ids(got.id, got.id + got.count);
+            std::sort(ids.begin(), ids.end());
+            CHECK(ids == want);
+        }
+    }
+    for (int schedule : {0, 1, 2}) {
+        CAPTURE(schedule);
+        REQUIRE(cudaMemsetAsync(&c.p->count, 0, sizeof(int), nullptr) == cudaSuccess);
+        ChildResult r = run_in_child([&] {
+            Settings s(1, schedule);
+            qwen_emu::launch(append_above<false>, "append_above<false>", 8, 128)(dx.p, n, 0.97f, c.p);
+        });
+        CHECK(r.aborted);
+        CHECK(has(r.out, "append_above<false>"));
+        CHECK(has(r.out, "data race"));
+        CHECK(has(r.out, "byte 0 of a device allocation"));  // count, the struct's first field
+    }
+}
+
+// The selection kernel's set-up, reduced: thread 0 adds up the per-block sums of the candidate pass into a
+// __shared__ total that every thread then reads. The mutant drops the __syncthreads between.
+template <bool BARRIER>
+static __global__ void normalise(const double* part, int n_parts, const float* e, float* p, int n) {
+    __shared__ double total;
+    if (threadIdx.x == 0) {
+        double t = 0;
+        for (int b = 0; b < n_parts; b++) t += part[b];
+        total = t;
+    }
+    if (BARRIER) __syncthreads();
+    float inv = float(1.0 / total);
+    for (int i = int(threadIdx.x); i < n; i += int(blockDim.x)) p[i] = e[i] * inv;
+}
+
+TEST_CASE("emu: thread 0's set-up then a barrier runs clean; the mutant without the barrier is a data race") {
+    std::vector<double> part = {1.0, 2.0, 5.0};
+    std::vector<float> e = {8.0f, 4.0f, 2.0f, 1.0f};
+    DeviceBuf<double> dpart(part);
+    DeviceBuf<float> de(e), p(4);
+    for (int schedule : {0, 1, 2}) {
+        Settings s(1, schedule);
+        qwen_emu::launch(normalise<true>, "normalise<true>", 1, 256)(dpart.p, 3, de.p, p.p, 4);
+        CHECK(p.get() == std::vector<float>{1.0f, 0.5f, 0.25f, 0.125f});
+    }
+    for (int schedule : {0, 1, 2}) {  // thread 0 first, last, or anywhere: the race is reported all the same
+        CAPTURE(schedule);
+        ChildResult r = run_in_child([&] {
+            Settings s(1, schedule);
+            qwen_emu::launch(normalise<false>, "normalise<false>", 1, 256)(dpart.p, 3, de.p, p.p, 4);
+        });
+        CHECK(r.aborted);
+        CHECK(has(r.out, "normalise<false>"));
+        CHECK(has(r.out, "data race"));
+        CHECK(has(r.out, "__shared__ total"));
+        CHECK(has(r.out, "no __syncthreads or __syncwarp between them"));
+    }
+}
+
+// An inter-block race: each block adds its partial sum into *out with a plain +=, as if blocks ran one after
+// another (they may overlap: updates are lost). The fix is an atomicAdd.
+template <bool ATOMIC>
+static __global__ void sum_into(const float* x, int n, float* out) {
+    __shared__ float part[128];
+    int t = int(threadIdx.x), i = int(blockIdx.x * blockDim.x) + t;
+    part[t] = i < n ? x[i] : 0.0f;
+    __syncthreads();
+    if (t == 0) {
+        float s = 0;
+        for (int k = 0; k < int(blockDim.x); k++) s += part[k];
+        if (ATOMIC) atomicAdd(out, s);
+        else *out += s;
+    }
+}
+
+TEST_CASE("emu: blocks adding into one word with atomicAdd run clean; with a plain += it is a race between blocks") {
+    std::vector<float> x(1024, 0.0f);
+    for (size_t i = 0; i < x.size(); i++) x[i] = float(i % 16);  // integers: every order gives the same sum
+    DeviceBuf<float> dx(x), out(1);
+    for (int schedules : {1, 2}) {
+        Settings s(schedules);
+        out.put({0.0f});
+        qwen_emu::launch(sum_into<true>, "sum_into<true>", 8, 128)(dx.p, 1024, out.p);
+        CHECK(out.get()[0] == 7680.0f);
+    }
+    out.put({0.0f});
+    ChildResult r = run_in_child([&] { qwen_emu::launch(sum_into<false>, "sum_into<false>", 8, 128)(dx.p, 1024, out.p); });
+    CHECK(r.aborted);
+    CHECK(has(r.out, "sum_into<false>"));
+    CHECK(has(r.out, "data race"));
+    CHECK(has(r.out, "blocks of one launch run concurrently"));
+    // Not a race, but the sum's rounding depends on the order of the atomics: several runs tell. Block 0 adds
+    // 1e8, the others 3 each: lost after 1e8 (half its ulp is 4), not before it.
+    for (size_t i = 0; i < x.size(); i++) x[i] = i == 0 ? 1e8f : i < 128 ? 0.0f : 3.0f / 128;
+    dx.put(x);
+    out.put({0.0f});
+    r = run_in_child([&] {
+        Settings s(2, 1);  // in order, then reversed
+        qwen_emu::launch(sum_into<true>, "sum_into<true>", 8, 128)(dx.p, 1024, out.p);
+    });
+    CHECK(r.aborted);
+    CHECK(has(r.out, "sum_into<true>: its result depends on the schedule"));
+}
+
+// Lanes publish through shared memory: only a __syncwarp orders their accesses, a shuffle does not.
+template <bool SYNCWARP>
+static __global__ void warp_publish(float* out) {
+    __shared__ float v[32];
+    int lane = int(threadIdx.x);
+    v[lane] = float(lane);
+    if (SYNCWARP) __syncwarp();
+    else (void)__shfl_sync(0xffffffffu, lane, 0);
+    out[lane] = v[(lane + 1) % 32];
+}
+
+TEST_CASE("emu: __syncwarp orders the lanes' shared-memory accesses; a shuffle in its place is a data race") {
+    DeviceBuf<float> out(32);
+    qwen_emu::launch(warp_publish<true>, "warp_publish<true>", 1, 32)(out.p);
+    std::vector<float> got = out.get();
+    for (int lane = 0; lane < 32; lane++) CHECK(got[size_t(lane)] == float((lane + 1) % 32));
+    ChildResult r = run_in_child([&] { qwen_emu::launch(warp_publish<false>, "warp_publish<false>", 1, 32)(out.p); });
+    CHECK(r.aborted);
+    CHECK(has(r.out, "warp_publish<false>"));
+    CHECK(has(r.out, "data race"));
+}
+
+// Reading a counter while other threads still add to it atomically is a race; after a barrier it is not.
+template <bool BARRIER>
+static __global__ void count_then_read(int* seen) {
+    __shared__ int c;
+    if (threadIdx.x == 0) c = 0;
+    __syncthreads();
+    atomicAdd(&c, 1);
+    if (BARRIER) __syncthreads();
+    seen[threadIdx.x] = c;
+}
+
+TEST_CASE("emu: a plain read of an atomic counter needs a barrier after the atomics") {
+    DeviceBuf<int> seen(64);
+    qwen_emu::launch(count_then_read<true>, "count_then_read<true>", 1, 64)(seen.p);
+    CHECK(seen.get() == std::vector<int>(64, 64));
+    ChildResult r = run_in_child([&] { qwen_emu::launch(count_then_read<false>, "count_then_read<false>", 1, 64)(seen.p); });
+    CHECK(r.aborted);
+    CHECK(has(r.out, "data race"));
+    CHECK(has(r.out, "atomically"));
+}
+
+// ============================================================================
+// Schedules: block and thread orders vary, and with several runs per launch their results are compared
+// ============================================================================
+
+// Thread 0 of each block, and every thread of block 0, take a ticket when they start.
+static __global__ void take_tickets(int* counters, int* block_ticket, int* thread_ticket) {
+    if (threadIdx.x == 0) block_ticket[blockIdx.x] = atomicAdd(&counters[0], 1);
+    if (blockIdx.x == 0) thread_ticket[threadIdx.x] = atomicAdd(&counters[1], 1);
+}
+
+TEST_CASE("emu: blocks and threads run in order, reversed or shuffled, as the schedule says") {
+    const int nb = 16, nt = 64;
+    DeviceBuf<int> counters(2), blocks(nb), threads(nt);
+    std::vector<int> iota(nb), iota_t(nt);
+    for (int i = 0; i < nb; i++) iota[size_t(i)] = i;
+    for (int i = 0; i < nt; i++) iota_t[size_t(i)] = i;
+    for (int schedule : {0, 1, 2}) {
+        CAPTURE(schedule);
+        Settings s(1, schedule, 0);  // no preemption: the tickets show the order threads start in
+        counters.put({0, 0});
+        qwen_emu::launch(take_tickets, "take_tickets", nb, nt)(counters.p, blocks.p, threads.p);
+        std::vector<int> b = blocks.get(), t = threads.get();
+        std::vector<int> rb(b.rbegin(), b.rend()), rt(t.rbegin(), t.rend());
+        CHECK((b == iota) == (schedule == 0));  // the order the blocks started in
+        CHECK((rb == iota) == (schedule == 1));
+        CHECK((t == iota_t) == (schedule == 0));  // and the threads of block 0
+        CHECK((rt == iota_t) == (schedule == 1));
+        std::sort(b.begin(), b.end());
+        CHECK(b == iota);  // each took one ticket
+    }
+}
+
+// Each thread takes two tickets in a row: preempted at its atomics, threads interleave.
+static __global__ void two_tickets(int* counter, int* got) {
+    int a = atomicAdd(counter, 1);
+    int b = atomicAdd(counter, 1);
+    got[2 * threadIdx.x] = a;
+    got[2 * threadIdx.x + 1] = b;
+}
+
+TEST_CASE("emu: threads are preempted at memory accesses, except in the plain schedule") {
+    DeviceBuf<int> counter(1), got(2 * 64);
+    for (int schedule : {0, 1, 2}) {
+        CAPTURE(schedule);
+        Settings s(1, schedule, 2);
+        counter.put({0});
+        qwen_emu::launch(two_tickets, "two_tickets", 1, 64)(counter.p, got.p);
+        std::vector<int> g = got.get();
+        int apart = 0;  // threads whose two tickets are not consecutive: another thread ran between
+        for (int t = 0; t < 64; t++) apart += g[size_t(2 * t + 1)] != g[size_t(2 * t)] + 1;
+        CHECK((apart > 0) == (schedule != 0));
+    }
+}
+
+// An in-place stencil: thread i reads x[i + 1], which thread i + 1 overwrites.
+static __global__ void smooth(float* x, int n) {
+    int i = int(blockIdx.x * blockDim.x + threadIdx.x);
+    if (i + 1 < n) x[i] = 0.5f * (x[i] + x[i + 1]);
+}
+
+TEST_CASE("emu: with several runs per launch, results that depend on the schedule abort even unseen by the race checks") {
+    std::vector<float> x(256);
+    for (size_t i = 0; i < x.size(); i++) x[i] = float(i * i % 17);
+    DeviceBuf<float> dx(x);
+    ChildResult r = run_in_child([&] {
+        Settings s(2, -1, 64, 0);  // the race checks off: only the comparison of the two runs can tell
+        qwen_emu::launch(smooth, "smooth", 2, 128)(dx.p, 256);
+    });
+    CHECK(r.aborted);
+    CHECK(has(r.out, "smooth: its result depends on the schedule"));
+    CHECK(!has(r.out, "data race"));
+    r = run_in_child([&] {  // the same for the lost updates of the plain count++, once threads are preempted
+        std::vector<float> v = ramp(4096);
+        DeviceBuf<float> dv(v);
+        DeviceBuf<Appended> c(1);
+        REQUIRE(cudaMemsetAsync(&c.p->count, 0, sizeof(int), nullptr) == cudaSuccess);
+        Settings s(2, -1, 1, 0);
+        qwen_emu::launch(append_above<false>, "append_above<false>", 8, 128)(dv.p, 4096, 0.97f, c.p);
+    });
+    CHECK(r.aborted);
+    CHECK(has(r.out, "append_above<false>: its result depends on the schedule"));
+}
+
+static __global__ void add_one(float* x) { x[blockIdx.x * blockDim.x + threadIdx.x] += 1.0f; }
+
+TEST_CASE("emu: every run of a launch starts from the same memory, and the last run's result stays") {
+    DeviceBuf<float> x(std::vector<float>(256, 1.0f));
+    Settings s(3);
+    qwen_emu::launch(add_one, "add_one", 2, 128)(x.p);
+    CHECK(x.get() == std::vector<float>(256, 2.0f));
+}
+
+// ============================================================================
+// Device math: off the host's by a few ulp, as a fixed function of the argument
+// ============================================================================
+
+static __global__ void device_math(const float* x, float* y, int n) {
+    int i = int(threadIdx.x);
+    if (i >= n) return;
+    float s, c;
+    sincosf(x[i], &s, &c);
+    y[i] = expf(x[i]);
+    y[n + i] = expf(x[i]);  // the same argument again
+    y[2 * n + i] = rsqrtf(x[i] + 2.0f);
+    y[3 * n + i] = s;
+    y[4 * n + i] = c;
+    y[5 * n + i] = tanhf(x[i]);
+}
+
+TEST_CASE("emu: device expf, rsqrtf, sincosf, tanhf are within 2 ulp of the host's, not all equal to it") {
+    const int n = 256;
+    std::vector<float> x(n);
+    for (int i = 0; i < n; i++) x[size_t(i)] = float(i - 128) / 16.0f;  // x[128] = 0
+    DeviceBuf<float> dx(x), dy(6 * n);
+    qwen_emu::launch(device_math, "device_math", 1, n)(dx.p, dy.p, n);
+    std::vector<float> y = dy.get();
+    auto ulps = [](float a, float b) { return std::abs(int64_t(__float_as_int(a)) - int64_t(__float_as_int(b))); };
+    int differ = 0;
+    for (int i = 0; i < n; i++) {
+        float v = x[size_t(i)];
+        float want[6] = {std::exp(v), std::exp(v), 1.0f / std::sqrt(v + 2.0f), std::sin(v), std::cos(v), std::tanh(v)};
+        for (int k = 0; k < 6; k++) {
+            float got = y[size_t(k * n + i)];
+            CHECK(ulps(got, want[k]) <= 2);
+            differ += got != want[k];
+        }
+        CHECK(y[size_t(i)] == y[size_t(n + i)]);  // one argument, one result
+    }
+    CHECK(y[128] == 1.0f);      // exp(0) is exact
+    CHECK(y[4 * n + 128] == 1.0f);  // so is cos(0)
+    CHECK(differ > n);          // about 4 in 5 results are moved
+    CHECK(expf(0.5f) == std::exp(0.5f));  // on the host, outside a kernel: the host's
+}
+
 // ============================================================================
 // Launch checks, copies and graph capture
 // ============================================================================
@@ -269,10 +669,9 @@ TEST_CASE("emu: synchronizing a capturing stream is an error and invalidates the
     cudaStreamDestroy(s);
 }
 
-TEST_CASE("emu: cudaMemcpy refuses pointers on the wrong side; fresh device memory is not zeroed") {
+TEST_CASE("emu: cudaMemcpy refuses pointers on the wrong side") {
     std::vector<int> host(4, 7), host2(4, 0);
     DeviceBuf<int> d(4);
-    CHECK(d.get() == std::vector<int>(4, int(0xa5a5a5a5u)));
     CHECK(cudaMemcpy(host2.data(), host.data(), 16, cudaMemcpyHostToDevice) != cudaSuccess);  // dst on the host
     CHECK(cudaMemcpy(host2.data(), host.data(), 16, cudaMemcpyDeviceToHost) != cudaSuccess);  // src on the host
     CHECK(cudaMemcpy(d.p, d.p, 16, cudaMemcpyDeviceToHost) != cudaSuccess);                   // dst on the device
@@ -377,39 +776,6 @@ TEST_CASE("emu: cub DeviceRadixSort::SortPairsDescending reports its scratch and
 // Faults: a barrier that can never open must abort with the kernel's name, not hang
 // ============================================================================
 
-namespace {
-
-struct ChildResult {
-    bool aborted;     // died of SIGABRT
-    std::string out;  // what it wrote to stdout and stderr
-};
-
-// A fault aborts the whole process, so `body` runs in a forked child whose output goes to a temporary file. The
-// child leaves by _exit: a body that does not fault returns neither into doctest nor through the leak check.
-template <typename F>
-ChildResult run_in_child(F body) {
-    FILE* log = tmpfile();
-    REQUIRE(log);
-    fflush(nullptr);  // or the child would print our buffered output a second time
-    pid_t pid = fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        signal(SIGABRT, SIG_DFL);  // doctest's crash handler would report the abort as a failed test
-        dup2(fileno(log), STDOUT_FILENO);
-        dup2(fileno(log), STDERR_FILENO);
-        body();
-        _exit(0);
-    }
-    int status = 0;
-    REQUIRE(waitpid(pid, &status, 0) == pid);
-    std::string out(4096, '\0');
-    rewind(log);  // the child wrote through the same open file, so its offset moved: read from the start
-    out.resize(fread(&out[0], 1, out.size(), log));
-    fclose(log);
-    return {WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, out};
-}
-
-}  // namespace
 
 // Threads 0-15 wait at a barrier that threads 16-63 never reach.
 static __global__ void divergent_barrier(int* out) {
@@ -453,4 +819,54 @@ TEST_CASE("emu: a shuffle after some lanes returned aborts with \"deadlock\" and
     CHECK(r.aborted);
     CHECK(r.out.find("deadlock") != std::string::npos);
     CHECK(r.out.find("shuffle_after_exit") != std::string::npos);
+}
+
+// ============================================================================
+// Memory faults: device memory is not host memory, and ASan guards its edges
+// ============================================================================
+
+static __global__ void write_first(int* p) { p[0] = 1; }
+
+TEST_CASE("emu: host code that dereferences a device pointer aborts") {
+    DeviceBuf<int> d(4);
+    ChildResult r = run_in_child([&] { printf("%d\n", d.p[1]); });
+    CHECK(r.aborted);
+    CHECK(has(r.out, "host code dereferences byte 4 of a device allocation of 16 bytes"));
+}
+
+TEST_CASE("emu: a kernel writing device memory after cudaFree is an ASan error") {
+    ChildResult r = run_in_child([&] {
+        int* p = nullptr;
+        REQUIRE(cudaMalloc((void**)&p, 16) == cudaSuccess);
+        cudaFree(p);
+        qwen_emu::launch(write_first, "write_first", 1, 1)(p);
+    });
+    CHECK(!r.aborted);
+    CHECK(r.exit_code != 0);
+    CHECK(has(r.out, "AddressSanitizer"));
+}
+
+static __global__ void past_shared(float* out) {
+    __shared__ float a[32];
+    float* p = a;  // through a pointer, past UBSan's bounds check of a[]
+    p[threadIdx.x] = 1.0f;  // 40 threads: 8 write past the end
+    __syncthreads();
+    out[threadIdx.x] = a[threadIdx.x % 32];
+}
+
+TEST_CASE("emu: a write past a static __shared__ array is an ASan error") {
+    DeviceBuf<float> out(40);
+    ChildResult r = run_in_child([&] { qwen_emu::launch(past_shared, "past_shared", 1, 40)(out.p); });
+    CHECK(r.exit_code != 0);
+    CHECK(has(r.out, "AddressSanitizer"));
+}
+
+TEST_CASE("emu: device memory never freed is reported at exit") {
+    ChildResult r = run_in_child([&] {
+        void* p = nullptr;
+        REQUIRE(cudaMalloc(&p, 100) == cudaSuccess);
+        exit(0);  // the normal exit path: static destructors run
+    });
+    CHECK(r.exit_code == 1);
+    CHECK(has(r.out, "were never freed"));
 }
