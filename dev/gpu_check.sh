@@ -2,7 +2,7 @@
 # The first thing to run on a machine with a GPU: the figures that matter most come first, each echoed as soon
 # as it exists, and the whole run ends within 8 minutes (TOTAL_SECONDS) whatever a step does.
 #   1. driver, GPU and nvcc versions
-#   2. the builds, for the GPU found only (one architecture), all at once
+#   2. the builds, for the GPU found only (one architecture), all at once; then the test fixtures
 #   3. ./qwen --bench --json per shape, 7B first      (STEP_SECONDS each, default 120)
 #   4. build/test_gpu: the GPU tests (doctest summary and the NMSE lines)
 #   5. the workbench: the engine's kernel versions and the candidates waiting to be promoted (make -C dev run-engine)
@@ -39,8 +39,17 @@ ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | he
 ARCH=${ARCH:-90}
 
 echo "== build (CUDA_ARCH=$ARCH)"
-step build 240 make -j"$(nproc)" CUDA_ARCH="$ARCH" qwen build/test_gpu fixtures dev-all
+step build 240 make -j"$(nproc)" CUDA_ARCH="$ARCH" qwen build/test_gpu dev-all
 tail -n 3 "$LOG/build.log"
+# The test fixtures apart, so that a machine without the Python packages still benchmarks. The GGUF ones need the
+# gguf package: an offline machine installs it from a folder of wheels (WHEELS, made beforehand with
+# `python3 -m pip download --no-deps -d .whl gguf`).
+WHEELS=${WHEELS:-.whl}
+if ! python3 -c "import gguf" 2>/dev/null && ls "$WHEELS"/gguf-*.whl > /dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --target /tmp/qwen-site "$WHEELS"/gguf-*.whl &&
+        export PYTHONPATH=/tmp/qwen-site${PYTHONPATH:+:$PYTHONPATH}
+fi
+step fixtures 120 make -j"$(nproc)" fixtures || tail -n 3 "$LOG/fixtures.log"
 
 for s in $SHAPES; do
     echo "== bench $s"
