@@ -262,12 +262,12 @@ constexpr int MV_UNROLL = 4;  // independent 16-byte weight loads in flight per 
 enum MatvecOut { MV_STORE, MV_ADD, MV_SWIGLU };
 
 // Stages the RMS-normalised matvec input in shared memory: xs[c] = x[c] * rsqrt(mean(x^2) + eps) * g[c].
-// Every block computes the (cheap, L2-resident) scale itself; 16-byte loads when cols % 4 == 0.
+// Every block computes the (cheap, L2-resident) scale itself; 16-byte loads where cols and the pointers allow.
 __device__ inline void stage_norm_input(const float* x, const float* g, float eps, int cols, float* xs) {
     float ss = 0;
     for (int c = threadIdx.x; c < cols; c += blockDim.x) ss += x[c] * x[c];
     float scale = rsqrtf(block_sum(ss) / cols + eps);
-    if (cols % 4 == 0) {
+    if (cols % 4 == 0 && (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(g)) % 16 == 0) {
         const float4 *x4 = reinterpret_cast<const float4*>(x), *g4 = reinterpret_cast<const float4*>(g);
         for (int c = threadIdx.x; c < cols / 4; c += blockDim.x) {
             float4 v = x4[c], w = g4[c];
