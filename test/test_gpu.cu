@@ -322,6 +322,20 @@ struct TypedMatrix {
 
 }  // namespace
 
+TEST_CASE("gpu: matvec refuses a misaligned plain input; a misaligned normalised input takes the scalar staging") {
+    const int rows = 16, cols = 64;
+    std::vector<float> W = randn_bf(size_t(rows) * cols, 0.05f), x = randn(cols + 1), g = randn(cols + 1);
+    Guarded<bf16> dW(to_bf16(W));
+    Guarded<float> dx(x), dg(g), y(rows);
+    const Tensor w = gpu::bf16_matrix(dW.ptr(), rows, cols);
+    // x + 1 is 4 bytes past a 16-byte boundary: the unstaged path reads x with 16-byte loads
+    CHECK_THROWS_WITH_AS(gpu::matvec(w, dx.ptr() + 1, y.ptr(), launch()),
+                         doctest::Contains("input is not 16-byte aligned"), Error);
+    std::vector<float> x1(x.begin() + 1, x.end()), g1(g.begin() + 1, g.end());
+    gpu::rmsnorm_matvec(gpu::mat_rows({&w}), dx.ptr() + 1, dg.ptr() + 1, 1e-6f, y.ptr(), launch());
+    CHECK(nmse(y.check(), ref_matvec(W, ref_rmsnorm(x1, g1, 1e-6f), rows, cols)) <= 1e-10);
+}
+
 TEST_CASE("gpu: the fused dequantize-matvec of every type matches the CPU's decoded values") {
     // odd row counts; rows from one 256-value block to Qwen2-7B's 18944
     const int shapes[][2] = {{37, 256}, {3, 768}, {129, 896}, {5, 3584}, {3, 18944}};
