@@ -1349,7 +1349,10 @@ struct GpuEngine : Engine {
     const char* name() const override { return "cuda"; }
 
 
-    const float* logits() override {
+    int kv_blocks() const override { return kv_blocks_for(context_); }
+
+    const float* logits(int i = 0) override {
+        if (i != 0) fail("cuda: logits of sequence %d: this engine runs one sequence per step", i);
         host_logits_.resize(size_t(cfg_.vocab_size));
         CUDA_CHECK(cudaMemcpyAsync(host_logits_.data(), logits_, host_logits_.size() * sizeof(float),
                                    cudaMemcpyDeviceToHost, h_.stream));
@@ -1360,7 +1363,8 @@ struct GpuEngine : Engine {
     // The Sampler's rules on the device; the Sampler supplies its parameters and its Rng's draw. A token mask
     // (allowed) crosses to the device as its bit set (n_vocab / 8 bytes), never the logits to the host.
     int sample(Sampler& s, int n_vocab, const std::vector<int>& tokens, size_t n_prompt,
-               const uint32_t* allowed = nullptr) override {
+               const uint32_t* allowed = nullptr, int i = 0) override {
+        if (i != 0) fail("cuda: sample of sequence %d: this engine runs one sequence per step", i);
         if (n_vocab < 1 || n_vocab > cfg_.vocab_size)
             fail("sample: n_vocab %d must be in 1..%d", n_vocab, cfg_.vocab_size);
         const SamplingParams& p = s.params;
@@ -1405,7 +1409,15 @@ struct GpuEngine : Engine {
     const Weights& device_weights() const { return w_; }
 
   protected:
-    void forward_checked(const int* tokens, int n, int pos) override {
+    void step_checked(const std::vector<SeqStep>& batch) override {
+        const SeqStep& s = batch[0];
+        for (int b = 0; b < kv_blocks_for(s.pos + s.n); b++)
+            if (batch.size() != 1 || s.blocks[b] != b) fail("cuda: this engine runs one sequence in blocks 0, 1, 2, ...");
+        if (!s.want_logits) fail("cuda: a step without logits");
+        forward_(s.tokens, s.n, s.pos);
+    }
+
+    void forward_(const int* tokens, int n, int pos) {
         if (n == 1) return decode(tokens[0], pos);
         for (int done = 0; done < n; done += chunk_) {
             int len = std::min(chunk_, n - done);

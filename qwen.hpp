@@ -2936,41 +2936,90 @@ struct Sampler {
 // Engine: the interface the CPU reference and the GPU engine both implement
 // ============================================================================
 
-// One model instance with its KV cache. Positions are absolute: forward(tokens, n, pos) writes the cache
-// rows pos..pos+n-1 and attends over rows 0..pos+n-1, so a caller can rewind to any pos and continue.
+// The KV cache is a pool of blocks of KV_BLOCK token rows each (every layer's keys and values of those tokens). A
+// sequence owns a block table: the cache rows of its position p are row p % KV_BLOCK of block table[p / KV_BLOCK].
+// Many sequences share one pool, so a batched step can run them together (see Scheduler), and two sequences
+// with the same beginning can share the blocks that hold it (prefix caching).
+constexpr int KV_BLOCK = 16;  // tokens per KV-cache block
+
+inline int kv_blocks_for(int tokens) { return (tokens + KV_BLOCK - 1) / KV_BLOCK; }  // blocks that hold `tokens`
+
+// One sequence's part of a batched step: tokens[0..n) at positions pos..pos+n-1 (a prompt chunk, or n = 1: a
+// decode token). They attend over positions 0..pos+n-1 of this sequence, whose cache rows the block table gives.
+struct SeqStep {
+    const int* tokens = nullptr;  // (n) token ids
+    int n = 0;
+    int pos = 0;                  // position of tokens[0]; rows 0..pos-1 are in the cache already
+    const int* blocks = nullptr;  // (kv_blocks_for(pos + n)) block ids of positions 0..pos+n-1
+    bool want_logits = true;      // the next-token logits after tokens[n-1] are wanted (a prompt's last chunk,
+                                  // a decode token); a step computes them only for the sequences that want them
+};
+
+// One model instance with its KV-cache pool. Positions are absolute: a step writes the cache rows of its tokens'
+// positions and attends over rows 0..pos+n-1, so a caller can rewind a sequence to any pos and continue.
 struct Engine {
     virtual ~Engine() = default;
     virtual const Config& config() const = 0;
-    virtual int context_size() const = 0;  // KV-cache capacity in tokens
+    virtual int context_size() const = 0;  // the longest sequence, in tokens
+    virtual int kv_blocks() const = 0;     // blocks in the KV pool (at least kv_blocks_for(context_size()))
     virtual const char* name() const = 0;  // "cpu" or "cuda"
 
-    // Runs tokens[0..n) at positions pos..pos+n-1 (n > 1 is a batched prefill); afterwards logits() are the
-    // next-token logits after the last of them. The one place where a call's arguments are checked.
-    void forward(const int* tokens, int n, int pos) {
-        const int ctx = context_size(), vocab = config().vocab_size;
-        if (n < 1 || !tokens) fail("forward: need at least one token, got n = %d", n);
-        if (pos < 0) fail("forward: position must be >= 0, got %d", pos);
-        if (n > ctx || pos > ctx - n) fail("forward: positions %d..%d exceed the context size %d", pos, pos + n - 1, ctx);
-        for (int i = 0; i < n; i++)
-            if (tokens[i] < 0 || tokens[i] >= vocab)
-                fail("forward: token id %d at index %d is outside the vocabulary [0, %d)", tokens[i], i, vocab);
-        forward_checked(tokens, n, pos);
+    // The batched step: runs every sequence's tokens; afterwards logits(i) are the next-token logits of batch[i]
+    // (for those that want them). The one place where a step's arguments are checked: tokens in the vocabulary,
+    // positions within the context, block ids within the pool, and no block written by two sequences.
+    void step(const std::vector<SeqStep>& batch) {
+        const int ctx = context_size(), vocab = config().vocab_size, pool = kv_blocks();
+        if (batch.empty()) fail("step: the batch is empty");
+        std::vector<int> writer(size_t(pool), -1);  // (kv_blocks) the sequence writing each block, or -1
+        for (size_t s = 0; s < batch.size(); s++) {
+            const SeqStep& q = batch[s];
+            if (q.n < 1 || !q.tokens) fail("forward: need at least one token, got n = %d", q.n);
+            if (q.pos < 0) fail("forward: position must be >= 0, got %d", q.pos);
+            if (q.n > ctx || q.pos > ctx - q.n)
+                fail("forward: positions %d..%d exceed the context size %d", q.pos, q.pos + q.n - 1, ctx);
+            for (int i = 0; i < q.n; i++)
+                if (q.tokens[i] < 0 || q.tokens[i] >= vocab)
+                    fail("forward: token id %d at index %d is outside the vocabulary [0, %d)", q.tokens[i], i, vocab);
+            if (!q.blocks) fail("step: sequence %zu has no block table", s);
+            for (int b = 0; b < kv_blocks_for(q.pos + q.n); b++) {
+                int id = q.blocks[b];
+                if (id < 0 || id >= pool) fail("step: block id %d is outside the pool of %d blocks", id, pool);
+                if (b < q.pos / KV_BLOCK) continue;  // only read
+                if (writer[size_t(id)] >= 0 && writer[size_t(id)] != int(s))
+                    fail("step: block %d is written by sequences %d and %zu", id, writer[size_t(id)], s);
+                writer[size_t(id)] = int(s);
+            }
+        }
+        step_checked(batch);
     }
-    virtual const float* logits() = 0;  // (vocab_size) fp32, host memory
-    // Chooses the next token from the current logits; the GPU engine overrides this to sample on the device.
-    // allowed: null, or the bit set of the tokens that may be chosen (see Sampler::sample).
+
+    // The single-sequence path: tokens[0..n) at positions pos..pos+n-1 (n > 1 is a prefill) in the pool's first
+    // blocks, in order; afterwards logits() are the next-token logits after the last of them. It is the batched
+    // step with one sequence whose block table is 0, 1, 2, ...
+    void forward(const int* tokens, int n, int pos) {
+        if (n < 1 || !tokens) fail("forward: need at least one token, got n = %d", n);
+        if (identity_.empty())
+            for (int b = 0; b < kv_blocks_for(context_size()); b++) identity_.push_back(b);
+        SeqStep s;
+        s.tokens = tokens, s.n = n, s.pos = pos, s.blocks = identity_.data();
+        step({s});
+    }
+    virtual const float* logits(int i = 0) = 0;  // (vocab_size) fp32, host memory: batch[i]'s of the last step
+    // Chooses batch[i]'s next token from its logits of the last step; the GPU engine overrides this to sample on
+    // the device. allowed: null, or the bit set of the tokens that may be chosen (see Sampler::sample).
     virtual int sample(Sampler& s, int n_vocab, const std::vector<int>& tokens, size_t n_prompt,
-                       const uint32_t* allowed = nullptr) {
+                       const uint32_t* allowed = nullptr, int i = 0) {
         std::vector<float>& buf = scratch_logits_;
-        buf.assign(logits(), logits() + n_vocab);
+        buf.assign(logits(i), logits(i) + n_vocab);
         return s.sample(buf.data(), n_vocab, tokens, n_prompt, allowed);
     }
 
   protected:
-    virtual void forward_checked(const int* tokens, int n, int pos) = 0;  // forward() after its checks
+    virtual void step_checked(const std::vector<SeqStep>& batch) = 0;  // step() after its checks
 
   private:
     std::vector<float> scratch_logits_;  // (n_vocab) fp32: a copy, since the sampler edits logits in place
+    std::vector<int> identity_;          // (kv_blocks_for(context)) 0, 1, 2, ...: forward()'s block table
 };
 
 // What every engine's constructor checks: weights present, a known architecture, a context the model allows.
@@ -3300,14 +3349,22 @@ inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 // CpuEngine: the forward pass
 // ----------------------------------------------------------------------------
 
-// Keeps pointers into the model's mapped weights: the Model must outlive the engine.
+// Keeps pointers into the model's mapped weights: the Model must outlive the engine. kv_blocks: the size of the KV
+// pool in blocks (0: enough for one sequence of context_size tokens, the least it takes).
+//
+// A step runs the rows of all its sequences (each sequence's tokens in order, one sequence after another) in
+// blocks of up to kBatch rows: each weight row is read once per block, whichever sequences the rows belong to.
+// Each row keeps its own position and block table, and the matmuls give every row the same bits whatever rows
+// share its block (see cpu::matmul), so a sequence's logits do not depend on what else is in the step.
 struct CpuEngine : Engine {
-    static constexpr int kBatch = 32;  // tokens per prefill block: each weight row is read once per block
+    static constexpr int kBatch = 32;  // rows per block: each weight row is read once per block
 
-    CpuEngine(const Model& m, int context_size, int n_threads = 0)
+    CpuEngine(const Model& m, int context_size, int n_threads = 0, int kv_blocks = 0)
         : cfg_(m.config), w_(m.weights), ctx_(context_size), pool_(n_threads) {
         const Config& c = cfg_;
         check_engine_model(m, context_size);
+        if (kv_blocks < 0) fail("the KV pool size must be >= 0 blocks, got %d", kv_blocks);
+        n_blocks_ = std::max(kv_blocks, kv_blocks_for(ctx_));
         int qkv = c.q_dim() + 2 * c.kv_dim();
         x_.resize(size_t(kBatch) * c.dim);
         xb_.resize(size_t(kBatch) * c.dim);
@@ -3318,81 +3375,109 @@ struct CpuEngine : Engine {
         act_.resize(size_t(kBatch) * c.ffn_dim);
         rope_cos_.resize(size_t(kBatch) * (c.head_dim / 2));
         rope_sin_.resize(size_t(kBatch) * (c.head_dim / 2));
-        logits_.assign(size_t(c.vocab_size), 0.0f);
-        key_cache_.assign(size_t(c.n_layers) * ctx_ * c.kv_dim(), 0.0f);
-        value_cache_.assign(size_t(c.n_layers) * ctx_ * c.kv_dim(), 0.0f);
+        rows_.resize(size_t(kBatch));
+        size_t cache = size_t(c.n_layers) * pool_rows() * c.kv_dim();
+        key_cache_.assign(cache, 0.0f);
+        value_cache_.assign(cache, 0.0f);
         inv_freq_ = rope_inv_freq(c);
     }
 
     const Config& config() const override { return cfg_; }
     int context_size() const override { return ctx_; }
+    int kv_blocks() const override { return n_blocks_; }
     const char* name() const override { return "cpu"; }
-    const float* logits() override { return logits_.data(); }
+    const float* logits(int i = 0) override {
+        if (i < 0 || size_t(i) >= logits_.size() / size_t(cfg_.vocab_size) || !has_logits_[size_t(i)])
+            fail("logits: sequence %d of the last step has no logits", i);
+        return &logits_[size_t(i) * cfg_.vocab_size];
+    }
     int n_threads() const { return pool_.size(); }
 
   protected:
-    void forward_checked(const int* tokens, int n, int pos) override {
-        for (int done = 0; done < n; done += kBatch)
-            forward_block_(tokens + done, std::min(kBatch, n - done), pos + done);
-        output_((n - 1) % kBatch);  // the last token's row in the last block
+    void step_checked(const std::vector<SeqStep>& batch) override {
+        std::vector<Row> rows;  // every token of the step: sequence after sequence
+        for (size_t s = 0; s < batch.size(); s++)
+            for (int t = 0; t < batch[s].n; t++) rows.push_back({int(s), batch[s].tokens[t], batch[s].pos + t});
+        logits_.assign(batch.size() * size_t(cfg_.vocab_size), 0.0f);
+        has_logits_.assign(batch.size(), false);
+        for (size_t done = 0; done < rows.size(); done += kBatch) {
+            int n = int(std::min(rows.size() - done, size_t(kBatch)));
+            std::copy(rows.begin() + long(done), rows.begin() + long(done) + n, rows_.begin());
+            forward_block_(batch, n);
+            output_(batch, n);
+        }
     }
 
   private:
     Config cfg_;
     Weights w_;  // views into the mapped file (see Weights for the shapes and types)
     int ctx_;
+    int n_blocks_ = 0;  // blocks in the KV pool
     ThreadPool pool_;
 
-    // Activations of one block of up to kBatch tokens, row t = token t of the block.
+    struct Row {  // one token of a step
+        int seq;    // its sequence: an index into the step's batch
+        int token;  // its id
+        int pos;    // its position in its sequence
+    };
+
+    // Activations of one block of up to kBatch rows, row r = rows_[r].
+    std::vector<Row> rows_;        // (kBatch) the rows of the block
     std::vector<float> x_;         // (kBatch, dim) fp32: the residual stream
     std::vector<float> xb_;        // (kBatch, dim) fp32: normed input of attention / MLP
     std::vector<float> xb2_;       // (kBatch, dim) fp32: output of attention / MLP before the residual add
-    std::vector<float> qkv_;       // (kBatch, q_dim + 2*kv_dim) fp32: q, then k, then v of each token
+    std::vector<float> qkv_;       // (kBatch, q_dim + 2*kv_dim) fp32: q, then k, then v of each row
     std::vector<float> att_;       // (kBatch, q_dim) fp32: attention output, heads concatenated
     std::vector<float> ffn_;       // (kBatch, 2*ffn_dim) fp32: gate, then up
     std::vector<float> act_;       // (kBatch, ffn_dim) fp32: silu(gate) * up
-    std::vector<float> rope_cos_;  // (kBatch, head_dim/2) fp32: cos of each token's rotation angles
+    std::vector<float> rope_cos_;  // (kBatch, head_dim/2) fp32: cos of each row's rotation angles
     std::vector<float> rope_sin_;  // (kBatch, head_dim/2) fp32
     std::vector<float> inv_freq_;  // (head_dim/2) fp32: theta^(-2i / head_dim)
-    std::vector<float> logits_;    // (vocab_size) fp32: after the last token of the last forward()
-    // The KV cache, by absolute position.
-    std::vector<float> key_cache_;    // (n_layers, context, kv_dim) fp32, after RoPE
-    std::vector<float> value_cache_;  // (n_layers, context, kv_dim) fp32
+    std::vector<float> out_;       // (kBatch, vocab_size) fp32: the logits of one block's last rows
+    std::vector<float> logits_;    // (batch, vocab_size) fp32: each sequence's, after the last step
+    std::vector<bool> has_logits_; // (batch) which sequences of the last step have logits
+    // The KV pool: block b holds the pool rows b * KV_BLOCK .. b * KV_BLOCK + KV_BLOCK - 1 of every layer.
+    std::vector<float> key_cache_;    // (n_layers, n_blocks * KV_BLOCK, kv_dim) fp32, after RoPE
+    std::vector<float> value_cache_;  // (n_layers, n_blocks * KV_BLOCK, kv_dim) fp32
 
-    // Runs tokens[0..n) (n <= kBatch) at positions pos.. through every layer, leaving the residual in x_.
-    void forward_block_(const int* tokens, int n, int pos) {
+    size_t pool_rows() const { return size_t(n_blocks_) * KV_BLOCK; }
+    // The pool row of position p of the sequence with block table `blocks`.
+    static size_t pool_row(const int* blocks, int p) { return size_t(blocks[p / KV_BLOCK]) * KV_BLOCK + p % KV_BLOCK; }
+
+    // Runs the n rows of rows_ through every layer, leaving the residual in x_.
+    void forward_block_(const std::vector<SeqStep>& batch, int n) {
         const Config& c = cfg_;
-        for (int t = 0; t < n; t++) dequantize_row(w_.token_embd, tokens[t], &x_[size_t(t) * c.dim]);  // x = E[token]
-        rope_angles_(n, pos);
+        for (int r = 0; r < n; r++) dequantize_row(w_.token_embd, rows_[size_t(r)].token, &x_[size_t(r) * c.dim]);
+        rope_angles_(n);
         for (int l = 0; l < c.n_layers; l++) {
-            attention_block_(l, n, pos);
+            attention_block_(batch, l, n);
             mlp_block_(l, n);
         }
     }
 
     // Angle a_i = p * inv_freq_i in fp32 (as HF computes it), cos and sin taken of that fp32 angle.
-    void rope_angles_(int n, int pos) {
+    void rope_angles_(int n) {
         int half = cfg_.head_dim / 2;
-        for (int t = 0; t < n; t++)
+        for (int r = 0; r < n; r++)
             for (int i = 0; i < half; i++) {
-                float a = float(pos + t) * inv_freq_[size_t(i)];
-                rope_cos_[size_t(t) * half + i] = std::cos(a);
-                rope_sin_[size_t(t) * half + i] = std::sin(a);
+                float a = float(rows_[size_t(r)].pos) * inv_freq_[size_t(i)];
+                rope_cos_[size_t(r) * half + i] = std::cos(a);
+                rope_sin_[size_t(r) * half + i] = std::sin(a);
             }
     }
 
-    // x += attention(rmsnorm(x)) for layer l; also writes the block's k, v into the cache.
-    void attention_block_(int l, int n, int pos) {
+    // x += attention(rmsnorm(x)) for layer l; also writes the rows' k, v into their sequences' cache rows.
+    void attention_block_(const std::vector<SeqStep>& batch, int l, int n) {
         const Config& c = cfg_;
         const Layer& L = w_.layers[size_t(l)];
         int dim = c.dim, hd = c.head_dim, q_dim = c.q_dim(), kv_dim = c.kv_dim(), qkv_dim = q_dim + 2 * kv_dim;
-        for (int t = 0; t < n; t++)
-            cpu::rmsnorm(&xb_[size_t(t) * dim], &x_[size_t(t) * dim], L.attn_norm.f32(), dim, c.norm_eps);
+        for (int r = 0; r < n; r++)
+            cpu::rmsnorm(&xb_[size_t(r) * dim], &x_[size_t(r) * dim], L.attn_norm.f32(), dim, c.norm_eps);
         cpu::matmul(pool_, qkv_.data(), xb_.data(), n, {{&L.wq, &L.bq}, {&L.wk, &L.bk}, {&L.wv, &L.bv}});
-        float* kc = &key_cache_[size_t(l) * ctx_ * kv_dim];
-        float* vc = &value_cache_[size_t(l) * ctx_ * kv_dim];
-        for (int t = 0; t < n; t++) {
-            float* q = &qkv_[size_t(t) * qkv_dim];
+        float* kc = &key_cache_[size_t(l) * pool_rows() * kv_dim];
+        float* vc = &value_cache_[size_t(l) * pool_rows() * kv_dim];
+        for (int r = 0; r < n; r++) {
+            float* q = &qkv_[size_t(r) * qkv_dim];
             float* k = q + q_dim;
             float* v = k + kv_dim;
             if (c.qk_norm) {  // Qwen3: RMSNorm over each head's vector, before RoPE
@@ -3400,41 +3485,47 @@ struct CpuEngine : Engine {
                 for (int h = 0; h < c.n_heads; h++) cpu::rmsnorm(q + h * hd, q + h * hd, qn, hd, c.norm_eps);
                 for (int h = 0; h < c.n_kv_heads; h++) cpu::rmsnorm(k + h * hd, k + h * hd, kn, hd, c.norm_eps);
             }
-            const float* cs = &rope_cos_[size_t(t) * (hd / 2)];
-            const float* sn = &rope_sin_[size_t(t) * (hd / 2)];
+            const float* cs = &rope_cos_[size_t(r) * (hd / 2)];
+            const float* sn = &rope_sin_[size_t(r) * (hd / 2)];
             cpu::rope(q, c.n_heads, hd, cs, sn);
             cpu::rope(k, c.n_kv_heads, hd, cs, sn);
-            std::copy(k, k + kv_dim, kc + size_t(pos + t) * kv_dim);
-            std::copy(v, v + kv_dim, vc + size_t(pos + t) * kv_dim);
+            const Row& row = rows_[size_t(r)];
+            size_t at = pool_row(batch[size_t(row.seq)].blocks, row.pos) * kv_dim;
+            std::copy(k, k + kv_dim, kc + at);
+            std::copy(v, v + kv_dim, vc + at);
         }
-        attend_(kc, vc, n, pos);
+        attend_(batch, kc, vc, n);
         cpu::matmul(pool_, xb2_.data(), att_.data(), n, {{&L.wo}});
         for (size_t i = 0; i < size_t(n) * dim; i++) x_[i] += xb2_[i];
     }
 
-    // att_[t, head h] = softmax(q_th . K[0..p] / sqrt(head_dim)) @ V[0..p] with p = pos + t (causal), where K, V
-    // are the rows of kv head h / (n_heads / n_kv_heads). Threads split the (token, head) pairs.
-    void attend_(const float* kc, const float* vc, int n, int pos) {
+    // att_[r, head h] = softmax(q_rh . K[0..p] / sqrt(head_dim)) @ V[0..p] with p the row's position (causal),
+    // where K, V are the cache rows of the row's sequence (through its block table) of kv head
+    // h / (n_heads / n_kv_heads). Threads split the (row, head) pairs.
+    void attend_(const std::vector<SeqStep>& batch, const float* kc, const float* vc, int n) {
         const Config& c = cfg_;
         int hd = c.head_dim, kv_dim = c.kv_dim(), qkv_dim = c.q_dim() + 2 * kv_dim;
-        int group = c.n_heads / c.n_kv_heads;
+        int group = c.n_heads / c.n_kv_heads, longest = 0;
+        for (int r = 0; r < n; r++) longest = std::max(longest, rows_[size_t(r)].pos + 1);
         float scale = 1.0f / std::sqrt(float(hd));
         pool_.parallel_for(n * c.n_heads, [&](int i0, int i1) {
-            std::vector<float> score(size_t(pos + n));  // (pos + n) fp32: attention weights of one query
+            std::vector<float> score(static_cast<size_t>(longest));  // (longest) fp32: attention weights of one query
             for (int i = i0; i < i1; i++) {
-                int t = i / c.n_heads, h = i % c.n_heads, p = pos + t;
-                const float* q = &qkv_[size_t(t) * qkv_dim + size_t(h) * hd];
+                int r = i / c.n_heads, h = i % c.n_heads, p = rows_[size_t(r)].pos;
+                const int* blocks = batch[size_t(rows_[size_t(r)].seq)].blocks;
+                const float* q = &qkv_[size_t(r) * qkv_dim + size_t(h) * hd];
                 size_t off = size_t(h / group) * hd;  // this head's kv head within a cache row
-                for (int j = 0; j <= p; j++) score[size_t(j)] = cpu::dot(q, kc + size_t(j) * kv_dim + off, hd) * scale;
+                for (int j = 0; j <= p; j++)
+                    score[size_t(j)] = cpu::dot(q, kc + pool_row(blocks, j) * kv_dim + off, hd) * scale;
                 cpu::softmax(score.data(), p + 1);
-                float* out = &att_[size_t(t) * c.q_dim() + size_t(h) * hd];
+                float* out = &att_[size_t(r) * c.q_dim() + size_t(h) * hd];
                 std::fill(out, out + hd, 0.0f);
                 for (int j = 0; j <= p; j++) {
-                    const float* v = vc + size_t(j) * kv_dim + off;
+                    const float* v = vc + pool_row(blocks, j) * kv_dim + off;
                     for (int d = 0; d < hd; d++) out[d] += score[size_t(j)] * v[d];
                 }
             }
-        }, 2.0 * n * c.n_heads * (pos + n) * hd);
+        }, 2.0 * n * c.n_heads * longest * hd);
     }
 
     // x += down(silu(gate(h)) * up(h)), h = rmsnorm(x), for layer l.
@@ -3454,11 +3545,25 @@ struct CpuEngine : Engine {
         for (size_t i = 0; i < size_t(n) * dim; i++) x_[i] += xb2_[i];
     }
 
-    // logits = rmsnorm(x[t]) * out_norm @ lm_head^T, for row t of the last block.
-    void output_(int t) {
+    // A sequence's logits = rmsnorm(x[r]) * out_norm @ lm_head^T, for the rows r of the current block that are the
+    // last of a sequence that wants them: one matmul over all of them, so lm_head is read once per block.
+    void output_(const std::vector<SeqStep>& batch, int n) {
         const Config& c = cfg_;
-        cpu::rmsnorm(xb_.data(), &x_[size_t(t) * c.dim], w_.out_norm.f32(), c.dim, c.norm_eps);
-        cpu::matmul(pool_, logits_.data(), xb_.data(), 1, {{&w_.lm_head}});  // tied: lm_head is token_embd
+        std::vector<int> seqs;  // (k) the sequences whose last row is in this block
+        for (int r = 0; r < n; r++) {
+            const Row& row = rows_[size_t(r)];
+            const SeqStep& q = batch[size_t(row.seq)];
+            if (!q.want_logits || row.pos != q.pos + q.n - 1) continue;
+            cpu::rmsnorm(&xb_[seqs.size() * c.dim], &x_[size_t(r) * c.dim], w_.out_norm.f32(), c.dim, c.norm_eps);
+            seqs.push_back(row.seq);
+        }
+        if (seqs.empty()) return;
+        out_.resize(seqs.size() * size_t(c.vocab_size));
+        cpu::matmul(pool_, out_.data(), xb_.data(), int(seqs.size()), {{&w_.lm_head}});  // tied: token_embd
+        for (size_t k = 0; k < seqs.size(); k++) {
+            std::copy(&out_[k * c.vocab_size], &out_[(k + 1) * c.vocab_size], &logits_[size_t(seqs[k]) * c.vocab_size]);
+            has_logits_[size_t(seqs[k])] = true;
+        }
     }
 };
 
