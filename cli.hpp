@@ -26,6 +26,7 @@
 
 #include <cerrno>
 #include <cfloat>
+#include <climits>
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
@@ -183,27 +184,46 @@ inline int context_for(const qwen::Model& model, int requested) {
     return requested > 0 ? requested : std::min(model_max, 4096);
 }
 
+// The KV pool in blocks: room for `parallel` sequences of the whole context (the CPU's pool follows -c and
+// --parallel), or kv_gib GiB of it when given (--kv-memory). A pool smaller than one context is a usage error.
+inline int kv_pool_blocks(const qwen::Config& c, int context, int parallel, double kv_gib, int value_bytes) {
+    int one = qwen::kv_blocks_for(context);
+    if (kv_gib <= 0) return int(std::min<int64_t>(int64_t(one) * std::max(parallel, 1), INT32_MAX));
+    double blocks = kv_gib * double(1ull << 30) / double(qwen::kv_block_bytes(c, value_bytes));
+    if (blocks < one)
+        usage_error("--kv-memory %g GiB holds %d tokens, less than one context of %d tokens (-c)", kv_gib,
+                    int(blocks) * qwen::KV_BLOCK, context);
+    return int(std::min(blocks, double(INT32_MAX)));
+}
+
 // The GPU engine when a usable CUDA device is present and force_cpu is false, else the CPU engine (n_threads:
-// 0 = all cores). A fallback the user did not ask for is said in one line on stderr (`prog: <why>, running on
-// the CPU`); --cpu says nothing. verbose adds the GPU memory the engine took.
+// 0 = all cores), with a KV pool for `parallel` sequences (see kv_pool_blocks). A fallback the user did not ask
+// for is said in one line on stderr (`prog: <why>, running on the CPU`); --cpu says nothing. verbose adds the
+// memory the engine took.
 inline std::unique_ptr<qwen::Engine> open_engine(const qwen::Model& m, int context, bool force_cpu, int n_threads,
-                                                 bool verbose, const char* prog) {
+                                                 bool verbose, const char* prog, int parallel = 1,
+                                                 double kv_gib = 0) {
 #if QWEN_HAS_CUDA
     std::string why = force_cpu ? "" : qwen::gpu_unavailable();
     if (!force_cpu && why.empty()) {
-        auto e = std::make_unique<qwen::GpuEngine>(m, context);
+        int blocks = kv_pool_blocks(m.config, context, parallel, kv_gib, 2);
+        auto e = std::make_unique<qwen::GpuEngine>(m, context, blocks);
         size_t free_b = 0, total_b = 0;
         if (verbose && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
             fprintf(stderr, "%s: cuda: weights %.2f GB, KV cache %.2f GB (%d tokens), scratch %.2f GB; GPU %.1f of %.1f "
-                    "GB free\n", prog, e->weight_bytes() / 1e9, e->kv_bytes() / 1e9, context, e->scratch_bytes() / 1e9,
-                    free_b / 1e9, total_b / 1e9);
+                    "GB free\n", prog, e->weight_bytes() / 1e9, e->kv_bytes() / 1e9, blocks * qwen::KV_BLOCK,
+                    e->scratch_bytes() / 1e9, free_b / 1e9, total_b / 1e9);
         return e;
     }
 #else
     std::string why = force_cpu ? "" : "this build has no CUDA (built without nvcc)";
 #endif
     if (!why.empty()) fprintf(stderr, "%s: %s, running on the CPU\n", prog, why.c_str());
-    return std::make_unique<qwen::CpuEngine>(m, context, n_threads);
+    int blocks = kv_pool_blocks(m.config, context, parallel, kv_gib, 4);
+    if (verbose)
+        fprintf(stderr, "%s: cpu: KV cache %.2f GB (%d tokens)\n", prog,
+                double(blocks) * double(qwen::kv_block_bytes(m.config, 4)) / 1e9, blocks * qwen::KV_BLOCK);
+    return std::make_unique<qwen::CpuEngine>(m, context, n_threads, blocks);
 }
 
 }  // namespace cli

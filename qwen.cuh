@@ -1331,8 +1331,10 @@ namespace qwen {
 
 struct GpuEngine : Engine {
     // Copies the weights of a loaded model to the GPU and allocates a KV cache of context_size tokens.
-    GpuEngine(const Model& m, int context_size) : cfg_(m.config) {
+    GpuEngine(const Model& m, int context_size, int kv_blocks = 0) : cfg_(m.config) {
         check_engine_model(m, context_size);
+        if (kv_blocks < 0) fail("the KV pool size must be >= 0 blocks, got %d", kv_blocks);
+        n_blocks_ = std::max(kv_blocks, kv_blocks_for(context_size));
         init(context_size);
         upload_weights(m);
     }
@@ -1349,7 +1351,7 @@ struct GpuEngine : Engine {
     const char* name() const override { return "cuda"; }
 
 
-    int kv_blocks() const override { return kv_blocks_for(context_); }
+    int kv_blocks() const override { return n_blocks_; }
 
     const float* logits(int i = 0) override {
         if (i != 0) fail("cuda: logits of sequence %d: this engine runs one sequence per step", i);
@@ -1428,6 +1430,7 @@ struct GpuEngine : Engine {
   private:
     Config cfg_;
     int context_ = 0;
+    int n_blocks_ = 0;  // blocks in the KV pool
     int chunk_ = 0;  // prefill chunk length (tokens)
     gpu::DeviceAllocs mem_;
     size_t bytes_weights_ = 0, bytes_kv_ = 0, bytes_scratch_ = 0;
@@ -1436,8 +1439,8 @@ struct GpuEngine : Engine {
     Weights w_;  // device views, shapes and types as in the model's Weights
     bf16* wbf_ = nullptr;  // (the largest layer matrix not stored as bf16) bf16: a prefill GEMM's decoded weights
 
-    bf16* k_cache_ = nullptr;    // (n_layers, context, kv_dim) bf16
-    bf16* v_cache_ = nullptr;    // (n_layers, context, kv_dim) bf16
+    bf16* k_cache_ = nullptr;    // (n_layers, n_blocks * KV_BLOCK, kv_dim) bf16
+    bf16* v_cache_ = nullptr;    // (n_layers, n_blocks * KV_BLOCK, kv_dim) bf16
     float* inv_freq_ = nullptr;  // (head_dim / 2) RoPE frequencies theta^(-2i / head_dim)
     int* step_ = nullptr;        // (2) the decode step's token id and position; [1] is also the prefill start
 
@@ -1481,8 +1484,8 @@ struct GpuEngine : Engine {
     int decode_calls_ = 0;             // decode steps so far: the first runs uncaptured
 
     int qkv_dim() const { return cfg_.q_dim() + 2 * cfg_.kv_dim(); }
-    bf16* k_layer(int l) const { return k_cache_ + size_t(l) * context_ * cfg_.kv_dim(); }
-    bf16* v_layer(int l) const { return v_cache_ + size_t(l) * context_ * cfg_.kv_dim(); }
+    bf16* k_layer(int l) const { return k_cache_ + size_t(l) * n_blocks_ * KV_BLOCK * cfg_.kv_dim(); }
+    bf16* v_layer(int l) const { return v_cache_ + size_t(l) * n_blocks_ * KV_BLOCK * cfg_.kv_dim(); }
 
     // ---- setup ----
 
@@ -1503,7 +1506,7 @@ struct GpuEngine : Engine {
 
     void alloc_cache() {
         const Config& c = cfg_;
-        size_t n = size_t(c.n_layers) * context_ * c.kv_dim();
+        size_t n = size_t(c.n_layers) * n_blocks_ * KV_BLOCK * c.kv_dim();
         k_cache_ = mem_.get<bf16>(n, bytes_kv_);
         v_cache_ = mem_.get<bf16>(n, bytes_kv_);
         CUDA_CHECK(cudaMemsetAsync(k_cache_, 0, n * sizeof(bf16), h_.stream));
@@ -1810,9 +1813,11 @@ struct GpuEngine : Engine {
 inline std::string gpu_unavailable() { return gpu::device_available() ? gpu::device_unsupported() : "no CUDA device found"; }
 
 // The GPU engine when it can run here and force_cpu is false, else the CPU engine (n_threads: 0 = all cores).
-inline std::unique_ptr<Engine> make_engine(const Model& m, int context_size, bool force_cpu = false, int n_threads = 0) {
-    if (!force_cpu && gpu_unavailable().empty()) return std::make_unique<GpuEngine>(m, context_size);
-    return std::make_unique<CpuEngine>(m, context_size, n_threads);
+// kv_blocks: the KV pool's size (0: one context).
+inline std::unique_ptr<Engine> make_engine(const Model& m, int context_size, bool force_cpu = false, int n_threads = 0,
+                                           int kv_blocks = 0) {
+    if (!force_cpu && gpu_unavailable().empty()) return std::make_unique<GpuEngine>(m, context_size, kv_blocks);
+    return std::make_unique<CpuEngine>(m, context_size, n_threads, kv_blocks);
 }
 
 // ============================================================================

@@ -46,6 +46,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <limits>
@@ -2943,6 +2944,11 @@ struct Sampler {
 constexpr int KV_BLOCK = 16;  // tokens per KV-cache block
 
 inline int kv_blocks_for(int tokens) { return (tokens + KV_BLOCK - 1) / KV_BLOCK; }  // blocks that hold `tokens`
+
+// Bytes of one block: keys and values of KV_BLOCK tokens in every layer, value_bytes each (4 on the CPU, 2 on the GPU).
+inline size_t kv_block_bytes(const Config& c, int value_bytes) {
+    return 2 * size_t(c.n_layers) * KV_BLOCK * size_t(c.kv_dim()) * size_t(value_bytes);
+}
 
 // One sequence's part of a batched step: tokens[0..n) at positions pos..pos+n-1 (a prompt chunk, or n = 1: a
 // decode token). They attend over positions 0..pos+n-1 of this sequence, whose cache rows the block table gives.
@@ -6303,9 +6309,9 @@ struct GenerateOptions {
     // are allowed only where the text is complete, and generation stops ("stop") once nothing else can follow.
     std::shared_ptr<const TokenGrammar> grammar;
     int min_new_tokens = 0;             // the stop ids may not come before this many tokens (vLLM's min_tokens)
-    // Called with each generated token that is part of the answer (not a stop id), before its text is passed on:
-    // the sampler's logprobs are those of this token then.
-    std::function<void(int id)> on_token;
+    // Called with each generated token that is part of the answer (not a stop id), before its text is passed on,
+    // with the sampler that drew it (its logprobs are those of this token).
+    std::function<void(int id, const Sampler& s)> on_token;
 };
 
 struct GenerateResult {
@@ -6316,115 +6322,117 @@ struct GenerateResult {
     int prefill_tokens = 0;             // of those, tokens actually run (the rest came from the cache)
     int completion_tokens = 0;          // tokens sampled (a stop id counts)
     std::string finish_reason;          // "stop", "length" or "cancelled"
-    double prefill_seconds = 0;         // prompt forward + first sample: the time to first token
+    double prefill_seconds = 0;         // from the start (the request's arrival) to the first token
     double decode_seconds = 0;          // everything after the first token
 };
 
-// A conversation with one engine. `cached` mirrors the engine's KV cache: a new prompt that starts with
-// the same tokens (the previous turns of a chat) only runs its new suffix through the model.
-struct Session {
-    Engine& engine;
-    const Tokenizer& tok;
-    std::vector<int> cached;            // (<= context) token ids whose keys/values fill cache rows 0..size-1
+// One answer being generated, token by token: what happens to each sampled token (stop ids, stop strings, the
+// grammar, the length limits, streaming its text) whatever runs the model. Session drives one at a time;
+// Scheduler drives many. The driver runs the model, then: mask() -> sample with it -> accept(id).
+struct Generation {
+    std::vector<int> tokens;  // (n_prompt + generated) the context: the prompt, then the answer's ids
+    int n_prompt = 0;
+    GenerateResult result;
+    bool done = false;        // finished: result.finish_reason is set
 
-    Session(Engine& e, const Tokenizer& t) : engine(e), tok(t) {}
-
-    void reset() { cached.clear(); }
-
-    // on_text receives UTF-8-complete pieces as they are generated; returning false cancels.
-    GenerateResult generate(const std::vector<int>& prompt, Sampler& sampler, const GenerateOptions& opt,
-                            const std::function<bool(const std::string&)>& on_text = {}) {
-        const int ctx = engine.context_size();
-        const int n_prompt = int(prompt.size());
+    // on_text receives UTF-8-complete pieces as they are generated; returning false cancels. context: the
+    // engine's context size (the answer ends "length" when the context is full); n_vocab: the ids the sampler
+    // may draw. t0: the start, for the time to first token.
+    Generation(const Tokenizer& tok, int context, int n_vocab, std::vector<int> prompt, GenerateOptions opt,
+               std::function<bool(const std::string&)> on_text = {}, double t0 = now_seconds())
+        : tokens(std::move(prompt)), n_prompt(int(tokens.size())), opt_(std::move(opt)), on_text_(std::move(on_text)),
+          ctx_(context), n_vocab_(n_vocab), t0_(t0), decoder_(tok), stops_(opt_.stop) {
         if (n_prompt == 0) fail("the prompt is empty");
-        if (n_prompt > ctx)
-            fail("prompt is %d tokens, %d more than the context of %d", n_prompt, n_prompt - ctx, ctx);
-
-        GenerateResult r;
-        r.prompt_tokens = n_prompt;
-        double t0 = now_seconds();
-        int reuse = prefill(prompt);
-        r.prefill_tokens = n_prompt - reuse;
-
-        if (opt.max_new_tokens == 0) {
-            r.finish_reason = "length";
-            r.prefill_seconds = now_seconds() - t0;
-            return r;
+        if (n_prompt > ctx_) fail("prompt is %d tokens, %d more than the context of %d", n_prompt, n_prompt - ctx_, ctx_);
+        result.prompt_tokens = n_prompt;
+        if (opt_.max_new_tokens == 0) {
+            end_("length");
+            return;
         }
-        std::vector<int> tokens = prompt;  // the context: prompt, then generated ids
-        StreamDecoder decoder(tok);
-        StopMatcher stops(opt.stop);
-        const int n_vocab = std::min(tok.n_tokens(), engine.config().vocab_size);
-        auto emit = [&](const std::string& piece) {
-            std::string out = stops.push(piece);
-            r.text += out;
-            return out.empty() || !on_text || on_text(out);
-        };
-        std::unique_ptr<GrammarMatcher> grammar;
-        std::vector<uint32_t> mask;  // (mask words) the tokens allowed next (grammar, min_new_tokens); empty: all
-        if (opt.grammar) {
-            grammar = std::make_unique<GrammarMatcher>(opt.grammar);
-            mask.resize(size_t(mask_words(std::max(n_vocab, grammar->n_vocab()))));
-            if (grammar->finished()) {  // the grammar's only sentence is empty
-                r.finish_reason = "stop";
-                r.prefill_seconds = now_seconds() - t0;
-                return r;
+        if (opt_.grammar) {
+            grammar_ = std::make_unique<GrammarMatcher>(opt_.grammar);
+            mask_.resize(size_t(mask_words(std::max(n_vocab_, grammar_->n_vocab()))));
+            if (grammar_->finished()) {  // the grammar's only sentence is empty
+                end_("stop");
+                return;
             }
         }
-        // min_new_tokens without a grammar: a mask of every token but the stop ids, until that many have come.
-        const bool hold_stops = opt.min_new_tokens > 0 && !opt.stop_ids.empty();
-        if (!grammar && hold_stops) mask.resize(size_t(mask_words(n_vocab)));
-        auto update_mask = [&] {
-            bool stops_ok = r.completion_tokens >= opt.min_new_tokens;
-            if (grammar) return next_mask(*grammar, stops_ok ? opt.stop_ids : std::vector<int>(), n_vocab, mask);
-            if (!hold_stops || stops_ok) return mask.clear();
-            std::fill(mask.begin(), mask.end(), ~0u);
-            for (int id : opt.stop_ids)
-                if (id >= 0 && id < n_vocab) mask[size_t(id >> 5)] &= ~(1u << (id & 31));
-        };
+        hold_stops_ = opt_.min_new_tokens > 0 && !opt_.stop_ids.empty();
+        if (!grammar_ && hold_stops_) mask_.resize(size_t(mask_words(n_vocab_)));
         update_mask();
+    }
 
-        for (;;) {
-            int next = engine.sample(sampler, n_vocab, tokens, size_t(n_prompt), mask.empty() ? nullptr : mask.data());
-            if (r.completion_tokens == 0) r.prefill_seconds = now_seconds() - t0;
-            r.completion_tokens++;
-            r.ids.push_back(next);
-            if (sampler.params.logprobs >= 0) r.logprobs.push_back(sampler.logprobs);
-            if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), next) != opt.stop_ids.end()) {
-                r.finish_reason = "stop";
-                break;
-            }
-            if (opt.on_token) opt.on_token(next);
-            tokens.push_back(next);
-            if (grammar && !grammar->advance(next)) fail("grammar: token %d was sampled outside the mask", next);
-            if (!emit(decoder.push(next))) {
-                r.finish_reason = "cancelled";
-                break;
-            }
-            if (stops.stopped || (grammar && grammar->finished())) {
-                r.finish_reason = "stop";
-                break;
-            }
-            if (r.completion_tokens == opt.max_new_tokens || int(tokens.size()) > ctx) {
-                r.finish_reason = "length";
-                break;
-            }
-            engine.forward(&next, 1, int(tokens.size()) - 1);
-            cached.push_back(next);
-            // The GPU engine's forward() returns once the step is queued: the mask is made while the GPU runs it.
-            update_mask();
-        }
-        if (r.finish_reason != "cancelled" && !stops.stopped) emit(decoder.flush());
-        if (r.finish_reason != "cancelled") {
-            std::string rest = stops.flush();
-            r.text += rest;
-            if (!rest.empty() && on_text) on_text(rest);
-        }
-        r.decode_seconds = now_seconds() - t0 - r.prefill_seconds;
-        return r;
+    // The tokens that may come next (grammar, min_new_tokens), or null for all. Valid until accept().
+    const uint32_t* mask() const { return mask_.empty() ? nullptr : mask_.data(); }
+    int n_vocab() const { return n_vocab_; }
+
+    // Takes the token the sampler drew (s: that sampler, for the logprobs). Returns true when the answer goes on:
+    // the id is then the last of `tokens` and must run through the model, then update_mask() before the next draw.
+    bool accept(int id, const Sampler& s) {
+        GenerateResult& r = result;
+        if (r.completion_tokens == 0) r.prefill_seconds = now_seconds() - t0_;
+        r.completion_tokens++;
+        r.ids.push_back(id);
+        if (s.params.logprobs >= 0) r.logprobs.push_back(s.logprobs);
+        if (std::find(opt_.stop_ids.begin(), opt_.stop_ids.end(), id) != opt_.stop_ids.end()) return end_("stop");
+        if (opt_.on_token) opt_.on_token(id, s);
+        tokens.push_back(id);
+        if (grammar_ && !grammar_->advance(id)) fail("grammar: token %d was sampled outside the mask", id);
+        if (!emit_(decoder_.push(id))) return end_("cancelled");
+        if (stops_.stopped || (grammar_ && grammar_->finished())) return end_("stop");
+        if (r.completion_tokens == opt_.max_new_tokens || int(tokens.size()) > ctx_) return end_("length");
+        return true;
+    }
+
+    // Recomputes mask() for the next draw (the GPU runs its step meanwhile: call it after queueing the step).
+    void update_mask() {
+        bool stops_ok = result.completion_tokens >= opt_.min_new_tokens;
+        if (grammar_) return next_mask(*grammar_, stops_ok ? opt_.stop_ids : std::vector<int>(), n_vocab_, mask_);
+        if (!hold_stops_ || stops_ok) return mask_.clear();
+        std::fill(mask_.begin(), mask_.end(), ~0u);
+        for (int id : opt_.stop_ids)
+            if (id >= 0 && id < n_vocab_) mask_[size_t(id >> 5)] &= ~(1u << (id & 31));
+    }
+
+    // Ends the answer from outside (a cancelled request): what was held back is dropped.
+    void cancel() {
+        if (!done) end_("cancelled");
     }
 
   private:
+    GenerateOptions opt_;
+    std::function<bool(const std::string&)> on_text_;
+    int ctx_, n_vocab_;
+    double t0_;
+    StreamDecoder decoder_;
+    StopMatcher stops_;
+    std::unique_ptr<GrammarMatcher> grammar_;
+    std::vector<uint32_t> mask_;  // (mask words) the tokens allowed next; empty: all
+    bool hold_stops_ = false;     // min_new_tokens without a grammar: every token but the stop ids, for a while
+
+    bool emit_(const std::string& piece) {
+        std::string out = stops_.push(piece);
+        result.text += out;
+        return out.empty() || !on_text_ || on_text_(out);
+    }
+
+    // Finishes: the text held back (an incomplete UTF-8 sequence, a possible stop string) is released unless
+    // the answer was cancelled or stopped by a stop string. Returns false, for accept().
+    bool end_(const char* reason) {
+        GenerateResult& r = result;
+        r.finish_reason = reason;
+        done = true;
+        if (r.completion_tokens == 0) r.prefill_seconds = now_seconds() - t0_;
+        if (r.finish_reason != "cancelled" && !stops_.stopped) emit_(decoder_.flush());
+        if (r.finish_reason != "cancelled") {
+            std::string rest = stops_.flush();
+            r.text += rest;
+            if (!rest.empty() && on_text_) on_text_(rest);
+        }
+        r.decode_seconds = now_seconds() - t0_ - r.prefill_seconds;
+        return false;
+    }
+
     // The grammar's mask for the next token, plus the stop ids where the text may end. A grammar always leaves
     // some token (every byte is a token) unless the vocabulary lacks the bytes it needs: that is an error.
     static void next_mask(GrammarMatcher& g, const std::vector<int>& stop_ids, int n_vocab,
@@ -6438,16 +6446,396 @@ struct Session {
         for (int i = 0; i < n_vocab && !any; i += 32) any = mask[size_t(i >> 5)] != 0;
         if (!any) fail("grammar: no token of the vocabulary can continue the text here");
     }
+};
 
-    // Runs the part of `prompt` that is not in the cache yet; returns how many tokens were reused.
-    // The last prompt token always runs, since its logits are what the first sample needs.
-    int prefill(const std::vector<int>& prompt) {
+// The ids a sampler may draw with this engine and tokenizer: the vocabulary both know.
+inline int sample_vocab(const Engine& e, const Tokenizer& tok) { return std::min(tok.n_tokens(), e.config().vocab_size); }
+
+// A conversation with one engine, one sequence at a time: the simple path (Scheduler runs many together).
+// `cached` mirrors the engine's KV cache (forward() uses the pool's first blocks): a new prompt that starts with
+// the same tokens (the previous turns of a chat) only runs its new suffix through the model.
+struct Session {
+    Engine& engine;
+    const Tokenizer& tok;
+    std::vector<int> cached;            // (<= context) token ids whose keys/values fill cache rows 0..size-1
+
+    Session(Engine& e, const Tokenizer& t) : engine(e), tok(t) {}
+
+    void reset() { cached.clear(); }
+
+    // on_text receives UTF-8-complete pieces as they are generated; returning false cancels.
+    GenerateResult generate(const std::vector<int>& prompt, Sampler& sampler, const GenerateOptions& opt,
+                            const std::function<bool(const std::string&)>& on_text = {}) {
+        double t0 = now_seconds();
+        Generation g(tok, engine.context_size(), sample_vocab(engine, tok), prompt, opt, on_text, t0);
+        g.result.prefill_tokens = n_prompt_run(prompt);
+        if (g.done) g.result.prefill_seconds = now_seconds() - t0;  // nothing to sample (max_new_tokens 0, ...)
+        while (!g.done) {
+            int next = engine.sample(sampler, g.n_vocab(), g.tokens, size_t(g.n_prompt), g.mask());
+            if (!g.accept(next, sampler)) break;
+            engine.forward(&next, 1, int(g.tokens.size()) - 1);
+            cached.push_back(next);
+            // The GPU engine's forward() returns once the step is queued: the mask is made while the GPU runs it.
+            g.update_mask();
+        }
+        return g.result;
+    }
+
+  private:
+    // Runs the part of `prompt` that is not in the cache yet; returns how many tokens ran. The last prompt token
+    // always runs, since its logits are what the first sample needs.
+    int n_prompt_run(const std::vector<int>& prompt) {
         size_t reuse = 0;
         while (reuse < cached.size() && reuse + 1 < prompt.size() && cached[reuse] == prompt[reuse]) reuse++;
         cached.clear();  // until the forward pass succeeds, the cache content is unknown
         engine.forward(prompt.data() + reuse, int(prompt.size() - reuse), int(reuse));
         cached = prompt;
-        return int(reuse);
+        return int(prompt.size() - reuse);
+    }
+};
+
+// ----------------------------------------------------------------------------
+// KvPool: the KV-cache blocks, who holds them, and the prefixes they keep (prefix caching)
+// ----------------------------------------------------------------------------
+
+// The bookkeeping of an engine's KV pool (the engine holds the data). A block is held by the sequences that
+// use it (a reference count). A full block is also identified by its prefix hash: a hash chained over all the
+// token ids from the sequence's start to the block's end, h_b = H(h_{b-1}, ids of block b), so equal hashes mean
+// equal prefixes (the block's own ids are compared too, and a chain starts from a fixed seed). A new sequence
+// takes the blocks of its longest cached prefix and runs only the rest. A block nobody holds keeps its prefix
+// until the pool needs it: free blocks without a prefix are used first, then the least recently used cached
+// ones, which then lose their prefix.
+struct KvPool {
+    explicit KvPool(int n_blocks) : blocks_(size_t(n_blocks)) {
+        if (n_blocks < 1) fail("the KV pool needs at least one block, got %d", n_blocks);
+        for (int b = n_blocks - 1; b >= 0; b--) empty_.push_back(b);
+    }
+
+    int n_blocks() const { return int(blocks_.size()); }
+    int n_free() const { return int(empty_.size() + lru_.size()); }  // held by no sequence
+    int n_cached() const { return int(by_hash_.size()); }            // keeping a prefix (held or free)
+
+    // The hash of a block whose ids are ids[0..KV_BLOCK), after the block whose hash is `prev` (0: the first).
+    static uint64_t chain(uint64_t prev, const int* ids) {
+        uint64_t h = mix64(prev ^ 0x9e3779b97f4a7c15ull);
+        for (int i = 0; i < KV_BLOCK; i++) h = mix64(h ^ uint32_t(ids[i]));
+        return h;
+    }
+
+    // The longest cached prefix of ids[0..n) in whole blocks, at most max_blocks of them: their ids, each now
+    // held once more by the caller.
+    std::vector<int> take_prefix(const int* ids, int n, int max_blocks) {
+        std::vector<int> got;
+        uint64_t h = 0;
+        for (int b = 0; b < std::min(n / KV_BLOCK, max_blocks); b++) {
+            const int* block_ids = ids + size_t(b) * KV_BLOCK;
+            h = chain(h, block_ids);
+            auto it = by_hash_.find(h);
+            if (it == by_hash_.end()) break;
+            Block& blk = blocks_[size_t(it->second)];
+            if (!std::equal(block_ids, block_ids + KV_BLOCK, blk.ids.begin())) break;  // a hash collision
+            hold_(it->second);
+            got.push_back(it->second);
+        }
+        return got;
+    }
+
+    // A block for new rows, held once by the caller, or -1 when every block is held.
+    int allocate() {
+        int b;
+        if (!empty_.empty()) {
+            b = empty_.back();
+            empty_.pop_back();
+        } else if (!lru_.empty()) {  // the least recently used cached block gives up its prefix
+            b = lru_.begin()->second;
+            lru_.erase(lru_.begin());
+            by_hash_.erase(blocks_[size_t(b)].hash);
+            blocks_[size_t(b)].hashed = false;
+        } else {
+            return -1;
+        }
+        blocks_[size_t(b)].refs = 1;
+        return b;
+    }
+
+    // Block b now holds the full prefix whose last block's ids are ids[0..KV_BLOCK) and whose hash is h: later
+    // sequences may share it. (When another block has that prefix already, b stays private.)
+    void publish(int b, uint64_t h, const int* ids) {
+        Block& blk = blocks_[size_t(b)];
+        if (blk.hashed || by_hash_.count(h)) return;
+        blk.hashed = true;
+        blk.hash = h;
+        blk.ids.assign(ids, ids + KV_BLOCK);
+        by_hash_[h] = b;
+    }
+
+    // Drops one hold on block b; a block nobody holds is free (keeping its prefix, if it has one).
+    void release(int b) {
+        Block& blk = blocks_[size_t(b)];
+        if (blk.refs < 1) fail("KvPool: block %d released more often than taken", b);
+        if (--blk.refs > 0) return;
+        if (blk.hashed) lru_[blk.used = ++clock_] = b;
+        else empty_.push_back(b);
+    }
+
+  private:
+    struct Block {
+        int refs = 0;          // sequences holding it
+        bool hashed = false;   // keeps a prefix: by_hash_[hash] is this block
+        uint64_t hash = 0;
+        uint64_t used = 0;     // when it was last released (its key in lru_ while free)
+        std::vector<int> ids;  // (KV_BLOCK) its token ids, when hashed
+    };
+    std::vector<Block> blocks_;                  // (n_blocks)
+    std::vector<int> empty_;                     // free blocks keeping no prefix
+    std::map<uint64_t, int> lru_;                // free blocks keeping a prefix, by release time: oldest first
+    std::unordered_map<uint64_t, int> by_hash_;  // prefix hash -> the block keeping it
+    uint64_t clock_ = 0;
+
+    void hold_(int b) {
+        Block& blk = blocks_[size_t(b)];
+        if (blk.refs++ == 0) lru_.erase(blk.used);
+    }
+};
+
+// ----------------------------------------------------------------------------
+// Scheduler: continuous batching of many generations over one engine
+// ----------------------------------------------------------------------------
+
+struct SchedulerOptions {
+    int max_seqs = 8;            // sequences running at once (--parallel)
+    int step_tokens = 256;       // tokens per step: decode tokens first, then prompt chunks (chunked prefill)
+    bool prefix_cache = true;    // share the blocks of cached prefixes
+};
+
+// Runs many generations together, one engine step at a time (vLLM's continuous batching). Each step:
+//   1. every running sequence that has its prompt done decodes one token (it gets a new block at a block
+//      boundary); when no block is free, the most recently admitted sequence is preempted: its blocks are
+//      released and it waits again, at the front, to be recomputed later (its answer so far is kept);
+//   2. the rest of the step's token budget goes to prompts, in chunks: a running sequence's next chunk, then
+//      waiting sequences, admitted in order while fewer than max_seqs run and the blocks for their whole prompt
+//      are free (after the blocks of their longest cached prefix); a long prompt so never holds the others'
+//      decoding back for more than one chunk;
+//   3. one engine.step() over all of it; then each sequence that reached the end of its input samples its
+//      next token with its own Sampler (its seed, its parameters), so what a sequence generates does not depend
+//      on what else runs with it (the CPU engine's logits are bit-identical to running it alone).
+// A finished or cancelled sequence releases its blocks at once; its full blocks stay cached for later prefixes.
+// One thread drives a Scheduler; submit() and cancel() come from that thread too (the server's engine thread).
+class Scheduler {
+  public:
+    struct Finished {
+        int id;                 // what submit() returned
+        GenerateResult result;
+        std::string error;      // non-empty: the sequence failed (result holds what it had)
+    };
+
+    Scheduler(Engine& e, const Tokenizer& tok, SchedulerOptions opt)
+        : engine_(e), tok_(tok), opt_(opt), pool_(e.kv_blocks()) {
+        if (opt_.max_seqs < 1) fail("--parallel must be at least 1, got %d", opt_.max_seqs);
+        if (pool_.n_blocks() < kv_blocks_for(e.context_size()))
+            fail("the KV pool (%d blocks of %d tokens) is smaller than one context of %d tokens", pool_.n_blocks(),
+                 KV_BLOCK, e.context_size());
+        opt_.step_tokens = std::max(opt_.step_tokens, opt_.max_seqs);  // every running sequence can decode
+    }
+
+    // Queues a generation; returns its id. The prompt must fit the context (else an Error naming the sizes).
+    int submit(std::vector<int> prompt, const SamplingParams& sp, GenerateOptions opt,
+               std::function<bool(const std::string&)> on_text = {}) {
+        auto s = std::make_unique<Seq>(next_id_, sp,
+                                       Generation(tok_, engine_.context_size(), sample_vocab(engine_, tok_),
+                                                  std::move(prompt), std::move(opt), std::move(on_text)));
+        waiting_.push_back(std::move(s));
+        return next_id_++;
+    }
+
+    // Ends a generation, waiting or running ("cancelled"; it is reported by the next step()).
+    void cancel(int id) { cancelled_.push_back(id); }
+
+    // One step (see above). Returns the generations that ended in it.
+    std::vector<Finished> step() {
+        std::vector<Finished> done;
+        drop_cancelled_(done);
+        std::vector<Seq*> batch = schedule_();
+        if (batch.empty()) return done;
+        std::vector<SeqStep> steps;
+        for (Seq* s : batch) {
+            SeqStep q;
+            q.tokens = s->gen.tokens.data() + s->computed;
+            q.n = s->chunk;
+            q.pos = s->computed;
+            q.blocks = s->blocks.data();
+            q.want_logits = s->computed + s->chunk == int(s->gen.tokens.size());
+            steps.push_back(q);
+        }
+        try {
+            engine_.step(steps);
+        } catch (const std::exception& e) {  // the engine failed: every sequence in the step fails with it
+            for (Seq* s : batch) finish_(s->id, done, e.what());
+            return done;
+        }
+        for (size_t i = 0; i < batch.size(); i++) {
+            Seq* s = batch[i];
+            s->computed += s->chunk;
+            publish_(*s);
+            if (!steps[i].want_logits) continue;
+            try {
+                s->gen.update_mask();
+                int next = engine_.sample(s->sampler, s->gen.n_vocab(), s->gen.tokens, size_t(s->gen.n_prompt),
+                                          s->gen.mask(), int(i));
+                if (!s->gen.accept(next, s->sampler)) finish_(s->id, done, "");
+            } catch (const std::exception& e) {
+                finish_(s->id, done, e.what());
+            }
+        }
+        return done;
+    }
+
+    bool idle() const { return running_.empty() && waiting_.empty(); }
+    int n_running() const { return int(running_.size()); }
+    int n_waiting() const { return int(waiting_.size()); }
+    int n_preempted() const { return n_preempted_; }  // preemptions so far
+    const KvPool& pool() const { return pool_; }
+    const SchedulerOptions& options() const { return opt_; }
+
+  private:
+    struct Seq {
+        Seq(int i, const SamplingParams& sp, Generation g) : id(i), sampler(sp), gen(std::move(g)) {}
+        int id;
+        Sampler sampler;
+        Generation gen;
+        std::vector<int> blocks;  // (kv_blocks_for(computed + chunk)) its block table
+        int computed = 0;         // tokens of gen.tokens whose keys and values are in its blocks
+        int chunk = 0;            // tokens it runs in this step
+        int published = 0;        // tokens of its first blocks already offered to the prefix cache
+        uint64_t hash = 0;        // the prefix hash of its last offered block
+        bool started = false;     // admitted once (prefill_tokens counted)
+    };
+    Engine& engine_;
+    const Tokenizer& tok_;
+    SchedulerOptions opt_;
+    KvPool pool_;
+    std::deque<std::unique_ptr<Seq>> waiting_;  // in order of arrival; preempted ones go back to the front
+    std::vector<std::unique_ptr<Seq>> running_;  // in order of admission
+    std::vector<int> cancelled_;                 // ids to drop at the next step
+    int next_id_ = 0, n_preempted_ = 0;
+
+    // Picks this step's work (see the class comment); sets each chosen sequence's chunk.
+    std::vector<Seq*> schedule_() {
+        int budget = opt_.step_tokens;
+        for (auto& s : running_) s->chunk = 0;
+        for (size_t i = 0; i < running_.size(); i++) {  // 1. decode tokens (index-based: preemption shrinks it)
+            Seq& s = *running_[i];
+            if (s.computed + 1 != int(s.gen.tokens.size())) continue;  // still in its prompt
+            if (!grow_(s, s.computed + 1)) {
+                preempt_latest_();
+                if (i >= running_.size()) break;  // it was s itself
+                i--;                              // retry s with the freed blocks
+                continue;
+            }
+            s.chunk = 1;
+            budget--;
+        }
+        for (auto& s : running_)  // 2a. the next chunk of prompts already admitted
+            if (budget > 0 && s->chunk == 0 && s->computed < int(s->gen.tokens.size())) budget -= prompt_chunk_(*s, budget);
+        while (budget > 0 && !waiting_.empty() && int(running_.size()) < opt_.max_seqs && admit_(*waiting_.front())) {
+            running_.push_back(std::move(waiting_.front()));  // 2b. new sequences
+            waiting_.pop_front();
+            budget -= prompt_chunk_(*running_.back(), budget);
+        }
+        std::vector<Seq*> batch;
+        for (auto& s : running_)
+            if (s->chunk > 0) batch.push_back(s.get());
+        return batch;
+    }
+
+    // Gives s the blocks for its first `tokens` tokens; false (and nothing taken) when the pool has too few.
+    bool grow_(Seq& s, int tokens) {
+        int need = kv_blocks_for(tokens) - int(s.blocks.size());
+        if (need > pool_.n_free()) return false;
+        for (int i = 0; i < need; i++) s.blocks.push_back(pool_.allocate());
+        return true;
+    }
+
+    // The next chunk of s's input (prompt, or prompt and answer after a preemption) within the budget.
+    int prompt_chunk_(Seq& s, int budget) {
+        s.chunk = std::min(budget, int(s.gen.tokens.size()) - s.computed);
+        return s.chunk;
+    }
+
+    // Admits s if the blocks for all of its input are free after its cached prefix: takes them.
+    bool admit_(Seq& s) {
+        const std::vector<int>& ids = s.gen.tokens;
+        int n = int(ids.size());
+        // At least the last token runs: its logits are what the next draw needs.
+        std::vector<int> cached = opt_.prefix_cache ? pool_.take_prefix(ids.data(), n, (n - 1) / KV_BLOCK)
+                                                    : std::vector<int>();
+        // Keep a block of room for each running sequence, so that admitting does not force a preemption at once.
+        if (kv_blocks_for(n) - int(cached.size()) + int(running_.size()) > pool_.n_free()) {
+            for (int b : cached) pool_.release(b);
+            return false;
+        }
+        s.blocks = cached;
+        s.computed = s.published = int(cached.size()) * KV_BLOCK;
+        grow_(s, n);
+        if (!s.started) s.gen.result.prefill_tokens = n - s.computed;
+        s.started = true;
+        return true;
+    }
+
+    // Offers s's newly completed blocks to the prefix cache.
+    void publish_(Seq& s) {
+        if (!opt_.prefix_cache) return;
+        const int* ids = s.gen.tokens.data();
+        for (int b = s.published / KV_BLOCK; (b + 1) * KV_BLOCK <= s.computed; b++) {
+            s.hash = KvPool::chain(b == 0 ? 0 : s.hash, ids + size_t(b) * KV_BLOCK);
+            pool_.publish(s.blocks[size_t(b)], s.hash, ids + size_t(b) * KV_BLOCK);
+            s.published = (b + 1) * KV_BLOCK;
+        }
+    }
+
+    // The most recently admitted running sequence gives its blocks back and waits again, first in line.
+    void preempt_latest_() {
+        std::unique_ptr<Seq> s = std::move(running_.back());
+        running_.pop_back();
+        release_(*s);
+        n_preempted_++;
+        waiting_.push_front(std::move(s));
+    }
+
+    void release_(Seq& s) {
+        for (int b : s.blocks) pool_.release(b);
+        s.blocks.clear();
+        s.computed = s.published = s.chunk = 0;
+        s.hash = 0;
+    }
+
+    // Removes sequence `id` (running or waiting), releases its blocks and reports it.
+    void finish_(int id, std::vector<Finished>& done, const std::string& error) {
+        auto take = [&](auto& list) -> std::unique_ptr<Seq> {
+            for (auto it = list.begin(); it != list.end(); ++it)
+                if ((*it)->id == id) {
+                    std::unique_ptr<Seq> s = std::move(*it);
+                    list.erase(it);
+                    return s;
+                }
+            return nullptr;
+        };
+        std::unique_ptr<Seq> s = take(running_);
+        if (!s) s = take(waiting_);
+        if (!s) return;
+        release_(*s);
+        if (!s->gen.done) s->gen.cancel();
+        done.push_back({id, std::move(s->gen.result), error});
+    }
+
+    // Drops the cancelled sequences, and reports those that ended before running (max_new_tokens 0, ...).
+    void drop_cancelled_(std::vector<Finished>& done) {
+        for (int id : cancelled_) finish_(id, done, "");
+        cancelled_.clear();
+        std::vector<int> ended;
+        for (auto& s : waiting_)
+            if (s->gen.done) ended.push_back(s->id);
+        for (int id : ended) finish_(id, done, "");
     }
 };
 

@@ -410,7 +410,7 @@ class EngineWorker {
                 qwen::Sampler sampler(sp);
                 qwen::GenerateOptions opt = job.options;
                 double last = 0;  // when the previous token came
-                opt.on_token = [&](int) {
+                opt.on_token = [&](int, const qwen::Sampler&) {
                     double now = qwen::now_seconds();
                     if (last > 0) metrics_.token_gap(now - last);
                     last = now;
