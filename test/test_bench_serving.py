@@ -109,6 +109,17 @@ def test_aggregate_all_failed():
     assert m["request_throughput"] == 0 and m["mean_ttft_ms"] is None and m["p99_e2el_ms"] is None
 
 
+def test_request_body():
+    args = bs.parse_args(["--max-tokens", "5", "--endpoint", "/v1/completions"])
+    body = bs.request_body(args, "m", "hi")
+    assert body == {"model": "m", "prompt": "hi", "max_tokens": 5, "temperature": 0, "stream": True,
+                    "stream_options": {"include_usage": True}, "ignore_eos": True}
+    args = bs.parse_args(["--endpoint", "/v1/chat/completions"])
+    body = bs.request_body(args, None, "hi")
+    assert "model" not in body and "prompt" not in body
+    assert body["messages"] == [{"role": "user", "content": "hi"}] and body["ignore_eos"] is True
+
+
 # ---- streams as a broken server sends them ---------------------------------------------------------------------
 
 STREAMS = {  # path: the body of a 200 text/event-stream answer, or (status, body)

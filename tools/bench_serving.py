@@ -59,7 +59,7 @@ class Record:
     """One request as the client saw it: perf_counter() times in seconds, the server's token counts."""
 
     def __init__(self):
-        self.start = None        # the request about to be sent
+        self.start = None        # the request about to be sent (its connection not yet made)
         self.chunks = []         # arrival time of each event that carried text
         self.end = None          # arrival of data: [DONE]
         self.prompt_tokens = None      # from the usage chunk
@@ -444,4 +444,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit("interrupted")
