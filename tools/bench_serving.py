@@ -5,7 +5,8 @@ N clients send M streamed requests in all (each client sends its next one as soo
 one asking for exactly --max-tokens tokens ("ignore_eos": true), and the run is summed up as vLLM's serving
 benchmark does: requests/s, output and total tok/s, time to first token (TTFT), time per output token after the
 first (TPOT), inter-token latency (ITL: the gaps between streamed chunks that carry text, all requests pooled) and
-end-to-end latency, each as mean, p50 (the median) and p99, and the failed requests with the first error.
+end-to-end latency, each as mean, p50 (the median) and p99, and the failed requests with the first error. Each
+request opens its own connection: TTFT and end-to-end latency count from before it is made.
 
 Prompts are random words cut to exactly --prompt-tokens tokens with the server's POST /tokenize (without it, one
 word per token, approximately), or the lines of --prompt-file in turn; prompt and output token counts are the
