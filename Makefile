@@ -113,7 +113,7 @@ build/test_cpu: build/obj/test_main.o $(patsubst test/%.cpp,build/obj/%.o,$(CPU_
 
 # The loaders, the tokenizer and the grammars under AddressSanitizer + UndefinedBehaviorSanitizer (corrupt files,
 # odd input, hostile grammars and schemas).
-ASAN_TESTS := test/test_main.cpp test/test_model.cpp test/test_gguf_corrupt.cpp test/test_tokenizer.cpp \
+ASAN_TESTS := test/test_main.cpp test/test_model.cpp test/test_gguf_corrupt.cpp test/test_tokenizer.cpp test/test_batch.cpp \
               test/test_grammar.cpp
 build/test_asan: $(ASAN_TESTS) $(HEADERS) | build
 	$(CXX) $(SAN_FLAGS) -o $@ $(ASAN_TESTS)

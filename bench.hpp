@@ -211,9 +211,10 @@ inline Model synthetic_model(const Config& c, uint64_t seed = 1, const std::stri
 // ----------------------------------------------------------------------------
 
 struct Row {
-    std::string test;  // "prefill 512", "decode @4096"
-    double tok_s;
+    std::string test;  // "prefill 512", "decode @4096", "prefill 8x128", "decode x8 @128"
+    double tok_s;      // aggregate over the batch for the batched rows
     double bytes = 0;  // bytes read per token (decode rows only)
+    int batch = 0;     // batched decode rows: sequences per step
 };
 
 // What the report says about the run besides its rows.
@@ -273,6 +274,63 @@ inline Row time_decode(Engine& e, const std::vector<int>& toks, int n, int steps
     return {"decode @" + std::to_string(n), 1.0 / dt, s.weight_bytes + (n + steps / 2.0) * s.kv_bytes};
 }
 
+// Sequences of one batched benchmark: sequence i owns blocks i * per_seq .. (i + 1) * per_seq - 1 of the pool.
+inline std::vector<std::vector<int>> bench_tables(int n_seqs, int per_seq) {
+    std::vector<std::vector<int>> t(static_cast<size_t>(n_seqs));
+    for (int i = 0; i < n_seqs; i++)
+        for (int b = 0; b < per_seq; b++) t[size_t(i)].push_back(i * per_seq + b);
+    return t;
+}
+
+// Aggregate prefill tok/s of B prompts of n tokens through batched steps of at most `chunk` tokens (chunked
+// prefill, as the scheduler cuts prompts), then aggregate greedy decode tok/s of the B sequences together after
+// those n tokens: each step one token per sequence, sampled per sequence. Rows "prefill Bxn" and "decode xB @n".
+inline std::vector<Row> time_parallel(Engine& e, const std::vector<int>& toks, int B, int n, int steps, int chunk,
+                                      const Setup& s) {
+    std::vector<std::vector<int>> tables = bench_tables(B, kv_blocks_for(n + steps + 2));
+    double t0 = now_seconds();
+    int last = 0;
+    for (int seq = 0, done = 0; seq < B;) {  // the prompts one after another, cut into steps of `chunk` tokens
+        std::vector<SeqStep> batch;
+        for (int room = chunk; room > 0 && seq < B;) {
+            SeqStep q;
+            q.n = std::min(room, n - done), q.pos = done, q.tokens = toks.data() + done;
+            q.blocks = tables[size_t(seq)].data();
+            q.want_logits = done + q.n == n;  // (not used: the decode steps below start after the prompt)
+            batch.push_back(q);
+            room -= q.n, done += q.n;
+            if (done == n) seq++, done = 0;
+        }
+        e.step(batch);
+        last = int(batch.size()) - 1;  // ends a prompt: it has logits
+    }
+    e.logits(last);  // waits for the engine
+    Row prefill{"prefill " + std::to_string(B) + "x" + std::to_string(n), double(B) * n / (now_seconds() - t0)};
+    SamplingParams sp;
+    sp.temperature = 0;
+    std::vector<Sampler> greedy(static_cast<size_t>(B), Sampler(sp));
+    std::vector<int> cur(static_cast<size_t>(B), toks[size_t(n)]);  // each sequence's next input token
+    auto run = [&](int k, int from) {  // k steps at positions from, from + 1, ...: step, then a draw per sequence
+        for (int i = 0; i < k; i++) {
+            std::vector<SeqStep> batch(static_cast<size_t>(B));
+            for (int b = 0; b < B; b++) {
+                SeqStep& q = batch[size_t(b)];
+                q.tokens = &cur[size_t(b)], q.n = 1, q.pos = from + i, q.blocks = tables[size_t(b)].data();
+            }
+            e.step(batch);
+            for (int b = 0; b < B; b++)
+                cur[size_t(b)] = e.sample(greedy[size_t(b)], e.config().vocab_size, toks, size_t(n), nullptr, b);
+        }
+    };
+    run(2, n);  // warm-up (a GPU may capture graphs here)
+    double t1 = now_seconds();
+    run(steps, n + 2);
+    double dt = (now_seconds() - t1) / steps;  // seconds per step: B tokens
+    Row decode{"decode x" + std::to_string(B) + " @" + std::to_string(n), B / dt,
+               s.weight_bytes / B + (n + steps / 2.0) * s.kv_bytes, B};
+    return {prefill, decode};
+}
+
 inline void print_json(FILE* out, const Config& c, const Setup& s, const std::vector<Row>& rows) {
     std::string name;
     for (char ch : s.name) {
@@ -295,7 +353,17 @@ inline void print_json(FILE* out, const Config& c, const Setup& s, const std::ve
         if (r.bytes > 0 && s.copy_bw > 0) fprintf(out, ", \"pct_of_copy\": %.1f", 100.0 * r.bytes * r.tok_s / s.copy_bw);
         fprintf(out, "}");
     }
-    fprintf(out, "]}\n");
+    fprintf(out, "]");
+    std::string par;  // the batched decode rows again, by batch size, for tools/bench_hf.py
+    for (const Row& r : rows)
+        if (r.batch > 0) {
+            char item[128];
+            snprintf(item, sizeof item, "%s{\"batch\": %d, \"decode_tok_s\": %.2f, \"ms_per_step\": %.4f}",
+                     par.empty() ? "" : ", ", r.batch, r.tok_s, 1e3 * r.batch / r.tok_s);
+            par += item;
+        }
+    if (!par.empty()) fprintf(out, ", \"parallel\": [%s]", par.c_str());
+    fprintf(out, "}\n");
 }
 
 inline void print_table(FILE* out, const Config& c, const Setup& s, const std::vector<Row>& rows) {
@@ -343,9 +411,9 @@ inline double copy_bandwidth() {
 #endif
 
 // The engine, and what the report says about it: the GPU engine unless `cpu`.
-inline std::unique_ptr<Engine> bench_engine(const Model& m, int ctx, bool cpu, int threads, Setup& s) {
+inline std::unique_ptr<Engine> bench_engine(const Model& m, int ctx, int kv_blocks, bool cpu, int threads, Setup& s) {
     if (cpu) {
-        auto e = std::make_unique<CpuEngine>(m, ctx, threads);
+        auto e = std::make_unique<CpuEngine>(m, ctx, threads, kv_blocks);
         s.threads = e->n_threads();
         s.engine = "cpu, " + std::to_string(s.threads) + (s.threads == 1 ? " thread (" : " threads (") +
                    std::to_string(sysconf(_SC_NPROCESSORS_ONLN)) + " cores)";
@@ -364,7 +432,7 @@ inline std::unique_ptr<Engine> bench_engine(const Model& m, int ctx, bool cpu, i
     s.copy_bw = copy_bandwidth();
     size_t free0 = 0, free1 = 0, total = 0;
     CUDA_CHECK(cudaMemGetInfo(&free0, &total));
-    auto e = std::make_unique<GpuEngine>(m, ctx);
+    auto e = std::make_unique<GpuEngine>(m, ctx, kv_blocks);
     CUDA_CHECK(cudaMemGetInfo(&free1, &total));
     s.gpu_memory = double(free0 - std::min(free0, free1));
     s.kv_bytes = m.config.n_layers * 2.0 * m.config.kv_dim() * sizeof(bf16);
@@ -377,9 +445,11 @@ inline std::unique_ptr<Engine> bench_engine(const Model& m, int ctx, bool cpu, i
 
 // Runs the benchmark on a preset shape (synthetic weights) or a weights file and prints a table, or one JSON
 // object with json. The CPU: prefill 128 and 512 tokens, 16 decode steps after each. The GPU: prefill 512 and
-// 2048 (median of 3), 64 decode steps after 128 and 4096 cached tokens.
+// 2048 (median of 3), 64 decode steps after 128 and 4096 cached tokens. With `parallel` (batch sizes) instead:
+// for each B, B prompts of 128 tokens prefilled in steps of at most 512 tokens (128 on the CPU), then B
+// sequences decoding together (time_parallel).
 inline int run_bench(const std::string& shape_or_file, const std::string& type, bool json, bool cpu, int threads,
-                     FILE* out) {
+                     const std::vector<int>& parallel, FILE* out) {
     struct Step {
         bool prefill;
         int n;
@@ -387,6 +457,9 @@ inline int run_bench(const std::string& shape_or_file, const std::string& type, 
     const std::vector<Step> plan = cpu ? std::vector<Step>{{true, 128}, {false, 128}, {true, 512}, {false, 512}}
                                        : std::vector<Step>{{true, 512}, {true, 2048}, {false, 128}, {false, 4096}};
     const int steps = cpu ? 16 : 64, reps = cpu ? 1 : 3, need = cpu ? 512 + steps + 2 : 4096 + steps + 2;
+    const int par_n = 128, par_chunk = cpu ? 128 : 512, par_blocks = kv_blocks_for(par_n + steps + 2);
+    int max_batch = 0;
+    for (int b : parallel) max_batch = std::max(max_batch, b);
     Config shape;
     bool synthetic = preset_config(shape_or_file, shape);
     struct stat st;
@@ -399,12 +472,17 @@ inline int run_bench(const std::string& shape_or_file, const std::string& type, 
     s.synthetic = synthetic;
     s.type = type.empty() ? "bf16" : type;
     s.weight_bytes = decode_weight_bytes(model);
-    std::unique_ptr<Engine> e = bench_engine(model, std::min(need, model.config.max_seq_len), cpu, threads, s);
+    const int ctx = std::min(parallel.empty() ? need : par_n + steps + 2, model.config.max_seq_len);
+    std::unique_ptr<Engine> e = bench_engine(model, ctx, max_batch * par_blocks, cpu, threads, s);
     std::vector<int> toks = bench_tokens(e->context_size(), model.config.vocab_size);
     e->forward(toks.data(), 1, 0);  // warm-up: touches every weight once
     std::vector<Row> rows;
+    if (!parallel.empty() && par_n + steps + 2 > e->context_size())
+        fail("--bench: the model's max_seq_len %d is too short for the benchmark", model.config.max_seq_len);
+    for (int b : parallel)
+        for (Row& r : time_parallel(*e, toks, b, par_n, steps, par_chunk, s)) rows.push_back(r);
     int cached = 0;  // the prompt length whose cache a decode step may continue from
-    for (const Step& p : plan) {
+    for (const Step& p : parallel.empty() ? plan : std::vector<Step>{}) {
         if (p.n + steps + 2 > e->context_size()) continue;
         if (p.prefill) rows.push_back(time_prefill(*e, toks, p.n, reps));
         else rows.push_back(time_decode(*e, toks, p.n, steps, cached == p.n, s));

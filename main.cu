@@ -72,7 +72,10 @@ static const std::string USAGE = std::string(
     "  --in-suffix TEXT         -i: text after each line (escapes as --in-prefix)\n"
     "  -co, --color             -i: colour the '> ' prompt on a terminal\n"
     "  --batch FILE             one prompt per line, or JSON objects {\"prompt\": ..., \"temperature\": ...};\n"
-    "                           writes one JSON result per line to stdout ('-' = stdin)\n"
+    "                           writes one JSON result per line to stdout, in input order ('-' = stdin)\n"
+    "  --parallel N             --batch: prompts generated together, continuous batching (default 8);\n"
+    "                           --bench: a list of batch sizes (1,8,32,64) to measure batched decode\n"
+    "  --kv-memory GB           --batch: the KV cache's size in GiB (default: N sequences of the context)\n"
     "  --tokenize               print the prompt's token ids (the whole chat prompt unless --raw) and exit;\n"
     "                           works on tokenizer-only files\n"
     "  --bench SHAPE            GPU benchmark of prefill and decode speed: SHAPE is qwen2.5-0.5b,\n"
@@ -99,6 +102,8 @@ struct Options {
     int n_predict = -1;  // -1 = until a stop token or the context is full
     int context = 0;     // 0 = min(model max_seq_len, 4096)
     int threads = 0;     // 0 = all cores
+    std::vector<int> parallel;  // --parallel: --batch takes one value (default 8), --bench a list
+    double kv_gib = 0;          // --kv-memory; 0 = room for `parallel` whole contexts
     cli::SamplingFlags sampling;
     std::optional<uint64_t> seed;  // nullopt = from the clock
     bool raw = false, no_think = false, interactive = false, cpu = false, tokenize = false;
@@ -127,6 +132,18 @@ static std::string process_escapes(const std::string& s) {
         }
     }
     return out;
+}
+
+// A comma-separated list of counts 1..1024 (--parallel 1,8,32).
+static std::vector<int> parse_list(const std::string& flag, const std::string& s) {
+    std::vector<int> out;
+    size_t at = 0;
+    for (;;) {
+        size_t comma = s.find(',', at);
+        out.push_back(int(cli::parse_int(flag, s.substr(at, comma - at), 1, 1024)));
+        if (comma == std::string::npos) return out;
+        at = comma + 1;
+    }
 }
 
 static Options parse_args(int argc, char** argv) {
@@ -162,6 +179,8 @@ static Options parse_args(int argc, char** argv) {
         else if (flag == "--verbose") o.verbose = true;
         else if (flag == "--bench") o.bench = value();
         else if (flag == "--json") o.json = true;
+        else if (flag == "--parallel") o.parallel = parse_list(flag, value());
+        else if (flag == "--kv-memory") o.kv_gib = cli::parse_float(flag, value());
         else if (flag == "--type") {
             o.bench_type = value();
             if (!bench::is_type_name(o.bench_type))
@@ -170,7 +189,11 @@ static Options parse_args(int argc, char** argv) {
         else if (flag == "-h" || flag == "--help") o.help = true;
         else usage_error("unknown argument '%s'", flag.c_str());
     }
+    if (o.kv_gib < 0 || !std::isfinite(o.kv_gib)) usage_error("--kv-memory must be a positive number of GiB");
     if (o.help || !o.bench.empty()) return o;
+    if (!o.parallel.empty() && o.batch_file.empty()) usage_error("--parallel goes with --batch or --bench");
+    if (o.kv_gib > 0 && o.batch_file.empty()) usage_error("--kv-memory goes with --batch");
+    if (o.parallel.size() > 1) usage_error("--batch takes one --parallel value, got %zu", o.parallel.size());
 
     if (o.json) usage_error("--json only goes with --bench (JSON mode for answers is --json-object)");
     if (!o.bench_type.empty()) usage_error("--type only goes with --bench");
@@ -609,21 +632,38 @@ static std::vector<Request> read_batch(const Options& o, const qwen::Model& m, c
     return batch;
 }
 
-// --batch: one JSON result per prompt, in order. The shared Session reuses the common prefix (the system prompt).
-static int run_batch(qwen::Session& session, const std::vector<Request>& batch) {
+// --batch: the prompts go through the scheduler together (--parallel at once); one JSON result per prompt, written
+// in input order as soon as it and those before it are done. Prompts that share a beginning (the system prompt)
+// share its KV-cache blocks.
+static int run_batch(qwen::Engine& engine, const qwen::Tokenizer& tok, const std::vector<Request>& batch,
+                     int parallel, const std::string& file) {
     double start = qwen::now_seconds();
     long total_tokens = 0;
-    for (const Request& req : batch) {
-        qwen::GenerateResult r = generate(session, req, /*stream=*/false);
-        total_tokens += r.completion_tokens;
-        write_out("{\"prompt\": " + json_string(req.text) + ", \"response\": " + json_string(r.text) +
-                  ", \"prompt_tokens\": " + std::to_string(r.prompt_tokens) +
-                  ", \"completion_tokens\": " + std::to_string(r.completion_tokens) +
-                  ", \"finish_reason\": " + json_string(r.finish_reason) + "}\n");
+    qwen::SchedulerOptions so;
+    so.max_seqs = parallel;
+    qwen::Scheduler sched(engine, tok, so);
+    for (const Request& req : batch) sched.submit(req.ids, req.sampling, req.options);  // ids 0, 1, 2, ...
+    std::vector<std::optional<qwen::GenerateResult>> results(batch.size());
+    size_t written = 0;
+    while (!sched.idle()) {
+        for (qwen::Scheduler::Finished& f : sched.step()) {
+            if (!f.error.empty()) qwen::fail("%s: prompt %d: %s", file.c_str(), f.id + 1, f.error.c_str());
+            results[size_t(f.id)] = std::move(f.result);
+        }
+        for (; written < batch.size() && results[written]; written++) {
+            const qwen::GenerateResult& r = *results[written];
+            total_tokens += r.completion_tokens;
+            write_out("{\"prompt\": " + json_string(batch[written].text) + ", \"response\": " + json_string(r.text) +
+                      ", \"prompt_tokens\": " + std::to_string(r.prompt_tokens) +
+                      ", \"completion_tokens\": " + std::to_string(r.completion_tokens) +
+                      ", \"finish_reason\": " + json_string(r.finish_reason) + "}\n");
+            results[written].reset();
+        }
     }
     double seconds = qwen::now_seconds() - start;
-    fprintf(stderr, "qwen: %zu prompts, %ld tokens generated in %.2f s (%.1f tok/s)\n", batch.size(), total_tokens,
-            seconds, seconds > 0 ? total_tokens / seconds : 0.0);
+    fprintf(stderr, "qwen: %zu prompts, %ld tokens generated in %.2f s (%.1f tok/s), %d at once, %d preemptions\n",
+            batch.size(), total_tokens, seconds, seconds > 0 ? total_tokens / seconds : 0.0, parallel,
+            sched.n_preempted());
     return 0;
 }
 
@@ -664,7 +704,8 @@ static void print_setup(const qwen::Model& m, const qwen::Engine& e, const qwen:
 }
 
 static int run(const Options& o) {
-    if (!o.bench.empty()) return bench::run_bench(o.bench, o.bench_type, o.json, o.cpu, o.threads, stdout);
+    if (!o.bench.empty())
+        return bench::run_bench(o.bench, o.bench_type, o.json, o.cpu, o.threads, o.parallel, stdout);
     if (o.system) check_utf8(*o.system, "the system prompt");
     std::optional<std::string> prompt;  // -p or -f
     if (o.prompt || o.prompt_file) {
@@ -691,11 +732,13 @@ static int run(const Options& o) {
         req.ids = prompt_ids(tok, model, o, req.text);
         check_fits(req.ids.size(), context);
     }
-    std::unique_ptr<qwen::Engine> engine = cli::open_engine(model, context, o.cpu, o.threads, o.verbose, "qwen");
+    const int parallel = o.batch_file.empty() ? 1 : o.parallel.empty() ? 8 : o.parallel[0];
+    std::unique_ptr<qwen::Engine> engine =
+        cli::open_engine(model, context, o.cpu, o.threads, o.verbose, "qwen", parallel, o.kv_gib);
     if (o.verbose) print_setup(model, *engine, sampling);
     if (o.verbose && !o.llama.note().empty()) fprintf(stderr, "qwen: %s\n", o.llama.note().c_str());
+    if (!o.batch_file.empty()) return run_batch(*engine, tok, batch, parallel, o.batch_file);
     qwen::Session session(*engine, tok);
-    if (!o.batch_file.empty()) return run_batch(session, batch);
     if (o.interactive && o.raw) return run_raw_interactive(o, model, session, tok, req, prompt);
     if (o.interactive) return run_interactive(o, model, session, tok, req, prompt);
     return run_once(o, session, req);

@@ -758,3 +758,64 @@ def test_the_llama_cli_qwen_command_line(tmp_path):
     p = ok(*[a for a in args if a != "-if"], stdin=b"Hello\n/reset\nHello\n")
     lines = p.stdout.decode("utf-8", "replace").split("\n")
     assert len(lines) == 4 and lines[1] == lines[2], lines
+
+
+# ---- --batch --parallel: continuous batching ----------------------------------------------------------------
+
+def batch_lines(tmp_path, objs):
+    f = tmp_path / "prompts.jsonl"
+    f.write_text("".join(json.dumps(o) + "\n" for o in objs))
+    return f
+
+
+def test_batch_parallel_equals_one_at_a_time(tmp_path):
+    # 20 prompts of mixed lengths, greedy and seeded, with a KV pool so small that sequences get preempted: every
+    # answer is the one the prompt gets alone (--parallel 1), and they come out in input order.
+    words = "the cat sat on a mat while 你好 rain fell and then".split()
+    objs = []
+    for i in range(20):
+        text = " ".join(words[(i * 7 + k) % len(words)] for k in range(1 + (i * 13) % 40))
+        o = {"prompt": f"{i}: {text}", "max_tokens": 20 + (i * 7) % 40}
+        if i % 3 == 1:
+            o.update(temperature=0.9, top_k=20, seed=100 + i)
+        else:
+            o["temperature"] = 0
+        objs.append(o)
+    f = batch_lines(tmp_path, objs)
+    alone = ok("-m", model("tiny-qwen2"), "--batch", f, "--cpu", "--parallel", "1", "-c", "160")
+    # 0.0001 GiB of fp32 KV for tiny-qwen2 is 13 blocks (208 tokens), far fewer than 8 prompts of up to 160 need
+    together = ok("-m", model("tiny-qwen2"), "--batch", f, "--cpu", "--parallel", "8", "-c", "160",
+                  "--kv-memory", "0.0001", "--verbose")
+    a = [json.loads(line) for line in alone.stdout.decode().splitlines()]
+    b = [json.loads(line) for line in together.stdout.decode().splitlines()]
+    assert len(a) == len(b) == 20
+    assert [r["prompt"] for r in b] == [o["prompt"] for o in objs]
+    assert a == b
+    assert re.search(rb"8 at once, [1-9]\d* preemptions", together.stderr), together.stderr
+
+
+def test_batch_parallel_and_kv_memory_errors(tmp_path):
+    f = batch_lines(tmp_path, [{"prompt": "hi"}])
+    for bad in ("0", "-1", "x", "1,2", "2000"):
+        p = run("-m", model("tiny-qwen2"), "--batch", f, "--cpu", "--parallel", bad)
+        assert p.returncode == 2, (bad, p.stderr)
+        assert p.stderr.decode().count("\n") == 1, p.stderr
+    p = run("-m", model("tiny-qwen2"), "--batch", f, "--cpu", "--kv-memory", "0.00001", "-c", "512")
+    assert p.returncode == 2
+    assert b"less than one context of 512 tokens" in p.stderr
+    p = run("-m", model("tiny-qwen2"), "--cpu", "-p", "hi", "--parallel", "4")
+    assert p.returncode == 2 and b"--parallel goes with --batch or --bench" in p.stderr
+    p = run("-m", model("tiny-qwen2"), "--cpu", "-p", "hi", "--kv-memory", "1")
+    assert p.returncode == 2 and b"--kv-memory goes with --batch" in p.stderr
+
+
+def test_bench_parallel_reports_each_batch_size():
+    p = ok("--bench", model("tiny-qwen3"), "--cpu", "-t", "1", "--parallel", "1,3", "--json")
+    r = json.loads(p.stdout)
+    assert [x["test"] for x in r["results"]] == ["prefill 1x128", "decode x1 @128", "prefill 3x128", "decode x3 @128"]
+    assert [x["batch"] for x in r["parallel"]] == [1, 3]
+    for x in r["parallel"]:
+        assert x["decode_tok_s"] > 0
+        assert math.isclose(x["ms_per_step"], 1e3 * x["batch"] / x["decode_tok_s"], rel_tol=1e-3)
+    table = ok("--bench", model("tiny-qwen3"), "--cpu", "-t", "1", "--parallel", "2").stdout.decode()
+    assert "decode x2 @128" in table
