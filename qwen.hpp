@@ -6776,6 +6776,8 @@ class Scheduler {
         }
         s.blocks = cached;
         s.computed = s.published = int(cached.size()) * KV_BLOCK;
+        s.hash = 0;  // the chain up to the last cached block, which the next published block continues
+        for (size_t b = 0; b < cached.size(); b++) s.hash = KvPool::chain(s.hash, ids.data() + b * KV_BLOCK);
         grow_(s, n);
         if (!s.started) s.gen.result.prefill_tokens = n - s.computed;
         s.started = true;

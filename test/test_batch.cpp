@@ -243,6 +243,19 @@ TEST_CASE("Scheduler: a prompt sharing a cached prefix runs only the rest and an
     CHECK(d[0].result.prefill_tokens == KV_BLOCK);
     CHECK(d[0].result.ids == alone(cold, tok, p3, greedy, opt).ids);
     CHECK(sched.pool().n_free() == sched.pool().n_blocks());
+    // A chat: each turn's prompt is the previous prompt, its answer and a new message. Every full block of the
+    // previous turns (prompt and answer, as far as they ran) comes from the cache, turn after turn.
+    std::vector<int> turn = shared;  // a new conversation on the cached system prompt
+    turn.push_back(tok.encode(" third", false)[0]);
+    int computed = 0;  // tokens of `turn` whose keys and values the previous turn left in full blocks
+    for (int k = 0; k < 3; k++) {
+        std::vector<Scheduler::Finished> r = run_all(sched, {turn}, {greedy}, opt);
+        if (k > 0) CHECK(r[0].result.prefill_tokens == int(turn.size()) - computed / KV_BLOCK * KV_BLOCK);
+        CHECK(r[0].result.ids == alone(cold, tok, turn, greedy, opt).ids);
+        computed = int(turn.size()) + int(r[0].result.ids.size()) - 1;  // the last id never ran
+        turn.insert(turn.end(), r[0].result.ids.begin(), r[0].result.ids.end());
+        for (int i = 0; i < 5 + 9 * k; i++) turn.push_back(shared[size_t(i * 3 % 70)]);
+    }
     // With the prefix cache off, everything runs.
     SchedulerOptions off;
     off.prefix_cache = false;
