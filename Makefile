@@ -111,8 +111,8 @@ build/obj/%.o: test/%.cpp test/fixtures.hpp $(HEADERS) | build
 build/test_cpu: build/obj/test_main.o $(patsubst test/%.cpp,build/obj/%.o,$(CPU_TESTS))
 	$(CXX) $(CXXFLAGS) -o $@ $^
 
-# The loaders, the tokenizer and the grammars under AddressSanitizer + UndefinedBehaviorSanitizer (corrupt files,
-# odd input, hostile grammars and schemas).
+# The loaders, the tokenizer, the scheduler and the grammars under AddressSanitizer + UndefinedBehaviorSanitizer
+# (corrupt files, odd input, the KV blocks' bookkeeping, hostile grammars and schemas).
 ASAN_TESTS := test/test_main.cpp test/test_model.cpp test/test_gguf_corrupt.cpp test/test_tokenizer.cpp test/test_batch.cpp \
               test/test_grammar.cpp
 build/test_asan: $(ASAN_TESTS) $(HEADERS) | build
