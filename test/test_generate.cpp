@@ -238,7 +238,7 @@ TEST_CASE("Session: min_new_tokens holds the stop ids back; the ids and logprobs
     opt.stop_ids = {free_run.ids[2]};
     Sampler s1(greedy);
     std::vector<int> seen;
-    opt.on_token = [&](int id) { seen.push_back(id); };
+    opt.on_token = [&](int id, const Sampler&) { seen.push_back(id); };
     GenerateResult stopped = session.generate(prompt, s1, opt);
     CHECK(stopped.finish_reason == "stop");
     REQUIRE(stopped.ids.size() <= 3);
