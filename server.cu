@@ -264,8 +264,9 @@ class Metrics {
         gauge("qwen_kv_blocks", "KV-cache blocks in the pool.", l.kv_blocks);
         gauge("qwen_kv_blocks_free", "KV-cache blocks held by no sequence.", l.kv_free);
         gauge("qwen_kv_blocks_cached", "KV-cache blocks keeping a prompt prefix for later requests.", l.kv_cached);
-        out += qwen::sformat("# HELP qwen_preemptions_total Sequences preempted (blocks taken back, recomputed later).\n"
-                             "# TYPE qwen_preemptions_total counter\nqwen_preemptions_total %d\n", l.preemptions);
+        out += qwen::sformat("# HELP qwen_preemptions_total Sequences preempted (blocks taken back, recomputed "
+                             "later).\n# TYPE qwen_preemptions_total counter\nqwen_preemptions_total %d\n",
+                             l.preemptions);
         ttft_.write(out, "qwen_time_to_first_token_seconds", "Time from the start of a generation to its first token.");
         itl_.write(out, "qwen_inter_token_latency_seconds", "Time between two consecutive tokens of an answer.");
         duration_.write(out, "qwen_request_duration_seconds", "Time a generation took, first token to last.");
@@ -2442,9 +2443,9 @@ static int serve(const ServerArgs& args, ShutdownWatcher& watcher) {
             args.host.c_str(), args.port);
 
     const char* sig = watcher.serve_until_signal();
-    // Stop accepting connections, give the running and queued generations up to 5 s (then cancel them: a
-    // running one ends "length", a queued one gets 503), give their answers 2 s to be sent, then close every
-    // connection. Only a prefill in progress can hold this up, and not past the last 2 s.
+    // Stop accepting connections, give the running and queued generations up to 5 s (then cancel them: one
+    // with tokens ends "length", one without gets 503), give their answers 2 s to be sent, then close every
+    // connection. Only an engine step in progress can hold this up, and not past the last 2 s.
     fprintf(stderr, "qwen-server: %s, shutting down\n", sig);
     http.stop_accepting();
     worker.drain(args.shutdown_grace);
