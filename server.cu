@@ -2394,8 +2394,14 @@ static int serve(const ServerArgs& args, ShutdownWatcher& watcher) {
     gpu = !args.cpu && qwen::gpu_unavailable().empty();
 #endif
     int parallel = args.parallel > 0 ? args.parallel : gpu ? 16 : 4;
-    std::unique_ptr<qwen::Engine> engine =
-        cli::open_engine(model, context, args.cpu, args.threads, false, "qwen-server", parallel, args.kv_gib);
+    std::unique_ptr<qwen::Engine> engine;
+    try {
+        engine = cli::open_engine(model, context, args.cpu, args.threads, false, "qwen-server", parallel, args.kv_gib);
+    } catch (const std::bad_alloc&) {  // the KV pool, sized by --parallel and -c or by --kv-memory
+        qwen::fail("out of memory for the engine and its KV pool (%s)", args.kv_gib > 0
+                   ? qwen::sformat("--kv-memory %g GiB", args.kv_gib).c_str()
+                   : qwen::sformat("--parallel %d sequences of %d tokens", parallel, context).c_str());
+    }
     fprintf(stderr, "qwen-server: %s engine, context %d tokens, %d sequence%s at once (--parallel), KV pool %d "
             "blocks (%d tokens)\n", engine->name(), context, parallel, parallel == 1 ? "" : "s", engine->kv_blocks(),
             engine->kv_blocks() * qwen::KV_BLOCK);

@@ -211,6 +211,19 @@ def test_bad_batching_flags(args, message):
     assert message.encode() in r.stderr, r.stderr
 
 
+def test_a_pool_beyond_memory_is_one_line():
+    """--kv-memory more than the machine has (here: than a 4 GB address space) is refused in one line."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    r = subprocess.run([SERVER, "-m", MODEL, "--cpu", "--kv-memory", "60000"], capture_output=True, timeout=60,
+                       preexec_fn=limit)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr == b"qwen-server: error: out of memory for the engine and its KV pool (--kv-memory 60000 GiB)\n"
+
+
 def test_start_up_line_names_the_batching(batched):
     assert re.search(r"qwen-server: cpu engine, context 256 tokens, 8 sequences at once \(--parallel\), KV pool "
                      rf"{POOL_BLOCKS} blocks \({POOL_BLOCKS * 16} tokens\)", batched.log_text()), batched.log_text()
