@@ -6,20 +6,22 @@
 //                               calls, Qwen3 reasoning apart from the answer, structured output, logprobs, n
 //   POST /v1/completions        OpenAI text completions: the raw prompt, no chat template
 //   GET  /v1/models             the one model served
-//   GET  /health                {"status": "ok"}
-//   GET  /metrics               Prometheus text: requests, tokens, queue, latency histograms
+//   GET  /health                {"status": "ok", "running", "waiting" (sequences), "kv_blocks": {"total", "free",
+//                               "cached"}}
+//   GET  /metrics               Prometheus text: requests, tokens, sequences, KV blocks, latency histograms
 //   POST /tokenize, /detokenize, /apply-template   llama-server's: text <-> ids, messages -> prompt text
 //
 // The HTTP threads (libmicrohttpd, one per connection) parse and check a request, turn it into prompt tokens
 // (and a grammar, bound to the vocabulary once and cached) and hand a Job to the one engine thread, which owns
-// the engine and runs the jobs one at a time; the generated text flows back to the HTTP thread through the job,
-// where it is split into reasoning, answer and tool calls. All the JSON and HTTP code lives in this file: the
+// the engine and decodes up to --parallel sequences together (qwen::Scheduler: continuous batching, a paged KV
+// pool with prefix caching); the generated text flows back to the HTTP thread through the job, where it is split
+// into reasoning, answer and tool calls. All the JSON and HTTP code lives in this file: the
 // headers know nothing of it.
 //
 // Every request is bounded, whatever the client sends: the request line and headers by --max-header-bytes,
 // the body by --max-body (any transfer encoding; compressed bodies are refused), JSON nesting to 64 levels,
 // the time a request may take to arrive and a connection may stay idle by --timeout, open connections by
-// --max-connections, waiting generations by --max-queue, and requests parsed and tokenized at once by
+// --max-connections, waiting sequences by --max-queue, and requests parsed and tokenized at once by
 // kParseSlots. Shutdown takes at most 5 s for the running generations plus 2 s for their answers.
 //
 // Usage: ./qwen-server -m weights.bin [--port 6006] ... (./qwen-server -h lists the options). Exit status:
@@ -59,7 +61,9 @@ struct ServerArgs {
     int threads = 0;                 // CPU engine threads; 0 = all cores
     int max_tokens = 512;            // default cap on generated tokens per request
     size_t max_body = 1 << 20;       // largest accepted request body in bytes
-    int max_queue = 32;              // requests that may wait for the engine; more are answered 503
+    int parallel = 0;                // sequences decoded together; 0 = 16 with a GPU engine, 4 on the CPU
+    double kv_gib = 0;               // the KV pool in GiB; 0 = room for `parallel` whole contexts
+    int max_queue = 32;              // sequences that may wait beyond the running ones; more are answered 503
     size_t max_header_bytes = 32768; // request line + headers of one request
     int timeout = 30;                // seconds for a request to arrive whole; idle connections closed after it
     int max_connections = 128;       // open connections, each with its own thread
@@ -82,6 +86,10 @@ static const std::string kUsage = std::string(
     "  --cpu                    use the CPU engine even when a GPU is present\n"
     "  -t, --threads N          CPU engine threads (default: all cores)\n"
     "  -n, --n-predict N        default limit on generated tokens per request (default 512)\n"
+    "  -np, --parallel N        sequences decoded together (continuous batching; a request with n choices\n"
+    "                           is n sequences; default 16 with a GPU, 4 on the CPU)\n"
+    "  --kv-memory GB           KV-cache pool in GiB, shared by all sequences, at least one context (default:\n"
+    "                           room for --parallel whole contexts); full, it preempts the latest sequence\n"
     "  --alias NAME             the model's id in answers and /v1/models (default: the file name without .bin/.gguf)\n"
     "  --api-key KEY            require 'Authorization: Bearer KEY' on every endpoint but /health and the page\n"
     "                           (default: the QWEN_API_KEY environment variable; unset: no key)\n"
@@ -94,8 +102,8 @@ static const std::string kUsage = std::string(
     cli::SamplingFlags::HELP +
     "limits (a request over one gets a 4xx, a connection over one is closed):\n"
     "  --max-body BYTES          largest request body, however it is sent (default 1048576; more: 413)\n"
-    "  --max-queue N             requests that may wait while one runs; more get 503 (default 32;\n"
-    "                            0 = only the running one)\n"
+    "  --max-queue N             requests that may wait beyond the --parallel running ones (n choices count\n"
+    "                            n); more get 503 (default 32; 0 = only the running ones)\n"
     "  --max-header-bytes N      request line and headers of one request (default 32768; more: 414 or 431)\n"
     "  --timeout SECONDS         a request must arrive whole within this time, and a connection idle this\n"
     "                            long (between requests, or not reading its answer) is closed (default 30)\n"
@@ -104,7 +112,7 @@ static const std::string kUsage = std::string(
     "                            On a loopback address only localhost, 127.x.x.x and [::1] are answered\n"
     "                            otherwise (DNS rebinding); on other addresses any Host unless this is given\n"
     "  --shutdown-grace SECONDS  after SIGINT/SIGTERM, how long generations may still run (default 5); then\n"
-    "                            the running one ends and queued ones get 503\n"
+    "                            the running ones end and those that have not started get 503\n"
     "  -h, --help                show this help\n";
 
 // A mistake on the command line (cli::UsageError): one line on stderr with a pointer to -h, and exit status 2.
@@ -139,6 +147,12 @@ static std::optional<ServerArgs> parse_args(int argc, char** argv) {
         else if (flag == "-t" || flag == "--threads") a.threads = int(parse_int(flag, value(), 0, 1024));
         else if (flag == "-n" || flag == "--n-predict") a.max_tokens = int(parse_int(flag, value(), 1, 1 << 20));
         else if (flag == "--max-body") a.max_body = size_t(parse_int(flag, value(), 1, 1ll << 32));
+        else if (flag == "-np" || flag == "--parallel") a.parallel = int(parse_int(flag, value(), 1, 1024));
+        else if (flag == "--kv-memory") {
+            a.kv_gib = cli::parse_float(flag, value());
+            if (!(a.kv_gib > 0) || a.kv_gib > 65536)
+                usage_error("--kv-memory must be in (0, 65536] GiB, got %s", argv[i]);
+        }
         else if (flag == "--max-queue") a.max_queue = int(parse_int(flag, value(), 0, 1024));
         else if (flag == "--max-header-bytes") a.max_header_bytes = size_t(parse_int(flag, value(), 4096, 1 << 24));
         else if (flag == "--timeout") a.timeout = int(parse_int(flag, value(), 1, 86400));
@@ -195,6 +209,16 @@ struct Histogram {
     }
 };
 
+// What the engine is doing, as of its last step: for /health and /metrics.
+struct EngineLoad {
+    int requests_running = 0;  // requests with a token generated
+    int requests_waiting = 0;  // requests without one yet (queued, or their prompt running)
+    int seqs_running = 0;      // sequences the Scheduler runs
+    int seqs_waiting = 0;      // sequences waiting for a slot or for KV blocks (preempted ones included)
+    int kv_blocks = 0, kv_free = 0, kv_cached = 0;  // the KV pool: blocks in all, held by no sequence, keeping a prefix
+    int preemptions = 0;       // sequences preempted so far (their blocks taken back, recomputed later)
+};
+
 // Counters and histograms, updated by the HTTP threads (requests) and the engine thread (generations).
 class Metrics {
   public:
@@ -216,7 +240,7 @@ class Metrics {
         std::lock_guard<std::mutex> lock(mu_);
         itl_.observe(seconds);
     }
-    std::string text(int running, int waiting) const {
+    std::string text(const EngineLoad& l) const {
         std::lock_guard<std::mutex> lock(mu_);
         std::string out = "# HELP qwen_requests_total HTTP requests answered, by endpoint and status.\n"
                           "# TYPE qwen_requests_total counter\n";
@@ -226,13 +250,23 @@ class Metrics {
         out += qwen::sformat("# HELP qwen_prompt_tokens_total Prompt tokens of the generation requests.\n"
                              "# TYPE qwen_prompt_tokens_total counter\nqwen_prompt_tokens_total %llu\n"
                              "# HELP qwen_generation_tokens_total Tokens generated.\n"
-                             "# TYPE qwen_generation_tokens_total counter\nqwen_generation_tokens_total %llu\n"
-                             "# HELP qwen_requests_running Generation requests on the engine now (0 or 1).\n"
-                             "# TYPE qwen_requests_running gauge\nqwen_requests_running %d\n"
-                             "# HELP qwen_requests_waiting Generation requests queued for the engine.\n"
-                             "# TYPE qwen_requests_waiting gauge\nqwen_requests_waiting %d\n",
-                             (unsigned long long)prompt_tokens_, (unsigned long long)generation_tokens_, running,
-                             waiting);
+                             "# TYPE qwen_generation_tokens_total counter\nqwen_generation_tokens_total %llu\n",
+                             (unsigned long long)prompt_tokens_, (unsigned long long)generation_tokens_);
+        auto gauge = [&](const char* name, const char* help, int v) {
+            out += qwen::sformat("# HELP %s %s\n# TYPE %s gauge\n%s %d\n", name, help, name, name, v);
+        };
+        gauge("qwen_requests_running", "Generation requests being answered (a token generated).", l.requests_running);
+        gauge("qwen_requests_waiting", "Generation requests without a token yet (queued, or their prompt running).",
+              l.requests_waiting);
+        gauge("qwen_sequences_running", "Sequences decoded together (at most --parallel).", l.seqs_running);
+        gauge("qwen_sequences_waiting", "Sequences waiting for a slot or KV blocks (preempted ones included).",
+              l.seqs_waiting);
+        gauge("qwen_kv_blocks", "KV-cache blocks in the pool.", l.kv_blocks);
+        gauge("qwen_kv_blocks_free", "KV-cache blocks held by no sequence.", l.kv_free);
+        gauge("qwen_kv_blocks_cached", "KV-cache blocks keeping a prompt prefix for later requests.", l.kv_cached);
+        out += qwen::sformat("# HELP qwen_preemptions_total Sequences preempted (blocks taken back, recomputed "
+                             "later).\n# TYPE qwen_preemptions_total counter\nqwen_preemptions_total %d\n",
+                             l.preemptions);
         ttft_.write(out, "qwen_time_to_first_token_seconds", "Time from the start of a generation to its first token.");
         itl_.write(out, "qwen_inter_token_latency_seconds", "Time between two consecutive tokens of an answer.");
         duration_.write(out, "qwen_request_duration_seconds", "Time a generation took, first token to last.");
@@ -252,9 +286,10 @@ class Metrics {
 // Jobs and the engine thread
 // ============================================================================
 
-// One generation request on its way through the engine thread: n choices from one prompt, made one after
-// another (the prompt is prefilled once: the KV cache keeps it). The HTTP thread that made it fills the inputs
-// and then reads the output; the engine thread writes the output. Output fields are guarded by `mu`.
+// One generation request on its way through the engine thread: n choices from one prompt, each a sequence of
+// the Scheduler (choice 0 first; the others once its prompt has run, so that they take its blocks from the
+// prefix cache). The HTTP thread that made it fills the inputs and then reads the output; the engine thread
+// writes the output. Output fields are guarded by `mu`; the engine-side fields belong to the engine thread.
 struct Job {
     std::vector<int> prompt;              // (n_prompt) token ids
     qwen::SamplingParams sampling;        // choice i draws with the seed sampling.seed + i
@@ -262,7 +297,7 @@ struct Job {
     int n = 1;                            // choices
     bool stream = false;                  // the reader takes pieces as they come (else only the results)
     std::atomic<bool> cancel{false};      // set when the client has gone, or at shutdown
-    std::atomic<bool> started{false};     // the engine began it (false at the end: cancelled while queued)
+    std::atomic<bool> started{false};     // some choice ran (false at the end: cancelled before any did)
 
     // A choice's text and logprobs as they come, or the end of a choice (then results[index] is complete).
     struct Piece {
@@ -278,7 +313,13 @@ struct Job {
     std::vector<qwen::GenerateResult> results;  // (n) each complete once its end piece is out (all once done)
     std::string error;                    // non-empty if the engine failed
 
-    // Engine side.
+    // Engine side (the engine thread alone).
+    std::vector<int> seq_ids;             // (submitted) the Scheduler's id of each submitted choice
+    int n_ended = 0;                      // choices finished
+    bool first_token = false;             // some choice has a token (or ended): the others may start
+    bool cancel_sent = false;             // its sequences were cancelled
+    std::string failure;                  // the first engine failure of one of its choices
+
     void push(int index, const std::string& text, const qwen::StepLogprobs* lp = nullptr) {
         if (!stream) return;
         std::lock_guard<std::mutex> lock(mu);
@@ -316,129 +357,221 @@ struct Job {
     }
 };
 
-// The one thread that touches the engine. Jobs wait in a FIFO queue and run one at a time; the Session keeps
-// the KV cache of the previous prompt, so a chat follow-up that extends it only prefills its new tokens.
-// Each waiting job holds a connection and its thread, so the queue is bounded: max_waiting jobs wait while
-// one runs, and the others are answered 503 at once.
-// Batching would go here: take up to N queued jobs and advance all of them in each decode step (this needs
-// an engine that keeps one KV cache per sequence and a forward pass over a batch of positions).
+// The one thread that touches the engine, through a Scheduler that decodes up to --parallel sequences together
+// (continuous batching over a paged KV pool; a prefix cache keeps the prompts of earlier requests, so a chat
+// follow-up runs only its new tokens). Each loop: take the jobs queued since the last one and submit their
+// sequences, cancel the sequences of jobs whose client has gone, run one scheduler step, hand the finished
+// sequences to their jobs. Each accepted sequence holds a connection and its thread, so admission is bounded:
+// max_waiting sequences may wait beyond the `parallel` running ones, and more are answered 503 at once.
 class EngineWorker {
   public:
-    EngineWorker(qwen::Engine& engine, const qwen::Tokenizer& tok, size_t max_waiting, Metrics& metrics)
-        : session_(engine, tok), max_waiting_(max_waiting), metrics_(metrics) {
+    EngineWorker(qwen::Engine& engine, const qwen::Tokenizer& tok, const qwen::SchedulerOptions& opt,
+                 size_t max_waiting, Metrics& metrics)
+        : sched_(engine, tok, opt), max_waiting_(max_waiting), metrics_(metrics) {
+        publish_load_();
         thread_ = std::thread([this] { run(); });
     }
     ~EngineWorker() { stop(); }
 
     enum class Submit { QUEUED, SHUTTING_DOWN, BUSY };
 
-    // Queues a job, unless the server is shutting down or max_waiting jobs wait already besides the one
-    // running (a job queued on an idle engine runs at once: it does not count as waiting).
+    // Queues a job, unless the server is shutting down or its choices would make more than max_waiting sequences
+    // wait beyond the running ones (a job queued on an idle engine always runs: it does not count as waiting).
     Submit submit(std::shared_ptr<Job> job) {
         std::lock_guard<std::mutex> lock(mu_);
         if (closed_) return Submit::SHUTTING_DOWN;
-        if (queue_.size() + (running_ ? 1 : 0) > max_waiting_) return Submit::BUSY;
-        queue_.push_back(std::move(job));
+        size_t limit = size_t(sched_.options().max_seqs) + max_waiting_;
+        if (n_seqs_ > 0 && n_seqs_ + size_t(job->n) > limit) return Submit::BUSY;
+        n_seqs_ += size_t(job->n);
+        jobs_.push_back(job);
+        inbox_.push_back(std::move(job));
         cv_.notify_all();
         return Submit::QUEUED;
     }
 
-    // (running, waiting) jobs now.
-    std::pair<int, int> load() {
+    EngineLoad load() {
         std::lock_guard<std::mutex> lock(mu_);
-        return {running_ ? 1 : 0, int(queue_.size())};
+        return load_;
     }
 
-    // Shutdown, in steps: refuse new jobs, give the current ones up to `grace` seconds, cancel the rest (the
-    // queued ones then end without running, answered 503).
+    // Shutdown, in steps: refuse new jobs, give the current ones up to `grace` seconds, cancel the rest (those
+    // that have not run then end answered 503, the others with what they have).
     void drain(double grace) {
         std::unique_lock<std::mutex> lock(mu_);
         closed_ = true;
-        auto idle = [&] { return queue_.empty() && !running_; };
-        if (!cv_.wait_for(lock, std::chrono::duration<double>(grace), idle)) {
-            if (running_) running_->cancel = true;
-            for (auto& job : queue_) job->cancel = true;
-        }
+        if (!cv_.wait_for(lock, std::chrono::duration<double>(grace), [&] { return jobs_.empty(); }))
+            for (auto& job : jobs_) job->cancel = true;
     }
 
     void stop() {
         {
             std::lock_guard<std::mutex> lock(mu_);
             closed_ = quit_ = true;
+            for (auto& job : jobs_) job->cancel = true;
             cv_.notify_all();
         }
         if (thread_.joinable()) thread_.join();
     }
 
   private:
+    // A submitted sequence: its job, its choice, and when its previous token came (for the token gaps).
+    struct SeqRef {
+        std::shared_ptr<Job> job;
+        int index = 0;
+        double t0 = 0, last = 0;
+    };
+
     void run() {
         for (;;) {
-            std::shared_ptr<Job> job;
+            std::vector<std::shared_ptr<Job>> fresh;
             {
                 std::unique_lock<std::mutex> lock(mu_);
-                cv_.wait(lock, [&] { return quit_ || !queue_.empty(); });
-                if (queue_.empty()) return;  // quit_ with nothing left to do
-                job = queue_.front();
-                queue_.pop_front();
-                running_ = job;
+                cv_.wait(lock, [&] { return quit_ || !inbox_.empty() || !active_.empty(); });
+                if (quit_ && inbox_.empty() && active_.empty()) return;
+                fresh.swap(inbox_);
             }
-            std::string error = execute(*job);
-            {
-                std::lock_guard<std::mutex> lock(mu_);
-                running_.reset();
-                cv_.notify_all();
+            for (auto& job : fresh) {
+                active_.push_back(job);
+                if (!job->cancel) submit_choice_(job);  // a cancelled one ends below, without running
             }
-            job->finish(std::move(error));  // after the engine is free: the client's next request finds it so
+            for (auto& job : active_) {
+                if (job->cancel && !job->cancel_sent) cancel_(*job);
+                else if (job->first_token && int(job->seq_ids.size()) < job->n && job->failure.empty())
+                    while (int(job->seq_ids.size()) < job->n) submit_choice_(job);  // the prompt is cached now
+            }
+            std::vector<qwen::Scheduler::Finished> finished;
+            if (!sched_.idle()) finished = sched_.step();
+            for (qwen::Scheduler::Finished& f : finished) end_seq_(f);
+            retire_();
+            publish_load_();
         }
     }
 
-    // The choices one after another, choice i seeded with seed + i; a failure ends the job (and resets the
-    // cache, which may hold a half-finished step). Returns the failure, or "".
-    std::string execute(Job& job) {
-        std::string error;
-        if (!job.cancel) job.started = true;
-        for (int i = 0; i < job.n && error.empty(); i++) {
+    // Submits the job's next choice (seeded seed + index) to the Scheduler.
+    void submit_choice_(const std::shared_ptr<Job>& job) {
+        int i = int(job->seq_ids.size());
+        qwen::SamplingParams sp = job->sampling;
+        sp.seed = job->sampling.seed + uint64_t(i);
+        auto ref = std::make_shared<SeqRef>(SeqRef{job, i, qwen::now_seconds(), 0});
+        qwen::GenerateOptions opt = job->options;
+        const bool logprobs = sp.logprobs >= 0;
+        opt.on_token = [this, ref, logprobs](int, const qwen::Sampler& s) {
+            double now = qwen::now_seconds();
+            if (ref->last > 0) metrics_.token_gap(now - ref->last);
+            ref->last = now;
+            ref->job->first_token = true;
+            if (logprobs) ref->job->push(ref->index, "", &s.logprobs);
+        };
+        Job* j = job.get();
+        auto on_text = [j, i](const std::string& text) {
+            j->push(i, text);
+            return !j->cancel;
+        };
+        try {
+            int id = sched_.submit(job->prompt, sp, std::move(opt), on_text);
+            job->seq_ids.push_back(id);
+            seqs_[id] = ref;
+        } catch (const std::exception& e) {  // not expected: start_job checked the prompt
+            job->seq_ids.push_back(-1);
+            job->failure = e.what();
+            end_choice_(*job, i, qwen::GenerateResult(), 0);
+            if (!job->cancel_sent) cancel_(*job);
+        }
+    }
+
+    // Cancels every choice of the job, submitted (waiting or running: their blocks are freed at the next step)
+    // or not (they end at once).
+    void cancel_(Job& job) {
+        job.cancel_sent = true;
+        for (int id : job.seq_ids)
+            if (id >= 0 && seqs_.count(id)) sched_.cancel(id);
+        while (int(job.seq_ids.size()) < job.n) {
+            int i = int(job.seq_ids.size());
+            job.seq_ids.push_back(-1);
             qwen::GenerateResult r;
-            if (job.cancel) {
-                r.finish_reason = "cancelled";
-                job.end_choice(i, std::move(r));
+            r.prompt_tokens = int(job.prompt.size());
+            r.finish_reason = "cancelled";
+            end_choice_(job, i, std::move(r), 0);
+        }
+    }
+
+    // A sequence ended: its result goes to its job. An engine failure cancels the job's other choices.
+    void end_seq_(qwen::Scheduler::Finished& f) {
+        auto it = seqs_.find(f.id);
+        if (it == seqs_.end()) return;
+        std::shared_ptr<SeqRef> ref = it->second;
+        seqs_.erase(it);
+        Job& job = *ref->job;
+        if (!f.error.empty() && job.failure.empty()) {
+            job.failure = f.error;
+            if (!job.cancel_sent) cancel_(job);
+        }
+        end_choice_(job, ref->index, std::move(f.result), ref->t0);
+    }
+
+    void end_choice_(Job& job, int index, qwen::GenerateResult r, double t0) {
+        if (r.completion_tokens > 0 || (!r.finish_reason.empty() && r.finish_reason != "cancelled")) {
+            job.started = true;
+            job.first_token = true;
+        }
+        if (t0 > 0)
+            metrics_.generation(index == 0 ? r.prompt_tokens : 0, r.completion_tokens, r.prefill_seconds,
+                                qwen::now_seconds() - t0);
+        job.end_choice(index, std::move(r));
+        job.n_ended++;
+        std::lock_guard<std::mutex> lock(mu_);
+        n_seqs_--;
+    }
+
+    // Finishes the jobs whose choices have all ended. The engine's counts are updated before the job's reader
+    // wakes: the client's next request finds the room.
+    void retire_() {
+        for (size_t k = 0; k < active_.size();) {
+            std::shared_ptr<Job> job = active_[k];
+            if (job->n_ended < job->n) {
+                k++;
                 continue;
             }
-            qwen::SamplingParams sp = job.sampling;
-            sp.seed = job.sampling.seed + uint64_t(i);
-            try {
-                qwen::Sampler sampler(sp);
-                qwen::GenerateOptions opt = job.options;
-                double last = 0;  // when the previous token came
-                opt.on_token = [&](int, const qwen::Sampler&) {
-                    double now = qwen::now_seconds();
-                    if (last > 0) metrics_.token_gap(now - last);
-                    last = now;
-                    if (sp.logprobs >= 0) job.push(i, "", &sampler.logprobs);
-                };
-                double t0 = qwen::now_seconds();
-                r = session_.generate(job.prompt, sampler, opt, [&](const std::string& text) {
-                    job.push(i, text);
-                    return !job.cancel;
-                });
-                metrics_.generation(i == 0 ? r.prompt_tokens : 0, r.completion_tokens, r.prefill_seconds,
-                                    qwen::now_seconds() - t0);
-                job.end_choice(i, std::move(r));
-            } catch (const std::exception& e) {
-                error = e.what();
-                session_.reset();
+            active_.erase(active_.begin() + long(k));
+            {
+                std::lock_guard<std::mutex> lock(mu_);
+                jobs_.erase(std::find(jobs_.begin(), jobs_.end(), job));
+                cv_.notify_all();
             }
+            job->finish(job->failure);
         }
-        return error;
     }
 
-    qwen::Session session_;
-    const size_t max_waiting_;        // queued jobs, not counting the running one
+    void publish_load_() {
+        EngineLoad l;
+        for (auto& job : active_) (job->first_token ? l.requests_running : l.requests_waiting)++;
+        l.seqs_running = sched_.n_running();
+        l.seqs_waiting = sched_.n_waiting();
+        for (auto& job : active_)
+            if (!job->cancel_sent) l.seqs_waiting += job->n - int(job->seq_ids.size());  // choices not submitted yet
+        l.kv_blocks = sched_.pool().n_blocks();
+        l.kv_free = sched_.pool().n_free();
+        l.kv_cached = sched_.pool().n_cached();
+        l.preemptions = sched_.n_preempted();
+        std::lock_guard<std::mutex> lock(mu_);
+        for (auto& job : inbox_) {
+            l.requests_waiting++;
+            l.seqs_waiting += job->n;
+        }
+        load_ = l;
+    }
+
+    qwen::Scheduler sched_;                  // engine thread only, like everything below up to mu_
+    std::vector<std::shared_ptr<Job>> active_;        // jobs taken from the inbox, not finished
+    std::map<int, std::shared_ptr<SeqRef>> seqs_;     // the Scheduler's id -> its sequence
+    const size_t max_waiting_;               // sequences that may wait beyond the running ones
     Metrics& metrics_;
-    std::mutex mu_;
+    std::mutex mu_;                          // guards what follows
     std::condition_variable cv_;
-    std::deque<std::shared_ptr<Job>> queue_;
-    std::shared_ptr<Job> running_;
+    std::vector<std::shared_ptr<Job>> inbox_;         // queued since the engine thread last looked
+    std::vector<std::shared_ptr<Job>> jobs_;          // every accepted job not finished (the inbox's too)
+    size_t n_seqs_ = 0;                      // sequences of those jobs not ended
+    EngineLoad load_;
     bool closed_ = false, quit_ = false;
     std::thread thread_;
 };
@@ -1586,11 +1719,14 @@ static std::string finish_reason(const qwen::GenerateResult& r) {
     return r.finish_reason == "cancelled" ? "length" : r.finish_reason;
 }
 
-// The prompt counts once, the answers of every choice add up.
+// The prompt counts once, the answers of every choice add up. cached_tokens: the prompt tokens that came from
+// the prefix cache (of the first choice; the others reuse its prompt).
 static json usage_json(const std::vector<qwen::GenerateResult>& results) {
     int prompt = results.empty() ? 0 : results[0].prompt_tokens, completion = 0;
+    int cached = results.empty() ? 0 : std::max(0, prompt - results[0].prefill_tokens);
     for (const qwen::GenerateResult& r : results) completion += r.completion_tokens;
-    return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
+    return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion},
+            {"prompt_tokens_details", {{"cached_tokens", cached}}}};
 }
 
 static std::string random_id(const std::string& prefix) {
@@ -2104,15 +2240,18 @@ static std::vector<Route> routes(const ServerContext& ctx) {
         res.body.assign(reinterpret_cast<const char*>(chat_html), chat_html_len);
         res.content_type = "text/html; charset=utf-8";
     };
-    auto health = [](const HttpRequest&, HttpResponse& res, LogPtr) { res.body = R"({"status":"ok"})"; };
+    auto health = [&ctx](const HttpRequest&, HttpResponse& res, LogPtr) {
+        EngineLoad l = ctx.worker.load();
+        res.set_json({{"status", "ok"}, {"running", l.seqs_running}, {"waiting", l.seqs_waiting},
+                      {"kv_blocks", {{"total", l.kv_blocks}, {"free", l.kv_free}, {"cached", l.kv_cached}}}});
+    };
     auto models = [&ctx](const HttpRequest&, HttpResponse& res, LogPtr) {
         json m = {{"id", ctx.model_id}, {"object", "model"}, {"created", 0}, {"owned_by", "qwen"},
                   {"context_length", ctx.context_size}};
         res.set_json({{"object", "list"}, {"data", json::array({m})}});
     };
     auto metrics = [&ctx](const HttpRequest&, HttpResponse& res, LogPtr) {
-        auto [running, waiting] = ctx.worker.load();
-        res.body = ctx.metrics.text(running, waiting);
+        res.body = ctx.metrics.text(ctx.worker.load());
         res.content_type = "text/plain; version=0.0.4; charset=utf-8";
     };
     auto with_ctx = [&ctx](void (*f)(const ServerContext&, const HttpRequest&, HttpResponse&, LogPtr)) {
@@ -2250,8 +2389,22 @@ static int serve(const ServerArgs& args, ShutdownWatcher& watcher) {
     qwen::Tokenizer tok(model.vocab);
     qwen::SamplingParams sampling = args.sampling.resolve(model.chat);
     int context = cli::context_for(model, args.context);
-    std::unique_ptr<qwen::Engine> engine = cli::open_engine(model, context, args.cpu, args.threads, false, "qwen-server");
-    fprintf(stderr, "qwen-server: %s engine, context %d tokens\n", engine->name(), context);
+    bool gpu = false;  // the engine open_engine will choose, for the default of --parallel
+#if QWEN_HAS_CUDA
+    gpu = !args.cpu && qwen::gpu_unavailable().empty();
+#endif
+    int parallel = args.parallel > 0 ? args.parallel : gpu ? 16 : 4;
+    std::unique_ptr<qwen::Engine> engine;
+    try {
+        engine = cli::open_engine(model, context, args.cpu, args.threads, false, "qwen-server", parallel, args.kv_gib);
+    } catch (const std::bad_alloc&) {  // the KV pool, sized by --parallel and -c or by --kv-memory
+        qwen::fail("out of memory for the engine and its KV pool (%s)", args.kv_gib > 0
+                   ? qwen::sformat("--kv-memory %g GiB", args.kv_gib).c_str()
+                   : qwen::sformat("--parallel %d sequences of %d tokens", parallel, context).c_str());
+    }
+    fprintf(stderr, "qwen-server: %s engine, context %d tokens, %d sequence%s at once (--parallel), KV pool %d "
+            "blocks (%d tokens)\n", engine->name(), context, parallel, parallel == 1 ? "" : "s", engine->kv_blocks(),
+            engine->kv_blocks() * qwen::KV_BLOCK);
     if (std::string(engine->name()) == "cpu") {
         signal(SIGBUS, on_sigbus);
     } else {  // the weights are on the GPU: let the file go, so that replacing it cannot harm this server
@@ -2263,7 +2416,9 @@ static int serve(const ServerArgs& args, ShutdownWatcher& watcher) {
     auto trie = std::make_shared<const qwen::TokenTrie>(model.vocab, std::min(tok.n_tokens(), model.config.vocab_size));
     if (!args.llama.note().empty()) fprintf(stderr, "qwen-server: %s\n", args.llama.note().c_str());
     Metrics metrics;
-    EngineWorker worker(*engine, tok, size_t(args.max_queue), metrics);
+    qwen::SchedulerOptions sched;
+    sched.max_seqs = parallel;
+    EngineWorker worker(*engine, tok, sched, size_t(args.max_queue), metrics);
     Gate parse_gate(kParseSlots);
     GrammarCache grammars(trie);
     ServerContext ctx{model, tok, worker, parse_gate, grammars, metrics,
@@ -2294,9 +2449,9 @@ static int serve(const ServerArgs& args, ShutdownWatcher& watcher) {
             args.host.c_str(), args.port);
 
     const char* sig = watcher.serve_until_signal();
-    // Stop accepting connections, give the running and queued generations up to 5 s (then cancel them: a
-    // running one ends "length", a queued one gets 503), give their answers 2 s to be sent, then close every
-    // connection. Only a prefill in progress can hold this up, and not past the last 2 s.
+    // Stop accepting connections, give the running and queued generations up to 5 s (then cancel them: one
+    // with tokens ends "length", one without gets 503), give their answers 2 s to be sent, then close every
+    // connection. Only an engine step in progress can hold this up, and not past the last 2 s.
     fprintf(stderr, "qwen-server: %s, shutting down\n", sig);
     http.stop_accepting();
     worker.drain(args.shutdown_grace);

@@ -71,7 +71,7 @@ class Watch:
                     reply = b""
                     while chunk := s.recv(4096):
                         reply += chunk
-                if b'{"status":"ok"}' not in reply:
+                if b'{"status":"ok"' not in reply:
                     self.failures.append(reply[:200])
             except OSError as e:
                 self.failures.append(repr(e))
@@ -103,7 +103,7 @@ def attack(server, rss_bound_mb=RSS_BOUND_MB):
     assert w.slowest < HEALTH_SECONDS, f"/health took {w.slowest:.2f} s during the attack"
     grown_mb = (w.peak_kb - w.base_kb) / 1024
     assert grown_mb < rss_bound_mb, f"the server's memory grew by {grown_mb:.0f} MB (bound {rss_bound_mb} MB)"
-    assert get_json(server.url + "/health") == {"status": "ok"}
+    assert get_json(server.url + "/health")["status"] == "ok"
 
 
 @pytest.fixture(scope="module")
@@ -619,7 +619,7 @@ def test_pipelined_requests_are_all_answered(server):
              + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
     second = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     reply = raw(server, first + second)
-    assert reply.count(b"HTTP/1.1 200") == 2 and reply.endswith(b'{"status":"ok"}'), reply[-300:]
+    assert reply.count(b"HTTP/1.1 200") == 2 and b'{"status":"ok"' in reply.split(b"\r\n\r\n")[-1], reply[-300:]
 
 
 def test_methods_and_paths(server):

@@ -58,7 +58,7 @@ class Server:
         deadline = time.time() + 60
         while True:
             try:
-                if get_json(self.url + "/health") == {"status": "ok"}:
+                if get_json(self.url + "/health")["status"] == "ok":
                     break
             except (OSError, urllib.error.URLError):
                 pass
@@ -191,7 +191,11 @@ def cli_answer(*args):
 # ---- basic endpoints ------------------------------------------------------------------------------------------
 
 def test_health_models_and_page(server):
-    assert get_json(server.url + "/health") == {"status": "ok"}
+    health = get_json(server.url + "/health")  # idle: nothing runs, every block of the KV pool is free
+    assert health == {"status": "ok", "running": 0, "waiting": 0,
+                      "kv_blocks": {"total": health["kv_blocks"]["total"], "free": health["kv_blocks"]["total"],
+                                    "cached": health["kv_blocks"]["cached"]}}, health
+    assert health["kv_blocks"]["total"] == 4 * 1024 // 16  # --parallel 4 on the CPU, whole contexts of 1024 tokens
     models = get_json(server.url + "/v1/models")
     assert models["object"] == "list"
     assert [m["id"] for m in models["data"]] == ["tiny-qwen2"]
@@ -633,7 +637,7 @@ def test_busy_port_is_an_error(server):
     assert r.returncode == 1, r.stderr
     assert f"qwen-server: error: cannot listen on 127.0.0.1:{server.port}: Address already in use".encode() \
         in r.stderr, r.stderr
-    assert get_json(server.url + "/health") == {"status": "ok"}
+    assert get_json(server.url + "/health")["status"] == "ok"
 
 
 def test_full_queue_answers_503():
@@ -655,7 +659,7 @@ def test_full_queue_answers_503():
         for t in threads:
             t.start()
         start.wait()
-        assert get_json(s.url + "/health") == {"status": "ok"}
+        assert get_json(s.url + "/health")["status"] == "ok"
         for t in threads:
             t.join(120)
         statuses = [r[0] for r in results]
