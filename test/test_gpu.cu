@@ -174,6 +174,26 @@ std::vector<double> ref_attention(const std::vector<float>& q, const std::vector
     return out;
 }
 
+// ---- the paged KV pool ----
+
+// A block table of n blocks: a random permutation of 0 .. n-1 (so that neighbouring positions are far apart).
+std::vector<int> shuffled_blocks(int n) {
+    std::vector<int> t(static_cast<size_t>(n));
+    std::iota(t.begin(), t.end(), 0);
+    std::shuffle(t.begin(), t.end(), rng());
+    return t;
+}
+int pool_row(const std::vector<int>& table, int t) { return table[size_t(t / KV_BLOCK)] * KV_BLOCK + t % KV_BLOCK; }
+// Rows 0 .. T-1 of `rows` (width each) placed at their pool rows; the rest of the pool is NaN (never read).
+std::vector<float> to_pool(const std::vector<float>& rows, int T, int width, const std::vector<int>& table,
+                           size_t pool_rows) {
+    std::vector<float> pool(pool_rows * width, NAN);
+    for (int t = 0; t < T; t++)
+        std::copy(rows.begin() + size_t(t) * width, rows.begin() + size_t(t + 1) * width,
+                  pool.begin() + size_t(pool_row(table, t)) * width);
+    return pool;
+}
+
 }  // namespace
 
 // ============================================================================
@@ -431,8 +451,12 @@ TEST_CASE("gpu: qkv_epilogue applies bias, q/k norm and RoPE and fills the cache
         for (int i = 0; i < half; i++) inv[size_t(i)] = float(1.0 / std::pow(theta, 2.0 * i / cs.D));
         Guarded<float> dqkv(qkv), dinv(inv);
         Guarded<float> db(bias), dqn(qn), dkn(kn);
-        Guarded<bf16> kc(size_t(context) * kv_dim), vc(size_t(context) * kv_dim);
-        Guarded<int> dpos(std::vector<int>{pos0});
+        // the rows go to the pool rows of their positions through a shuffled block table
+        std::vector<int> table = shuffled_blocks(kv_blocks_for(context)), pos(static_cast<size_t>(n)), slot(pos);
+        for (int t = 0; t < n; t++) pos[size_t(t)] = pos0 + t, slot[size_t(t)] = pool_row(table, pos0 + t);
+        size_t pool = table.size() * KV_BLOCK;
+        Guarded<bf16> kc(pool * kv_dim), vc(pool * kv_dim);
+        Guarded<int> dpos(pos), dslot(slot);
         gpu::QkvLayer L;
         for (int k = 0; k < 3; k++)  // the q, k and v biases: consecutive parts of one array here
             L.bias[k] = cs.bias ? db.ptr() + (k == 0 ? 0 : k == 1 ? q_dim : q_dim + kv_dim) : nullptr;
@@ -440,7 +464,8 @@ TEST_CASE("gpu: qkv_epilogue applies bias, q/k norm and RoPE and fills the cache
         L.k_norm = cs.norm ? dkn.ptr() : nullptr;
         L.k_cache = kc.ptr();
         L.v_cache = vc.ptr();
-        gpu::qkv_epilogue(dqkv.ptr(), L, dinv.ptr(), dpos.ptr(), n, cs.n_heads, cs.n_kv, cs.D, eps, launch());
+        gpu::qkv_epilogue(dqkv.ptr(), L, dinv.ptr(), dpos.ptr(), dslot.ptr(), n, cs.n_heads, cs.n_kv, cs.D, eps,
+                          launch());
 
         // the CPU version, head by head
         std::vector<double> want_q(size_t(n) * q_dim), want_k(size_t(n) * kv_dim), want_v(size_t(n) * kv_dim);
@@ -476,15 +501,17 @@ TEST_CASE("gpu: qkv_epilogue applies bias, q/k norm and RoPE and fills the cache
         for (int t = 0; t < n; t++)
             got_q.insert(got_q.end(), got.begin() + size_t(t) * width, got.begin() + size_t(t) * width + q_dim);
         CHECK(nmse(got_q, want_q) <= 1e-10);
-        std::vector<float> k = to_f32(kc.check()), v = to_f32(vc.check());
-        std::vector<float> k_rows(k.begin() + size_t(pos0) * kv_dim, k.begin() + size_t(pos0 + n) * kv_dim);
-        std::vector<float> v_rows(v.begin() + size_t(pos0) * kv_dim, v.begin() + size_t(pos0 + n) * kv_dim);
+        std::vector<float> k = to_f32(kc.check()), v = to_f32(vc.check()), k_rows, v_rows;
+        for (int t = 0; t < n; t++) {
+            size_t at = size_t(slot[size_t(t)]) * kv_dim;
+            k_rows.insert(k_rows.end(), k.begin() + long(at), k.begin() + long(at + kv_dim));
+            v_rows.insert(v_rows.end(), v.begin() + long(at), v.begin() + long(at + kv_dim));
+        }
         CHECK(nmse(k_rows, want_k) <= 1e-6);
         CHECK(nmse(v_rows, want_v) <= 1e-6);
-        for (const std::vector<float>* rows : {&k, &v}) {  // the rows before and after: untouched (still NaN)
-            for (size_t i = 0; i < size_t(pos0) * kv_dim; i++) REQUIRE(std::isnan((*rows)[i]));
-            for (size_t i = size_t(pos0 + n) * kv_dim; i < rows->size(); i++) REQUIRE(std::isnan((*rows)[i]));
-        }
+        for (const std::vector<float>* rows : {&k, &v})  // every other pool row: untouched (still NaN)
+            for (size_t i = 0; i < rows->size(); i++)
+                if (std::find(slot.begin(), slot.end(), int(i / kv_dim)) == slot.end()) REQUIRE(std::isnan((*rows)[i]));
     }
 }
 
@@ -508,7 +535,13 @@ TEST_CASE("gpu: split-context decode attention and its reference match the CPU")
                                V = randn_bf(size_t(context) * kv_dim);
             Guarded<float> dq(q), out(q.size());
             Guarded<bf16> dK(to_bf16(K)), dV(to_bf16(V));
-            Guarded<int> dpos(std::vector<int>{T - 1});
+            Guarded<int> dpos(std::vector<int>{T - 1}), doff(std::vector<int>{0});
+            std::vector<int> identity(size_t(kv_blocks_for(T)));
+            std::iota(identity.begin(), identity.end(), 0);
+            Guarded<int> dtable(identity);
+            gpu::DecodeRows rows;
+            rows.q = dq.ptr(), rows.K = dK.ptr(), rows.V = dV.ptr(), rows.pos = dpos.ptr();
+            rows.tables = dtable.ptr(), rows.table_off = doff.ptr();
             std::vector<double> want = ref_attention(q, K, V, T, cs.n_heads, cs.n_kv, cs.D);
 
             gpu::attention_decode_ref(dq.ptr(), dK.ptr(), dV.ptr(), out.ptr(), T, cs.n_heads, cs.n_kv, cs.D, launch());
@@ -516,8 +549,8 @@ TEST_CASE("gpu: split-context decode attention and its reference match the CPU")
             for (int parts : {1, 3, 64, gpu::attention_parts(cs.n_heads, cs.n_kv, context, launch())}) {
                 CAPTURE(parts);
                 Guarded<float> po(size_t(cs.n_heads) * parts * cs.D), pml(size_t(cs.n_heads) * parts * 2);
-                gpu::attention_decode(dq.ptr(), dK.ptr(), dV.ptr(), dpos.ptr(), po.ptr(), pml.ptr(), out.ptr(), parts,
-                                      cs.n_heads, cs.n_kv, cs.D, launch());
+                gpu::attention_decode(rows, po.ptr(), pml.ptr(), out.ptr(), 0, parts, cs.n_heads, cs.n_kv, cs.D,
+                                      launch());
                 CHECK(nmse(out.check(), want) <= 1e-8);  // fp32 math on exact bf16 inputs
                 po.check();
                 pml.check();
@@ -545,11 +578,17 @@ TEST_CASE("gpu: tiled causal prefill attention, on tensor cores (the engine's) a
                 Guarded<float> dqkv(qkv);
                 Guarded<bf16> dK(to_bf16(K)), dV(to_bf16(V)), out(size_t(n) * q_dim);
                 Guarded<int> dpos(std::vector<int>{pos0});
+                // the engine's kernel reads the same rows from a pool, through a shuffled block table
+                std::vector<int> table = shuffled_blocks(kv_blocks_for(context));
+                size_t pool = table.size() * KV_BLOCK;
+                Guarded<bf16> pK(to_bf16(to_pool(K, context, kv_dim, table, pool))),
+                    pV(to_bf16(to_pool(V, context, kv_dim, table, pool)));
+                Guarded<int> dtable(table);
                 gpu::attention_prefill_v1(dqkv.ptr(), dK.ptr(), dV.ptr(), dpos.ptr(), out.ptr(), n, cs.n_heads,
                                           cs.n_kv, cs.D, launch());
                 Guarded<bf16> out_tc(size_t(n) * q_dim);
-                gpu::attention_prefill(dqkv.ptr(), dK.ptr(), dV.ptr(), dpos.ptr(), out_tc.ptr(), n, cs.n_heads,
-                                       cs.n_kv, cs.D, launch());
+                gpu::attention_prefill(dqkv.ptr(), pK.ptr(), pV.ptr(), dpos.ptr(), dtable.ptr(), out_tc.ptr(), n,
+                                       cs.n_heads, cs.n_kv, cs.D, launch());
                 std::vector<double> want;
                 for (int i = 0; i < n; i++) {  // query i sees rows 0 .. pos0 + i
                     std::vector<float> q(qkv.begin() + size_t(i) * width, qkv.begin() + size_t(i) * width + q_dim);
@@ -577,27 +616,36 @@ TEST_CASE("gpu: attention launchers refuse shapes their kernels cannot take") {
     Guarded<float> f(64);
     Guarded<bf16> b(64);
     Guarded<int> pos(std::vector<int>{0});
-    auto decode = [&](int parts, int n_heads, int n_kv, int D) {
-        gpu::attention_decode(f.ptr(), b.ptr(), b.ptr(), pos.ptr(), f.ptr(), f.ptr(), f.ptr(), parts, n_heads, n_kv, D,
-                              launch());
+    auto decode = [&](int parts, int n_heads, int n_kv, int D, int n_rows = 1, int stride = 0) {
+        gpu::DecodeRows r;
+        r.q = f.ptr(), r.q_stride = stride, r.K = b.ptr(), r.V = b.ptr(), r.pos = pos.ptr();
+        r.tables = pos.ptr(), r.table_off = pos.ptr(), r.n_rows = n_rows;
+        gpu::attention_decode(r, f.ptr(), f.ptr(), f.ptr(), stride, parts, n_heads, n_kv, D, launch());
     };
     CHECK_THROWS_WITH_AS(decode(0, 4, 2, 16), doctest::Contains("n_parts must be >= 1"), Error);
     CHECK_THROWS_WITH_AS(decode(1, 4, 3, 16), doctest::Contains("not a multiple"), Error);
     CHECK_THROWS_WITH_AS(decode(1, 4, 2, 12), doctest::Contains("multiple of 8"), Error);
     CHECK_THROWS_WITH_AS(decode(1, 4, 2, 264), doctest::Contains("<= 256"), Error);
-    for (auto prefill : {gpu::attention_prefill, gpu::attention_prefill_v1}) {
-        CHECK_THROWS_WITH_AS(prefill(f.ptr(), b.ptr(), b.ptr(), pos.ptr(), b.ptr(), 0, 4, 2, 16, launch()),
-                             doctest::Contains("n must be >= 1"), Error);
-        CHECK_THROWS_WITH_AS(prefill(f.ptr(), b.ptr(), b.ptr(), pos.ptr(), b.ptr(), 1, 4, 3, 16, launch()),
-                             doctest::Contains("not a multiple"), Error);
-        CHECK_THROWS_WITH_AS(prefill(f.ptr(), b.ptr(), b.ptr(), pos.ptr(), b.ptr(), 1, 4, 2, 48, launch()),
-                             doctest::Contains("head_dim 48"), Error);
+    CHECK_THROWS_WITH_AS(decode(1, 4, 2, 16, 0), doctest::Contains("0 rows"), Error);
+    CHECK_THROWS_WITH_AS(decode(1, 4, 2, 16, 2, 63), doctest::Contains("shorter than a row"), Error);
+    auto prefill = [&](int n, int n_heads, int n_kv, int D, const gpu::Launch& l) {
+        gpu::attention_prefill(f.ptr(), b.ptr(), b.ptr(), pos.ptr(), pos.ptr(), b.ptr(), n, n_heads, n_kv, D, l);
+    };
+    auto prefill_v1 = [&](int n, int n_heads, int n_kv, int D, const gpu::Launch& l) {
+        gpu::attention_prefill_v1(f.ptr(), b.ptr(), b.ptr(), pos.ptr(), b.ptr(), n, n_heads, n_kv, D, l);
+    };
+    for (int v : {2, 1}) {
+        auto run = [&](int n, int n_heads, int n_kv, int D) {
+            v == 2 ? prefill(n, n_heads, n_kv, D, launch()) : prefill_v1(n, n_heads, n_kv, D, launch());
+        };
+        CHECK_THROWS_WITH_AS(run(0, 4, 2, 16), doctest::Contains("n must be >= 1"), Error);
+        CHECK_THROWS_WITH_AS(run(1, 4, 3, 16), doctest::Contains("not a multiple"), Error);
+        CHECK_THROWS_WITH_AS(run(1, 4, 2, 48), doctest::Contains("head_dim 48"), Error);
     }
     // as on a GPU whose blocks get at most 99 KB of shared memory (sm_86 / sm_89): D = 256 needs 173 KB
     gpu::Launch small = launch();
     small.smem_optin = std::min<size_t>(small.smem_optin, 101376);
-    CHECK_THROWS_WITH_AS(gpu::attention_prefill(f.ptr(), b.ptr(), b.ptr(), pos.ptr(), b.ptr(), 1, 2, 1, 256, small),
-                         doctest::Contains("shared memory per block"), Error);
+    CHECK_THROWS_WITH_AS(prefill(1, 2, 1, 256, small), doctest::Contains("shared memory per block"), Error);
     f.check(), b.check();
 }
 
