@@ -1485,6 +1485,9 @@ struct GpuEngine : Engine {
     // Rows of one GEMM pass (default min(512, context)): a prompt chunk's length, or a step's rows in passes of
     // this many; smaller only, for tests of the chunking.
     void set_prefill_chunk(int n) { chunk_ = std::max(1, std::min(n, rows_cap_)); }
+    // Rows of a non-bf16 matrix decoded per GEMM (default: all of a layer matrix, at least 4096 of lm_head);
+    // smaller only, for tests of the slicing.
+    void set_decode_slice(int rows) { slice_rows_ = std::max(1, rows); }
 
     // Device memory the engine allocated, by purpose (bytes).
     size_t weight_bytes() const { return bytes_weights_; }  // the weights as uploaded, plus the prefill's
@@ -1528,6 +1531,7 @@ struct GpuEngine : Engine {
     bf16* wbf_ = nullptr;  // (wbf_elems) bf16: a GEMM's decoded weights (the largest layer matrix not stored as
                            // bf16, and at least 4096 rows of a non-bf16 lm_head)
     size_t wbf_elems_ = 0;
+    int slice_rows_ = INT32_MAX;  // at most this many rows per decode into wbf_ (see set_decode_slice)
 
     // The KV pool: block b holds the pool rows b * KV_BLOCK .. b * KV_BLOCK + KV_BLOCK - 1 of every layer.
     bf16* k_cache_ = nullptr;    // (n_layers, n_blocks * KV_BLOCK, kv_dim) bf16, after RoPE
@@ -1971,7 +1975,7 @@ struct GpuEngine : Engine {
                 const bf16* W = reinterpret_cast<const bf16*>(t.data);
                 gpu::gemm(h_.cublas, W, X, Y + col, n, rows, t.cols, accumulate, ldy);
             } else {  // decoded in slices of rows that fit wbf_ (a layer matrix in one; lm_head in several)
-                int slice = int(std::min<size_t>(wbf_elems_ / size_t(t.cols), size_t(t.rows)));
+                int slice = int(std::min<size_t>(wbf_elems_ / size_t(t.cols), size_t(std::min(t.rows, slice_rows_))));
                 if (slice < 1) fail("cuda: no decode scratch for a %d x %d matrix", t.rows, t.cols);
                 for (int r0 = 0; r0 < t.rows; r0 += slice) {
                     Tensor part = t;
