@@ -1,7 +1,8 @@
 // GPU tests: every kernel against a CPU reference in double precision on random inputs (odd sizes, guard
 // regions around outputs, poisoned outputs so that unwritten elements show as NaN), then the whole engine
 // against the Hugging Face logits of the tiny fixtures, the CPU engine, and itself (prefill vs decode,
-// graph vs no graph), and the on-device sampler (with and without a token mask) against the CPU Sampler.
+// graph vs no graph, batched steps of many sequences in a paged KV pool vs each sequence alone), and the
+// on-device sampler (with and without a token mask) against the CPU Sampler.
 // Without a CUDA device every test case is marked skipped (doctest's summary counts them) and the binary
 // prints one SKIPPED line; it still exits 0.
 #include <doctest/doctest.h>
