@@ -223,6 +223,7 @@ GPU_TEST := build/test_gpu build/test_emu build/test_gpu_emu build/qwen_emu \
 # race-checked; the kernel tests (not the engine's) also run every launch twice, compared byte for byte (test/emu).
 EMU_TWICE := gpu: rmsnorm*,gpu: swiglu*,gpu: matvec*,gpu: gemm*,gpu: the fused dequantize-matvec*,gpu: embedding*
 EMU_TWICE := $(EMU_TWICE),gpu: qkv*,gpu: argmax*,gpu: mask_logits*,gpu: sample_candidates*,gpu: select_token*
+EMU_TWICE := $(EMU_TWICE),gpu: batched decode attention*
 run_gpu = ./build/test_gpu && ASAN_OPTIONS=detect_leaks=1 ./build/test_emu && \
           ASAN_OPTIONS=detect_leaks=1 ./build/test_gpu_emu && \
           QWEN_EMU_SCHEDULES=2 ASAN_OPTIONS=detect_leaks=1 ./build/test_gpu_emu -tc='$(EMU_TWICE)'

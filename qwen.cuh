@@ -4,17 +4,24 @@
 //   CUDA_CHECK, CUBLAS_CHECK             error checks that call qwen::fail with file:line and the error string
 //   gpu::*                               kernels and their launchers, in data-flow order:
 //     with_dtype                         a run-time weight type to the kernel instance for it
-//     row kernels                        embed (any weight type), rmsnorm, swiglu (the prefill path)
+//     row kernels                        embed (any weight type), rmsnorm (optionally of gathered rows: those
+//                                        whose logits a step wants), swiglu (the GEMM path)
 //     decode kernels                     matvec: one fused dequantize-matvec per weight type (+ RMSNorm, +
 //                                        residual, + SwiGLU fusions; q/k/v in one launch), qkv_epilogue
-//                                        (bias, q/k norm, RoPE, KV-cache write), split-context GQA attention
-//     prefill kernels                    dequantize_bf16 + gemm (cuBLAS), tiled causal attention with online softmax
+//                                        (bias, q/k norm, RoPE, per-row positions, write to per-row pool rows),
+//                                        split-context GQA attention over a batch of decode rows (DecodeRows),
+//                                        each with its own position and block table into the paged KV pool
+//     prefill kernels                    dequantize_bf16 + gemm (cuBLAS), tiled causal attention with online
+//                                        softmax reading one sequence's K/V through its block table
 //     sampling kernels                   logit bias and penalties, the token mask, argmax, softmax, top-k /
 //                                        top-p / min-p selection and draw, logprobs
 //     device_available, device_unsupported   whether (and why not) the engine can run on this machine
 //     test oracles (end of file)         matvec_ref, attention_decode_ref
-//   GpuEngine                            qwen::Engine on one GPU: weights upload, KV cache, forward, sample
-//   make_engine(model, ctx, ...)         the GPU engine when a usable device is present, else the CPU reference
+//   GpuEngine                            qwen::Engine on one GPU: weights upload, the paged KV pool, the batched
+//                                        step (all rows of all sequences through the GEMMs; one sequence's decode
+//                                        token through the fused kernels as a CUDA graph), logits(i), sample(i)
+//   make_engine(model, ctx, ..., kv_blocks)  the GPU engine when a usable device is present, else the CPU
+//                                        reference, with a KV pool of kv_blocks blocks
 #pragma once
 #include "qwen.hpp"
 
@@ -210,10 +217,10 @@ inline void embed(const Tensor& E, const int* tokens, float* x, int n, const Lau
     CUDA_CHECK(cudaGetLastError());
 }
 
-// out[t, c] = x[t, c] / sqrt(mean_c x[t, c]^2 + eps) * g[c]   grid (n), block 256
+// out[t, c] = x[s, c] / sqrt(mean_c x[s, c]^2 + eps) * g[c], s = rows ? rows[t] : t   grid (n), block 256
 template <typename Out>
-static __global__ void rmsnorm_kernel(const float* x, const float* g, Out* out, int dim, float eps) {
-    const float* xr = x + size_t(blockIdx.x) * dim;
+static __global__ void rmsnorm_kernel(const float* x, const float* g, Out* out, int dim, float eps, const int* rows) {
+    const float* xr = x + size_t(rows ? rows[blockIdx.x] : blockIdx.x) * dim;
     float ss = 0;
     for (int c = threadIdx.x; c < dim; c += blockDim.x) ss += xr[c] * xr[c];
     float scale = rsqrtf(block_sum(ss) / dim + eps);
@@ -223,11 +230,13 @@ static __global__ void rmsnorm_kernel(const float* x, const float* g, Out* out, 
         else out[size_t(blockIdx.x) * dim + c] = f2bf(v);
     }
 }
-// x: (n, dim) fp32, g: (dim) fp32, out: (n, dim) fp32 or bf16 (the bf16 form feeds cuBLAS).
+// x: (n, dim) fp32, g: (dim) fp32, out: (n, dim) fp32 or bf16 (the bf16 form feeds cuBLAS). rows: null, or (n)
+// device ints: out's row t normalises x's row rows[t] (a gather, for the rows whose logits are wanted).
 template <typename Out>
-void rmsnorm(const float* x, const float* g, Out* out, int n, int dim, float eps, const Launch& l) {
+void rmsnorm(const float* x, const float* g, Out* out, int n, int dim, float eps, const Launch& l,
+             const int* rows = nullptr) {
     if (n < 1 || dim < 1) fail("rmsnorm: bad shape %d x %d", n, dim);
-    rmsnorm_kernel<Out><<<n, 256, 0, l.stream>>>(x, g, out, dim, eps);
+    rmsnorm_kernel<Out><<<n, 256, 0, l.stream>>>(x, g, out, dim, eps, rows);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -511,18 +520,23 @@ struct QkvLayer {
     const float* bias[3] = {nullptr, nullptr, nullptr};  // (q_dim), (kv_dim), (kv_dim): q, k, v biases
     const float* q_norm = nullptr;                          // (head_dim) Qwen3
     const float* k_norm = nullptr;                          // (head_dim) Qwen3
-    bf16* k_cache = nullptr;       // (context, kv_dim) this layer's keys
-    bf16* v_cache = nullptr;       // (context, kv_dim) this layer's values
+    bf16* k_cache = nullptr;       // (pool rows, kv_dim) this layer's keys
+    bf16* v_cache = nullptr;       // (pool rows, kv_dim) this layer's values
 };
 
-// For token t at position p = *pos + t, one block per head (q heads, then k heads, then v heads):
+// The KV pool row of position t of a sequence whose block table is `table` (see KV_BLOCK in qwen.hpp).
+__device__ __forceinline__ int kv_row(const int* table, int t) {
+    return table[t / KV_BLOCK] * KV_BLOCK + t % KV_BLOCK;
+}
+
+// For row t at position p = pos[t], one block per head (q heads, then k heads, then v heads):
 //   h = qkv[t, head] + bias;  q, k: h = rmsnorm(h, q/k_norm) (Qwen3);  q, k: RoPE(h, p)
-//   q is written back in place (fp32); k and v go to the cache row p as bf16.
+//   q is written back in place (fp32); k and v go to the pool row slot[t] as bf16.
 // RoPE rotates pairs (i, i + D/2) by p * inv_freq[i] (the "rotate_half" layout of HF Qwen).
 // grid (n_heads + 2*n_kv_heads, n_tokens), block 128; D even, D <= 256
-static __global__ void qkv_epilogue_kernel(float* qkv, QkvLayer L, const float* inv_freq, const int* pos, int n_heads,
-                                           int n_kv_heads, int D, float eps) {
-    int head = blockIdx.x, t = blockIdx.y, p = *pos + t, half = D / 2;
+static __global__ void qkv_epilogue_kernel(float* qkv, QkvLayer L, const float* inv_freq, const int* pos,
+                                           const int* slot, int n_heads, int n_kv_heads, int D, float eps) {
+    int head = blockIdx.x, t = blockIdx.y, p = pos[t], half = D / 2;
     int q_dim = n_heads * D, kv_dim = n_kv_heads * D;
     // kind 0, 1, 2: a q, k or v head; off: its first column in the q | k | v row
     int kind = head < n_heads ? 0 : head < n_heads + n_kv_heads ? 1 : 2;
@@ -558,16 +572,18 @@ static __global__ void qkv_epilogue_kernel(float* qkv, QkvLayer L, const float* 
         h[i] = a;
         h[i + half] = b;
     } else {
-        bf16* row = (kind == 1 ? L.k_cache : L.v_cache) + size_t(p) * kv_dim;
+        bf16* row = (kind == 1 ? L.k_cache : L.v_cache) + size_t(slot[t]) * kv_dim;
         row[col + i] = f2bf(a);
         row[col + i + half] = f2bf(b);
     }
 }
-// qkv: (n, q_dim + 2*kv_dim) fp32; inv_freq: (D/2) fp32; pos: device int, position of token 0.
-inline void qkv_epilogue(float* qkv, const QkvLayer& L, const float* inv_freq, const int* pos, int n, int n_heads,
-                         int n_kv_heads, int D, float eps, const Launch& l) {
+// qkv: (n, q_dim + 2*kv_dim) fp32; inv_freq: (D/2) fp32; pos: (n) device ints, each row's position; slot: (n)
+// device ints, each row's pool row (the rows of one step are distinct).
+inline void qkv_epilogue(float* qkv, const QkvLayer& L, const float* inv_freq, const int* pos, const int* slot, int n,
+                         int n_heads, int n_kv_heads, int D, float eps, const Launch& l) {
     if (D % 2 != 0 || D > 256) fail("qkv_epilogue: head_dim %d must be even and <= 256", D);
-    qkv_epilogue_kernel<<<dim3(n_heads + 2 * n_kv_heads, n), 128, 0, l.stream>>>(qkv, L, inv_freq, pos, n_heads,
+    if (n < 1) fail("qkv_epilogue: n must be >= 1, got %d", n);
+    qkv_epilogue_kernel<<<dim3(n_heads + 2 * n_kv_heads, n), 128, 0, l.stream>>>(qkv, L, inv_freq, pos, slot, n_heads,
                                                                                  n_kv_heads, D, eps);
     CUDA_CHECK(cudaGetLastError());
 }
@@ -581,7 +597,9 @@ constexpr int ATT_MAX_GROUP = 8;  // query heads one attention block serves (reg
 // a short context is scored by a few full blocks (the rest exit at once) and combined from few partial results.
 __device__ __forceinline__ int attention_chunk(int T, int n_parts) { return max(ceil_div(T, n_parts), ATT_THREADS); }
 
-// Flash-decoding, part 1. The T = *pos + 1 cached tokens are cut into chunks of attention_chunk(T, n_parts)
+// Flash-decoding, part 1, for a batch of decode rows (grid z: row b, its own sequence). Row b's query is
+// q[b * q_stride ..], its T = pos[b] + 1 cached tokens are read through its block table tables + table_off[b]
+// (token t in pool row kv_row(table, t)). The T tokens are cut into chunks of attention_chunk(T, n_parts)
 // tokens; the blocks of parts past the last token exit at once. The query heads that share a kv head (GQA:
 // G = n_heads / n_kv_heads of them) are served by one block, or by ceil(G / 8) blocks of up to 8 heads each, so
 // each cached K/V row is read once per block rather than once per head. Per tile of ATT_THREADS tokens, each
@@ -590,17 +608,25 @@ __device__ __forceinline__ int attention_chunk(int T, int n_parts) { return max(
 //   m = max_t s_t,  l = sum_t exp(s_t - m),  o[d] = sum_t exp(s_t - m) V[t, d],   s_t = q . K[t] / sqrt(D)
 // and write these unnormalised partial results per (head, part) for attention_reduce_kernel. The chunk length
 // comes from device memory, so the launch shape is the same at every position (a CUDA graph can replay it).
-// grid (n_kv_heads * ceil(G / ATT_MAX_GROUP), n_parts), block ATT_THREADS, smem min(G, ATT_MAX_GROUP) * D floats
+// Partial results of row b, head h, part p: slot (b * n_heads + h) * n_parts + p.
+// grid (n_kv_heads * ceil(G / ATT_MAX_GROUP), n_parts, n_rows), block ATT_THREADS,
+// smem min(G, ATT_MAX_GROUP) * D floats
 static __global__ void __launch_bounds__(ATT_THREADS)
-    attention_decode_kernel(const float* q, const bf16* K, const bf16* V, const int* pos, float* part_o,
-                            float* part_ml, int n_heads, int n_kv_heads, int D) {
+    attention_decode_kernel(const float* q, int q_stride, const bf16* K, const bf16* V, const int* pos,
+                            const int* tables, const int* table_off, float* part_o, float* part_ml, int n_heads,
+                            int n_kv_heads, int D) {
     constexpr int WARPS = ATT_THREADS / 32, PER_WARP = ATT_MAX_GROUP / WARPS;  // heads whose softmax a warp keeps
     extern __shared__ float4 smem4[];
     float* qs = reinterpret_cast<float*>(smem4);          // (Gb, D) the block's queries, pre-scaled by 1/sqrt(D)
     __shared__ float p_tile[ATT_MAX_GROUP][ATT_THREADS];  // per head: the tile's scores, then exp(s - m)
     __shared__ float corr[ATT_MAX_GROUP];                 // per head: exp(m_old - m_new) for this tile
-    int part = blockIdx.y, n_parts = gridDim.y, tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-    int T = *pos + 1, chunk = attention_chunk(T, n_parts);
+    __shared__ int rows[ATT_THREADS];                     // the pool rows of the tile's tokens
+    int part = blockIdx.y, n_parts = gridDim.y, b = blockIdx.z, tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int* table = tables + table_off[b];
+    q += size_t(b) * q_stride;
+    part_o += size_t(b) * n_heads * n_parts * D;
+    part_ml += size_t(b) * n_heads * n_parts * 2;
+    int T = pos[b] + 1, chunk = attention_chunk(T, n_parts);
     int t_begin = part * chunk, t_end = min(T, t_begin + chunk);
     if (t_begin >= T) return;  // past the context: attention_reduce_kernel reads only the live parts
     int G = n_heads / n_kv_heads, n_sub = ceil_div(G, ATT_MAX_GROUP), kv_dim = n_kv_heads * D;
@@ -615,7 +641,8 @@ static __global__ void __launch_bounds__(ATT_THREADS)
         int t = t0 + tid;
         float s[ATT_MAX_GROUP] = {};
         if (t < t_end) {
-            const uint4* k4 = reinterpret_cast<const uint4*>(K + size_t(t) * kv_dim + size_t(kvh) * D);
+            int r = rows[tid] = kv_row(table, t);
+            const uint4* k4 = reinterpret_cast<const uint4*>(K + size_t(r) * kv_dim + size_t(kvh) * D);
             for (int j = 0; j < D / 8; j++) {
                 uint4 k = k4[j];
 #pragma unroll
@@ -658,10 +685,11 @@ static __global__ void __launch_bounds__(ATT_THREADS)
             if (g >= Gb) break;
             float a = acc[k] * corr[g];
 #pragma unroll 8
-            for (int j = 0; j < n_t; j++) a += p_tile[g][j] * bf2f(V[size_t(t0 + j) * kv_dim + size_t(kvh) * D + d]);
+            for (int j = 0; j < n_t; j++)
+                a += p_tile[g][j] * bf2f(V[size_t(rows[j]) * kv_dim + size_t(kvh) * D + d]);
             acc[k] = a;
         }
-        __syncthreads();  // p_tile and corr are rewritten by the next tile
+        __syncthreads();  // p_tile, corr and rows are rewritten by the next tile
     }
 #pragma unroll
     for (int k = 0; k < ATT_MAX_GROUP * ATT_MAX_D / ATT_THREADS; k++) {
@@ -680,12 +708,14 @@ static __global__ void __launch_bounds__(ATT_THREADS)
     }
 }
 
-// Flash-decoding, part 2: combine the partial softmaxes of the live parts (those holding tokens) with their
-// log-sum-exp weights,   M = max_p m_p,  out[d] = sum_p exp(m_p - M) o_p[d] / sum_p exp(m_p - M) l_p
-// grid (n_heads), block 256 (one thread per output dimension)
-static __global__ void attention_reduce_kernel(const float* part_o, const float* part_ml, const int* pos, float* out,
-                                               int n_parts, int D) {
-    int h = blockIdx.x, d = threadIdx.x, T = *pos + 1, live = ceil_div(T, attention_chunk(T, n_parts));
+// Flash-decoding, part 2: combine row b's partial softmaxes of the live parts (those holding tokens) with their
+// log-sum-exp weights,   M = max_p m_p,  out[b, h, d] = sum_p exp(m_p - M) o_p[d] / sum_p exp(m_p - M) l_p
+// grid (n_heads, n_rows), block 256 (one thread per output dimension)
+template <typename Out>
+static __global__ void attention_reduce_kernel(const float* part_o, const float* part_ml, const int* pos, Out* out,
+                                               int out_stride, int n_parts, int D) {
+    int h = blockIdx.x + blockIdx.y * gridDim.x, d = threadIdx.x;  // h: the (row, head) pair's index
+    int T = pos[blockIdx.y] + 1, live = ceil_div(T, attention_chunk(T, n_parts));
     const float* ml = part_ml + size_t(h) * n_parts * 2;
     float M = -INFINITY;
     for (int p = 0; p < live; p++) M = fmaxf(M, ml[2 * p]);
@@ -696,7 +726,10 @@ static __global__ void attention_reduce_kernel(const float* part_o, const float*
         num += w * part_o[(size_t(h) * n_parts + p) * D + d];
         den += w * ml[2 * p + 1];
     }
-    out[size_t(h) * D + d] = num / den;
+    float o = num / den;
+    Out* dst = out + size_t(blockIdx.y) * out_stride + size_t(blockIdx.x) * D + d;
+    if constexpr (std::is_same_v<Out, float>) *dst = o;
+    else *dst = f2bf(o);
 }
 
 // Blocks per context chunk: one per kv head, or more when the GQA group exceeds ATT_MAX_GROUP query heads.
@@ -709,20 +742,38 @@ inline int attention_parts(int n_heads, int n_kv_heads, int context, const Launc
     return std::max(1, std::min(ceil_div(2 * l.sm_count, attention_blocks_per_part(n_heads, n_kv_heads)), context));
 }
 
-// q: (n_heads, D) fp32; K, V: (context, kv_dim) bf16 of one layer; pos: device int (T = *pos + 1 tokens);
-// part_o: (n_heads, n_parts, D) fp32, part_ml: (n_heads, n_parts, 2) fp32 scratch; out: (n_heads, D) fp32.
-inline void attention_decode(const float* q, const bf16* K, const bf16* V, const int* pos, float* part_o,
-                             float* part_ml, float* out, int n_parts, int n_heads, int n_kv_heads, int D,
-                             const Launch& l) {
+// Where a batch of decode rows reads: row b's query at q + b * q_stride ((n_heads, D) fp32, rotated), its
+// position pos[b] (device), its block table tables + table_off[b] (device ints) into one layer's K, V pool
+// ((pool rows, kv_dim) bf16). The single-sequence decode passes one row and an identity table.
+struct DecodeRows {
+    const float* q = nullptr;
+    int q_stride = 0;
+    const bf16 *K = nullptr, *V = nullptr;
+    const int* pos = nullptr;        // (n_rows)
+    const int* tables = nullptr;     // the block tables
+    const int* table_off = nullptr;  // (n_rows) where row b's table starts in `tables`
+    int n_rows = 1;
+};
+
+// part_o: (n_rows, n_heads, n_parts, D) fp32, part_ml: (n_rows, n_heads, n_parts, 2) fp32 scratch;
+// out: row b's (n_heads, D) at out + b * out_stride, fp32 (decode) or bf16 (the input of a wo GEMM).
+template <typename Out>
+void attention_decode(const DecodeRows& r, float* part_o, float* part_ml, Out* out, int out_stride, int n_parts,
+                      int n_heads, int n_kv_heads, int D, const Launch& l) {
     if (D % 8 != 0 || D > ATT_MAX_D) fail("attention: head_dim %d must be a multiple of 8 and <= %d", D, ATT_MAX_D);
     if (n_kv_heads < 1 || n_heads % n_kv_heads != 0)
         fail("attention: %d heads are not a multiple of %d kv heads", n_heads, n_kv_heads);
     if (n_parts < 1) fail("attention: n_parts must be >= 1, got %d", n_parts);
+    if (r.n_rows < 1 || r.n_rows > 65535) fail("attention: %d rows, must be in 1..65535", r.n_rows);
+    if (r.n_rows > 1 && (r.q_stride < n_heads * D || out_stride < n_heads * D))
+        fail("attention: row strides %d, %d are shorter than a row of %d", r.q_stride, out_stride, n_heads * D);
     size_t smem = size_t(std::min(n_heads / n_kv_heads, ATT_MAX_GROUP)) * D * sizeof(float);
-    attention_decode_kernel<<<dim3(attention_blocks_per_part(n_heads, n_kv_heads), n_parts), ATT_THREADS, smem,
-                              l.stream>>>(q, K, V, pos, part_o, part_ml, n_heads, n_kv_heads, D);
+    attention_decode_kernel<<<dim3(attention_blocks_per_part(n_heads, n_kv_heads), n_parts, r.n_rows), ATT_THREADS,
+                              smem, l.stream>>>(r.q, r.q_stride, r.K, r.V, r.pos, r.tables, r.table_off, part_o,
+                                                part_ml, n_heads, n_kv_heads, D);
     CUDA_CHECK(cudaGetLastError());
-    attention_reduce_kernel<<<n_heads, 256, 0, l.stream>>>(part_o, part_ml, pos, out, n_parts, D);
+    attention_reduce_kernel<Out><<<dim3(n_heads, r.n_rows), 256, 0, l.stream>>>(part_o, part_ml, r.pos, out,
+                                                                                  out_stride, n_parts, D);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -781,9 +832,10 @@ struct TcSmem {
     static constexpr size_t BYTES = up32(O + TC_BQ * LO * 4);  // D = 128: 93 KB, D = 256: 173 KB
 };
 
-// Causal attention for n queries at positions *pos + i against cache rows 0 .. *pos + i (the chunk's own keys
-// were written by qkv_epilogue first), both products on tensor cores (wmma: bf16 in, fp32 accumulation). Block (h, qb)
-// owns queries qb*TC_BQ .. +TC_BQ of head h; warp w owns 16 of those rows and, per key tile of TC_BK keys:
+// Causal attention for n queries of one sequence at positions *pos + i against its cached positions 0 .. *pos + i
+// (the chunk's own keys were written by qkv_epilogue first; position t is pool row kv_row(table, t)), both
+// products on tensor cores (wmma: bf16 in, fp32 accumulation). Block (h, qb) owns queries qb*TC_BQ .. +TC_BQ of
+// head h; warp w owns 16 of those rows and, per key tile of TC_BK keys (gathered through the table):
 //   S = Q K^T (wmma)  ->  per row: s = S / sqrt(D) masked causally, m' = max(m, max s), p = exp(s - m'),
 //   l = l exp(m - m') + sum p, O = O exp(m - m')  ->  O += P V (wmma, P rounded to bf16)
 // and at the end out = O / l. Q is rounded to bf16 for the tensor cores (the model's attention runs in bf16).
@@ -792,8 +844,8 @@ struct TcSmem {
 // rescaled per row in registers.   grid (n_heads, ceil(n / TC_BQ)), block 128, smem TcSmem<D>::BYTES
 template <int D>
 static __global__ void __launch_bounds__(128)
-    attention_prefill_kernel(const float* qkv, const bf16* K, const bf16* V, const int* pos, bf16* out, int n,
-                                int n_heads, int n_kv_heads) {
+    attention_prefill_kernel(const float* qkv, const bf16* K, const bf16* V, const int* pos, const int* table,
+                             bf16* out, int n, int n_heads, int n_kv_heads) {
     namespace wmma = nvcuda::wmma;
     using L = TcSmem<D>;
     using frag_q = wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major>;
@@ -832,11 +884,12 @@ static __global__ void __launch_bounds__(128)
         for (int e = tid; e < TC_BK * D / 8; e += 128) {  // 16-byte copies of the K and V tiles, zeros past kv_end
             int r = e / (D / 8), c = e % (D / 8);
             bool ok = k0 + r < kv_end;
+            size_t at = ok ? size_t(kv_row(table, k0 + r)) * kv_dim + kv_off : 0;
             uint4 zero = make_uint4(0, 0, 0, 0);
-            *reinterpret_cast<uint4*>(Ks + r * L::LD + 8 * c) =
-                ok ? reinterpret_cast<const uint4*>(K + size_t(k0 + r) * kv_dim + kv_off)[c] : zero;
-            *reinterpret_cast<uint4*>(Vs + r * L::LD + 8 * c) =
-                ok ? reinterpret_cast<const uint4*>(V + size_t(k0 + r) * kv_dim + kv_off)[c] : zero;
+            uint4* k_dst = reinterpret_cast<uint4*>(Ks + r * L::LD + 8 * c);
+            uint4* v_dst = reinterpret_cast<uint4*>(Vs + r * L::LD + 8 * c);
+            *k_dst = ok ? reinterpret_cast<const uint4*>(K + at)[c] : zero;
+            *v_dst = ok ? reinterpret_cast<const uint4*>(V + at)[c] : zero;
         }
         __syncthreads();
         // S (16, TC_BK) = Q K^T for the warp's rows: K's rows read as the columns of K^T
@@ -894,11 +947,11 @@ static __global__ void __launch_bounds__(128)
 // The shared memory is TcSmem<D>::BYTES: 93 KB at D = 128 (every Qwen head size is 64 or 128), which every GPU
 // from sm_80 up gives a block; allow_smem refuses clearly where the device cannot.
 template <int D>
-void attention_prefill_launch(const float* qkv, const bf16* K, const bf16* V, const int* pos, bf16* out, int n,
-                              int n_heads, int n_kv_heads, const Launch& l) {
+void attention_prefill_launch(const float* qkv, const bf16* K, const bf16* V, const int* pos, const int* table,
+                              bf16* out, int n, int n_heads, int n_kv_heads, const Launch& l) {
     allow_smem(attention_prefill_kernel<D>, TcSmem<D>::BYTES, l, "attention_prefill");
     attention_prefill_kernel<D><<<dim3(n_heads, ceil_div(n, TC_BQ)), 128, TcSmem<D>::BYTES, l.stream>>>(
-        qkv, K, V, pos, out, n, n_heads, n_kv_heads);
+        qkv, K, V, pos, table, out, n, n_heads, n_kv_heads);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -921,13 +974,14 @@ inline void check_prefill_shape(int n, int n_heads, int n_kv_heads, const char* 
         fail("%s: %d heads are not a multiple of %d kv heads", what, n_heads, n_kv_heads);
 }
 
-// qkv: (n, q_dim + 2*kv_dim) fp32 with q already rotated (the q columns are read); K, V: (context, kv_dim)
-// bf16 of one layer holding rows 0 .. *pos + n - 1; out: (n, q_dim) bf16 (the input of the wo GEMM).
-inline void attention_prefill(const float* qkv, const bf16* K, const bf16* V, const int* pos, bf16* out, int n,
-                              int n_heads, int n_kv_heads, int D, const Launch& l) {
+// qkv: (n, q_dim + 2*kv_dim) fp32 with q already rotated (the q columns are read); K, V: (pool rows, kv_dim)
+// bf16 of one layer holding the sequence's positions 0 .. *pos + n - 1 in the pool rows its block table
+// (device ints, kv_blocks_for(*pos + n) of them) gives; out: (n, q_dim) bf16 (the input of the wo GEMM).
+inline void attention_prefill(const float* qkv, const bf16* K, const bf16* V, const int* pos, const int* table,
+                              bf16* out, int n, int n_heads, int n_kv_heads, int D, const Launch& l) {
     check_prefill_shape(n, n_heads, n_kv_heads, "attention_prefill");
     with_head_dim(D, "attention_prefill", [&](auto d) {
-        attention_prefill_launch<decltype(d)::value>(qkv, K, V, pos, out, n, n_heads, n_kv_heads, l);
+        attention_prefill_launch<decltype(d)::value>(qkv, K, V, pos, table, out, n, n_heads, n_kv_heads, l);
     });
 }
 
@@ -1309,14 +1363,17 @@ struct Handles {
     }
 };
 
-// Sets the decode step's token and position in device memory (a kernel argument is captured by value, so
-// this can precede a graph replay with no host buffer to keep alive).   grid (1), block 1
-static __global__ void set_step_kernel(int* step, int token, int pos) {
+// Sets the decode step's token, position and pool row in device memory (a kernel argument is captured by value,
+// so this can precede a graph replay with no host buffer to keep alive); step[3], the offset of the sequence's
+// block table, stays 0.   grid (1), block 1
+static __global__ void set_step_kernel(int* step, int token, int pos, int slot) {
     step[0] = token;
     step[1] = pos;
+    step[2] = slot;
+    step[3] = 0;
 }
-inline void set_step(int* step, int token, int pos, const Launch& l) {
-    set_step_kernel<<<1, 1, 0, l.stream>>>(step, token, pos);
+inline void set_step(int* step, int token, int pos, int slot, const Launch& l) {
+    set_step_kernel<<<1, 1, 0, l.stream>>>(step, token, pos, slot);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -1324,18 +1381,22 @@ inline void set_step(int* step, int token, int pos, const Launch& l) {
 }  // namespace qwen
 
 // ============================================================================
-// GpuEngine: the forward pass on one GPU. Decode (n == 1) runs the fused matvec kernels, replayed as one CUDA
-// graph; prefill (n > 1) runs cuBLAS GEMMs over chunks of the prompt.
+// GpuEngine: the forward pass on one GPU over a paged KV pool. A step of one sequence and one token (decode)
+// runs the fused matvec kernels, replayed as one CUDA graph; any other step (a prompt, or many sequences) runs
+// all its rows through cuBLAS GEMMs in passes of up to chunk_ rows: decode rows first (their attention in one
+// batched launch), then each prompt chunk (the tensor-core attention through its sequence's block table).
 // ============================================================================
 namespace qwen {
 
 struct GpuEngine : Engine {
-    // Copies the weights of a loaded model to the GPU and allocates a KV cache of context_size tokens.
+    static constexpr int kMaxSeqs = 1024;  // sequences in one step (their block tables share one device buffer)
+
+    // Copies the weights of a loaded model to the GPU and allocates a KV pool of kv_blocks blocks of KV_BLOCK
+    // tokens (0, or fewer than one context needs: just enough for one context of context_size tokens).
     GpuEngine(const Model& m, int context_size, int kv_blocks = 0) : cfg_(m.config) {
         check_engine_model(m, context_size);
         if (kv_blocks < 0) fail("the KV pool size must be >= 0 blocks, got %d", kv_blocks);
-        n_blocks_ = std::max(kv_blocks, kv_blocks_for(context_size));
-        init(context_size);
+        init(context_size, kv_blocks);
         upload_weights(m);
     }
 
@@ -1353,24 +1414,25 @@ struct GpuEngine : Engine {
 
     int kv_blocks() const override { return n_blocks_; }
 
+    // Sequence i's logits of the last step, copied to the host (each sequence's into its own row, so the
+    // pointers of several sequences stay valid together until the next step).
     const float* logits(int i = 0) override {
-        if (i != 0) fail("cuda: logits of sequence %d: this engine runs one sequence per step", i);
-        host_logits_.resize(size_t(cfg_.vocab_size));
-        CUDA_CHECK(cudaMemcpyAsync(host_logits_.data(), logits_, host_logits_.size() * sizeof(float),
-                                   cudaMemcpyDeviceToHost, h_.stream));
+        const size_t V = size_t(cfg_.vocab_size);
+        float* host = &host_logits_[size_t(logit_slot(i)) * V];
+        CUDA_CHECK(cudaMemcpyAsync(host, device_logits(i), V * sizeof(float), cudaMemcpyDeviceToHost, h_.stream));
         synchronize();
-        return host_logits_.data();
+        return host;
     }
 
     // The Sampler's rules on the device; the Sampler supplies its parameters and its Rng's draw. A token mask
     // (allowed) crosses to the device as its bit set (n_vocab / 8 bytes), never the logits to the host.
     int sample(Sampler& s, int n_vocab, const std::vector<int>& tokens, size_t n_prompt,
                const uint32_t* allowed = nullptr, int i = 0) override {
-        if (i != 0) fail("cuda: sample of sequence %d: this engine runs one sequence per step", i);
+        const float* lg = device_logits(i);
         if (n_vocab < 1 || n_vocab > cfg_.vocab_size)
             fail("sample: n_vocab %d must be in 1..%d", n_vocab, cfg_.vocab_size);
         const SamplingParams& p = s.params;
-        const float* src = apply_penalties(p, n_vocab, tokens, n_prompt);
+        const float* src = apply_penalties(lg, p, n_vocab, tokens, n_prompt);
         if (allowed) {
             CUDA_CHECK(cudaMemcpyAsync(mask_, allowed, size_t(gpu::ceil_div(n_vocab, 32)) * sizeof(uint32_t),
                                        cudaMemcpyHostToDevice, h_.stream));
@@ -1378,7 +1440,7 @@ struct GpuEngine : Engine {
             src = work_;
         }
         gpu::argmax(src, n_vocab, choice_, launch_);  // the greedy choice, and the check that the logits are usable
-        if (p.temperature == 0.0f) return finish_sample(s, n_vocab, 0);
+        if (p.temperature == 0.0f) return finish_sample(lg, s, n_vocab, 0);
         gpu::SampleFilter f;
         f.top_k = p.top_k;
         f.top_p = p.top_p;
@@ -1388,20 +1450,24 @@ struct GpuEngine : Engine {
         gpu::softmax(src, n_vocab, p.temperature, prob_, launch_);
         if (!filtered) {
             gpu::select_token(prob_, nullptr, n_vocab, f, choice_ + 1, launch_);
-            return finish_sample(s, n_vocab, 1);
+            return finish_sample(lg, s, n_vocab, 1);
         }
         size_t tmp_bytes = sort_tmp_bytes_;  // sort by probability, descending; stable, so ties stay in id order
         CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(sort_tmp_, tmp_bytes, prob_, prob_sorted_, ids_,
                                                              ids_sorted_, n_vocab, 0, 32, h_.stream));
         gpu::select_token(prob_sorted_, ids_sorted_, n_vocab, f, choice_ + 1, launch_);
-        return finish_sample(s, n_vocab, 1);
+        return finish_sample(lg, s, n_vocab, 1);
     }
 
     // Decode steps are replayed from a captured CUDA graph (default on); off runs the same kernels one by one.
     void set_graphs(bool on) { use_graph_ = on; }
     void synchronize() { CUDA_CHECK(cudaStreamSynchronize(h_.stream)); }
-    // Prefill chunk length in tokens (default min(512, context)); smaller only, for tests of the chunking.
-    void set_prefill_chunk(int n) { chunk_ = std::max(1, std::min(n, std::min(512, context_))); }
+    // Rows of one GEMM pass (default min(512, context)): a prompt chunk's length, or a step's rows in passes of
+    // this many; smaller only, for tests of the chunking.
+    void set_prefill_chunk(int n) { chunk_ = std::max(1, std::min(n, rows_cap_)); }
+    // Rows of a non-bf16 matrix decoded per GEMM (default: all of a layer matrix, at least 4096 of lm_head);
+    // smaller only, for tests of the slicing.
+    void set_decode_slice(int rows) { slice_rows_ = std::max(1, rows); }
 
     // Device memory the engine allocated, by purpose (bytes).
     size_t weight_bytes() const { return bytes_weights_; }  // the weights as uploaded, plus the prefill's
@@ -1411,51 +1477,74 @@ struct GpuEngine : Engine {
     const Weights& device_weights() const { return w_; }
 
   protected:
+    // One sequence, one token, logits wanted: the decode kernels (graph). Anything else: GEMM passes.
     void step_checked(const std::vector<SeqStep>& batch) override {
+        if (batch.size() > size_t(kMaxSeqs)) fail("cuda: a step of %zu sequences; at most %d", batch.size(), kMaxSeqs);
         const SeqStep& s = batch[0];
-        for (int b = 0; b < kv_blocks_for(s.pos + s.n); b++)
-            if (batch.size() != 1 || s.blocks[b] != b) fail("cuda: this engine runs one sequence in blocks 0, 1, 2, ...");
-        if (!s.want_logits) fail("cuda: a step without logits");
-        forward_(s.tokens, s.n, s.pos);
-    }
-
-    void forward_(const int* tokens, int n, int pos) {
-        if (n == 1) return decode(tokens[0], pos);
-        for (int done = 0; done < n; done += chunk_) {
-            int len = std::min(chunk_, n - done);
-            prefill(tokens + done, len, pos + done, done + len == n);
+        n_step_seqs_ = int(batch.size());
+        slot_of_seq_.assign(batch.size(), -1);
+        host_logits_.resize(batch.size() * size_t(cfg_.vocab_size));
+        if (batch.size() == 1 && s.n == 1 && s.want_logits) {
+            upload_decode_table(s.blocks, kv_blocks_for(s.pos + 1));
+            slot_of_seq_[0] = 0;
+            return decode(s.tokens[0], s.pos, int(pool_row(s.blocks, s.pos)));
         }
+        run_passes(batch);
     }
 
   private:
+    struct CudaFree {
+        void operator()(void* p) const { cudaFree(p); }
+    };
+
     Config cfg_;
     int context_ = 0;
-    int n_blocks_ = 0;  // blocks in the KV pool
-    int chunk_ = 0;  // prefill chunk length (tokens)
+    int n_blocks_ = 0;   // blocks in the KV pool
+    int max_table_ = 0;  // kv_blocks_for(context_): the longest block table
+    int rows_cap_ = 0;   // rows the pass buffers hold: min(512, context)
+    int chunk_ = 0;      // rows of one GEMM pass (<= rows_cap_)
     gpu::DeviceAllocs mem_;
     size_t bytes_weights_ = 0, bytes_kv_ = 0, bytes_scratch_ = 0;
     gpu::Handles h_;  // the engine's stream and cuBLAS handle
     gpu::Launch launch_;
     Weights w_;  // device views, shapes and types as in the model's Weights
-    bf16* wbf_ = nullptr;  // (the largest layer matrix not stored as bf16) bf16: a prefill GEMM's decoded weights
+    bf16* wbf_ = nullptr;  // (wbf_elems) bf16: a GEMM's decoded weights (the largest layer matrix not stored as
+                           // bf16, and at least 4096 rows of a non-bf16 lm_head)
+    size_t wbf_elems_ = 0;
+    int slice_rows_ = INT32_MAX;  // at most this many rows per decode into wbf_ (see set_decode_slice)
 
-    bf16* k_cache_ = nullptr;    // (n_layers, n_blocks * KV_BLOCK, kv_dim) bf16
+    // The KV pool: block b holds the pool rows b * KV_BLOCK .. b * KV_BLOCK + KV_BLOCK - 1 of every layer.
+    bf16* k_cache_ = nullptr;    // (n_layers, n_blocks * KV_BLOCK, kv_dim) bf16, after RoPE
     bf16* v_cache_ = nullptr;    // (n_layers, n_blocks * KV_BLOCK, kv_dim) bf16
     float* inv_freq_ = nullptr;  // (head_dim / 2) RoPE frequencies theta^(-2i / head_dim)
-    int* step_ = nullptr;        // (2) the decode step's token id and position; [1] is also the prefill start
+    int* step_ = nullptr;        // (4) the decode step: token id, position, its pool row, 0 (its table's offset)
+    int* tables_ = nullptr;      // (kMaxSeqs * max_table) the step's block tables, one after another; the decode
+                                 // step's table at offset 0 (the graph reads it there)
+    std::vector<int> decode_table_;  // the host copy of tables_[0 ..) while it holds the decode step's table
+    // Host sources of a step's uploads, kept from step to step (a copy from pageable memory returns once its
+    // source is staged, so refilling them for the next upload is safe).
+    std::vector<int> tables_host_;   // the step's block tables, as tables_ gets them
+    std::vector<int> pass_host_;     // (5, rows_cap) a pass's rows, as rows_ gets them
 
     // decode, one token
     float* x_ = nullptr;        // (dim) residual stream
     float* qkv_ = nullptr;      // (q_dim + 2*kv_dim) projections; q rotated in place
     float* att_ = nullptr;      // (q_dim) attention output
     float* ffn_ = nullptr;      // (ffn_dim) silu(gate) * up
-    int n_parts_ = 1;           // context chunks per head in split attention
-    float* part_o_ = nullptr;   // (n_heads, n_parts, head_dim) partial attention outputs
-    float* part_ml_ = nullptr;  // (n_heads, n_parts, 2) partial max and sum of exponentials
-    float* logits_ = nullptr;   // (vocab_size)
+    int n_parts_ = 1;           // context chunks per head in split attention of one row
+    float* part_o_ = nullptr;   // (n_parts + rows_cap, n_heads, head_dim) partial attention outputs (a batch of B
+                                // decode rows uses B * ceil(n_parts / B) <= n_parts + B - 1 parts)
+    float* part_ml_ = nullptr;  // (n_parts + rows_cap, n_heads, 2) partial max and sum of exponentials
+    std::unique_ptr<float, CudaFree> logits_buf_;  // owns logits_ (grown by reserve_logits)
+    float* logits_ = nullptr;   // (logits_rows, vocab_size): row k the logits of the step's k-th sequence that
+                                // wants them; row 0 the decode step's
+    int logits_rows_ = 0;
+    int n_step_seqs_ = 0;              // sequences in the last step
+    std::vector<int> slot_of_seq_;     // (n_step_seqs) each one's row of logits_, or -1 (none wanted)
 
-    // prefill, up to chunk_ tokens
-    int* tokens_ = nullptr;  // (chunk)
+    // a GEMM pass, up to chunk_ rows (a prompt chunk, or the rows of a batched step)
+    int* rows_ = nullptr;    // (5, rows_cap) per row: token id, position, pool row, table offset; then the rows
+                             // whose logits are wanted (see run_pass)
     float* X_ = nullptr;     // (chunk, dim) residual stream
     bf16* Xn_ = nullptr;     // (chunk, dim) normalised, the input of a GEMM
     float* QKV_ = nullptr;   // (chunk, q_dim + 2*kv_dim)
@@ -1477,19 +1566,30 @@ struct GpuEngine : Engine {
     void* sort_tmp_ = nullptr;      // (sort_tmp_bytes_) cub radix-sort scratch
     size_t sort_tmp_bytes_ = 0;
     int* choice_ = nullptr;           // (2) int: the argmax (or an ARGMAX_ error code), the sampled id
-    std::vector<float> host_logits_;  // (vocab_size) fp32 host copy returned by logits()
+    std::vector<float> host_logits_;  // (n_step_seqs, vocab_size) fp32 host copies returned by logits(i)
 
     cudaGraphExec_t graph_ = nullptr;  // the decode step, captured at the second step and replayed from then on
     bool use_graph_ = true;
     int decode_calls_ = 0;             // decode steps so far: the first runs uncaptured
 
     int qkv_dim() const { return cfg_.q_dim() + 2 * cfg_.kv_dim(); }
-    bf16* k_layer(int l) const { return k_cache_ + size_t(l) * n_blocks_ * KV_BLOCK * cfg_.kv_dim(); }
-    bf16* v_layer(int l) const { return v_cache_ + size_t(l) * n_blocks_ * KV_BLOCK * cfg_.kv_dim(); }
+    size_t pool_rows() const { return size_t(n_blocks_) * KV_BLOCK; }
+    bf16* k_layer(int l) const { return k_cache_ + size_t(l) * pool_rows() * cfg_.kv_dim(); }
+    bf16* v_layer(int l) const { return v_cache_ + size_t(l) * pool_rows() * cfg_.kv_dim(); }
+    // The pool row of position p of the sequence with block table `blocks`.
+    static size_t pool_row(const int* blocks, int p) { return size_t(blocks[p / KV_BLOCK]) * KV_BLOCK + p % KV_BLOCK; }
+
+    // Sequence i's row of logits_, checked: it was in the last step and wanted logits.
+    int logit_slot(int i) const {
+        if (i < 0 || i >= n_step_seqs_ || slot_of_seq_[size_t(i)] < 0)
+            fail("logits: sequence %d of the last step has no logits", i);
+        return slot_of_seq_[size_t(i)];
+    }
+    const float* device_logits(int i) const { return logits_ + size_t(logit_slot(i)) * cfg_.vocab_size; }
 
     // ---- setup ----
 
-    void init(int context_size) {
+    void init(int context_size, int kv_blocks) {
         int D = cfg_.head_dim;
         if (D != 16 && D != 32 && D != 64 && D != 128 && D != 256)
             fail("cuda: head_dim %d is not one of 16, 32, 64, 128, 256", D);
@@ -1497,7 +1597,9 @@ struct GpuEngine : Engine {
         std::string why = gpu::device_unsupported();
         if (!why.empty()) fail("cuda: %s", why.c_str());
         context_ = context_size;
-        chunk_ = std::min(512, context_);
+        max_table_ = kv_blocks_for(context_);
+        n_blocks_ = std::max(kv_blocks, max_table_);
+        rows_cap_ = chunk_ = std::min(512, context_);
         h_.create();
         launch_ = gpu::make_launch(h_.stream);
         alloc_cache();
@@ -1506,7 +1608,7 @@ struct GpuEngine : Engine {
 
     void alloc_cache() {
         const Config& c = cfg_;
-        size_t n = size_t(c.n_layers) * n_blocks_ * KV_BLOCK * c.kv_dim();
+        size_t n = size_t(c.n_layers) * pool_rows() * c.kv_dim();
         k_cache_ = mem_.get<bf16>(n, bytes_kv_);
         v_cache_ = mem_.get<bf16>(n, bytes_kv_);
         CUDA_CHECK(cudaMemsetAsync(k_cache_, 0, n * sizeof(bf16), h_.stream));
@@ -1519,17 +1621,18 @@ struct GpuEngine : Engine {
 
     void alloc_scratch() {
         const Config& c = cfg_;
-        size_t V = size_t(c.vocab_size), C = size_t(chunk_), s = 0;
-        step_ = mem_.get<int>(2, s);
+        size_t V = size_t(c.vocab_size), C = size_t(rows_cap_), s = 0;
+        step_ = mem_.get<int>(4, s);
+        tables_ = mem_.get<int>(size_t(kMaxSeqs) * max_table_, s);
         x_ = mem_.get<float>(c.dim, s);
         qkv_ = mem_.get<float>(qkv_dim(), s);
         att_ = mem_.get<float>(c.q_dim(), s);
         ffn_ = mem_.get<float>(c.ffn_dim, s);
         n_parts_ = gpu::attention_parts(c.n_heads, c.n_kv_heads, context_, launch_);
-        part_o_ = mem_.get<float>(size_t(c.n_heads) * n_parts_ * c.head_dim, s);
-        part_ml_ = mem_.get<float>(size_t(c.n_heads) * n_parts_ * 2, s);
-        logits_ = mem_.get<float>(V, s);
-        tokens_ = mem_.get<int>(C, s);
+        part_o_ = mem_.get<float>((n_parts_ + C) * c.n_heads * c.head_dim, s);
+        part_ml_ = mem_.get<float>((n_parts_ + C) * c.n_heads * 2, s);
+        reserve_logits(1);
+        rows_ = mem_.get<int>(5 * C, s);
         X_ = mem_.get<float>(C * c.dim, s);
         Xn_ = mem_.get<bf16>(C * c.dim, s);
         QKV_ = mem_.get<float>(C * qkv_dim(), s);
@@ -1605,7 +1708,10 @@ struct GpuEngine : Engine {
             d.data = sp.dev + (t.data - sp.lo);
         });
         if (cfg_.tied) w_.lm_head = w_.token_embd;
+        const Tensor& head = cfg_.tied ? m.weights.token_embd : m.weights.lm_head;
+        if (head.type != DT_BF16) scratch = std::max(scratch, size_t(std::min(head.rows, 4096)) * size_t(head.cols));
         if (scratch) wbf_ = mem_.get<bf16>(scratch, bytes_weights_);
+        wbf_elems_ = scratch;
     }
 
     // ---- decode: one token ----
@@ -1635,16 +1741,18 @@ struct GpuEngine : Engine {
         }
     }
 
-    // One transformer block for the token at *pos: x += attn(rmsnorm(x)); x += ffn(rmsnorm(x)).
+    // One transformer block for the token at step_[1]: x += attn(rmsnorm(x)); x += ffn(rmsnorm(x)).
     void decode_layer(int l) {
         const Config& c = cfg_;
         const gpu::Launch& L = launch_;
         const Layer& w = w_.layers[size_t(l)];
         const int* pos = step_ + 1;
         qkv_matvec(w);
-        gpu::qkv_epilogue(qkv_, qkv_layer(l), inv_freq_, pos, 1, c.n_heads, c.n_kv_heads, c.head_dim, c.norm_eps, L);
-        gpu::attention_decode(qkv_, k_layer(l), v_layer(l), pos, part_o_, part_ml_, att_, n_parts_, c.n_heads,
-                              c.n_kv_heads, c.head_dim, L);
+        gpu::qkv_epilogue(qkv_, qkv_layer(l), inv_freq_, pos, step_ + 2, 1, c.n_heads, c.n_kv_heads, c.head_dim,
+                          c.norm_eps, L);
+        gpu::DecodeRows r;
+        r.q = qkv_, r.K = k_layer(l), r.V = v_layer(l), r.pos = pos, r.tables = tables_, r.table_off = step_ + 3;
+        gpu::attention_decode(r, part_o_, part_ml_, att_, 0, n_parts_, c.n_heads, c.n_kv_heads, c.head_dim, L);
         gpu::matvec_residual(w.wo, att_, x_, L);
         if (w.w_gate.type == w.w_up.type) {
             gpu::rmsnorm_matvec_swiglu(w.w_gate, w.w_up, x_, w.ffn_norm.f32(), c.norm_eps, ffn_, L);
@@ -1656,8 +1764,9 @@ struct GpuEngine : Engine {
         gpu::matvec_residual(w.w_down, ffn_, x_, L);
     }
 
-    // The whole step after set_step: embedding, the blocks, final norm + lm_head. Reads token and position
-    // from step_, so the same kernels serve every position (and can be captured once).
+    // The whole step after set_step: embedding, the blocks, final norm + lm_head. Reads token, position and
+    // pool row from step_ and the block table from tables_, so the same kernels serve every position and every
+    // table (and can be captured once).
     void decode_kernels() {
         const Config& c = cfg_;
         gpu::embed(w_.token_embd, step_, x_, 1, launch_);
@@ -1667,8 +1776,8 @@ struct GpuEngine : Engine {
 
     // The first step runs uncaptured (one-time setup such as shared-memory opt-ins happens there); the
     // second captures the graph that later steps replay.
-    void decode(int token, int pos) {
-        gpu::set_step(step_, token, pos, launch_);
+    void decode(int token, int pos, int slot) {
+        gpu::set_step(step_, token, pos, slot, launch_);
         decode_calls_++;
         if (!use_graph_ || decode_calls_ == 1) return decode_kernels();
         if (!graph_) capture_decode_graph();
@@ -1691,23 +1800,148 @@ struct GpuEngine : Engine {
         CUDA_CHECK(e);
     }
 
-    // ---- prefill: n tokens at positions pos.. (n <= chunk_); logits only after the last chunk ----
+    // ---- device buffers that follow the step ----
 
-    void prefill(const int* tokens, int n, int pos, bool last) {
+    // The decode step's block table (its first n entries) into tables_[0 ..), unless it is there already.
+    void upload_decode_table(const int* blocks, int n) {
+        if (decode_table_.size() >= size_t(n) && std::equal(blocks, blocks + n, decode_table_.begin())) return;
+        decode_table_.assign(blocks, blocks + n);
+        CUDA_CHECK(cudaMemcpyAsync(tables_, decode_table_.data(), size_t(n) * sizeof(int), cudaMemcpyHostToDevice,
+                                   h_.stream));
+    }
+
+    // Room for `rows` sequences' logits in logits_. A new buffer invalidates the captured graph (it wrote the old).
+    void reserve_logits(int rows) {
+        if (rows <= logits_rows_) return;
+        rows = std::max(rows, 2 * logits_rows_);
+        if (h_.stream) synchronize();  // the old buffer may still be in use
+        void* p = nullptr;
+        size_t bytes = size_t(rows) * cfg_.vocab_size * sizeof(float);
+        cudaError_t e = cudaMalloc(&p, bytes);
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            fail("cannot allocate %.2f GB on the GPU: %s", bytes / 1e9, cudaGetErrorString(e));
+        }
+        bytes_scratch_ += bytes - size_t(logits_rows_) * cfg_.vocab_size * sizeof(float);
+        logits_buf_.reset(static_cast<float*>(p));
+        logits_ = logits_buf_.get();
+        logits_rows_ = rows;
+        if (graph_) cudaGraphExecDestroy(graph_), graph_ = nullptr;
+    }
+
+    // ---- the batched step: every row of every sequence through the GEMMs, in passes of up to chunk_ rows ----
+
+    struct Row {  // one token of a step
+        int seq;  // its sequence: an index into the step's batch
+        int pos;  // its position in its sequence
+    };
+
+    // Rows in pass order: the decode rows (sequences of one token) first, so that their attention is one
+    // batched launch over a contiguous range, then each longer sequence's rows in position order. A sequence's
+    // rows may span passes: an earlier pass has written their keys and values in every layer before a later
+    // pass reads them. Each sequence's block table goes to tables_ once per step; the sequences that want
+    // logits get rows of logits_ in pass order, so each pass's logits are one GEMM into consecutive rows.
+    void run_passes(const std::vector<SeqStep>& batch) {
+        std::vector<Row> rows;
+        for (int one = 1; one >= 0; one--)
+            for (size_t s = 0; s < batch.size(); s++)
+                if ((batch[s].n == 1) == bool(one))
+                    for (int t = 0; t < batch[s].n; t++) rows.push_back({int(s), batch[s].pos + t});
+        std::vector<int>& tables = tables_host_;
+        std::vector<int> table_off(batch.size());
+        tables.clear();
+        int n_logits = 0;
+        for (size_t s = 0; s < batch.size(); s++) {
+            table_off[s] = int(tables.size());
+            tables.insert(tables.end(), batch[s].blocks, batch[s].blocks + kv_blocks_for(batch[s].pos + batch[s].n));
+        }
+        for (const Row& r : rows) {
+            const SeqStep& q = batch[size_t(r.seq)];
+            if (q.want_logits && r.pos == q.pos + q.n - 1) slot_of_seq_[size_t(r.seq)] = n_logits++;
+        }
+        reserve_logits(n_logits);
+        decode_table_.clear();  // tables_ is overwritten
+        CUDA_CHECK(cudaMemcpyAsync(tables_, tables.data(), tables.size() * sizeof(int), cudaMemcpyHostToDevice,
+                                   h_.stream));
+        for (size_t done = 0; done < rows.size(); done += size_t(chunk_)) {
+            size_t n = std::min(rows.size() - done, size_t(chunk_));
+            run_pass(batch, std::vector<Row>(rows.begin() + long(done), rows.begin() + long(done + n)), table_off);
+        }
+    }
+
+    // One pass: rows_ gets, per row, its token, position, pool row and table offset, then the pass rows whose
+    // logits are wanted; embedding, every layer, then those rows' logits.
+    void run_pass(const std::vector<SeqStep>& batch, const std::vector<Row>& rows, const std::vector<int>& table_off) {
+        const Config& c = cfg_;
+        const int n = int(rows.size()), C = rows_cap_;
+        std::vector<int>& h = pass_host_;
+        h.assign(size_t(5) * C, 0);
+        std::vector<int> want;  // pass rows whose logits are wanted
+        int first_slot = -1, n_dec = 0;
+        for (int r = 0; r < n; r++) {
+            const Row& w = rows[size_t(r)];
+            const SeqStep& q = batch[size_t(w.seq)];
+            h[size_t(r)] = q.tokens[w.pos - q.pos];
+            h[size_t(C + r)] = w.pos;
+            h[size_t(2 * C + r)] = int(pool_row(q.blocks, w.pos));
+            h[size_t(3 * C + r)] = table_off[size_t(w.seq)];
+            if (q.n == 1) n_dec++;
+            if (q.want_logits && w.pos == q.pos + q.n - 1) {
+                if (want.empty()) first_slot = slot_of_seq_[size_t(w.seq)];
+                h[size_t(4 * C) + want.size()] = r;
+                want.push_back(r);
+            }
+        }
+        CUDA_CHECK(cudaMemcpyAsync(rows_, h.data(), h.size() * sizeof(int), cudaMemcpyHostToDevice, h_.stream));
+        gpu::embed(w_.token_embd, rows_, X_, n, launch_);
+        for (int l = 0; l < c.n_layers; l++) pass_layer(rows, table_off, n_dec, l);
+        if (want.size() == 1) {  // one row: the fused matvec (fp32 input, the weights in their own type)
+            gpu::rmsnorm_matvec(gpu::mat_rows({&w_.lm_head}), X_ + size_t(want[0]) * c.dim, w_.out_norm.f32(),
+                                c.norm_eps, logits_ + size_t(first_slot) * c.vocab_size, launch_);
+        } else if (!want.empty()) {  // several: gathered, normalised to bf16, one GEMM (lm_head read once)
+            const int* gather = rows_ + 4 * C;
+            gpu::rmsnorm<bf16>(X_, w_.out_norm.f32(), Xn_, int(want.size()), c.dim, c.norm_eps, launch_, gather);
+            gemm_parts({&w_.lm_head}, Xn_, logits_ + size_t(first_slot) * c.vocab_size, int(want.size()),
+                       c.vocab_size, false);
+        }
+    }
+
+    // One transformer block over the pass's rows: projections as GEMMs, the decode rows' attention in one
+    // launch, each prompt chunk's (a run of one sequence's rows) on the tensor cores through its table.
+    void pass_layer(const std::vector<Row>& rows, const std::vector<int>& table_off, int n_dec, int l) {
         const Config& c = cfg_;
         const gpu::Launch& L = launch_;
-        CUDA_CHECK(cudaMemcpyAsync(tokens_, tokens, size_t(n) * sizeof(int), cudaMemcpyHostToDevice, h_.stream));
-        gpu::set_step(step_, 0, pos, L);
-        gpu::embed(w_.token_embd, tokens_, X_, n, L);
-        for (int l = 0; l < c.n_layers; l++) prefill_layer(l, n);
-        if (!last) return;
-        gpu::rmsnorm_matvec(gpu::mat_rows({&w_.lm_head}), X_ + size_t(n - 1) * c.dim, w_.out_norm.f32(), c.norm_eps,
-                            logits_, L);
+        const Layer& w = w_.layers[size_t(l)];
+        const int n = int(rows.size()), C = rows_cap_, D = c.head_dim;
+        const int* pos = rows_ + C;
+        gpu::rmsnorm<bf16>(X_, w.attn_norm.f32(), Xn_, n, c.dim, c.norm_eps, L);
+        gemm_parts({&w.wq, &w.wk, &w.wv}, Xn_, QKV_, n, qkv_dim(), false);
+        gpu::qkv_epilogue(QKV_, qkv_layer(l), inv_freq_, pos, rows_ + 2 * C, n, c.n_heads, c.n_kv_heads, D,
+                          c.norm_eps, L);
+        if (n_dec > 0) {
+            gpu::DecodeRows r;
+            r.q = QKV_, r.q_stride = qkv_dim(), r.K = k_layer(l), r.V = v_layer(l), r.pos = pos;
+            r.tables = tables_, r.table_off = rows_ + 3 * C, r.n_rows = n_dec;
+            int parts = std::min(n_parts_, gpu::ceil_div(n_parts_, n_dec));  // n_dec * parts < n_parts + n_dec
+            gpu::attention_decode(r, part_o_, part_ml_, A_, c.q_dim(), parts, c.n_heads, c.n_kv_heads, D, L);
+        }
+        for (int a = n_dec, b; a < n; a = b) {  // runs of one sequence's rows
+            for (b = a + 1; b < n && rows[size_t(b)].seq == rows[size_t(a)].seq;) b++;
+            const int* table = tables_ + table_off[size_t(rows[size_t(a)].seq)];
+            gpu::attention_prefill(QKV_ + size_t(a) * qkv_dim(), k_layer(l), v_layer(l), pos + a, table,
+                                   A_ + size_t(a) * c.q_dim(), b - a, c.n_heads, c.n_kv_heads, D, L);
+        }
+        gemm_parts({&w.wo}, A_, X_, n, c.dim, true);
+        gpu::rmsnorm<bf16>(X_, w.ffn_norm.f32(), Xn_, n, c.dim, c.norm_eps, L);
+        gemm_parts({&w.w_gate, &w.w_up}, Xn_, GU_, n, 2 * c.ffn_dim, false);
+        gpu::swiglu<bf16>(GU_, H_, n, c.ffn_dim, L);
+        gemm_parts({&w.w_down}, H_, X_, n, c.dim, true);
     }
 
     // Y[:, 0 .. sum rows) (row stride ldy) = X @ [W_0; W_1; ...]^T (+ Y when accumulate), on the tensor cores. A
     // run of bf16 matrices that follow one another in memory (weights.bin stacks q, k, v) is one GEMM; a matrix of
-    // any other type is first decoded into the bf16 scratch wbf_ (one layer matrix at a time, in stream order).
+    // any other type is first decoded into the bf16 scratch wbf_ (a layer matrix whole, a larger lm_head in slices
+    // of rows, in stream order).
     void gemm_parts(std::initializer_list<const Tensor*> parts, const bf16* X, float* Y, int n, int ldy, bool accumulate) {
         std::vector<const Tensor*> p(parts);
         int col = 0;
@@ -1716,38 +1950,30 @@ struct GpuEngine : Engine {
             for (j = i + 1; j < p.size() && p[i]->type == DT_BF16 && p[j]->type == DT_BF16 &&
                             p[j]->data == p[j - 1]->data + p[j - 1]->bytes();)
                 rows += p[j++]->rows;
-            const bf16* W = reinterpret_cast<const bf16*>(p[i]->data);
-            if (p[i]->type != DT_BF16) {
-                gpu::dequantize_bf16(*p[i], wbf_, launch_);
-                W = wbf_;
+            const Tensor& t = *p[i];
+            if (t.type == DT_BF16) {
+                const bf16* W = reinterpret_cast<const bf16*>(t.data);
+                gpu::gemm(h_.cublas, W, X, Y + col, n, rows, t.cols, accumulate, ldy);
+            } else {  // decoded in slices of rows that fit wbf_ (a layer matrix in one; lm_head in several)
+                int slice = int(std::min<size_t>(wbf_elems_ / size_t(t.cols), size_t(std::min(t.rows, slice_rows_))));
+                if (slice < 1) fail("cuda: no decode scratch for a %d x %d matrix", t.rows, t.cols);
+                for (int r0 = 0; r0 < t.rows; r0 += slice) {
+                    Tensor part = t;
+                    part.data = t.row(r0), part.rows = std::min(slice, t.rows - r0);
+                    gpu::dequantize_bf16(part, wbf_, launch_);
+                    gpu::gemm(h_.cublas, wbf_, X, Y + col + r0, n, part.rows, t.cols, accumulate, ldy);
+                }
             }
-            gpu::gemm(h_.cublas, W, X, Y + col, n, rows, p[i]->cols, accumulate, ldy);
             col += rows;
         }
-    }
-
-    void prefill_layer(int l, int n) {
-        const Config& c = cfg_;
-        const gpu::Launch& L = launch_;
-        const Layer& w = w_.layers[size_t(l)];
-        const int* pos = step_ + 1;
-        gpu::rmsnorm<bf16>(X_, w.attn_norm.f32(), Xn_, n, c.dim, c.norm_eps, L);
-        gemm_parts({&w.wq, &w.wk, &w.wv}, Xn_, QKV_, n, qkv_dim(), false);
-        gpu::qkv_epilogue(QKV_, qkv_layer(l), inv_freq_, pos, n, c.n_heads, c.n_kv_heads, c.head_dim, c.norm_eps, L);
-        gpu::attention_prefill(QKV_, k_layer(l), v_layer(l), pos, A_, n, c.n_heads, c.n_kv_heads, c.head_dim, L);
-        gemm_parts({&w.wo}, A_, X_, n, c.dim, true);
-        gpu::rmsnorm<bf16>(X_, w.ffn_norm.f32(), Xn_, n, c.dim, c.norm_eps, L);
-        gemm_parts({&w.w_gate, &w.w_up}, Xn_, GU_, n, 2 * c.ffn_dim, false);
-        gpu::swiglu<bf16>(GU_, H_, n, c.ffn_dim, L);
-        gemm_parts({&w.w_down}, H_, X_, n, c.dim, true);
     }
 
     // ---- sampling helpers ----
 
     // The logits after the logit bias and the penalties (a device copy) when one is on, else the logits themselves.
     // The host lists the ids and values of each step (as the CPU Sampler computes them); one upload, one launch each.
-    const float* apply_penalties(const SamplingParams& p, int n_vocab, const std::vector<int>& tokens,
-                                 size_t n_prompt) {
+    const float* apply_penalties(const float* logits, const SamplingParams& p, int n_vocab,
+                                 const std::vector<int>& tokens, size_t n_prompt) {
         std::vector<int> ids;
         std::vector<float> vals;
         for (const auto& [id, b] : p.logit_bias)
@@ -1761,9 +1987,9 @@ struct GpuEngine : Engine {
                                                     p.presence_penalty, p.frequency_penalty))
             ids.push_back(id), vals.push_back(v);
         const int n_sub = int(ids.size()) - n_bias - n_rep;
-        if (ids.empty()) return logits_;
+        if (ids.empty()) return logits;
         CUDA_CHECK(
-            cudaMemcpyAsync(work_, logits_, size_t(n_vocab) * sizeof(float), cudaMemcpyDeviceToDevice, h_.stream));
+            cudaMemcpyAsync(work_, logits, size_t(n_vocab) * sizeof(float), cudaMemcpyDeviceToDevice, h_.stream));
         CUDA_CHECK(cudaMemcpyAsync(pen_ids_, ids.data(), ids.size() * sizeof(int), cudaMemcpyHostToDevice, h_.stream));
         CUDA_CHECK(
             cudaMemcpyAsync(pen_vals_, vals.data(), vals.size() * sizeof(float), cudaMemcpyHostToDevice, h_.stream));
@@ -1779,9 +2005,9 @@ struct GpuEngine : Engine {
     // The chosen id, choice_[which] (0: the argmax, 1: the sampled id), after checking the argmax's verdict on the
     // logits; with logprobs on, those of the model's logits (before the penalties) are computed on the device and
     // only the few numbers asked for cross to the host, into s.logprobs.
-    int finish_sample(Sampler& s, int n_vocab, int which) {
+    int finish_sample(const float* logits, Sampler& s, int n_vocab, int which) {
         const int top_n = std::min(s.params.logprobs, n_vocab);
-        if (top_n >= 0) gpu::logprobs(logits_, n_vocab, choice_ + which, top_n, lp_ids_, lp_vals_, launch_);
+        if (top_n >= 0) gpu::logprobs(logits, n_vocab, choice_ + which, top_n, lp_ids_, lp_vals_, launch_);
         int c[2] = {0, 0};
         int top_ids[MAX_TOP_LOGPROBS];
         float vals[1 + MAX_TOP_LOGPROBS];
@@ -1812,8 +2038,8 @@ struct GpuEngine : Engine {
 // Why the GPU engine cannot run here, or "" when it can: no device, or one it cannot use (see device_unsupported).
 inline std::string gpu_unavailable() { return gpu::device_available() ? gpu::device_unsupported() : "no CUDA device found"; }
 
-// The GPU engine when it can run here and force_cpu is false, else the CPU engine (n_threads: 0 = all cores).
-// kv_blocks: the KV pool's size (0: one context).
+// The GPU engine when it can run here and force_cpu is false, else the CPU engine (n_threads: 0 = all cores);
+// kv_blocks: the KV pool's size in blocks (0: one context's worth).
 inline std::unique_ptr<Engine> make_engine(const Model& m, int context_size, bool force_cpu = false, int n_threads = 0,
                                            int kv_blocks = 0) {
     if (!force_cpu && gpu_unavailable().empty()) return std::make_unique<GpuEngine>(m, context_size, kv_blocks);

@@ -82,7 +82,7 @@ static void attention_decode_v2(const float* q, const bf16* K, const bf16* V, co
     attention_decode_v2_kernel<<<dim3(n_heads, n_parts), ATT_THREADS, D * sizeof(float), l.stream>>>(
         q, K, V, pos, part_o, part_ml, n_heads, n_kv_heads, D);
     CUDA_CHECK(cudaGetLastError());
-    attention_reduce_kernel<<<n_heads, 256, 0, l.stream>>>(part_o, part_ml, pos, out, n_parts, D);
+    attention_reduce_kernel<float><<<dim3(n_heads, 1), 256, 0, l.stream>>>(part_o, part_ml, pos, out, 0, n_parts, D);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -100,6 +100,11 @@ static int body(int argc, char** argv) {
         std::vector<float> hq = bench::random_f32(size_t(H) * D, 3);
         float* q = bench::to_device(hq);
         int* pos = bench::to_device(std::vector<int>{T - 1});
+        std::vector<int> identity(size_t(qwen::kv_blocks_for(T)));  // the engine reads K/V through a block table
+        for (size_t b = 0; b < identity.size(); b++) identity[b] = int(b);
+        DecodeRows rows;
+        rows.q = q, rows.K = K, rows.V = V, rows.pos = pos;
+        rows.tables = bench::to_device(identity), rows.table_off = bench::to_device(std::vector<int>{0});
         int parts = std::max(1, std::min(ceil_div(2 * l.sm_count, H), T)), parts_group = attention_parts(H, KV, T, l);
         size_t max_parts = size_t(std::max(parts, parts_group));  // the scratch serves either
         float *out = nullptr, *po = nullptr, *pml = nullptr;
@@ -109,7 +114,7 @@ static int body(int argc, char** argv) {
         auto run = [&](int) {
             if (v == 1) attention_decode_ref(q, K, V, out, T, H, KV, D, l);
             if (v == 2) attention_decode_v2(q, K, V, pos, po, pml, out, parts, H, KV, D, l);
-            if (v == 3) attention_decode(q, K, V, pos, po, pml, out, parts_group, H, KV, D, l);
+            if (v == 3) attention_decode(rows, po, pml, out, 0, parts_group, H, KV, D, l);
         };
         run(0);
         std::vector<bf16> hK = bench::to_host(K, n), hV = bench::to_host(V, n);
@@ -136,6 +141,7 @@ static int body(int argc, char** argv) {
         printf("%7d %9.2f %9.1f %8.0f %10.2e%s\n", T, bytes / 1e6, ms * 1e3, bytes / (ms * 1e-3) / 1e9, err,
                err <= 1e-8 ? "" : "  FAILED");
         cudaFree(K), cudaFree(V), cudaFree(q), cudaFree(pos), cudaFree(out), cudaFree(po), cudaFree(pml);
+        cudaFree(const_cast<int*>(rows.tables)), cudaFree(const_cast<int*>(rows.table_off));
     }
     return 0;
 }

@@ -13,10 +13,10 @@
 using qwen::bf16;
 using namespace qwen::gpu;
 
-static void run(int v, const float* qkv, const bf16* K, const bf16* V, const int* pos, bf16* out, int n, int H, int KV,
-                int D, const Launch& l) {
+static void run(int v, const float* qkv, const bf16* K, const bf16* V, const int* pos, const int* table, bf16* out,
+                int n, int H, int KV, int D, const Launch& l) {
     if (v == 1) attention_prefill_v1(qkv, K, V, pos, out, n, H, KV, D, l);
-    if (v == 2) attention_prefill(qkv, K, V, pos, out, n, H, KV, D, l);
+    if (v == 2) attention_prefill(qkv, K, V, pos, table, out, n, H, KV, D, l);
 }
 
 static int body(int argc, char** argv) {
@@ -40,9 +40,12 @@ static int body(int argc, char** argv) {
             bf16* K = bench::random_bf16(size_t(n) * kv_dim, 1, 1.0f, l);
             bf16* V = bench::random_bf16(size_t(n) * kv_dim, 2, 1.0f, l);
             int* pos = bench::to_device(std::vector<int>{0});
+            std::vector<int> identity(size_t(qwen::kv_blocks_for(n)));  // the engine reads K/V through a block table
+            for (size_t b = 0; b < identity.size(); b++) identity[b] = int(b);
+            int* table = bench::to_device(identity);
             bf16* out = nullptr;
             CUDA_CHECK(cudaMalloc(&out, size_t(n) * q_dim * sizeof(bf16)));
-            run(v, qkv, K, V, pos, out, n, H, KV, D, l);
+            run(v, qkv, K, V, pos, table, out, n, H, KV, D, l);
             std::vector<bf16> hout = bench::to_host(out, size_t(n) * q_dim);
             std::vector<bf16> hK = bench::to_host(K, size_t(n) * kv_dim), hV = bench::to_host(V, size_t(n) * kv_dim);
             // 64 query rows spread over the prompt (first and last included), every head: checking every row
@@ -78,11 +81,11 @@ static int body(int argc, char** argv) {
             }
             double err = bench::nmse(got, ref);
             // compute-bound: no rotation among copies to beat L2 (cache warmth barely matters here)
-            float ms = bench::median_ms([&](int) { run(v, qkv, K, V, pos, out, n, H, KV, D, l); });
+            float ms = bench::median_ms([&](int) { run(v, qkv, K, V, pos, table, out, n, H, KV, D, l); });
             double flops = 2.0 * 2.0 * H * D * (double(n) * (n + 1) / 2);
             printf("%-13s %5d %3d %4d %6d %10.1f %8.1f %10.2e%s\n", s.name, H, KV, D, n, ms * 1e3,
                    flops / (ms * 1e-3) / 1e12, err, err <= tol ? "" : "  FAILED");
-            cudaFree(qkv), cudaFree(K), cudaFree(V), cudaFree(pos), cudaFree(out);
+            cudaFree(qkv), cudaFree(K), cudaFree(V), cudaFree(pos), cudaFree(table), cudaFree(out);
         }
     }
     return 0;

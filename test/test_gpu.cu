@@ -1,7 +1,8 @@
 // GPU tests: every kernel against a CPU reference in double precision on random inputs (odd sizes, guard
 // regions around outputs, poisoned outputs so that unwritten elements show as NaN), then the whole engine
 // against the Hugging Face logits of the tiny fixtures, the CPU engine, and itself (prefill vs decode,
-// graph vs no graph), and the on-device sampler (with and without a token mask) against the CPU Sampler.
+// graph vs no graph, batched steps of many sequences in a paged KV pool vs each sequence alone), and the
+// on-device sampler (with and without a token mask) against the CPU Sampler.
 // Without a CUDA device every test case is marked skipped (doctest's summary counts them) and the binary
 // prints one SKIPPED line; it still exits 0.
 #include <doctest/doctest.h>
@@ -172,6 +173,26 @@ std::vector<double> ref_attention(const std::vector<float>& q, const std::vector
                 out[size_t(h) * D + d] += s[size_t(t)] / z * V[size_t(t) * kv_dim + kvh * D + d];
     }
     return out;
+}
+
+// ---- the paged KV pool ----
+
+// A block table of n blocks: a random permutation of 0 .. n-1 (so that neighbouring positions are far apart).
+std::vector<int> shuffled_blocks(int n) {
+    std::vector<int> t(static_cast<size_t>(n));
+    std::iota(t.begin(), t.end(), 0);
+    std::shuffle(t.begin(), t.end(), rng());
+    return t;
+}
+int pool_row(const std::vector<int>& table, int t) { return table[size_t(t / KV_BLOCK)] * KV_BLOCK + t % KV_BLOCK; }
+// Rows 0 .. T-1 of `rows` (width each) placed at their pool rows; the rest of the pool is NaN (never read).
+std::vector<float> to_pool(const std::vector<float>& rows, int T, int width, const std::vector<int>& table,
+                           size_t pool_rows) {
+    std::vector<float> pool(pool_rows * width, NAN);
+    for (int t = 0; t < T; t++)
+        std::copy(rows.begin() + size_t(t) * width, rows.begin() + size_t(t + 1) * width,
+                  pool.begin() + size_t(pool_row(table, t)) * width);
+    return pool;
 }
 
 }  // namespace
@@ -431,8 +452,12 @@ TEST_CASE("gpu: qkv_epilogue applies bias, q/k norm and RoPE and fills the cache
         for (int i = 0; i < half; i++) inv[size_t(i)] = float(1.0 / std::pow(theta, 2.0 * i / cs.D));
         Guarded<float> dqkv(qkv), dinv(inv);
         Guarded<float> db(bias), dqn(qn), dkn(kn);
-        Guarded<bf16> kc(size_t(context) * kv_dim), vc(size_t(context) * kv_dim);
-        Guarded<int> dpos(std::vector<int>{pos0});
+        // the rows go to the pool rows of their positions through a shuffled block table
+        std::vector<int> table = shuffled_blocks(kv_blocks_for(context)), pos(static_cast<size_t>(n)), slot(pos);
+        for (int t = 0; t < n; t++) pos[size_t(t)] = pos0 + t, slot[size_t(t)] = pool_row(table, pos0 + t);
+        size_t pool = table.size() * KV_BLOCK;
+        Guarded<bf16> kc(pool * kv_dim), vc(pool * kv_dim);
+        Guarded<int> dpos(pos), dslot(slot);
         gpu::QkvLayer L;
         for (int k = 0; k < 3; k++)  // the q, k and v biases: consecutive parts of one array here
             L.bias[k] = cs.bias ? db.ptr() + (k == 0 ? 0 : k == 1 ? q_dim : q_dim + kv_dim) : nullptr;
@@ -440,7 +465,8 @@ TEST_CASE("gpu: qkv_epilogue applies bias, q/k norm and RoPE and fills the cache
         L.k_norm = cs.norm ? dkn.ptr() : nullptr;
         L.k_cache = kc.ptr();
         L.v_cache = vc.ptr();
-        gpu::qkv_epilogue(dqkv.ptr(), L, dinv.ptr(), dpos.ptr(), n, cs.n_heads, cs.n_kv, cs.D, eps, launch());
+        gpu::qkv_epilogue(dqkv.ptr(), L, dinv.ptr(), dpos.ptr(), dslot.ptr(), n, cs.n_heads, cs.n_kv, cs.D, eps,
+                          launch());
 
         // the CPU version, head by head
         std::vector<double> want_q(size_t(n) * q_dim), want_k(size_t(n) * kv_dim), want_v(size_t(n) * kv_dim);
@@ -476,15 +502,17 @@ TEST_CASE("gpu: qkv_epilogue applies bias, q/k norm and RoPE and fills the cache
         for (int t = 0; t < n; t++)
             got_q.insert(got_q.end(), got.begin() + size_t(t) * width, got.begin() + size_t(t) * width + q_dim);
         CHECK(nmse(got_q, want_q) <= 1e-10);
-        std::vector<float> k = to_f32(kc.check()), v = to_f32(vc.check());
-        std::vector<float> k_rows(k.begin() + size_t(pos0) * kv_dim, k.begin() + size_t(pos0 + n) * kv_dim);
-        std::vector<float> v_rows(v.begin() + size_t(pos0) * kv_dim, v.begin() + size_t(pos0 + n) * kv_dim);
+        std::vector<float> k = to_f32(kc.check()), v = to_f32(vc.check()), k_rows, v_rows;
+        for (int t = 0; t < n; t++) {
+            size_t at = size_t(slot[size_t(t)]) * kv_dim;
+            k_rows.insert(k_rows.end(), k.begin() + long(at), k.begin() + long(at + kv_dim));
+            v_rows.insert(v_rows.end(), v.begin() + long(at), v.begin() + long(at + kv_dim));
+        }
         CHECK(nmse(k_rows, want_k) <= 1e-6);
         CHECK(nmse(v_rows, want_v) <= 1e-6);
-        for (const std::vector<float>* rows : {&k, &v}) {  // the rows before and after: untouched (still NaN)
-            for (size_t i = 0; i < size_t(pos0) * kv_dim; i++) REQUIRE(std::isnan((*rows)[i]));
-            for (size_t i = size_t(pos0 + n) * kv_dim; i < rows->size(); i++) REQUIRE(std::isnan((*rows)[i]));
-        }
+        for (const std::vector<float>* rows : {&k, &v})  // every other pool row: untouched (still NaN)
+            for (size_t i = 0; i < rows->size(); i++)
+                if (std::find(slot.begin(), slot.end(), int(i / kv_dim)) == slot.end()) REQUIRE(std::isnan((*rows)[i]));
     }
 }
 
@@ -508,7 +536,13 @@ TEST_CASE("gpu: split-context decode attention and its reference match the CPU")
                                V = randn_bf(size_t(context) * kv_dim);
             Guarded<float> dq(q), out(q.size());
             Guarded<bf16> dK(to_bf16(K)), dV(to_bf16(V));
-            Guarded<int> dpos(std::vector<int>{T - 1});
+            Guarded<int> dpos(std::vector<int>{T - 1}), doff(std::vector<int>{0});
+            std::vector<int> identity(size_t(kv_blocks_for(T)));
+            std::iota(identity.begin(), identity.end(), 0);
+            Guarded<int> dtable(identity);
+            gpu::DecodeRows rows;
+            rows.q = dq.ptr(), rows.K = dK.ptr(), rows.V = dV.ptr(), rows.pos = dpos.ptr();
+            rows.tables = dtable.ptr(), rows.table_off = doff.ptr();
             std::vector<double> want = ref_attention(q, K, V, T, cs.n_heads, cs.n_kv, cs.D);
 
             gpu::attention_decode_ref(dq.ptr(), dK.ptr(), dV.ptr(), out.ptr(), T, cs.n_heads, cs.n_kv, cs.D, launch());
@@ -516,11 +550,94 @@ TEST_CASE("gpu: split-context decode attention and its reference match the CPU")
             for (int parts : {1, 3, 64, gpu::attention_parts(cs.n_heads, cs.n_kv, context, launch())}) {
                 CAPTURE(parts);
                 Guarded<float> po(size_t(cs.n_heads) * parts * cs.D), pml(size_t(cs.n_heads) * parts * 2);
-                gpu::attention_decode(dq.ptr(), dK.ptr(), dV.ptr(), dpos.ptr(), po.ptr(), pml.ptr(), out.ptr(), parts,
-                                      cs.n_heads, cs.n_kv, cs.D, launch());
+                gpu::attention_decode(rows, po.ptr(), pml.ptr(), out.ptr(), 0, parts, cs.n_heads, cs.n_kv, cs.D,
+                                      launch());
                 CHECK(nmse(out.check(), want) <= 1e-8);  // fp32 math on exact bf16 inputs
                 po.check();
                 pml.check();
+            }
+        }
+    }
+}
+
+// Many decode rows in one launch, each its own sequence: its own length (odd lengths up to a few hundred), its
+// own shuffled block table into one shared pool, query and output rows at a stride (as in the GEMM buffers).
+TEST_CASE("gpu: batched decode attention over a paged pool (shuffled block tables) matches the CPU per row") {
+    struct Case {
+        int n_heads, n_kv, D;
+    };
+    const std::vector<int> lengths = {1, 2, 17, 16, 33, 130, 311};  // T of each row
+    for (Case cs : {Case{4, 2, 64}, Case{14, 2, 64}, Case{16, 1, 32}, Case{8, 4, 128}}) {
+        CAPTURE(cs.n_heads);
+        CAPTURE(cs.D);
+        const int B = int(lengths.size()), q_dim = cs.n_heads * cs.D, kv_dim = cs.n_kv * cs.D;
+        const int q_stride = q_dim + 2 * kv_dim, out_stride = q_dim + 8;
+        // every row's blocks drawn from one shuffled pool, with spare blocks left unused (NaN: must not be read)
+        int n_blocks = 3;
+        for (int T : lengths) n_blocks += kv_blocks_for(T);
+        std::vector<int> perm = shuffled_blocks(n_blocks), tables, off, pos;
+        for (int T : lengths) {
+            off.push_back(int(tables.size()));
+            pos.push_back(T - 1);
+            tables.insert(tables.end(), perm.begin() + long(tables.size()),
+                          perm.begin() + long(tables.size()) + kv_blocks_for(T));
+        }
+        size_t pool = size_t(n_blocks) * KV_BLOCK;
+        std::vector<float> K = randn_bf(pool * kv_dim), V = randn_bf(pool * kv_dim);
+        for (int b = n_blocks - 3; b < n_blocks; b++) {  // the unused blocks
+            size_t at = size_t(perm[size_t(b)]) * KV_BLOCK * kv_dim;
+            for (size_t i = at; i < at + size_t(KV_BLOCK) * kv_dim; i++) K[i] = V[i] = NAN;
+        }
+        std::vector<float> q = randn(size_t(B) * q_stride);
+        std::vector<double> want;  // row b: attention over its T rows gathered through its table
+        for (int b = 0; b < B; b++) {
+            const int T = lengths[size_t(b)];
+            std::vector<int> table(tables.begin() + off[size_t(b)], tables.begin() + off[size_t(b)] + kv_blocks_for(T));
+            std::vector<float> Kb, Vb, qb(q.begin() + long(b) * q_stride, q.begin() + long(b) * q_stride + q_dim);
+            for (int t = 0; t < T; t++) {
+                size_t at = size_t(pool_row(table, t)) * kv_dim;
+                Kb.insert(Kb.end(), K.begin() + long(at), K.begin() + long(at + kv_dim));
+                Vb.insert(Vb.end(), V.begin() + long(at), V.begin() + long(at + kv_dim));
+            }
+            std::vector<double> o = ref_attention(qb, Kb, Vb, T, cs.n_heads, cs.n_kv, cs.D);
+            want.insert(want.end(), o.begin(), o.end());
+            want.resize(size_t(b + 1) * out_stride, 0.0);  // the gap between rows: not written (NaN stays)
+        }
+        Guarded<float> dq(q);
+        Guarded<bf16> dK(to_bf16(K)), dV(to_bf16(V));
+        Guarded<int> dpos(pos), dtables(tables), doff(off);
+        gpu::DecodeRows rows;
+        rows.q = dq.ptr(), rows.q_stride = q_stride, rows.K = dK.ptr(), rows.V = dV.ptr(), rows.pos = dpos.ptr();
+        rows.tables = dtables.ptr(), rows.table_off = doff.ptr(), rows.n_rows = B;
+        auto payload = [&](const std::vector<double>& all, int b0 = 0, int b1 = -1) {  // rows b0..b1, no gaps
+            std::vector<double> p;
+            for (int b = b0; b < (b1 < 0 ? B : b1); b++)
+                p.insert(p.end(), all.begin() + long(b) * out_stride, all.begin() + long(b) * out_stride + q_dim);
+            return p;
+        };
+        for (int parts : {1, 3, 8}) {
+            CAPTURE(parts);
+            Guarded<float> po(size_t(B) * cs.n_heads * parts * cs.D), pml(size_t(B) * cs.n_heads * parts * 2);
+            Guarded<float> out(size_t(B) * out_stride);
+            gpu::attention_decode(rows, po.ptr(), pml.ptr(), out.ptr(), out_stride, parts, cs.n_heads, cs.n_kv, cs.D,
+                                  launch());
+            std::vector<float> got = out.check();
+            std::vector<double> got_d(got.begin(), got.end());
+            for (int b = 0; b < B; b++)  // the gaps: untouched
+                for (int i = q_dim; i < out_stride; i++) REQUIRE(std::isnan(got[size_t(b) * out_stride + i]));
+            CHECK(nmse(payload(got_d), payload(want)) <= 1e-8);  // fp32 math on exact bf16 inputs
+            for (int b = 0; b < B; b++) {  // and row by row: a wrong table shows in its row
+                CAPTURE(b);
+                CHECK(nmse(payload(got_d, b, b + 1), payload(want, b, b + 1)) <= 1e-8);
+            }
+            if (parts == 3) {  // bf16 output (the input of the wo GEMM): the reference rounded to bf16, plus a margin
+                Guarded<bf16> out_bf(size_t(B) * out_stride);
+                gpu::attention_decode(rows, po.ptr(), pml.ptr(), out_bf.ptr(), out_stride, parts, cs.n_heads, cs.n_kv,
+                                      cs.D, launch());
+                std::vector<float> gb = to_f32(out_bf.check());
+                std::vector<double> gbd(gb.begin(), gb.end()), w = payload(want), rounded(w.size());
+                for (size_t i = 0; i < w.size(); i++) rounded[i] = bf16_to_f32(f32_to_bf16(float(w[i])));
+                CHECK(nmse(payload(gbd), w) <= nmse(rounded, w) + 1e-7);
             }
         }
     }
@@ -545,11 +662,17 @@ TEST_CASE("gpu: tiled causal prefill attention, on tensor cores (the engine's) a
                 Guarded<float> dqkv(qkv);
                 Guarded<bf16> dK(to_bf16(K)), dV(to_bf16(V)), out(size_t(n) * q_dim);
                 Guarded<int> dpos(std::vector<int>{pos0});
+                // the engine's kernel reads the same rows from a pool, through a shuffled block table
+                std::vector<int> table = shuffled_blocks(kv_blocks_for(context));
+                size_t pool = table.size() * KV_BLOCK;
+                Guarded<bf16> pK(to_bf16(to_pool(K, context, kv_dim, table, pool))),
+                    pV(to_bf16(to_pool(V, context, kv_dim, table, pool)));
+                Guarded<int> dtable(table);
                 gpu::attention_prefill_v1(dqkv.ptr(), dK.ptr(), dV.ptr(), dpos.ptr(), out.ptr(), n, cs.n_heads,
                                           cs.n_kv, cs.D, launch());
                 Guarded<bf16> out_tc(size_t(n) * q_dim);
-                gpu::attention_prefill(dqkv.ptr(), dK.ptr(), dV.ptr(), dpos.ptr(), out_tc.ptr(), n, cs.n_heads,
-                                       cs.n_kv, cs.D, launch());
+                gpu::attention_prefill(dqkv.ptr(), pK.ptr(), pV.ptr(), dpos.ptr(), dtable.ptr(), out_tc.ptr(), n,
+                                       cs.n_heads, cs.n_kv, cs.D, launch());
                 std::vector<double> want;
                 for (int i = 0; i < n; i++) {  // query i sees rows 0 .. pos0 + i
                     std::vector<float> q(qkv.begin() + size_t(i) * width, qkv.begin() + size_t(i) * width + q_dim);
@@ -577,27 +700,36 @@ TEST_CASE("gpu: attention launchers refuse shapes their kernels cannot take") {
     Guarded<float> f(64);
     Guarded<bf16> b(64);
     Guarded<int> pos(std::vector<int>{0});
-    auto decode = [&](int parts, int n_heads, int n_kv, int D) {
-        gpu::attention_decode(f.ptr(), b.ptr(), b.ptr(), pos.ptr(), f.ptr(), f.ptr(), f.ptr(), parts, n_heads, n_kv, D,
-                              launch());
+    auto decode = [&](int parts, int n_heads, int n_kv, int D, int n_rows = 1, int stride = 0) {
+        gpu::DecodeRows r;
+        r.q = f.ptr(), r.q_stride = stride, r.K = b.ptr(), r.V = b.ptr(), r.pos = pos.ptr();
+        r.tables = pos.ptr(), r.table_off = pos.ptr(), r.n_rows = n_rows;
+        gpu::attention_decode(r, f.ptr(), f.ptr(), f.ptr(), stride, parts, n_heads, n_kv, D, launch());
     };
     CHECK_THROWS_WITH_AS(decode(0, 4, 2, 16), doctest::Contains("n_parts must be >= 1"), Error);
     CHECK_THROWS_WITH_AS(decode(1, 4, 3, 16), doctest::Contains("not a multiple"), Error);
     CHECK_THROWS_WITH_AS(decode(1, 4, 2, 12), doctest::Contains("multiple of 8"), Error);
     CHECK_THROWS_WITH_AS(decode(1, 4, 2, 264), doctest::Contains("<= 256"), Error);
-    for (auto prefill : {gpu::attention_prefill, gpu::attention_prefill_v1}) {
-        CHECK_THROWS_WITH_AS(prefill(f.ptr(), b.ptr(), b.ptr(), pos.ptr(), b.ptr(), 0, 4, 2, 16, launch()),
-                             doctest::Contains("n must be >= 1"), Error);
-        CHECK_THROWS_WITH_AS(prefill(f.ptr(), b.ptr(), b.ptr(), pos.ptr(), b.ptr(), 1, 4, 3, 16, launch()),
-                             doctest::Contains("not a multiple"), Error);
-        CHECK_THROWS_WITH_AS(prefill(f.ptr(), b.ptr(), b.ptr(), pos.ptr(), b.ptr(), 1, 4, 2, 48, launch()),
-                             doctest::Contains("head_dim 48"), Error);
+    CHECK_THROWS_WITH_AS(decode(1, 4, 2, 16, 0), doctest::Contains("0 rows"), Error);
+    CHECK_THROWS_WITH_AS(decode(1, 4, 2, 16, 2, 63), doctest::Contains("shorter than a row"), Error);
+    auto prefill = [&](int n, int n_heads, int n_kv, int D, const gpu::Launch& l) {
+        gpu::attention_prefill(f.ptr(), b.ptr(), b.ptr(), pos.ptr(), pos.ptr(), b.ptr(), n, n_heads, n_kv, D, l);
+    };
+    auto prefill_v1 = [&](int n, int n_heads, int n_kv, int D, const gpu::Launch& l) {
+        gpu::attention_prefill_v1(f.ptr(), b.ptr(), b.ptr(), pos.ptr(), b.ptr(), n, n_heads, n_kv, D, l);
+    };
+    for (int v : {2, 1}) {
+        auto run = [&](int n, int n_heads, int n_kv, int D) {
+            v == 2 ? prefill(n, n_heads, n_kv, D, launch()) : prefill_v1(n, n_heads, n_kv, D, launch());
+        };
+        CHECK_THROWS_WITH_AS(run(0, 4, 2, 16), doctest::Contains("n must be >= 1"), Error);
+        CHECK_THROWS_WITH_AS(run(1, 4, 3, 16), doctest::Contains("not a multiple"), Error);
+        CHECK_THROWS_WITH_AS(run(1, 4, 2, 48), doctest::Contains("head_dim 48"), Error);
     }
     // as on a GPU whose blocks get at most 99 KB of shared memory (sm_86 / sm_89): D = 256 needs 173 KB
     gpu::Launch small = launch();
     small.smem_optin = std::min<size_t>(small.smem_optin, 101376);
-    CHECK_THROWS_WITH_AS(gpu::attention_prefill(f.ptr(), b.ptr(), b.ptr(), pos.ptr(), b.ptr(), 1, 2, 1, 256, small),
-                         doctest::Contains("shared memory per block"), Error);
+    CHECK_THROWS_WITH_AS(prefill(1, 2, 1, 256, small), doctest::Contains("shared memory per block"), Error);
     f.check(), b.check();
 }
 
@@ -1226,6 +1358,222 @@ TEST_CASE("gpu engine: GGUF files (block types, mixed q/k/v and gate/up types, t
         CHECK(worst_decode <= 1e-3);
         CHECK(worst_all_decode <= 1e-4);  // what remains: the bf16 KV cache
     }
+}
+
+namespace {
+
+// A sequence of a batched-step test: its tokens so far and its block table.
+struct TestSeq {
+    std::vector<int> tokens;  // every token it has been given
+    std::vector<int> blocks;  // its block table (enough blocks for its whole life)
+};
+
+// Blocks of a pool of n, shuffled, handed out `per` at a time to the sequences.
+std::vector<TestSeq> test_seqs(int n_seqs, int per, int n_blocks) {
+    std::vector<int> perm = shuffled_blocks(n_blocks);
+    REQUIRE(n_seqs * per <= n_blocks);
+    std::vector<TestSeq> s(static_cast<size_t>(n_seqs));
+    for (int i = 0; i < n_seqs; i++) s[size_t(i)].blocks.assign(perm.begin() + i * per, perm.begin() + (i + 1) * per);
+    return s;
+}
+
+// One entry of a step: sequence `seq` gets `n` new tokens (random ids below `vocab`) at its current end.
+struct Part {
+    int seq, n;
+    bool want_logits;
+};
+std::vector<SeqStep> make_step(std::vector<TestSeq>& seqs, const std::vector<Part>& parts, int vocab) {
+    std::uniform_int_distribution<int> id(0, vocab - 1);
+    std::vector<SeqStep> step;
+    for (const Part& p : parts) {
+        TestSeq& s = seqs[size_t(p.seq)];
+        SeqStep q;
+        q.pos = int(s.tokens.size());
+        for (int i = 0; i < p.n; i++) s.tokens.push_back(id(rng()));
+        q.n = p.n, q.blocks = s.blocks.data(), q.want_logits = p.want_logits;
+        step.push_back(q);
+    }
+    for (size_t i = 0; i < parts.size(); i++)  // pointers only now: the vectors above have stopped growing
+        step[i].tokens = seqs[size_t(parts[i].seq)].tokens.data() + step[i].pos;
+    return step;
+}
+
+}  // namespace
+
+// A batch that mixes prompt chunks (one split over two steps, one longer than a GEMM pass) with decode tokens
+// of several sequences, each in blocks scattered over the pool, steps repeated so that the sequences continue
+// and one joins later: each sequence's logits match the CPU engine running the same steps, and the GPU engine
+// running that sequence alone through forward() (the decode graph for its single tokens).
+TEST_CASE("gpu engine: batched steps (prompts, decode tokens, shuffled tables) match the CPU engine and each alone") {
+    for (std::string name : {"tiny-qwen2", "tiny-qwen3"}) {
+        CAPTURE(name);
+        Model model = load_fixture(name);
+        const int V = model.config.vocab_size, ctx = 128, pool = 40;
+        GpuEngine gpu(model, ctx, pool);
+        gpu.set_prefill_chunk(16);  // passes of 16 rows: steps and prompt chunks cut across passes
+        CpuEngine cpu(model, ctx, 1, pool);
+        CHECK(gpu.kv_blocks() == pool);
+        std::vector<TestSeq> seqs = test_seqs(4, 10, pool);
+        const std::vector<std::vector<Part>> schedule = {
+            {{0, 20, false}, {1, 5, true}, {2, 1, true}},  // a first prompt chunk, a prompt, a one-token prompt
+            {{1, 1, true}, {0, 17, true}, {2, 1, true}},   // the rest of sequence 0's prompt between decode tokens
+            {{0, 1, true}, {1, 1, true}, {2, 1, true}},
+            {{2, 1, true}, {3, 9, true}, {0, 1, true}, {1, 1, true}},  // sequence 3 joins
+            {{3, 1, true}, {2, 1, true}, {1, 1, true}, {0, 1, true}},
+            {{0, 1, true}, {3, 1, true}, {1, 1, false}, {2, 1, true}},  // one decode token without logits
+        };
+        std::vector<std::vector<std::pair<int, std::vector<float>>>> got(seqs.size());  // per sequence: (end, logits)
+        double worst_cpu = 0;
+        for (const std::vector<Part>& parts : schedule) {
+            std::vector<SeqStep> step = make_step(seqs, parts, V);
+            gpu.step(step);
+            cpu.step(step);
+            for (size_t i = 0; i < step.size(); i++) {
+                CAPTURE(i);
+                if (!step[i].want_logits) {
+                    CHECK_THROWS_AS(gpu.logits(int(i)), Error);
+                    continue;
+                }
+                std::vector<float> g = row(gpu.logits(int(i)), V);
+                worst_cpu = std::max(worst_cpu, nmse(g, row(cpu.logits(int(i)), V)));
+                got[size_t(parts[i].seq)].push_back({step[i].pos + step[i].n, g});
+            }
+            // several sequences' logits at once, and sampling addresses each (greedy: the argmax of its logits)
+            Sampler greedy(SamplingParams{});
+            greedy.params.temperature = 0;
+            for (size_t i = 0; i < step.size(); i++)
+                if (step[i].want_logits)
+                    CHECK(gpu.sample(greedy, V, seqs[size_t(parts[i].seq)].tokens, 0, nullptr, int(i)) ==
+                          argmax(gpu.logits(int(i)), V));
+        }
+        // each sequence alone, fed the same chunks in the blocks 0, 1, 2, ... of a fresh engine
+        double worst_alone = 0;
+        for (size_t s = 0; s < seqs.size(); s++) {
+            GpuEngine alone(model, ctx);
+            int done = 0;
+            size_t k = 0;
+            for (const std::vector<Part>& parts : schedule)
+                for (const Part& p : parts) {
+                    if (p.seq != int(s)) continue;
+                    alone.forward(seqs[s].tokens.data() + done, p.n, done);
+                    done += p.n;
+                    if (!p.want_logits) continue;
+                    REQUIRE(k < got[s].size());
+                    REQUIRE(got[s][k].first == done);
+                    worst_alone = std::max(worst_alone, nmse(row(alone.logits(), V), got[s][k++].second));
+                }
+            CHECK(k == got[s].size());
+        }
+        MESSAGE(name, ": batched steps, worst NMSE vs the CPU engine ", worst_cpu, ", vs each sequence alone ",
+                worst_alone);
+        // the GEMMs' bf16 activations (the decode kernels alone keep them fp32) and the bf16 KV cache: measured
+        // up to 1e-4 (emulated device); a wrong block or position gives O(1)
+        CHECK(worst_cpu <= 5e-4);
+        CHECK(worst_alone <= 5e-4);
+    }
+}
+
+// One step of B decode rows after a step of B prompts (of 1 to 20 tokens: the one-token ones are decode rows
+// there too), B up to 65 (a pass of 65 rows: one batched attention launch), against the CPU engine.
+TEST_CASE("gpu engine: steps of 1 to 65 sequences match the CPU engine") {
+    Model model = load_fixture("tiny-qwen2");
+    const int V = model.config.vocab_size, ctx = 128;
+    for (int B : {1, 3, 64, 65}) {
+        CAPTURE(B);
+        const int pool = 2 * B + 5;
+        GpuEngine gpu(model, ctx, pool);
+        CpuEngine cpu(model, ctx, 1, pool);
+        std::vector<TestSeq> seqs = test_seqs(B, 2, pool);
+        std::vector<Part> prompts, decode;
+        for (int b = 0; b < B; b++) {
+            prompts.push_back({b, 1 + (b * 7) % 20, true});
+            decode.push_back({b, 1, true});
+        }
+        double worst = 0;
+        for (const std::vector<Part>* parts : {&prompts, &decode}) {
+            std::vector<SeqStep> step = make_step(seqs, *parts, V);
+            gpu.step(step);
+            cpu.step(step);
+            for (int b = 0; b < B; b++) {
+                CAPTURE(b);
+                double e = nmse(row(gpu.logits(b), V), row(cpu.logits(b), V));
+                CHECK(e <= 5e-4);  // as in the mixed batches above
+                worst = std::max(worst, e);
+            }
+        }
+        MESSAGE(B, " sequences: worst NMSE vs the CPU engine ", worst);
+    }
+}
+
+// Quantized and mixed-type weights in the batched step: the GEMMs decode them to bf16 first, and the logits of
+// several sequences are one GEMM over the decoded lm_head (tied: the embedding, here of a block type).
+TEST_CASE("gpu engine: batched steps over GGUF weights (block types, mixed types) match the CPU engine") {
+    for (const char* path : {"build/gguf/tiny-qwen3-mix.gguf", "test/data/gguf/sq2-Q4_K_M.gguf"}) {
+        CAPTURE(path);
+        REQUIRE_MESSAGE(std::ifstream(path).good(), "missing ", path, " (run `make fixtures`)");
+        Model m = load_model(path);
+        const int V = m.config.vocab_size, pool = 12;
+        GpuEngine gpu(m, 64, pool);
+        gpu.set_decode_slice(100);  // each decoded matrix in slices of 100 rows, the last one shorter
+        CpuEngine cpu(m, 64, 1, pool);
+        std::vector<TestSeq> seqs = test_seqs(3, 4, pool);
+        double worst = 0;
+        for (const std::vector<Part>& parts : std::vector<std::vector<Part>>{
+                 {{0, 9, true}, {1, 1, true}, {2, 4, true}}, {{0, 1, true}, {1, 1, true}, {2, 1, true}}}) {
+            std::vector<SeqStep> step = make_step(seqs, parts, V);
+            gpu.step(step);
+            cpu.step(step);
+            for (int i = 0; i < 3; i++) worst = std::max(worst, nmse(row(gpu.logits(i), V), row(cpu.logits(i), V)));
+        }
+        MESSAGE(std::string(path), ": batched steps, worst NMSE vs the CPU engine ", worst);
+        CHECK(worst <= 1e-3);  // as the prefill of these files alone (bf16-rounded weights in the GEMMs)
+    }
+}
+
+// The step of one sequence is forward() with another block table: the same kernels on the same values, so
+// the logits are equal exactly, with the decode graph and without, through a shuffled table.
+TEST_CASE("gpu engine: a step of one sequence in shuffled blocks equals forward() exactly, graph and plain") {
+    Model model = load_fixture("tiny-qwen3");
+    const int V = model.config.vocab_size, ctx = 96;
+    for (bool graphs : {true, false}) {
+        CAPTURE(graphs);
+        GpuEngine ref(model, ctx), paged(model, ctx, 20);
+        ref.set_graphs(graphs), paged.set_graphs(graphs);
+        std::vector<TestSeq> seqs = test_seqs(1, kv_blocks_for(ctx), 20);
+        // a prompt in two chunks (the first without logits), then decode tokens across a block boundary
+        std::vector<Part> parts = {{0, 7, false}, {0, 6, true}};
+        for (int i = 0; i < 8; i++) parts.push_back({0, 1, true});
+        for (const Part& p : parts) {
+            std::vector<SeqStep> step = make_step(seqs, {p}, V);
+            paged.step(step);
+            ref.forward(step[0].tokens, step[0].n, step[0].pos);
+            if (!p.want_logits) continue;
+            CHECK(nmse(row(paged.logits(), V), row(ref.logits(), V)) == 0.0);
+        }
+    }
+}
+
+TEST_CASE("gpu engine: the KV pool's size: kv_blocks, make_engine; a step's limits") {
+    Model model = load_fixture("tiny-qwen2");
+    const Config& c = model.config;
+    CHECK(kv_block_bytes(c, 2) == size_t(2) * c.n_layers * KV_BLOCK * c.kv_dim() * sizeof(bf16));
+    CHECK(GpuEngine(model, 64).kv_blocks() == 4);
+    CHECK(GpuEngine(model, 64, 2).kv_blocks() == 4);  // at least one context
+    CHECK(GpuEngine(model, 64, 9).kv_blocks() == 9);
+    CHECK_THROWS_AS(GpuEngine(model, 64, -1), Error);
+    CHECK(make_engine(model, 16, false, 1, 9)->kv_blocks() == 9);
+    CHECK(make_engine(model, 16, true, 1, 9)->kv_blocks() == 9);
+
+    GpuEngine e(model, 32, GpuEngine::kMaxSeqs + 1);
+    std::vector<TestSeq> seqs = test_seqs(GpuEngine::kMaxSeqs + 1, 1, GpuEngine::kMaxSeqs + 1);
+    std::vector<Part> parts;
+    for (int s = 0; s <= GpuEngine::kMaxSeqs; s++) parts.push_back({s, 1, true});
+    CHECK_THROWS_WITH_AS(e.step(make_step(seqs, parts, c.vocab_size)), doctest::Contains("at most"), Error);
+    int tok = 3;
+    e.forward(&tok, 1, 0);
+    CHECK_THROWS_AS(e.logits(1), Error);  // one sequence in the last step
+    CHECK_THROWS_AS(e.logits(-1), Error);
+    CHECK(std::isfinite(e.logits(0)[0]));
 }
 
 TEST_SUITE_END();
