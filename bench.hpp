@@ -296,7 +296,7 @@ inline std::vector<Row> time_parallel(Engine& e, const std::vector<int>& toks, i
             SeqStep q;
             q.n = std::min(room, n - done), q.pos = done, q.tokens = toks.data() + done;
             q.blocks = tables[size_t(seq)].data();
-            q.want_logits = done + q.n == n;  // (not used: the decode steps below start after the prompt)
+            q.want_logits = done + q.n == n;  // a prompt's last chunk, as the scheduler runs it
             batch.push_back(q);
             room -= q.n, done += q.n;
             if (done == n) seq++, done = 0;

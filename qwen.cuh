@@ -524,7 +524,7 @@ struct QkvLayer {
     bf16* v_cache = nullptr;       // (pool rows, kv_dim) this layer's values
 };
 
-// The KV pool row of position t of a sequence whose block table is `table` (see KV_BLOCK in qwen.hpp).
+// The KV pool row of position t of a sequence whose block table is `table`: kv_pool_row of qwen.hpp, on the device.
 __device__ __forceinline__ int kv_row(const int* table, int t) {
     return table[t / KV_BLOCK] * KV_BLOCK + t % KV_BLOCK;
 }
@@ -1487,7 +1487,7 @@ struct GpuEngine : Engine {
         if (batch.size() == 1 && s.n == 1 && s.want_logits) {
             upload_decode_table(s.blocks, kv_blocks_for(s.pos + 1));
             slot_of_seq_[0] = 0;
-            return decode(s.tokens[0], s.pos, int(pool_row(s.blocks, s.pos)));
+            return decode(s.tokens[0], s.pos, int(kv_pool_row(s.blocks, s.pos)));
         }
         run_passes(batch);
     }
@@ -1576,8 +1576,6 @@ struct GpuEngine : Engine {
     size_t pool_rows() const { return size_t(n_blocks_) * KV_BLOCK; }
     bf16* k_layer(int l) const { return k_cache_ + size_t(l) * pool_rows() * cfg_.kv_dim(); }
     bf16* v_layer(int l) const { return v_cache_ + size_t(l) * pool_rows() * cfg_.kv_dim(); }
-    // The pool row of position p of the sequence with block table `blocks`.
-    static size_t pool_row(const int* blocks, int p) { return size_t(blocks[p / KV_BLOCK]) * KV_BLOCK + p % KV_BLOCK; }
 
     // Sequence i's row of logits_, checked: it was in the last step and wanted logits.
     int logit_slot(int i) const {
@@ -1883,7 +1881,7 @@ struct GpuEngine : Engine {
             const SeqStep& q = batch[size_t(w.seq)];
             h[size_t(r)] = q.tokens[w.pos - q.pos];
             h[size_t(C + r)] = w.pos;
-            h[size_t(2 * C + r)] = int(pool_row(q.blocks, w.pos));
+            h[size_t(2 * C + r)] = int(kv_pool_row(q.blocks, w.pos));
             h[size_t(3 * C + r)] = table_off[size_t(w.seq)];
             if (q.n == 1) n_dec++;
             if (q.want_logits && w.pos == q.pos + q.n - 1) {

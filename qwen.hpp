@@ -2945,6 +2945,9 @@ constexpr int KV_BLOCK = 16;  // tokens per KV-cache block
 
 inline int kv_blocks_for(int tokens) { return (tokens + KV_BLOCK - 1) / KV_BLOCK; }  // blocks that hold `tokens`
 
+// The pool row (block * KV_BLOCK + row in the block) of position p of the sequence with block table `blocks`.
+inline size_t kv_pool_row(const int* blocks, int p) { return size_t(blocks[p / KV_BLOCK]) * KV_BLOCK + p % KV_BLOCK; }
+
 // Bytes of one block: keys and values of KV_BLOCK tokens in every layer, value_bytes each (4 on the CPU, 2 on the GPU).
 inline size_t kv_block_bytes(const Config& c, int value_bytes) {
     return 2 * size_t(c.n_layers) * KV_BLOCK * size_t(c.kv_dim()) * size_t(value_bytes);
@@ -2976,7 +2979,7 @@ struct Engine {
     void step(const std::vector<SeqStep>& batch) {
         const int ctx = context_size(), vocab = config().vocab_size, pool = kv_blocks();
         if (batch.empty()) fail("step: the batch is empty");
-        std::vector<int> writer(size_t(pool), -1);  // (kv_blocks) the sequence writing each block, or -1
+        std::vector<std::pair<int, int>> written;  // (block, sequence) of every block a sequence writes
         for (size_t s = 0; s < batch.size(); s++) {
             const SeqStep& q = batch[s];
             if (q.n < 1 || !q.tokens) fail("forward: need at least one token, got n = %d", q.n);
@@ -2990,12 +2993,14 @@ struct Engine {
             for (int b = 0; b < kv_blocks_for(q.pos + q.n); b++) {
                 int id = q.blocks[b];
                 if (id < 0 || id >= pool) fail("step: block id %d is outside the pool of %d blocks", id, pool);
-                if (b < q.pos / KV_BLOCK) continue;  // only read
-                if (writer[size_t(id)] >= 0 && writer[size_t(id)] != int(s))
-                    fail("step: block %d is written by sequences %d and %zu", id, writer[size_t(id)], s);
-                writer[size_t(id)] = int(s);
+                if (b >= q.pos / KV_BLOCK) written.push_back({id, int(s)});  // the blocks before are only read
             }
         }
+        std::sort(written.begin(), written.end());
+        for (size_t i = 1; i < written.size(); i++)
+            if (written[i].first == written[i - 1].first && written[i].second != written[i - 1].second)
+                fail("step: block %d is written by sequences %d and %d", written[i].first, written[i - 1].second,
+                     written[i].second);
         step_checked(batch);
     }
 
@@ -3404,7 +3409,7 @@ struct CpuEngine : Engine {
         std::vector<Row> rows;  // every token of the step: sequence after sequence
         for (size_t s = 0; s < batch.size(); s++)
             for (int t = 0; t < batch[s].n; t++) rows.push_back({int(s), batch[s].tokens[t], batch[s].pos + t});
-        logits_.assign(batch.size() * size_t(cfg_.vocab_size), 0.0f);
+        logits_.resize(batch.size() * size_t(cfg_.vocab_size));  // rows are written before has_logits_ is set
         has_logits_.assign(batch.size(), false);
         for (size_t done = 0; done < rows.size(); done += kBatch) {
             int n = int(std::min(rows.size() - done, size_t(kBatch)));
@@ -3447,8 +3452,6 @@ struct CpuEngine : Engine {
     std::vector<float> value_cache_;  // (n_layers, n_blocks * KV_BLOCK, kv_dim) fp32
 
     size_t pool_rows() const { return size_t(n_blocks_) * KV_BLOCK; }
-    // The pool row of position p of the sequence with block table `blocks`.
-    static size_t pool_row(const int* blocks, int p) { return size_t(blocks[p / KV_BLOCK]) * KV_BLOCK + p % KV_BLOCK; }
 
     // Runs the n rows of rows_ through every layer, leaving the residual in x_.
     void forward_block_(const std::vector<SeqStep>& batch, int n) {
@@ -3496,7 +3499,7 @@ struct CpuEngine : Engine {
             cpu::rope(q, c.n_heads, hd, cs, sn);
             cpu::rope(k, c.n_kv_heads, hd, cs, sn);
             const Row& row = rows_[size_t(r)];
-            size_t at = pool_row(batch[size_t(row.seq)].blocks, row.pos) * kv_dim;
+            size_t at = kv_pool_row(batch[size_t(row.seq)].blocks, row.pos) * kv_dim;
             std::copy(k, k + kv_dim, kc + at);
             std::copy(v, v + kv_dim, vc + at);
         }
@@ -3522,12 +3525,12 @@ struct CpuEngine : Engine {
                 const float* q = &qkv_[size_t(r) * qkv_dim + size_t(h) * hd];
                 size_t off = size_t(h / group) * hd;  // this head's kv head within a cache row
                 for (int j = 0; j <= p; j++)
-                    score[size_t(j)] = cpu::dot(q, kc + pool_row(blocks, j) * kv_dim + off, hd) * scale;
+                    score[size_t(j)] = cpu::dot(q, kc + kv_pool_row(blocks, j) * kv_dim + off, hd) * scale;
                 cpu::softmax(score.data(), p + 1);
                 float* out = &att_[size_t(r) * c.q_dim() + size_t(h) * hd];
                 std::fill(out, out + hd, 0.0f);
                 for (int j = 0; j <= p; j++) {
-                    const float* v = vc + pool_row(blocks, j) * kv_dim + off;
+                    const float* v = vc + kv_pool_row(blocks, j) * kv_dim + off;
                     for (int d = 0; d < hd; d++) out[d] += score[size_t(j)] * v[d];
                 }
             }

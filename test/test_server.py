@@ -503,16 +503,24 @@ def test_parallel_clients_get_their_own_answers(server):
     assert results == serial
 
 
-def test_client_disconnect_does_not_stall(server):
-    """A client that hangs up mid-stream: its generation is cancelled and the next request is served at once."""
-    payload = json.dumps({"messages": [{"role": "user", "content": "Write a very long essay."}],
-                          "temperature": 0, "max_tokens": 100000, "stream": True}).encode()
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+def open_stream(port, path, body):
+    """POSTs a streaming request on a raw socket and returns the socket once three events have arrived (the
+    caller hangs up on it, as a client that goes away mid-answer does)."""
+    payload = json.dumps(body).encode()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n".encode()
                  + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
     received = b""
     while received.count(b"data: ") < 3:
         received += sock.recv(4096)
+    return sock
+
+
+def test_client_disconnect_does_not_stall(server):
+    """A client that hangs up mid-stream: its generation is cancelled and the next request is served at once."""
+    sock = open_stream(server.port, "/v1/chat/completions",
+                       {"messages": [{"role": "user", "content": "Write a very long essay."}],
+                        "temperature": 0, "max_tokens": 100000, "stream": True})
     sock.close()
     t0 = time.time()
     out = chat(server, [{"role": "user", "content": "hi"}], max_tokens=8)

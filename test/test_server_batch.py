@@ -7,7 +7,6 @@ repository root after `make` (see test_server.py).
 """
 import json
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -15,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from test_server import MODEL, SERVER, VARIED, Server, get_json, post, stream_text
+from test_server import MODEL, SERVER, VARIED, Server, get_json, open_stream, post, stream_text
 
 # The tiny model's KV cache on the CPU: 2 layers x (K, V) x 16 tokens x 32 floats = 8 KiB a block.
 BLOCK_BYTES = 2 * 2 * 16 * 32 * 4
@@ -180,14 +179,8 @@ def test_a_cached_block_is_only_taken_at_its_own_position(batched, alone):
 def test_a_client_that_hangs_up_frees_its_blocks(batched):
     """A streaming client that disconnects mid-answer: its sequence is cancelled and its blocks freed."""
     assert wait_all_free(batched)["running"] == 0
-    payload = json.dumps({"prompt": "Once upon a time", "temperature": 0, "max_tokens": 100000,
-                          "stream": True}).encode()
-    sock = socket.create_connection(("127.0.0.1", batched.port), timeout=30)
-    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                 + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
-    received = b""
-    while received.count(b"data: ") < 3:
-        received += sock.recv(4096)
+    sock = open_stream(batched.port, "/v1/completions",
+                       {"prompt": "Once upon a time", "temperature": 0, "max_tokens": 100000, "stream": True})
     h = health(batched)  # the answer runs until the context is full: it is still going
     assert h["running"] == 1 and h["kv_blocks"]["free"] < h["kv_blocks"]["total"], h
     sock.close()
