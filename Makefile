@@ -118,7 +118,7 @@ ASAN_TESTS := test/test_main.cpp test/test_model.cpp test/test_gguf_corrupt.cpp 
 build/test_asan: $(ASAN_TESTS) $(HEADERS) | build
 	$(CXX) $(SAN_FLAGS) -o $@ $(ASAN_TESTS)
 
-DEV_CANDIDATES := dev/attention_prefill_v1.cuh dev/sample_candidates.cuh   # earlier versions and candidates, tested here
+DEV_CANDIDATES := dev/attention_prefill_v1.cuh dev/sample_candidates.cuh dev/matvec_quant.cuh   # earlier versions and candidates, tested here
 build/test_gpu: test/test_gpu.cu test/test_main.cpp test/fixtures.hpp $(DEV_CANDIDATES) $(FRONT) | build
 	$(NVCC) $(NVFLAGS) -I. -o $@ test/test_gpu.cu test/test_main.cpp $(CUDA_LIBS)
 

@@ -3,7 +3,7 @@
 # as it exists, and the whole run ends within 8 minutes (TOTAL_SECONDS) whatever a step does.
 #   1. driver, GPU and nvcc versions
 #   2. the builds, for the GPU found only (one architecture), all at once; then the test fixtures
-#   3. ./qwen --bench --json per shape, 7B first      (STEP_SECONDS each, default 120)
+#   3. ./qwen --bench --json per shape, 7B first, then 7B per quantized type (STEP_SECONDS each, default 120)
 #   4. build/test_gpu: the GPU tests (doctest summary and the NMSE lines)
 #   5. the workbench: the engine's kernel versions and the candidates waiting to be promoted (make -C dev run-engine)
 #   6. compute-sanitizer on a subset of the GPU tests
@@ -13,6 +13,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=${OUT:-build/gpu-check}
 SHAPES=${SHAPES:-"qwen2-7b qwen2.5-1.5b qwen2.5-0.5b"}
+QUANT_TYPES=${QUANT_TYPES:-"q4_k_m"}  # synthetic quantized Qwen2-7B benches after the bf16 shapes
 STEP_SECONDS=${STEP_SECONDS:-120}
 TOTAL_SECONDS=${TOTAL_SECONDS:-470}
 mkdir -p "$LOG"
@@ -54,6 +55,10 @@ step fixtures 120 make -j"$(nproc)" fixtures || tail -n 3 "$LOG/fixtures.log"
 for s in $SHAPES; do
     echo "== bench $s"
     step "bench-$s" "$STEP_SECONDS" ./qwen --bench "$s" --json && cat "$LOG/bench-$s.log"
+done
+for t in $QUANT_TYPES; do
+    echo "== bench qwen2-7b --type $t"
+    step "bench-qwen2-7b-$t" "$STEP_SECONDS" ./qwen --bench qwen2-7b --type "$t" --json && cat "$LOG/bench-qwen2-7b-$t.log"
 done
 
 echo "== build/test_gpu"

@@ -12,6 +12,9 @@
                                               enough for the emulated GPU and to seed the fuzzer
     dequant OUT.bin                           random blocks of every type and gguf.quants.dequantize of them
     digests OUT.json GGUF...                  per tensor, a digest of gguf.quants.dequantize's float32 values
+    agree --llama-bin DIR [--qwen BIN]        greedy text of ./qwen and of llama.cpp's llama-simple on case 0 of each
+                                              file here, side by side (where they part: the step and the reference's
+                                              margin there; llama.cpp rounds activations in its quantized dot products)
 
 `make` mirrors llama.cpp's convert_hf_to_gguf.py for Qwen2ForCausalLM / Qwen3ForCausalLM with gguf-py's writer
 (the converter itself needs torch and transformers, and stops on the 512-id test tokenizer, whose pre-tokenizer
@@ -392,6 +395,64 @@ def cmd_digests(a):
     json.dump(out, open(a.out, "w"), indent=1, sort_keys=True)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# agree: ./qwen and llama.cpp, greedy, on the same files
+# ---------------------------------------------------------------------------------------------------------
+
+def cmd_agree(a):
+    refs = json.load(open(DATA / "refs.json"))
+    text = refs["cases"][0]["text"]
+    env = dict(os.environ, LD_LIBRARY_PATH=a.llama_bin)
+    same_files = 0
+    names = sorted(n for n in refs["files"] if (DATA / n).exists())
+    for name in names:
+        ids, margins = refs["files"][name]["results"][0]["greedy_ids"], refs["files"][name]["results"][0]["margins"]
+        ours = subprocess.run([a.qwen, "-m", str(DATA / name), "--cpu", "--raw", "-p", text, "-n", "24", "--temp", "0",
+                               "--repeat-penalty", "1"],  # pure greedy, as llama-simple (the files say 1.05)
+                              capture_output=True, check=True).stdout
+        theirs = subprocess.run([os.path.join(a.llama_bin, "llama-simple"), "-m", str(DATA / name), "-n", "24", text],
+                                capture_output=True, check=True, env=env).stdout
+        theirs = theirs[len(text.encode()):] if theirs.startswith(text.encode()) else theirs
+        ours, theirs = ours.rstrip(b"\n"), theirs.rstrip(b"\n")
+        if ours == theirs:
+            same_files += 1
+            print(f"{name:<18} identical ({len(ours)} bytes)")
+            continue
+        common = 0
+        while common < min(len(ours), len(theirs)) and ours[common] == theirs[common]:
+            common += 1
+        # the step at which they part: reference tokens whose bytes lie wholly in the common prefix
+        step, n = 0, 0
+        lens = [len(t) for t in token_bytes(DATA / name, ids)]
+        while step < len(lens) and n + lens[step] <= common:
+            n += lens[step]
+            step += 1
+        print(f"{name:<18} part at step {step + 1} of {len(ids)}, reference margin there {margins[step]:.3f}")
+    print(f"identical: {same_files} of {len(names)} files")
+
+
+def token_bytes(path, ids):
+    """The bytes of each id, from the file's own token list (GPT-2 byte-level strings)."""
+    r = gguf.GGUFReader(str(path))
+    f = r.fields["tokenizer.ggml.tokens"]
+    toks = [bytes(f.parts[i]).decode("utf-8") for i in f.data]
+    inv = {c: b for b, c in byte_level_map().items()}
+    return [bytes(inv[ch] for ch in toks[i]) for i in ids]
+
+
+def byte_level_map():
+    """GPT-2's byte-level alphabet: byte -> the character that stands for it in the token strings."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + \
+        list(range(ord("\xae"), ord("\xff") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
 def main():
     ap = argparse.ArgumentParser(prog="gguf_fixtures.py", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -412,9 +473,12 @@ def main():
     p = sub.add_parser("digests")
     p.add_argument("out")
     p.add_argument("gguf", nargs="+")
+    p = sub.add_parser("agree")
+    p.add_argument("--llama-bin", required=True, help="folder of llama.cpp's llama-simple")
+    p.add_argument("--qwen", default=str(HERE.parent / "qwen"))
     a = ap.parse_args()
     commands = {"make": cmd_make, "hf": cmd_hf, "variants": cmd_variants, "tiny": cmd_tiny, "dequant": cmd_dequant,
-                "digests": cmd_digests}
+                "digests": cmd_digests, "agree": cmd_agree}
     commands[a.cmd](a)
 
 

@@ -15,6 +15,7 @@
 #include "bench.hpp"  // synthetic weights
 #include "dev/attention_prefill_v1.cuh"  // earlier kernel versions and candidates of dev/, tested here
 #include "dev/sample_candidates.cuh"
+#include "dev/matvec_quant.cuh"
 #include "fixtures.hpp"
 
 using namespace qwen;
@@ -418,6 +419,67 @@ TEST_CASE("gpu: embedding rows and the prefill's bf16 matrices decode as the CPU
         CHECK(same);
         Guarded<bf16> wb(size_t(rows) * cols);
         gpu::dequantize_bf16(e, wb.ptr(), launch());
+        std::vector<bf16> b = wb.check();
+        for (size_t i = 0; i < b.size(); i++) REQUIRE(b[i] == f32_to_bf16(E.values[i]));
+    }
+}
+
+TEST_CASE("gpu: dev/ candidate v2 (groups of 8 values) decodes and multiplies as the CPU, every block type") {
+    const int shapes[][2] = {{37, 256}, {129, 896}, {5, 3584}, {3, 18944}};
+    for (DType t : kAllTypes) {
+        if (!is_quantized(t)) continue;
+        const std::string type = dtype_name(t);
+        CAPTURE(type);
+        // the group decoders give the CPU decoders' floats, bit for bit (host)
+        TypedMatrix B(t, 3, 2 * dtype_info(t).block, 7);
+        const Tensor hb{B.bytes.data(), t, B.rows, B.cols};
+        bool same = true;
+        gpu::with_dtype(t, "test", [&](auto T) {
+            if constexpr (is_quantized(T.value))
+                for (int r = 0; r < B.rows; r++)
+                    for (int k = 0; k < B.cols / 8; k++) {
+                        float v[8];
+                        constexpr DTypeInfo ti = dtype_info(T.value);
+                        gpu::dequant_group<T.value>(hb.row(r) + size_t(k / (ti.block / 8)) * ti.bytes, k % (ti.block / 8), v);
+                        same = same && memcmp(v, &B.values[size_t(r) * B.cols + 8 * size_t(k)], sizeof v) == 0;
+                    }
+        });
+        CHECK(same);
+        for (auto& sh : shapes) {
+            int rows = sh[0], cols = sh[1];
+            if (cols % dtype_info(t).block) continue;
+            CAPTURE(rows);
+            CAPTURE(cols);
+            TypedMatrix W(t, rows, cols, 23 + uint64_t(rows)), U(t, rows, cols, 41);
+            std::vector<float> x = randn(cols), g = randn(cols), y0 = randn(rows);
+            Guarded<uint8_t> dW(W.bytes), dU(U.bytes);
+            Guarded<float> dx(x), dg(g), y(rows), y3(3 * size_t(rows)), hy(rows);
+            const Tensor w{dW.ptr(), t, rows, cols}, u{dU.ptr(), t, rows, cols};
+            std::vector<double> want = ref_matvec(W.values, x, rows, cols);
+            gpu::matvec_v2_launch<false, gpu::MV_STORE>(gpu::mat_rows({&w}), dx.ptr(), nullptr, 0.0f, y.ptr(), launch());
+            CHECK(nmse(y.check(), want) <= 1e-10);
+            y.upload(y0);
+            gpu::matvec_v2_launch<false, gpu::MV_ADD>(gpu::mat_rows({&w}), dx.ptr(), nullptr, 0.0f, y.ptr(), launch());
+            for (int r = 0; r < rows; r++) want[size_t(r)] += y0[size_t(r)];
+            CHECK(nmse(y.check(), want) <= 1e-10);
+            std::vector<double> xn = ref_rmsnorm(x, g, 1e-6f), wx = ref_matvec(W.values, xn, rows, cols),
+                                ux = ref_matvec(U.values, xn, rows, cols), qkv = wx, h(static_cast<size_t>(rows));
+            qkv.insert(qkv.end(), ux.begin(), ux.end());
+            qkv.insert(qkv.end(), wx.begin(), wx.end());
+            gpu::matvec_v2_launch<true, gpu::MV_STORE>(gpu::mat_rows({&w, &u, &w}), dx.ptr(), dg.ptr(), 1e-6f, y3.ptr(), launch());
+            CHECK(nmse(y3.check(), qkv) <= 1e-10);
+            gpu::matvec_v2_launch<true, gpu::MV_SWIGLU>(gpu::mat_rows({&w, &u}), dx.ptr(), dg.ptr(), 1e-6f, hy.ptr(), launch());
+            for (int r = 0; r < rows; r++) h[size_t(r)] = ref_silu(wx[size_t(r)]) * ux[size_t(r)];
+            // looser: a gate dot product that cancels to near 0 (3 rows, 18,944 fp32 terms) carries its rounding
+            // into h at ~1e-5 relative, while any wrong value would give an NMSE near 1
+            CHECK(nmse(hy.check(), h) <= 1e-8);
+        }
+        // the prefill's bf16 decoding: exactly the CPU's values rounded to bf16
+        const int rows = 5, cols = 1024;
+        TypedMatrix E(t, rows, cols, 9);
+        Guarded<uint8_t> dE(E.bytes);
+        Guarded<bf16> wb(size_t(rows) * cols);
+        gpu::dequantize_bf16_v2(Tensor{dE.ptr(), t, rows, cols}, wb.ptr(), launch());
         std::vector<bf16> b = wb.check();
         for (size_t i = 0; i < b.size(); i++) REQUIRE(b[i] == f32_to_bf16(E.values[i]));
     }
