@@ -214,16 +214,16 @@ ifeq ($(HAVE_NVCC),)
 GPU_TEST :=
 run_gpu = @echo "SKIPPED: the GPU tests need the CUDA toolkit (nvcc)"
 else ifneq ($(shell uname -m),x86_64)
-GPU_TEST := build/test_gpu
+GPU_TEST := build/test_gpu dev-all
 run_gpu = ./build/test_gpu && echo "SKIPPED: the emulated GPU tests run on x86-64 only"
 else
-GPU_TEST := build/test_gpu build/test_emu build/test_gpu_emu build/qwen_emu \
+GPU_TEST := build/test_gpu build/test_emu build/test_gpu_emu build/qwen_emu dev-all \
             $(if $(filter yes,$(SERVER_OK)),build/qwen-server_emu)
 # Every launch of the emulated GPU tests runs under one schedule (the kinds take turns) with every access
 # race-checked; the kernel tests (not the engine's) also run every launch twice, compared byte for byte (test/emu).
 EMU_TWICE := gpu: rmsnorm*,gpu: swiglu*,gpu: matvec*,gpu: gemm*,gpu: the fused dequantize-matvec*,gpu: embedding*
 EMU_TWICE := $(EMU_TWICE),gpu: qkv*,gpu: argmax*,gpu: mask_logits*,gpu: sample_candidates*,gpu: select_token*
-EMU_TWICE := $(EMU_TWICE),gpu: batched decode attention*
+EMU_TWICE := $(EMU_TWICE),gpu: batched decode attention*,gpu: dev/ candidate v2*
 run_gpu = ./build/test_gpu && ASAN_OPTIONS=detect_leaks=1 ./build/test_emu && \
           ASAN_OPTIONS=detect_leaks=1 ./build/test_gpu_emu && \
           QWEN_EMU_SCHEDULES=2 ASAN_OPTIONS=detect_leaks=1 ./build/test_gpu_emu -tc='$(EMU_TWICE)'
@@ -253,7 +253,8 @@ deps:
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES) >/dev/null
 	$(PYTHON) -m pip install -q --disable-pip-version-check --break-system-packages $(PY_PACKAGES)
 
-# The kernel workbench (dev/), built for CUDA_ARCH's first architecture (dev/gpu_check.sh uses this).
+# The kernel workbench (dev/), built for CUDA_ARCH's first architecture (dev/gpu_check.sh uses this; `make test`
+# builds it too, so that a workbench program that no longer compiles is found before a GPU run needs it).
 dev-all:
 	$(MAKE) -C dev CUDA_ARCH=$(firstword $(CUDA_ARCH)) all
 
