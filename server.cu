@@ -39,6 +39,7 @@
 #include <deque>
 #include <netdb.h>
 #include <optional>
+#include <poll.h>
 #include <pthread.h>
 #include <random>
 #include <set>
@@ -351,9 +352,15 @@ struct Job {
         pending.clear();
         return !out.empty();
     }
-    void wait() {
+    // Waits until the job is done, asking `gone` every 20 ms meanwhile (a poll of the socket: ~1 us): once it
+    // says the client has left, the job is cancelled (the engine frees its sequences at its next step). False if
+    // it was cancelled so.
+    bool wait(const std::function<bool()>& gone) {
         std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [&] { return done; });
+        bool left = false;
+        while (!cv.wait_for(lock, std::chrono::milliseconds(20), [&] { return done; }))
+            if (!left && gone && gone()) left = true, cancel = true;
+        return !left;
     }
 };
 
@@ -810,7 +817,20 @@ struct GenerationParams {
 
 struct HttpRequest {
     std::string method, path, body;
+    // True once the client has closed its connection: a handler that waits long for an answer asks it now and
+    // then, so that a client that gave up does not keep its sequences running (the HTTP layer sets it).
+    std::function<bool()> client_gone;
 };
+
+// True when the peer has closed the socket: an end of stream waiting to be read, or a hang-up or error. Bytes
+// waiting (a pipelined request) are not a close. Never blocks, never consumes anything.
+static bool peer_closed(int fd) {
+    pollfd p{fd, short(POLLIN | POLLRDHUP), 0};
+    if (poll(&p, 1, 0) <= 0) return false;
+    if (p.revents & (POLLHUP | POLLERR | POLLRDHUP)) return true;
+    char byte;
+    return (p.revents & POLLIN) && recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
 
 struct HttpResponse {
     int status = 200;
@@ -1092,6 +1112,8 @@ class HttpServer {
                 *con_cls = p;
                 p->req.method = method;
                 p->req.path = url;
+                const int fd = self->connection_of(c)->fd;
+                p->req.client_gone = [fd] { return peer_closed(fd); };
                 p->log = std::make_shared<RequestLog>(method, url, self->metrics_);
                 HttpResponse refusal;
                 if (self->check_headers(c, version, *p, refusal)) return MHD_YES;
@@ -1704,9 +1726,11 @@ static std::shared_ptr<Job> start_job(const ServerContext& ctx, std::vector<int>
     throw ApiError{503, "the server is shutting down", "shutting_down"};
 }
 
-// Waits for the whole answer; an engine failure becomes a 500, a job dropped from the queue at shutdown a 503.
-static const std::vector<qwen::GenerateResult>& finish_job(Job& job, const LogPtr& log) {
-    job.wait();
+// Waits for the whole answer; an engine failure becomes a 500, a job dropped from the queue at shutdown a 503,
+// and a client that closed the connection meanwhile a 499 in the log (nobody is left to read it).
+static const std::vector<qwen::GenerateResult>& finish_job(Job& job, const HttpRequest& req, const LogPtr& log) {
+    if (!job.wait(req.client_gone))
+        throw ApiError{499, "the client closed the connection before the answer", "client_closed"};
     if (!job.error.empty()) throw ApiError{500, "generation failed: " + job.error, "engine_error"};
     if (!job.started) throw ApiError{503, "the server is shutting down", "shutting_down"};
     log->describe(job.results[0]);
@@ -2052,7 +2076,7 @@ static void handle_chat_completions(const ServerContext& ctx, const HttpRequest&
     const bool reasoning = ctx.split_reasoning && ctx.model.chat.thinking, parse_calls = tools.parse();
     json head = response_head(ctx, "chatcmpl-", "chat.completion.chunk");
     if (g.stream) return stream_job(res, job, log, chat_stream(ctx, head, g, reasoning, parse_calls));
-    const std::vector<qwen::GenerateResult>& results = finish_job(*job, log);
+    const std::vector<qwen::GenerateResult>& results = finish_job(*job, req, log);
     json out = head, choices = json::array();
     for (int i = 0; i < g.n; i++)
         choices.push_back(chat_choice(ctx, i, results[size_t(i)], *job, reasoning, parse_calls));
@@ -2102,7 +2126,7 @@ static void handle_completions(const ServerContext& ctx, const HttpRequest& req,
         stream_job(res, job, log, std::move(f));
         return;
     }
-    const std::vector<qwen::GenerateResult>& results = finish_job(*job, log);
+    const std::vector<qwen::GenerateResult>& results = finish_job(*job, req, log);
     json out = head, choices = json::array();
     for (int i = 0; i < g.n; i++) {
         const qwen::GenerateResult& r = results[size_t(i)];
@@ -2162,7 +2186,7 @@ static void handle_seed(const ServerContext& ctx, const HttpRequest& req, HttpRe
     }
     g.stream = false;
     auto job = start_job(ctx, std::move(prompt), g);
-    const qwen::GenerateResult& r = finish_job(*job, log)[0];
+    const qwen::GenerateResult& r = finish_job(*job, req, log)[0];
 
     std::string answer = qwen::utf8_sanitize(r.text);
     if (pairs) {

@@ -7,6 +7,7 @@ repository root after `make` (see test_server.py).
 """
 import json
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -186,6 +187,33 @@ def test_a_client_that_hangs_up_frees_its_blocks(batched):
     sock.close()
     h = wait_all_free(batched)
     assert (h["running"], h["waiting"], h["kv_blocks"]["free"]) == (0, 0, POOL_BLOCKS), h
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/completions", {"prompt": "Once upon a time", "n": 16, "max_tokens": 100000}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Tell a story"}], "n": 16,
+                              "max_completion_tokens": 100000}),
+])
+def test_a_client_that_hangs_up_before_a_whole_answer_frees_its_blocks(batched, path, body):
+    """The same for an answer sent whole at the end (not streamed): the server notices the closed connection
+    while it waits for the answer, cancels its sequences and logs the request as 499."""
+    assert wait_all_free(batched)["running"] == 0
+    payload = json.dumps(body).encode()
+    sock = socket.create_connection(("127.0.0.1", batched.port), timeout=30)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n".encode()
+                 + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+    deadline = time.time() + 10
+    while health(batched)["running"] == 0:  # 16 answers that run until the context is full, in a small pool
+        assert time.time() < deadline, "the request never started"
+        time.sleep(0.01)
+    sock.close()
+    h = wait_all_free(batched)
+    assert (h["running"], h["waiting"], h["kv_blocks"]["free"]) == (0, 0, POOL_BLOCKS), h
+    deadline = time.time() + 5
+    while not re.search(rf"POST {re.escape(path)} 499 .* the client closed the connection before the answer\n",
+                        batched.log_text()):
+        assert time.time() < deadline, batched.log_text()[-2000:]
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("args, message", [
