@@ -14,7 +14,7 @@
 //
 // v2: lane k of a warp takes the k-th group of 8 consecutive values (dequant_group: 8 values that share one scale
 // in every type), so a warp's 32 lanes cover 256 consecutive values: x comes as two 16-byte loads per lane, whole
-// 128-byte lines across the warp, and in shared memory without conflicts. The group's 8 quant bytes are read with
+// 128-byte lines across the warp, and in shared memory without bank conflicts. The group's 8 quant bytes are read with
 // 2-byte loads (every field the decoders read 8 at a time starts on an even byte). The window of a row is loaded
 // into registers first (8 independent 16-byte loads per lane) and then stored to shared memory, so the loads are
 // in flight together. dequantize_bf16 v2: one thread per group, one 16-byte store of 8 bf16 values.
@@ -129,10 +129,17 @@ __device__ void warp_rows_groups(const uint8_t* const (&rows)[NR], const float* 
             __syncwarp();
             const uint8_t* w = reinterpret_cast<const uint8_t*>(win) + skew;
             const float4* x4 = reinterpret_cast<const float4*>(xs + size_t(b0) * ti.block);
+            const int s = (lane >> 2) & 1;  // lanes 4-7 of each 8 read their second half first: see below
             for (int k = lane; k < nb * G; k += 32) {
                 float v[8];
                 dequant_group<T>(w + (k / G) * ti.bytes, k % G, v);
-                float4 p = x4[2 * k], q = x4[2 * k + 1];
+                // A 16-byte load is served 8 lanes at a time; 8 lanes at a 32-byte stride reading the same half
+                // would hit each bank twice. Alternating the half in lanes 4-7 spreads the 8 over all 32 banks.
+                float4 p = x4[2 * k + s], q = x4[2 * k + 1 - s];
+                if (s) {
+                    float4 t = p;
+                    p = q, q = t;
+                }
                 a = fmaf(v[0], p.x, a), a = fmaf(v[1], p.y, a), a = fmaf(v[2], p.z, a), a = fmaf(v[3], p.w, a);
                 a = fmaf(v[4], q.x, a), a = fmaf(v[5], q.y, a), a = fmaf(v[6], q.z, a), a = fmaf(v[7], q.w, a);
             }
