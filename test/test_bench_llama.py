@@ -23,10 +23,20 @@ _spec.loader.exec_module(bl)
 TINY = dict(hidden=64, ff=128, layers=2, heads=4, kv_heads=2, vocab=151936, tied=True)
 
 
-@pytest.fixture()
-def tiny_shape(monkeypatch):
-    monkeypatch.setitem(bl.SHAPES, "tiny", TINY)
-    return "tiny"
+
+def in_child(call, timeout=300):
+    """Runs `call` (Python, with the tool imported as bl and the tiny shape among its presets) in a child
+    process and returns its stdout: the Qwen tokenizer's tables the tool builds would otherwise stay in this
+    process's memory, and a child started later reports this process's peak as part of its own (test_hostile
+    measures children's peak memory)."""
+    code = (f"import importlib.util, json, sys\n"
+            f"spec = importlib.util.spec_from_file_location('bench_llama', {str(TOOL)!r})\n"
+            f"bl = importlib.util.module_from_spec(spec)\n"
+            f"spec.loader.exec_module(bl)\n"
+            f"bl.SHAPES['tiny'] = {TINY!r}\n{call}\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
 
 
 def fake_llama_bin(folder):
@@ -49,16 +59,16 @@ print(json.dumps(rows))
     return folder
 
 
-def test_written_gguf_loads_in_qwen_with_the_shape_and_the_real_tokenizer(tiny_shape, tmp_path):
+def test_written_gguf_loads_in_qwen_with_the_shape_and_the_real_tokenizer(tmp_path):
     path = tmp_path / "tiny.gguf"
-    bl.write_bf16_gguf(tiny_shape, path)
-    import gguf
-    r = gguf.GGUFReader(str(path))
-    t = {x.name: x for x in r.tensors}
+    t = json.loads(in_child(f"bl.write_bf16_gguf('tiny', {str(path)!r})\n"
+                            f"r = bl.gguf.GGUFReader({str(path)!r})\n"
+                            "print(json.dumps({x.name: [list(map(int, x.shape)), x.tensor_type.name] for x in r.tensors}))"))
     assert len(t) == 1 + 2 * 12 + 1  # embedding, 12 per layer, final norm; tied: no output.weight
-    assert list(t["blk.1.ffn_down.weight"].shape) == [128, 64]  # ggml order: (cols, rows)
-    assert t["blk.0.attn_k.weight"].tensor_type == gguf.GGMLQuantizationType.BF16
-    assert t["blk.0.attn_norm.weight"].tensor_type == gguf.GGMLQuantizationType.F32
+    assert t["blk.1.ffn_down.weight"] == [[128, 64], "BF16"]  # ggml order: (cols, rows)
+    assert t["token_embd.weight"] == [[64, 151936], "BF16"]
+    assert t["blk.0.attn_k.weight"] == [[64, 32], "BF16"]
+    assert t["blk.0.attn_norm.weight"] == [[64], "F32"]
     # ./qwen reads it and tokenizes as the Qwen tokenizer does (test/data/qwen-tokenizer/cases.json)
     case = json.loads((ROOT / "test/data/qwen-tokenizer/cases.json").read_text())[0]
     out = subprocess.run([str(QWEN), "-m", str(path), "--tokenize", "--raw", "-p", case["text"]], capture_output=True,
@@ -76,13 +86,11 @@ def test_llama_bench_rows_are_named_as_qwen_bench_rows(tmp_path):
     assert rows == {"prefill 128": 1128.0, "prefill 512": 1512.0, "decode @128": 48.0, "decode @512": 42.0}
 
 
-def test_a_whole_run_prints_both_and_the_ratio(tiny_shape, tmp_path, monkeypatch, capsys):
+def test_a_whole_run_prints_both_and_the_ratio(tmp_path):
     fake = fake_llama_bin(tmp_path / "bin")
-    monkeypatch.setattr(sys, "argv", ["bench_llama.py", "tiny", "--cpu", "-t", "2", "--reps", "1", "--types",
-                                      "bf16,q8_0", "--llama-bin", str(fake), "--qwen", str(QWEN),
-                                      "--dir", str(tmp_path / "files"), "--rounds", "2"])
-    bl.main()
-    out = capsys.readouterr().out.splitlines()
+    argv = ["bench_llama.py", "tiny", "--cpu", "-t", "2", "--reps", "1", "--types", "bf16,q8_0", "--llama-bin",
+            str(fake), "--qwen", str(QWEN), "--dir", str(tmp_path / "files"), "--rounds", "2"]
+    out = in_child(f"sys.argv = {argv!r}\nbl.main()").splitlines()
     assert out[0] == "tiny, synthetic weights, CPU, 2 threads: tok/s, medians of 2 rounds"
     rows = [line.split() for line in out[2:]]
     # per type: qwen's CPU rows (prefill 128 and 512, decode @128 and @512), each with llama.cpp's figure
