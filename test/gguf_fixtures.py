@@ -405,6 +405,8 @@ def cmd_agree(a):
     env = dict(os.environ, LD_LIBRARY_PATH=a.llama_bin)
     same_files = 0
     names = sorted(n for n in refs["files"] if (DATA / n).exists())
+    from test_cli import token_bytes  # id -> bytes of the files' tokenizer (tokenizer-small)
+    table = token_bytes("tokenizer-small")
     for name in names:
         ids, margins = refs["files"][name]["results"][0]["greedy_ids"], refs["files"][name]["results"][0]["margins"]
         ours = subprocess.run([a.qwen, "-m", str(DATA / name), "--cpu", "--raw", "-p", text, "-n", "24", "--temp", "0",
@@ -423,34 +425,12 @@ def cmd_agree(a):
             common += 1
         # the step at which they part: reference tokens whose bytes lie wholly in the common prefix
         step, n = 0, 0
-        lens = [len(t) for t in token_bytes(DATA / name, ids)]
+        lens = [len(table[i]) for i in ids]
         while step < len(lens) and n + lens[step] <= common:
             n += lens[step]
             step += 1
         print(f"{name:<18} part at step {step + 1} of {len(ids)}, reference margin there {margins[step]:.3f}")
     print(f"identical: {same_files} of {len(names)} files")
-
-
-def token_bytes(path, ids):
-    """The bytes of each id, from the file's own token list (GPT-2 byte-level strings)."""
-    r = gguf.GGUFReader(str(path))
-    f = r.fields["tokenizer.ggml.tokens"]
-    toks = [bytes(f.parts[i]).decode("utf-8") for i in f.data]
-    inv = {c: b for b, c in byte_level_map().items()}
-    return [bytes(inv[ch] for ch in toks[i]) for i in ids]
-
-
-def byte_level_map():
-    """GPT-2's byte-level alphabet: byte -> the character that stands for it in the token strings."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + \
-        list(range(ord("\xae"), ord("\xff") + 1))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
 
 
 def main():

@@ -20,7 +20,8 @@ _spec = importlib.util.spec_from_file_location("bench_llama", TOOL)
 bl = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bl)
 
-TINY = dict(hidden=64, ff=128, layers=2, heads=4, kv_heads=2, vocab=151936, tied=True)
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=151936, tie_word_embeddings=True)
 
 
 

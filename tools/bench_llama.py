@@ -28,15 +28,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "test"))
+sys.path.insert(0, str(ROOT / "tools"))
 import gguf  # noqa: E402
 from gguf_fixtures import gguf_vocab, to_bf16  # noqa: E402  (the converter's token list, bf16 rounding)
 
-# The shapes of qwen.hpp's preset_config(), with their rope base and norm epsilon.
-SHAPES = {
-    "qwen2.5-0.5b": dict(hidden=896, ff=4864, layers=24, heads=14, kv_heads=2, vocab=151936, tied=True),
-    "qwen2.5-1.5b": dict(hidden=1536, ff=8960, layers=28, heads=12, kv_heads=2, vocab=151936, tied=True),
-    "qwen2-7b": dict(hidden=3584, ff=18944, layers=28, heads=28, kv_heads=4, vocab=152064, tied=False),
-}
+from bench_hf import SHAPES  # noqa: E402  (qwen.hpp's preset shapes, in Hugging Face config names)
 TYPES = {"bf16": None, "q8_0": "Q8_0", "q6_k": "Q6_K", "q5_k_m": "Q5_K_M", "q4_k_m": "Q4_K_M", "q4_0": "Q4_0"}
 TOKENIZER = ROOT / "test" / "data" / "qwen-tokenizer"
 # (prefill lengths, decode depths, decode steps) of qwen's bench: bench.hpp run_bench
@@ -46,7 +42,9 @@ PLAN = {"cpu": ([128, 512], [128, 512], 16), "gpu": ([512, 2048], [128, 4096], 6
 def write_bf16_gguf(shape, path, seed=1):
     """Random weights of `shape` as a BF16 GGUF (norms F32), the metadata llama.cpp's converter writes for Qwen2."""
     s, rng = SHAPES[shape], np.random.default_rng(seed)
-    H, ff, d = s["hidden"], s["ff"], s["hidden"] // s["heads"]
+    H, ff, L = s["hidden_size"], s["intermediate_size"], s["num_hidden_layers"]
+    heads, kv_heads, vocab = s["num_attention_heads"], s["num_key_value_heads"], s["vocab_size"]
+    d = H // heads
     w = gguf.GGUFWriter(path=None, arch="qwen2")
 
     def mat(name, rows, cols, scale=1.0):  # N(0, scale^2 / cols), rounded to bf16
@@ -56,37 +54,37 @@ def write_bf16_gguf(shape, path, seed=1):
     def vec(name, n, mean=0.0, sd=0.02):
         w.add_tensor(name, (mean + sd * rng.standard_normal(n)).astype(np.float32))
 
-    mat("token_embd.weight", s["vocab"], H, np.sqrt(H) * 0.02)
-    for l in range(s["layers"]):
+    mat("token_embd.weight", vocab, H, np.sqrt(H) * 0.02)
+    for l in range(L):
         p = f"blk.{l}."
         vec(p + "attn_norm.weight", H, 1.0, 0.1)
-        mat(p + "attn_q.weight", s["heads"] * d, H)
-        mat(p + "attn_k.weight", s["kv_heads"] * d, H)
-        mat(p + "attn_v.weight", s["kv_heads"] * d, H)
-        vec(p + "attn_q.bias", s["heads"] * d)
-        vec(p + "attn_k.bias", s["kv_heads"] * d)
-        vec(p + "attn_v.bias", s["kv_heads"] * d)
-        mat(p + "attn_output.weight", H, s["heads"] * d)
+        mat(p + "attn_q.weight", heads * d, H)
+        mat(p + "attn_k.weight", kv_heads * d, H)
+        mat(p + "attn_v.weight", kv_heads * d, H)
+        vec(p + "attn_q.bias", heads * d)
+        vec(p + "attn_k.bias", kv_heads * d)
+        vec(p + "attn_v.bias", kv_heads * d)
+        mat(p + "attn_output.weight", H, heads * d)
         vec(p + "ffn_norm.weight", H, 1.0, 0.1)
         mat(p + "ffn_gate.weight", ff, H)
         mat(p + "ffn_up.weight", ff, H)
         mat(p + "ffn_down.weight", H, ff)
     vec("output_norm.weight", H, 1.0, 0.1)
-    if not s["tied"]:
-        mat("output.weight", s["vocab"], H)
+    if not s["tie_word_embeddings"]:
+        mat("output.weight", vocab, H)
     w.add_type(gguf.GGUFType.MODEL)
     w.add_name(f"synthetic {shape}")
-    w.add_block_count(s["layers"])
+    w.add_block_count(L)
     w.add_context_length(32768)
     w.add_embedding_length(H)
     w.add_feed_forward_length(ff)
-    w.add_head_count(s["heads"])
-    w.add_head_count_kv(s["kv_heads"])
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
     w.add_rope_freq_base(1000000.0)
     w.add_layer_norm_rms_eps(1e-6)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_BF16)
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    tokens, types = gguf_vocab(TOKENIZER / "tokenizer.json", s["vocab"])
+    tokens, types = gguf_vocab(TOKENIZER / "tokenizer.json", vocab)
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("qwen2")
     w.add_token_list(tokens)
